@@ -1,0 +1,268 @@
+//! `NatsBroker`: the connection to NATS and the bucket cache.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+
+use crate::error::{Error, Result};
+use crate::kv::bucket::error_chain;
+use crate::kv::bucket_cache::{BucketCache, Declare};
+use crate::kv::{BucketConfig, KeyValue};
+
+/// The URL used when `NATS_URL` is not set.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// A handle to one NATS connection and its buckets. Cheap to clone: clones share the connection
+/// and the bucket cache.
+///
+/// The broker connects when the [`App`](crate::App) starts (after the `on_startup` hooks); handlers
+/// and `after_startup` hooks receive it connected.
+///
+/// ```no_run
+/// use faststream_core::NatsBroker;
+///
+/// # async fn demo() -> anyhow::Result<()> {
+/// let broker = NatsBroker::from_env();
+/// broker.connect().await?;
+/// let settings = broker.key_value("settings").await?; // created if missing
+/// settings.put("mode", "fast".into()).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct NatsBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    connect_timeout: Duration,
+    connection: OnceLock<Connection>,
+    connecting: tokio::sync::Mutex<()>,
+    buckets: BucketCache,
+}
+
+struct Connection {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+}
+
+impl NatsBroker {
+    /// A broker for the server(s) at `url` (`nats://host:port`, several separated by commas).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self::with_settings(url.into(), DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    /// A broker for `NATS_URL`, or `nats://127.0.0.1:4222` when it is not set.
+    pub fn from_env() -> Self {
+        let url = std::env::var("NATS_URL")
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
+        Self::new(url)
+    }
+
+    fn with_settings(url: String, connect_timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                url,
+                connect_timeout,
+                connection: OnceLock::new(),
+                connecting: tokio::sync::Mutex::new(()),
+                buckets: BucketCache::default(),
+            }),
+        }
+    }
+
+    /// How long [`connect`](Self::connect) keeps retrying an unreachable server before it fails
+    /// (default 10 s). Set it before connecting; it returns a new, unconnected broker.
+    #[must_use]
+    pub fn connect_timeout(self, timeout: Duration) -> Self {
+        Self::with_settings(self.inner.url.clone(), timeout)
+    }
+
+    /// The server URL, with any credentials replaced by `***`.
+    pub fn url(&self) -> String {
+        redact_url(&self.inner.url)
+    }
+
+    /// Whether [`connect`](Self::connect) has succeeded.
+    pub fn is_connected(&self) -> bool {
+        self.inner.connection.get().is_some()
+    }
+
+    /// Connects, retrying with backoff (100 ms doubling up to 2 s) until the connect timeout.
+    /// Each failed attempt is logged. Does nothing if already connected.
+    pub async fn connect(&self) -> Result<()> {
+        let _guard = self.inner.connecting.lock().await;
+        if self.is_connected() {
+            return Ok(());
+        }
+        let url = self.url();
+        let started = Instant::now();
+        let mut delay = FIRST_RETRY_DELAY;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let remaining = self.inner.connect_timeout.saturating_sub(started.elapsed());
+            let options = async_nats::ConnectOptions::new()
+                .connection_timeout(remaining.clamp(Duration::from_millis(100), MAX_RETRY_DELAY))
+                .event_callback(move |event| async move { log_connection_event(event) });
+            match options.connect(self.inner.url.as_str()).await {
+                Ok(client) => {
+                    tracing::info!(url = %url, attempts, "connected to NATS");
+                    let jetstream = jetstream::new(client.clone());
+                    // The mutex guard makes this the only initialisation.
+                    let _ = self.inner.connection.set(Connection { client, jetstream });
+                    return Ok(());
+                }
+                Err(error) => {
+                    let reason = error_chain(&error);
+                    let auth_failed = matches!(
+                        error.kind(),
+                        async_nats::ConnectErrorKind::Authentication
+                            | async_nats::ConnectErrorKind::AuthorizationViolation
+                            | async_nats::ConnectErrorKind::ServerParse
+                    );
+                    if auth_failed || started.elapsed() + delay >= self.inner.connect_timeout {
+                        return Err(Error::Connect {
+                            url,
+                            attempts,
+                            elapsed: started.elapsed(),
+                            reason,
+                        });
+                    }
+                    tracing::warn!(url = %url, attempt = attempts, retry_in = ?delay, error = %reason,
+                        "NATS not reachable; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+            }
+        }
+    }
+
+    fn connection(&self, operation: &'static str) -> Result<&Connection> {
+        self.inner
+            .connection
+            .get()
+            .ok_or(Error::NotConnected { operation })
+    }
+
+    /// The underlying async-nats client, for anything this crate does not wrap.
+    pub fn client(&self) -> Result<async_nats::Client> {
+        Ok(self.connection("client")?.client.clone())
+    }
+
+    /// The JetStream context of the connection.
+    pub fn jetstream(&self) -> Result<jetstream::Context> {
+        Ok(self.connection("jetstream")?.jetstream.clone())
+    }
+
+    /// The bucket named `bucket`: used as it is if it exists (whatever its configuration, so it
+    /// may have been made by another service), created with the default configuration if not.
+    ///
+    /// Cached per bucket: only the first call for a bucket makes requests.
+    pub async fn key_value(&self, bucket: &str) -> Result<KeyValue> {
+        self.declare(bucket, Declare::UseOrCreate).await
+    }
+
+    /// The bucket with exactly `config`: created with it if missing; if the bucket exists with
+    /// another configuration, an error names every differing field. Out-of-range values are an
+    /// error before any request.
+    ///
+    /// ```no_run
+    /// use faststream_core::{kv::BucketConfig, NatsBroker};
+    ///
+    /// # async fn demo(broker: NatsBroker) -> anyhow::Result<()> {
+    /// let audit = broker.key_value_with(BucketConfig::new("audit").history(64)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn key_value_with(&self, config: BucketConfig) -> Result<KeyValue> {
+        let bucket = config.bucket().to_owned();
+        self.declare(&bucket, Declare::Exactly(&config)).await
+    }
+
+    /// The existing bucket named `bucket`; a missing bucket is [`Error::BucketNotFound`].
+    pub async fn lookup_key_value(&self, bucket: &str) -> Result<KeyValue> {
+        self.declare(bucket, Declare::LookupOnly).await
+    }
+
+    async fn declare(&self, bucket: &str, declare: Declare<'_>) -> Result<KeyValue> {
+        let connection = self.connection("key_value")?;
+        self.inner
+            .buckets
+            .get_or_declare(&connection.jetstream, bucket, declare)
+            .await
+    }
+
+    /// Flushes pending publishes and drains the connection (subscriptions stop after delivering
+    /// what the server already sent).
+    pub(crate) async fn drain(&self) {
+        let Ok(connection) = self.connection("drain") else {
+            return;
+        };
+        if let Err(error) = connection.client.flush().await {
+            tracing::warn!(error = %error, "flushing the NATS connection failed");
+        }
+        if let Err(error) = connection.client.drain().await {
+            tracing::warn!(error = %error, "draining the NATS connection failed");
+        }
+    }
+}
+
+impl fmt::Debug for NatsBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsBroker")
+            .field("url", &self.url())
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+fn log_connection_event(event: async_nats::Event) {
+    match event {
+        async_nats::Event::Connected => tracing::info!("NATS connection (re)established"),
+        async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+        async_nats::Event::ClientError(error) => tracing::error!(%error, "NATS client error"),
+        other => tracing::debug!(event = %other, "NATS connection event"),
+    }
+}
+
+/// Replaces `user:password@` or `token@` in each URL of a comma-separated list with `***@`.
+pub(crate) fn redact_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let url = url.trim();
+            let (scheme, rest) = match url.find("://") {
+                Some(at) => url.split_at(at + 3),
+                None => ("", url),
+            };
+            match rest.rfind('@') {
+                Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_never_show() {
+        assert_eq!(
+            redact_url("nats://alice:s3cret@host:4222, tls://tok@h2"),
+            "nats://***@host:4222,tls://***@h2"
+        );
+        assert_eq!(redact_url("127.0.0.1:4222"), "127.0.0.1:4222");
+    }
+}

@@ -1,0 +1,184 @@
+//! Extractors: the argument types a handler or hook may take.
+//!
+//! A `#[subscriber]` handler's arguments each implement [`FromKvMessage`]; a hook's arguments
+//! each implement [`FromHookContext`]. Implement them for your own types to add extractors.
+
+use std::any::type_name;
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::context::{AppContext, SubscriberContext};
+use crate::kv::KvMessage;
+use crate::NatsBroker;
+
+/// Why an argument could not be extracted from a message. The handler is not called; the
+/// rejection is logged with the subscriber, bucket, key and revision, and the watch goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    reason: String,
+}
+
+impl Rejection {
+    /// A rejection with the reason to log.
+    pub fn new(reason: impl fmt::Display) -> Self {
+        Self {
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// A type a `#[subscriber]` handler can take as an argument, built from each message.
+///
+/// ```
+/// use faststream_core::extract::{FromKvMessage, Rejection};
+/// use faststream_core::{KvMessage, SubscriberContext};
+///
+/// /// The value's length, as an argument.
+/// struct ValueLen(usize);
+///
+/// impl FromKvMessage for ValueLen {
+///     fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
+///         Ok(ValueLen(message.value().len()))
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an argument of a `#[subscriber]` handler",
+    label = "not an extractor",
+    note = "handler arguments may be `String`, `Vec<u8>`, `bytes::Bytes`, `KvMessage`, `NatsBroker` or `State<T>`, or a type implementing `faststream_core::extract::FromKvMessage`"
+)]
+pub trait FromKvMessage: Sized {
+    /// Builds the argument from the message; an `Err` skips the handler for this message.
+    fn from_kv_message(message: &KvMessage, context: &SubscriberContext) -> Result<Self, Rejection>;
+
+    /// Checked once when the app starts, before connecting: describe anything this extractor
+    /// needs that is missing (for example state never given). The default needs nothing.
+    fn check(context: &SubscriberContext) -> Result<(), String> {
+        let _ = context;
+        Ok(())
+    }
+}
+
+/// A type a lifecycle hook can take as an argument.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an argument of a lifecycle hook",
+    label = "not a hook argument",
+    note = "hook arguments may be `NatsBroker` or `State<T>`, or a type implementing `faststream_core::extract::FromHookContext`"
+)]
+pub trait FromHookContext: Sized {
+    /// Builds the argument; an `Err` fails the hook with that reason.
+    fn from_hook_context(context: &AppContext) -> Result<Self, Rejection>;
+
+    /// Checked once when the app starts, before connecting; see [`FromKvMessage::check`].
+    fn check(context: &AppContext) -> Result<(), String> {
+        let _ = context;
+        Ok(())
+    }
+}
+
+/// The value as UTF-8 text (empty for `DEL` and `PURGE`). Non-UTF-8 values are rejected.
+impl FromKvMessage for String {
+    fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
+        std::str::from_utf8(message.value())
+            .map(str::to_owned)
+            .map_err(|error| Rejection::new(format_args!("value is not UTF-8 text: {error}")))
+    }
+}
+
+/// The value's bytes, copied (empty for `DEL` and `PURGE`).
+impl FromKvMessage for Vec<u8> {
+    fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
+        Ok(message.value().to_vec())
+    }
+}
+
+/// The value's bytes, shared without copying (empty for `DEL` and `PURGE`).
+impl FromKvMessage for Bytes {
+    fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
+        Ok(message.value().clone())
+    }
+}
+
+/// The whole entry: bucket, key, value, revision, operation, ...
+impl FromKvMessage for KvMessage {
+    fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
+        Ok(message.clone())
+    }
+}
+
+/// The application's broker, connected.
+impl FromKvMessage for NatsBroker {
+    fn from_kv_message(_: &KvMessage, context: &SubscriberContext) -> Result<Self, Rejection> {
+        Ok(context.app.broker.clone())
+    }
+}
+
+/// The application's broker (not yet connected in `on_startup` hooks).
+impl FromHookContext for NatsBroker {
+    fn from_hook_context(context: &AppContext) -> Result<Self, Rejection> {
+        Ok(context.broker.clone())
+    }
+}
+
+/// Shared state given with [`App::with_state`](crate::App::with_state), cloned for each call
+/// (wrap large or mutable state in an `Arc`).
+///
+/// ```
+/// use std::sync::{atomic::{AtomicU64, Ordering}, Arc};
+/// use faststream_core::{subscriber, State};
+///
+/// #[derive(Clone, Default)]
+/// struct Counter(Arc<AtomicU64>);
+///
+/// #[subscriber("hits", kv_watch = "stats")]
+/// async fn count(State(counter): State<Counter>) {
+///     counter.0.fetch_add(1, Ordering::Relaxed);
+/// }
+/// // App::new(broker).with_state(Counter::default())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct State<T>(pub T);
+
+fn missing_state<T>() -> String {
+    format!(
+        "no state of type `{}`: give it with `App::with_state`",
+        type_name::<T>()
+    )
+}
+
+impl<T: Clone + Send + Sync + 'static> FromKvMessage for State<T> {
+    fn from_kv_message(_: &KvMessage, context: &SubscriberContext) -> Result<Self, Rejection> {
+        Self::from_hook_context(&context.app)
+    }
+
+    fn check(context: &SubscriberContext) -> Result<(), String> {
+        <Self as FromHookContext>::check(&context.app)
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> FromHookContext for State<T> {
+    fn from_hook_context(context: &AppContext) -> Result<Self, Rejection> {
+        context
+            .state::<T>()
+            .cloned()
+            .map(State)
+            .ok_or_else(|| Rejection::new(missing_state::<T>()))
+    }
+
+    fn check(context: &AppContext) -> Result<(), String> {
+        if context.has_state::<T>() {
+            Ok(())
+        } else {
+            Err(missing_state::<T>())
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! Bucket configuration, and declaring or looking up a bucket on the server.
+//!
+//! Buckets are created as their backing stream (`KV_<bucket>`, subjects `$KV.<bucket>.>`)
+//! rather than with async-nats's `create_key_value`, which fails on nats-server 2.9 (it parses
+//! an account-info field that 2.9 does not send). The stream settings are the ones async-nats
+//! and nats.go use, so buckets made here and by other clients are interchangeable.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+
+use crate::error::{Error, Result};
+
+pub use async_nats::jetstream::stream::{Placement, Republish, StorageType};
+
+/// A bucket handle with every async-nats Key-Value operation: `get`, `entry`,
+/// `entry_for_revision`, `history`, `put`, `create`, `update`, `delete`, `purge`, `keys`,
+/// `watch`, ...
+pub type KeyValue = kv::Store;
+
+/// The most revisions per key a bucket can keep (ADR-8).
+pub const MAX_HISTORY: i64 = 64;
+
+/// A bucket's configuration, with FastStream's `key_value` parameters.
+///
+/// Unset values are the NATS defaults: one revision per key, no TTL, no size limits, file
+/// storage, one replica, direct get allowed.
+///
+/// ```
+/// use std::time::Duration;
+/// use faststream_core::kv::BucketConfig;
+///
+/// let config = BucketConfig::new("sessions")
+///     .description("web sessions")
+///     .history(5)
+///     .ttl(Duration::from_secs(3600));
+/// assert!(config.validate().is_ok());
+/// assert!(BucketConfig::new("sessions").history(65).validate().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketConfig {
+    bucket: String,
+    description: Option<String>,
+    max_value_size: Option<i32>,
+    history: i64,
+    ttl: Option<Duration>,
+    max_bytes: Option<i64>,
+    storage: StorageType,
+    replicas: usize,
+    placement: Option<Placement>,
+    republish: Option<Republish>,
+    direct: bool,
+}
+
+impl BucketConfig {
+    /// The default configuration for `bucket`.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        Self {
+            bucket: bucket.into(),
+            description: None,
+            max_value_size: None,
+            history: 1,
+            ttl: None,
+            max_bytes: None,
+            storage: StorageType::File,
+            replicas: 1,
+            placement: None,
+            republish: None,
+            direct: true,
+        }
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// A human-readable description.
+    #[must_use]
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+
+    /// The largest value accepted, in bytes.
+    #[must_use]
+    pub fn max_value_size(mut self, bytes: i32) -> Self {
+        self.max_value_size = Some(bytes);
+        self
+    }
+
+    /// How many revisions to keep per key, `1..=64`.
+    #[must_use]
+    pub fn history(mut self, revisions: i64) -> Self {
+        self.history = revisions;
+        self
+    }
+
+    /// How long a value lives.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// The bucket's size limit, in bytes.
+    #[must_use]
+    pub fn max_bytes(mut self, bytes: i64) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// File (default) or memory storage.
+    #[must_use]
+    pub fn storage(mut self, storage: StorageType) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// How many servers keep a copy, `1..=5`.
+    #[must_use]
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// Where in a cluster the bucket lives.
+    #[must_use]
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = Some(placement);
+        self
+    }
+
+    /// Republish every change to another subject.
+    #[must_use]
+    pub fn republish(mut self, republish: Republish) -> Self {
+        self.republish = Some(republish);
+        self
+    }
+
+    /// Whether any server with a copy may answer reads (default `true`).
+    #[must_use]
+    pub fn direct(mut self, direct: bool) -> Self {
+        self.direct = direct;
+        self
+    }
+
+    /// Checks names and ranges without contacting the server.
+    pub fn validate(&self) -> Result<()> {
+        faststream_names::validate_bucket(&self.bucket)?;
+        let invalid = |reason: String| {
+            Err(Error::InvalidBucketConfig {
+                bucket: self.bucket.clone(),
+                reason,
+            })
+        };
+        if !(1..=MAX_HISTORY).contains(&self.history) {
+            return invalid(format!(
+                "history must be 1..={MAX_HISTORY}, got {}",
+                self.history
+            ));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return invalid(format!("replicas must be 1..=5, got {}", self.replicas));
+        }
+        if let Some(size) = self.max_value_size.filter(|size| *size <= 0) {
+            return invalid(format!("max_value_size must be positive, got {size}"));
+        }
+        if let Some(bytes) = self.max_bytes.filter(|bytes| *bytes <= 0) {
+            return invalid(format!("max_bytes must be positive, got {bytes}"));
+        }
+        if self.ttl == Some(Duration::ZERO) {
+            return invalid("ttl must be longer than zero (leave it unset for no TTL)".into());
+        }
+        Ok(())
+    }
+
+    /// The stream configuration, as async-nats's and nats.go's `create_key_value` build it.
+    fn to_stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: stream_name(&self.bucket),
+            description: self.description.clone(),
+            subjects: vec![format!("$KV.{}.>", self.bucket)],
+            max_messages_per_subject: self.history,
+            max_bytes: self.max_bytes.unwrap_or(-1),
+            max_age: self.ttl.unwrap_or_default(),
+            max_message_size: self.max_value_size.unwrap_or(-1),
+            storage: self.storage,
+            republish: self.republish.clone(),
+            allow_rollup: true,
+            deny_delete: true,
+            deny_purge: false,
+            allow_direct: self.direct,
+            num_replicas: self.replicas,
+            discard: stream::DiscardPolicy::New,
+            placement: self.placement.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// The fields in which an existing bucket differs from this configuration.
+    fn differences(&self, existing: &stream::Config) -> Vec<String> {
+        let wanted = self.to_stream_config();
+        let mut differences = Vec::new();
+        let mut compare = |field: &str, existing: String, requested: String| {
+            if existing != requested {
+                differences.push(format!("{field}: existing {existing}, requested {requested}"));
+            }
+        };
+        let text = |value: &Option<String>| format!("{:?}", value.as_deref().unwrap_or(""));
+        let limit = |value: i64| {
+            if value <= 0 {
+                "unlimited".to_owned()
+            } else {
+                value.to_string()
+            }
+        };
+        compare(
+            "description",
+            text(&existing.description),
+            text(&wanted.description),
+        );
+        compare(
+            "history",
+            existing.max_messages_per_subject.to_string(),
+            wanted.max_messages_per_subject.to_string(),
+        );
+        compare(
+            "ttl",
+            format!("{:?}", existing.max_age),
+            format!("{:?}", wanted.max_age),
+        );
+        compare(
+            "max_bytes",
+            limit(existing.max_bytes),
+            limit(wanted.max_bytes),
+        );
+        compare(
+            "max_value_size",
+            limit(existing.max_message_size.into()),
+            limit(wanted.max_message_size.into()),
+        );
+        compare(
+            "storage",
+            format!("{:?}", existing.storage),
+            format!("{:?}", wanted.storage),
+        );
+        compare(
+            "replicas",
+            existing.num_replicas.max(1).to_string(),
+            wanted.num_replicas.to_string(),
+        );
+        compare(
+            "placement",
+            format!("{:?}", existing.placement),
+            format!("{:?}", wanted.placement),
+        );
+        compare(
+            "republish",
+            format!("{:?}", existing.republish),
+            format!("{:?}", wanted.republish),
+        );
+        compare(
+            "direct",
+            existing.allow_direct.to_string(),
+            wanted.allow_direct.to_string(),
+        );
+        differences
+    }
+}
+
+fn stream_name(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// A bucket as found on (or created on) the server.
+#[derive(Debug, Clone)]
+pub(crate) struct DeclaredBucket {
+    pub(crate) store: KeyValue,
+    pub(crate) config: stream::Config,
+}
+
+impl DeclaredBucket {
+    fn from_stream(bucket: &str, stream: stream::Stream) -> Self {
+        let config = stream.cached_info().config.clone();
+        let store = KeyValue {
+            name: bucket.to_owned(),
+            stream_name: config.name.clone(),
+            prefix: format!("$KV.{bucket}."),
+            put_prefix: None,
+            use_jetstream_prefix: false,
+            stream,
+        };
+        Self { store, config }
+    }
+
+    /// Checks an explicitly requested configuration against the bucket as it is.
+    pub(crate) fn check(&self, requested: &BucketConfig) -> Result<()> {
+        let differences = requested.differences(&self.config);
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::BucketConfigConflict {
+                bucket: requested.bucket.clone(),
+                differences,
+            })
+        }
+    }
+}
+
+/// Looks a bucket up with one request; `Ok(None)` if it does not exist.
+pub(crate) async fn lookup(
+    jetstream: &jetstream::Context,
+    bucket: &str,
+) -> Result<Option<DeclaredBucket>> {
+    faststream_names::validate_bucket(bucket)?;
+    match jetstream.get_stream(stream_name(bucket)).await {
+        Ok(stream) => {
+            let declared = DeclaredBucket::from_stream(bucket, stream);
+            if declared.config.max_messages_per_subject < 1 {
+                return Err(Error::DeclareBucket {
+                    bucket: bucket.to_owned(),
+                    reason: format!(
+                        "stream `{}` exists but is not a Key-Value bucket",
+                        declared.config.name
+                    ),
+                });
+            }
+            Ok(Some(declared))
+        }
+        Err(error) => match error.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(js)
+                if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            _ => Err(Error::DeclareBucket {
+                bucket: bucket.to_owned(),
+                reason: error_chain(&error),
+            }),
+        },
+    }
+}
+
+/// Creates the bucket's stream. Creating an existing stream with an identical configuration
+/// succeeds, so two services declaring the same bucket at once both succeed.
+pub(crate) async fn create(
+    jetstream: &jetstream::Context,
+    config: &BucketConfig,
+) -> Result<DeclaredBucket> {
+    config.validate()?;
+    let stream = jetstream
+        .create_stream(config.to_stream_config())
+        .await
+        .map_err(|error| Error::DeclareBucket {
+            bucket: config.bucket.clone(),
+            reason: error_chain(&error),
+        })?;
+    Ok(DeclaredBucket::from_stream(&config.bucket, stream))
+}
+
+/// An error and its sources on one line.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

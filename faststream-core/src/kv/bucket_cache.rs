@@ -1,0 +1,77 @@
+//! The per-broker bucket cache: after the first `key_value(bucket)`, later calls make no request.
+
+use std::collections::HashMap;
+
+use async_nats::jetstream;
+use tokio::sync::Mutex;
+
+use super::bucket::{self, BucketConfig, DeclaredBucket, KeyValue};
+use crate::error::{Error, Result};
+
+/// How to obtain a bucket that is not cached yet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Declare<'a> {
+    /// Use the bucket as it is; create it with the default configuration if it is missing.
+    UseOrCreate,
+    /// The bucket must have exactly this configuration; create it with it if it is missing.
+    Exactly(&'a BucketConfig),
+    /// Only look the bucket up; missing is an error.
+    LookupOnly,
+}
+
+/// Buckets already declared or looked up through one broker, by name.
+#[derive(Debug, Default)]
+pub(crate) struct BucketCache {
+    // One lock for all buckets: declarations are rare (start-up) and serialising them means two
+    // concurrent first calls for the same bucket make one set of requests, not two.
+    buckets: Mutex<HashMap<String, DeclaredBucket>>,
+}
+
+impl BucketCache {
+    pub(crate) async fn get_or_declare(
+        &self,
+        jetstream: &jetstream::Context,
+        bucket: &str,
+        declare: Declare<'_>,
+    ) -> Result<KeyValue> {
+        if let Declare::Exactly(config) = declare {
+            config.validate()?;
+        } else {
+            faststream_names::validate_bucket(bucket)?;
+        }
+        let mut buckets = self.buckets.lock().await;
+        if let Some(declared) = buckets.get(bucket) {
+            if let Declare::Exactly(config) = declare {
+                declared.check(config)?;
+            }
+            return Ok(declared.store.clone());
+        }
+        let declared = match bucket::lookup(jetstream, bucket).await? {
+            Some(existing) => {
+                if let Declare::Exactly(config) = declare {
+                    existing.check(config)?;
+                }
+                tracing::debug!(bucket, "found existing bucket");
+                existing
+            }
+            None => {
+                let created = match declare {
+                    Declare::LookupOnly => {
+                        return Err(Error::BucketNotFound {
+                            bucket: bucket.to_owned(),
+                        })
+                    }
+                    Declare::UseOrCreate => {
+                        bucket::create(jetstream, &BucketConfig::new(bucket)).await?
+                    }
+                    Declare::Exactly(config) => bucket::create(jetstream, config).await?,
+                };
+                tracing::info!(bucket, "created bucket");
+                created
+            }
+        };
+        let store = declared.store.clone();
+        buckets.insert(bucket.to_owned(), declared);
+        Ok(store)
+    }
+}

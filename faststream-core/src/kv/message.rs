@@ -1,0 +1,143 @@
+//! `KvMessage`: one change of a key, as handed to a subscriber.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+
+/// What happened to the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// A value was written.
+    Put,
+    /// The key was deleted; the value is empty.
+    Delete,
+    /// The key was purged (its history dropped); the value is empty.
+    Purge,
+}
+
+impl Operation {
+    /// `PUT`, `DEL` or `PURGE`, as NATS writes them in the `KV-Operation` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Put => "PUT",
+            Operation::Delete => "DEL",
+            Operation::Purge => "PURGE",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<kv::Operation> for Operation {
+    fn from(operation: kv::Operation) -> Self {
+        match operation {
+            kv::Operation::Put => Operation::Put,
+            kv::Operation::Delete => Operation::Delete,
+            kv::Operation::Purge => Operation::Purge,
+        }
+    }
+}
+
+/// One entry of a watched bucket: its key, value, revision and what happened.
+///
+/// Take it as a handler argument to see the metadata:
+///
+/// ```
+/// use faststream_core::{subscriber, KvMessage, Operation};
+///
+/// #[subscriber("config.>", kv_watch = "settings")]
+/// async fn on_change(message: KvMessage) {
+///     if message.operation() == Operation::Put {
+///         println!("{} = {:?} (revision {})", message.key(), message.value(), message.revision());
+///     }
+/// }
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct KvMessage {
+    bucket: String,
+    key: String,
+    value: Bytes,
+    revision: u64,
+    delta: u64,
+    created: SystemTime,
+    operation: Operation,
+}
+
+impl KvMessage {
+    /// The bucket the entry belongs to.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The entry's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The raw value; empty for `DEL` and `PURGE`.
+    pub fn value(&self) -> &Bytes {
+        &self.value
+    }
+
+    /// The revision: the bucket's stream sequence, unique and increasing across the bucket.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// How many newer entries for the watched keys the server still had when it sent this one.
+    pub fn delta(&self) -> u64 {
+        self.delta
+    }
+
+    /// When the server stored the entry.
+    pub fn created(&self) -> SystemTime {
+        self.created
+    }
+
+    /// `Put`, `Delete` or `Purge`.
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+
+    /// Takes the value out without copying it.
+    pub fn into_value(self) -> Bytes {
+        self.value
+    }
+}
+
+impl fmt::Debug for KvMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KvMessage")
+            .field("bucket", &self.bucket)
+            .field("key", &self.key)
+            .field("revision", &self.revision)
+            .field("operation", &self.operation)
+            .field("value_len", &self.value.len())
+            .finish()
+    }
+}
+
+impl From<kv::Entry> for KvMessage {
+    fn from(entry: kv::Entry) -> Self {
+        let nanos = entry.created.unix_timestamp_nanos();
+        let created = u64::try_from(nanos)
+            .map(|nanos| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        Self {
+            bucket: entry.bucket,
+            key: entry.key,
+            value: entry.value,
+            revision: entry.revision,
+            delta: entry.delta,
+            created,
+            operation: entry.operation.into(),
+        }
+    }
+}

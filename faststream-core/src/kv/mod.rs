@@ -1,0 +1,11 @@
+//! NATS Key-Value: bucket configuration and cache, watch settings, messages and the watch loop.
+
+pub(crate) mod bucket;
+pub(crate) mod bucket_cache;
+pub(crate) mod message;
+pub(crate) mod options;
+pub(crate) mod watch;
+
+pub use bucket::{BucketConfig, KeyValue, Placement, Republish, StorageType, MAX_HISTORY};
+pub use message::{KvMessage, Operation};
+pub use options::KvWatch;

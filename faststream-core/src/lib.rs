@@ -1,0 +1,83 @@
+//! React to NATS JetStream Key-Value changes with annotated async functions.
+//!
+//! ```no_run
+//! use faststream_core::{after_startup, subscriber, App, NatsBroker};
+//!
+//! #[after_startup]
+//! async fn setup(broker: NatsBroker) -> anyhow::Result<()> {
+//!     let key_value = broker.key_value("bucket").await?;
+//!     key_value.put("key", "Hello!".into()).await?;
+//!     Ok(())
+//! }
+//!
+//! #[subscriber("key", kv_watch = "bucket")]
+//! async fn handler(msg: String) {
+//!     assert_eq!(msg, "Hello!");
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> anyhow::Result<()> {
+//!     App::new(NatsBroker::from_env()).run().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The parts, each in its own module: [`App`] (the lifecycle), [`NatsBroker`] (the connection
+//! and the bucket cache), [`kv`] (bucket configuration, watch settings, messages and the watch
+//! loop), [`extract`] (handler arguments), [`handler`] (calling async fns with extracted
+//! arguments) and [`registry`] (what the macros register).
+
+#![warn(missing_docs)]
+
+mod app;
+mod broker;
+mod context;
+mod error;
+pub mod extract;
+pub mod handler;
+pub mod kv;
+mod logging;
+pub mod registry;
+mod signal;
+mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use app::App;
+pub use broker::{NatsBroker, DEFAULT_NATS_URL};
+pub use context::{AppContext, SubscriberContext};
+pub use error::{Error, Result};
+pub use extract::State;
+pub use faststream_macros::{after_shutdown, after_startup, on_shutdown, on_startup, subscriber};
+pub use kv::{KeyValue, KvMessage, KvWatch, Operation};
+pub use registry::HookStage;
+
+/// What the macros' generated code reaches for. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+
+    pub use crate::registry::{HookRegistration, HookStage, SubscriberRegistration};
+
+    use crate::extract::{FromHookContext, FromKvMessage};
+    use crate::handler::{BoxedHandler, BoxedHook, Handler, Hook, IntoHandlerResult};
+
+    /// Boxes a `#[subscriber]` function.
+    pub fn handler<H: Handler<Args>, Args: 'static>(handler: H) -> BoxedHandler {
+        BoxedHandler::new(handler)
+    }
+
+    /// Boxes a hook function.
+    pub fn hook<H: Hook<Args>, Args: 'static>(hook: H) -> BoxedHook {
+        BoxedHook::new(hook)
+    }
+
+    /// Emitted at each handler argument's type, so a wrong type is reported there.
+    pub const fn assert_extractor<T: FromKvMessage>() {}
+
+    /// Emitted at each hook argument's type.
+    pub const fn assert_hook_argument<T: FromHookContext>() {}
+
+    /// Emitted at the return type.
+    pub const fn assert_handler_output<T: IntoHandlerResult>() {}
+}

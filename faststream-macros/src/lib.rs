@@ -1,0 +1,112 @@
+//! Attribute macros of `faststream-core`: `#[subscriber]` and the four lifecycle hooks.
+//!
+//! Use them through `faststream_core`, which re-exports them; the generated code refers to
+//! `::faststream_core` and does not work without it.
+//!
+//! Each macro leaves the function as written (it stays callable) and adds, next to it, a
+//! registration collected at start-up plus a never-called function that checks the argument and
+//! return types, so a wrong type is reported at that type. Names written as literals are checked
+//! at compile time with the same rules as at run time (`faststream-names`).
+//!
+//! On an error the function is still emitted unchanged, together with the errors, so the rest of
+//! the crate keeps compiling and rust-analyzer keeps working.
+//!
+//! Set `FASTSTREAM_MACROS_DEBUG=1` while building to print every expansion to stderr.
+
+#![forbid(unsafe_code)]
+
+use proc_macro::TokenStream;
+
+mod hook;
+mod options;
+mod signature;
+mod subscriber;
+
+/// Calls an `async fn` for every change of the keys matching a pattern in a NATS Key-Value
+/// bucket.
+///
+/// ```ignore
+/// use faststream_core::{subscriber, KvWatch};
+///
+/// #[subscriber("users.{id}.profile", kv_watch = "profiles")]
+/// async fn on_profile(entry: Entry) -> anyhow::Result<()> {
+///     println!("{} changed", entry.key());
+///     Ok(())
+/// }
+///
+/// // Any expression of type `KvWatch` works too:
+/// #[subscriber("audit.>", kv_watch = KvWatch::new(AUDIT_BUCKET))]
+/// async fn on_audit(entry: Entry) {}
+/// ```
+///
+/// - The first argument, a string literal, is the watch pattern: `.`-separated tokens where `*`
+///   matches one token, a final `>` matches the rest and `{name}` is a named path parameter.
+/// - `kv_watch` (required) is the bucket: a string literal, checked at compile time, or an
+///   expression of type `faststream_core::KvWatch`.
+///
+/// The function must be a free `async fn` without generic parameters or `impl Trait` arguments.
+/// Each argument type must be an extractor, and the return type a supported handler output.
+#[proc_macro_attribute]
+pub fn subscriber(args: TokenStream, item: TokenStream) -> TokenStream {
+    subscriber::expand(args.into(), item.into()).into()
+}
+
+/// Runs an `async fn` while the application starts, before the subscribers start.
+///
+/// ```ignore
+/// #[faststream_core::on_startup(order = -10)]
+/// async fn create_buckets(ctx: Context) -> anyhow::Result<()> {
+///     Ok(())
+/// }
+/// ```
+///
+/// `order` (optional, an `i32` literal, default `0`) sorts the hooks of one stage. The function
+/// must be a free `async fn` without generic parameters; each argument must be a supported hook
+/// argument and the return type a supported output.
+#[proc_macro_attribute]
+pub fn on_startup(args: TokenStream, item: TokenStream) -> TokenStream {
+    hook::expand(hook::Stage::OnStartup, args.into(), item.into()).into()
+}
+
+/// Runs an `async fn` once the application has started, after the subscribers started.
+///
+/// ```ignore
+/// #[faststream_core::after_startup]
+/// async fn announce() {
+///     tracing::info!("ready");
+/// }
+/// ```
+///
+/// Takes the same `order = <i32>` option and has the same requirements as [`macro@on_startup`].
+#[proc_macro_attribute]
+pub fn after_startup(args: TokenStream, item: TokenStream) -> TokenStream {
+    hook::expand(hook::Stage::AfterStartup, args.into(), item.into()).into()
+}
+
+/// Runs an `async fn` when the application begins to shut down, before the subscribers stop.
+///
+/// ```ignore
+/// #[faststream_core::on_shutdown(order = 1)]
+/// async fn stop_accepting() -> anyhow::Result<()> {
+///     Ok(())
+/// }
+/// ```
+///
+/// Takes the same `order = <i32>` option and has the same requirements as [`macro@on_startup`].
+#[proc_macro_attribute]
+pub fn on_shutdown(args: TokenStream, item: TokenStream) -> TokenStream {
+    hook::expand(hook::Stage::OnShutdown, args.into(), item.into()).into()
+}
+
+/// Runs an `async fn` once the application has shut down, after the subscribers stopped.
+///
+/// ```ignore
+/// #[faststream_core::after_shutdown]
+/// async fn flush_metrics() {}
+/// ```
+///
+/// Takes the same `order = <i32>` option and has the same requirements as [`macro@on_startup`].
+#[proc_macro_attribute]
+pub fn after_shutdown(args: TokenStream, item: TokenStream) -> TokenStream {
+    hook::expand(hook::Stage::AfterShutdown, args.into(), item.into()).into()
+}

@@ -1,0 +1,290 @@
+//! The function under an attribute: parsed with its body kept as raw tokens, checked, and
+//! re-emitted unchanged next to the generated registration.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::parse::ParseStream;
+use syn::spanned::Spanned;
+use syn::visit::Visit;
+use syn::{Attribute, FnArg, Ident, ReturnType, Signature, Token, TypeImplTrait, Visibility};
+
+use crate::options::Errors;
+
+/// A function item. Its body is kept as raw tokens: it is never looked at, and half-typed code in
+/// it must not stop the attribute from expanding (rust-analyzer expands on every keystroke).
+pub(crate) struct HandlerFn {
+    pub(crate) attrs: Vec<Attribute>,
+    pub(crate) sig: Signature,
+}
+
+impl HandlerFn {
+    /// Parses `item`; `attr` (e.g. `subscriber`) names the attribute in messages.
+    pub(crate) fn parse(item: TokenStream, attr: &str) -> syn::Result<Self> {
+        syn::parse::Parser::parse2(|input: ParseStream| Self::parse_with(input, attr), item)
+    }
+
+    fn parse_with(input: ParseStream, attr: &str) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        input.parse::<Visibility>()?;
+        let is_fn = input.peek(Token![fn])
+            || input.peek(Token![async])
+            || input.peek(Token![const])
+            || input.peek(Token![unsafe])
+            || input.peek(Token![extern]);
+        if !is_fn {
+            return Err(input.error(format!("`#[{attr}]` can only be used on an `async fn`")));
+        }
+        let sig: Signature = input.parse()?;
+        let body;
+        syn::braced!(body in input);
+        body.parse::<TokenStream>()?;
+        if !input.is_empty() {
+            return Err(input.error("unexpected tokens after the function"));
+        }
+        Ok(Self { attrs, sig })
+    }
+
+    /// The function's `#[cfg(..)]` attributes, to put on the registration as well: a handler
+    /// compiled out must take its registration with it.
+    pub(crate) fn cfg_attrs(&self) -> impl Iterator<Item = &Attribute> {
+        self.attrs.iter().filter(|a| a.path().is_ident("cfg"))
+    }
+}
+
+/// Checks that `sig` can be registered: an `async fn` without `self`, generics, `impl Trait`,
+/// `unsafe`, ABI or variadic. Each problem is reported at its tokens.
+pub(crate) fn check(sig: &Signature, attr: &str, errors: &mut Errors) {
+    if sig.asyncness.is_none() {
+        errors.push(syn::Error::new(
+            sig.fn_token.span,
+            format!("`#[{attr}]` handlers must be `async fn`"),
+        ));
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        errors.push(syn::Error::new(
+            unsafety.span,
+            format!("`#[{attr}]` handlers cannot be `unsafe fn`"),
+        ));
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(syn::Error::new_spanned(
+            abi,
+            format!("`#[{attr}]` handlers cannot have an `extern` ABI"),
+        ));
+    }
+    if !sig.generics.params.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            format!("`#[{attr}]` handlers cannot have generic parameters"),
+        ));
+    }
+    if let Some(where_clause) = &sig.generics.where_clause {
+        errors.push(syn::Error::new_spanned(
+            where_clause,
+            format!("`#[{attr}]` handlers cannot have a `where` clause"),
+        ));
+    }
+    for arg in &sig.inputs {
+        match arg {
+            FnArg::Receiver(receiver) => errors.push(syn::Error::new_spanned(
+                receiver,
+                format!(
+                    "`#[{attr}]` cannot be used on a method with `self`; write a free `async fn`"
+                ),
+            )),
+            FnArg::Typed(typed) => {
+                for found in impl_traits(&typed.ty) {
+                    errors.push(syn::Error::new_spanned(
+                        found,
+                        format!(
+                            "`#[{attr}]` handlers cannot take `impl Trait` arguments \
+                             (they make the function generic); name a concrete type"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(syn::Error::new_spanned(
+            variadic,
+            format!("`#[{attr}]` handlers cannot be variadic"),
+        ));
+    }
+    if let ReturnType::Type(_, ty) = &sig.output {
+        for found in impl_traits(ty) {
+            errors.push(syn::Error::new_spanned(
+                found,
+                format!("`#[{attr}]` handlers cannot return `impl Trait`; name the return type"),
+            ));
+        }
+    }
+}
+
+/// Every `impl Trait` inside `ty`, however deeply nested.
+fn impl_traits(ty: &syn::Type) -> Vec<&TypeImplTrait> {
+    struct Finder<'ast>(Vec<&'ast TypeImplTrait>);
+    impl<'ast> Visit<'ast> for Finder<'ast> {
+        fn visit_type_impl_trait(&mut self, found: &'ast TypeImplTrait) {
+            self.0.push(found);
+        }
+    }
+    let mut finder = Finder(Vec::new());
+    finder.visit_type(ty);
+    finder.0
+}
+
+/// One `::faststream_core::__private::<assert>::<T>();` per typed argument and one
+/// `assert_handler_output::<R>();` for the return type (`()` when there is none).
+///
+/// Each line carries the span of its type, so an unsupported type is reported by rustc at the
+/// argument or return type that the user wrote, not at the attribute.
+pub(crate) fn assertions(sig: &Signature, argument_assert: &str) -> TokenStream {
+    let mut lines = TokenStream::new();
+    for arg in &sig.inputs {
+        if let FnArg::Typed(typed) = arg {
+            let ty = &typed.ty;
+            let span = ty.span();
+            let assert = Ident::new(argument_assert, span);
+            lines.extend(quote_spanned! {span=>
+                ::faststream_core::__private::#assert::<#ty>();
+            });
+        }
+    }
+    lines.extend(match &sig.output {
+        ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
+            ::faststream_core::__private::assert_handler_output::<#ty>();
+        },
+        ReturnType::Default => quote_spanned! {sig.ident.span()=>
+            ::faststream_core::__private::assert_handler_output::<()>();
+        },
+    });
+    lines
+}
+
+/// The macro's output: the original item unchanged, followed by the generated tokens or by the
+/// errors. Keeping the item on error lets the rest of the crate (and rust-analyzer) still see it.
+pub(crate) fn emit(
+    attr: &str,
+    item: TokenStream,
+    generated: syn::Result<TokenStream>,
+) -> TokenStream {
+    match generated {
+        Ok(generated) => {
+            let output = quote! { #item #generated };
+            if debug_enabled() {
+                eprintln!("#[{attr}] expansion:\n{output}\n");
+            }
+            output
+        }
+        Err(error) => {
+            let error = error.to_compile_error();
+            quote! { #item #error }
+        }
+    }
+}
+
+/// `FASTSTREAM_MACROS_DEBUG=1` prints every expansion to stderr (like `AXUM_MACROS_DEBUG`).
+fn debug_enabled() -> bool {
+    std::env::var_os("FASTSTREAM_MACROS_DEBUG").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The name a handler is registered under, relative to its module: `r#type` is `type`.
+pub(crate) fn fn_name(sig: &Signature) -> syn::LitStr {
+    use syn::ext::IdentExt;
+    syn::LitStr::new(&sig.ident.unraw().to_string(), Span::call_site())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn messages(item: TokenStream) -> Vec<String> {
+        let handler = HandlerFn::parse(item, "subscriber").expect("parses");
+        let mut errors = Errors::default();
+        check(&handler.sig, "subscriber", &mut errors);
+        match errors.finish() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn accepts_plain_async_fn() {
+        let item = quote! {
+            #[cfg(test)]
+            /// docs
+            pub(crate) async fn f(a: u32, (b, c): (u8, u8), _: &str) -> Result<(), E> { half typed + }
+        };
+        assert!(messages(item).is_empty());
+    }
+
+    #[test]
+    fn reports_each_problem() {
+        assert_eq!(
+            messages(quote!(
+                fn f() {}
+            )),
+            ["`#[subscriber]` handlers must be `async fn`"]
+        );
+        assert_eq!(
+            messages(quote!(
+                async fn f(&self, x: u8) {}
+            )),
+            ["`#[subscriber]` cannot be used on a method with `self`; write a free `async fn`"]
+        );
+        assert_eq!(
+            messages(quote!(
+                async fn f<T>(x: T) {}
+            )),
+            ["`#[subscriber]` handlers cannot have generic parameters"]
+        );
+        assert_eq!(
+            messages(quote!(
+                async fn f(x: Vec<impl Send>) -> impl Send {}
+            )),
+            [
+                "`#[subscriber]` handlers cannot take `impl Trait` arguments (they make the \
+                 function generic); name a concrete type",
+                "`#[subscriber]` handlers cannot return `impl Trait`; name the return type",
+            ]
+        );
+        assert_eq!(
+            messages(quote!(
+                unsafe fn f() {}
+            ))
+            .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn rejects_non_functions() {
+        let err = HandlerFn::parse(
+            quote!(
+                pub struct S;
+            ),
+            "on_startup",
+        )
+        .err();
+        assert_eq!(
+            err.map(|e| e.to_string()).as_deref(),
+            Some("`#[on_startup]` can only be used on an `async fn`")
+        );
+    }
+
+    #[test]
+    fn emits_one_assertion_per_argument_and_the_output() {
+        let handler = HandlerFn::parse(
+            quote!(
+                async fn f(a: A, b: B) {}
+            ),
+            "x",
+        )
+        .expect("parses");
+        let lines = assertions(&handler.sig, "assert_extractor").to_string();
+        assert_eq!(lines.matches("assert_extractor").count(), 2);
+        assert!(lines.contains("assert_handler_output :: < () >"), "{lines}");
+    }
+}

@@ -1,0 +1,293 @@
+//! NATS Key-Value naming rules, in one place.
+//!
+//! `faststream-macros` applies them at compile time to the literals a user writes in
+//! `#[subscriber("key", kv_watch = "bucket")]`; `faststream-core` applies the same functions at
+//! run time to names built from expressions. Keeping both on one implementation means a name the
+//! compiler accepted is never rejected at start-up, and the other way round.
+//!
+//! The rules (ADR-8):
+//! - a bucket name is one or more of `A-Z a-z 0-9 _ -`;
+//! - a key is one or more `.`-separated tokens of `A-Z a-z 0-9 - / _ =`, no empty token;
+//! - a watch pattern is a key whose tokens may also be `*` (any one token), `>` (the rest, last
+//!   token only) or `{name}` (a named path parameter, watched as `*`).
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+/// A name that breaks the NATS Key-Value rules, with a sentence that says which rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameError {
+    message: String,
+}
+
+impl NameError {
+    fn new(message: String) -> Self {
+        Self { message }
+    }
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for NameError {}
+
+fn is_bucket_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '/' | '_' | '=')
+}
+
+/// Checks a bucket name: one or more of `A-Z a-z 0-9 _ -`.
+///
+/// ```
+/// assert!(faststream_names::validate_bucket("user_profiles-v2").is_ok());
+/// assert!(faststream_names::validate_bucket("my.bucket").is_err());
+/// ```
+pub fn validate_bucket(bucket: &str) -> Result<(), NameError> {
+    if bucket.is_empty() {
+        return Err(NameError::new(
+            "invalid bucket name ``: a bucket name may not be empty".into(),
+        ));
+    }
+    if let Some(bad) = bucket.chars().find(|c| !is_bucket_char(*c)) {
+        return Err(NameError::new(format!(
+            "invalid bucket name `{bucket}`: character `{bad}` is not allowed \
+             (a bucket name uses only A-Z, a-z, 0-9, `_` and `-`)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a concrete key (no wildcards, no placeholders), as given to `put` or `get`.
+///
+/// ```
+/// assert!(faststream_names::validate_key("users.42/profile=x").is_ok());
+/// assert!(faststream_names::validate_key("users.*").is_err());
+/// ```
+pub fn validate_key(key: &str) -> Result<(), NameError> {
+    for (index, token) in tokens(key, "key")? {
+        if let Some(bad) = token.chars().find(|c| !is_key_char(*c)) {
+            return Err(NameError::new(format!(
+                "invalid key `{key}`: character `{bad}` in token {} is not allowed \
+                 (a key uses only A-Z, a-z, 0-9, `-`, `/`, `_`, `=` and `.` between tokens)",
+                index + 1
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Splits on `.`, rejecting empty input and empty tokens. Yields `(index, token)`.
+fn tokens<'a>(
+    text: &'a str,
+    what: &str,
+) -> Result<impl Iterator<Item = (usize, &'a str)>, NameError> {
+    if text.is_empty() {
+        return Err(NameError::new(format!(
+            "invalid {what} ``: it may not be empty"
+        )));
+    }
+    if let Some(index) = text.split('.').position(str::is_empty) {
+        return Err(NameError::new(format!(
+            "invalid {what} `{text}`: token {} is empty \
+             (no leading or trailing `.`, no `..`)",
+            index + 1
+        )));
+    }
+    Ok(text.split('.').enumerate())
+}
+
+/// One `{name}` placeholder of a watch pattern and the token it captures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathParam {
+    /// The placeholder's name, without braces.
+    pub name: String,
+    /// The zero-based index of the `.`-separated key token it captures.
+    pub token: usize,
+}
+
+/// A parsed watch pattern: the subject filter to give the server and the named placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPattern {
+    pattern: String,
+    filter: String,
+    params: Vec<PathParam>,
+}
+
+impl KeyPattern {
+    /// Parses and checks a watch pattern such as `users.{id}.profile`, `audit.>` or `config`.
+    ///
+    /// ```
+    /// let pattern = faststream_names::KeyPattern::parse("users.{id}.*").unwrap();
+    /// assert_eq!(pattern.filter(), "users.*.*");
+    /// assert_eq!(pattern.params()[0].name, "id");
+    /// assert!(faststream_names::KeyPattern::parse("a.>.b").is_err());
+    /// ```
+    pub fn parse(pattern: &str) -> Result<Self, NameError> {
+        let count = pattern.split('.').count();
+        let mut filter_tokens = Vec::with_capacity(count);
+        let mut params: Vec<PathParam> = Vec::new();
+        for (index, token) in tokens(pattern, "key pattern")? {
+            let is_last = index + 1 == count;
+            match token {
+                "*" => filter_tokens.push("*"),
+                ">" if is_last => filter_tokens.push(">"),
+                ">" => {
+                    return Err(NameError::new(format!(
+                        "invalid key pattern `{pattern}`: `>` must be the last token \
+                         (it matches all the remaining tokens)"
+                    )))
+                }
+                _ if token.starts_with('{') || token.ends_with('}') => {
+                    let name = placeholder_name(pattern, token)?;
+                    if params.iter().any(|p| p.name == name) {
+                        return Err(NameError::new(format!(
+                            "invalid key pattern `{pattern}`: placeholder `{{{name}}}` is used \
+                             more than once (each path parameter needs its own name)"
+                        )));
+                    }
+                    params.push(PathParam {
+                        name: name.to_owned(),
+                        token: index,
+                    });
+                    filter_tokens.push("*");
+                }
+                _ => {
+                    if let Some(bad) = token.chars().find(|c| !is_key_char(*c)) {
+                        let hint = match bad {
+                            '{' | '}' => " (a `{name}` placeholder must be a whole token)",
+                            '*' | '>' => " (wildcards `*` and `>` must be whole tokens)",
+                            _ => "",
+                        };
+                        return Err(NameError::new(format!(
+                            "invalid key pattern `{pattern}`: character `{bad}` in token {} is \
+                             not allowed{hint}; keys use A-Z, a-z, 0-9, `-`, `/`, `_`, `=`, \
+                             `.` between tokens, and whole-token `*`, `>` or `{{name}}`",
+                            index + 1
+                        )));
+                    }
+                    filter_tokens.push(token);
+                }
+            }
+        }
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            filter: filter_tokens.join("."),
+            params,
+        })
+    }
+
+    /// The pattern as written, placeholders included.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// The NATS subject filter within the bucket: placeholders replaced by `*`.
+    pub fn filter(&self) -> &str {
+        &self.filter
+    }
+
+    /// The `{name}` placeholders in order of appearance.
+    pub fn params(&self) -> &[PathParam] {
+        &self.params
+    }
+
+    /// Whether the pattern is a single concrete key (no wildcard, no placeholder).
+    pub fn is_exact(&self) -> bool {
+        self.params.is_empty() && !self.filter.split('.').any(|t| t == "*" || t == ">")
+    }
+}
+
+fn placeholder_name<'a>(pattern: &str, token: &'a str) -> Result<&'a str, NameError> {
+    let name = token
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+        .ok_or_else(|| {
+            NameError::new(format!(
+                "invalid key pattern `{pattern}`: unbalanced braces in `{token}` \
+                 (a placeholder is a whole token written `{{name}}`)"
+            ))
+        })?;
+    let mut chars = name.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !starts_well || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(NameError::new(format!(
+            "invalid key pattern `{pattern}`: placeholder `{token}` needs a name made of \
+             letters, digits and `_`, not starting with a digit"
+        )));
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets() {
+        assert!(validate_bucket("a-B_9").is_ok());
+        for bad in ["", "a.b", "a b", "a*", "é"] {
+            assert!(validate_bucket(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn keys() {
+        assert!(validate_key("a.b/c=d_e-f").is_ok());
+        for bad in ["", ".a", "a.", "a..b", "a.*", "a.>", "a b", "{id}"] {
+            assert!(validate_key(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn patterns() {
+        let p = KeyPattern::parse("users.{id}.{field}.>").unwrap();
+        assert_eq!(p.filter(), "users.*.*.>");
+        assert_eq!(
+            p.params(),
+            &[
+                PathParam {
+                    name: "id".into(),
+                    token: 1
+                },
+                PathParam {
+                    name: "field".into(),
+                    token: 2
+                }
+            ]
+        );
+        assert!(!p.is_exact());
+        assert!(KeyPattern::parse("a.b").unwrap().is_exact());
+        assert!(KeyPattern::parse(">").is_ok());
+        for bad in [
+            "",
+            "a..b",
+            ".a",
+            "a.>.b",
+            "a.{id",
+            "a.id}",
+            "a.{id}.{id}",
+            "a.{1x}",
+            "a.x*",
+            "a.{}",
+        ] {
+            let err = KeyPattern::parse(bad);
+            assert!(err.is_err(), "{bad:?} accepted");
+        }
+        let err = KeyPattern::parse("a.{id}.{id}").unwrap_err().to_string();
+        assert!(err.contains("more than once"), "{err}");
+        let err = KeyPattern::parse("a.x{id}").unwrap_err().to_string();
+        assert!(
+            err.contains("unbalanced") || err.contains("whole token"),
+            "{err}"
+        );
+    }
+}
