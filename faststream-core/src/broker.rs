@@ -228,7 +228,6 @@ impl fmt::Debug for NatsBroker {
 
 fn log_connection_event(event: async_nats::Event) {
     match event {
-        async_nats::Event::Connected => tracing::info!("NATS connection (re)established"),
         async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
         async_nats::Event::ClientError(error) => tracing::error!(%error, "NATS client error"),
         other => tracing::debug!(event = %other, "NATS connection event"),

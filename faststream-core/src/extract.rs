@@ -58,7 +58,8 @@ impl std::error::Error for Rejection {}
 )]
 pub trait FromKvMessage: Sized {
     /// Builds the argument from the message; an `Err` skips the handler for this message.
-    fn from_kv_message(message: &KvMessage, context: &SubscriberContext) -> Result<Self, Rejection>;
+    fn from_kv_message(message: &KvMessage, context: &SubscriberContext)
+        -> Result<Self, Rejection>;
 
     /// Checked once when the app starts, before connecting: describe anything this extractor
     /// needs that is missing (for example state never given). The default needs nothing.

@@ -186,7 +186,11 @@ impl BoxedHandler {
         }))
     }
 
-    pub(crate) fn call(&self, message: Arc<KvMessage>, context: Arc<SubscriberContext>) -> HandlerFuture {
+    pub(crate) fn call(
+        &self,
+        message: Arc<KvMessage>,
+        context: Arc<SubscriberContext>,
+    ) -> HandlerFuture {
         self.0.call(message, context)
     }
 

@@ -59,25 +59,54 @@ pub mod __private {
 
     pub use crate::registry::{HookRegistration, HookStage, SubscriberRegistration};
 
+    use std::future::Future;
+
     use crate::extract::{FromHookContext, FromKvMessage};
-    use crate::handler::{BoxedHandler, BoxedHook, Handler, Hook, IntoHandlerResult};
+    use crate::handler::{BoxedHandler, BoxedHook, IntoHandlerResult};
 
-    /// Boxes a `#[subscriber]` function.
-    pub fn handler<H: Handler<Args>, Args: 'static>(handler: H) -> BoxedHandler {
-        BoxedHandler::new(handler)
+    /// `handlerN` and `hookN` box a function of `N` arguments. The macros call them with every
+    /// argument type and the return type spelled out, as written by the user
+    /// (`handler2::<String, KvMessage, (), _, _>(f)`), so an unsupported type fails a bound on
+    /// one generic parameter and rustc reports it once, at that type, rather than as "not a
+    /// handler" at the function.
+    macro_rules! typed_constructors {
+        ($handler:ident, $hook:ident; $($arg:ident),*) => {
+            /// Boxes a `#[subscriber]` function; see `typed_constructors!`.
+            pub fn $handler<$($arg,)* Out, F, Fut>(handler: F) -> BoxedHandler
+            where
+                $($arg: FromKvMessage + Send + 'static,)*
+                Out: IntoHandlerResult,
+                F: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
+                Fut: Future<Output = Out> + Send + 'static,
+            {
+                BoxedHandler::new::<F, ($($arg,)*)>(handler)
+            }
+
+            /// Boxes a lifecycle hook; see `typed_constructors!`.
+            pub fn $hook<$($arg,)* Out, F, Fut>(hook: F) -> BoxedHook
+            where
+                $($arg: FromHookContext + Send + 'static,)*
+                Out: IntoHandlerResult,
+                F: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
+                Fut: Future<Output = Out> + Send + 'static,
+            {
+                BoxedHook::new::<F, ($($arg,)*)>(hook)
+            }
+        };
     }
 
-    /// Boxes a hook function.
-    pub fn hook<H: Hook<Args>, Args: 'static>(hook: H) -> BoxedHook {
-        BoxedHook::new(hook)
-    }
-
-    /// Emitted at each handler argument's type, so a wrong type is reported there.
-    pub const fn assert_extractor<T: FromKvMessage>() {}
-
-    /// Emitted at each hook argument's type.
-    pub const fn assert_hook_argument<T: FromHookContext>() {}
-
-    /// Emitted at the return type.
-    pub const fn assert_handler_output<T: IntoHandlerResult>() {}
+    // Up to 12 arguments, like `Handler` and `Hook` (the macros reject more).
+    typed_constructors!(handler0, hook0;);
+    typed_constructors!(handler1, hook1; A1);
+    typed_constructors!(handler2, hook2; A1, A2);
+    typed_constructors!(handler3, hook3; A1, A2, A3);
+    typed_constructors!(handler4, hook4; A1, A2, A3, A4);
+    typed_constructors!(handler5, hook5; A1, A2, A3, A4, A5);
+    typed_constructors!(handler6, hook6; A1, A2, A3, A4, A5, A6);
+    typed_constructors!(handler7, hook7; A1, A2, A3, A4, A5, A6, A7);
+    typed_constructors!(handler8, hook8; A1, A2, A3, A4, A5, A6, A7, A8);
+    typed_constructors!(handler9, hook9; A1, A2, A3, A4, A5, A6, A7, A8, A9);
+    typed_constructors!(handler10, hook10; A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
+    typed_constructors!(handler11, hook11; A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
+    typed_constructors!(handler12, hook12; A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
 }

@@ -1,5 +1,7 @@
 //! Default log output, so a service logs like FastStream does without any set-up.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs a `tracing` subscriber printing to stderr, filtered by `RUST_LOG` (default `info`),
@@ -13,5 +15,6 @@ pub(crate) fn init_default() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

@@ -117,26 +117,21 @@ fn parse_order(expr: &Expr) -> syn::Result<i32> {
 }
 
 fn registration(stage: Stage, order: i32, handler: &HandlerFn) -> TokenStream {
-    let ident = &handler.sig.ident;
     let name = signature::fn_name(&handler.sig);
     let cfgs = handler.cfg_attrs();
-    let checks = signature::assertions(&handler.sig, "assert_hook_argument");
+    let boxed = signature::constructor(&handler.sig, "hook");
     let variant = stage.variant();
     quote! {
         #(#cfgs)*
         #[doc(hidden)]
         #[allow(non_upper_case_globals, clippy::all)]
         const _: () = {
-            #[allow(dead_code)]
-            fn __faststream_check_signature() {
-                #checks
-            }
             ::faststream_core::__private::inventory::submit! {
                 ::faststream_core::__private::HookRegistration {
                     stage: ::faststream_core::__private::HookStage::#variant,
                     name: ::core::concat!(::core::module_path!(), "::", #name),
                     order: #order,
-                    hook: || ::faststream_core::__private::hook(#ident),
+                    hook: || #boxed,
                     file: ::core::file!(),
                     line: ::core::line!(),
                 }
@@ -163,8 +158,12 @@ mod tests {
         let out = run(Stage::AfterStartup, quote!(), item.clone()).expect("expands");
         assert!(out.contains("HookStage :: AfterStartup"), "{out}");
         assert!(out.contains("order : 0i32"), "{out}");
-        assert!(out.contains("hook (warm_up)"), "{out}");
-        assert!(out.contains("assert_hook_argument :: < Ctx > ()"), "{out}");
+        assert!(
+            out.contains(
+                "hook : || :: faststream_core :: __private :: hook1 :: < Ctx , anyhow :: Result < () > , _ , _ > (warm_up)"
+            ),
+            "{out}"
+        );
         let out = run(Stage::OnShutdown, quote!(order = -2147483648), item).expect("expands");
         assert!(out.contains("HookStage :: OnShutdown"), "{out}");
         assert!(out.contains("order : - 2147483648i32"), "{out}");

@@ -4,8 +4,8 @@
 //! `::faststream_core` and does not work without it.
 //!
 //! Each macro leaves the function as written (it stays callable) and adds, next to it, a
-//! registration collected at start-up plus a never-called function that checks the argument and
-//! return types, so a wrong type is reported at that type. Names written as literals are checked
+//! registration collected at start-up. The registration spells out each argument type and the
+//! return type, so a wrong type is reported once, at that type. Names written as literals are checked
 //! at compile time with the same rules as at run time (`faststream-names`).
 //!
 //! On an error the function is still emitted unchanged, together with the errors, so the rest of
@@ -26,17 +26,17 @@ mod subscriber;
 /// bucket.
 ///
 /// ```ignore
-/// use faststream_core::{subscriber, KvWatch};
+/// use faststream_core::{subscriber, KvMessage, KvWatch};
 ///
 /// #[subscriber("users.{id}.profile", kv_watch = "profiles")]
-/// async fn on_profile(entry: Entry) -> anyhow::Result<()> {
+/// async fn on_profile(entry: KvMessage) -> anyhow::Result<()> {
 ///     println!("{} changed", entry.key());
 ///     Ok(())
 /// }
 ///
 /// // Any expression of type `KvWatch` works too:
 /// #[subscriber("audit.>", kv_watch = KvWatch::new(AUDIT_BUCKET))]
-/// async fn on_audit(entry: Entry) {}
+/// async fn on_audit(entry: KvMessage) {}
 /// ```
 ///
 /// - The first argument, a string literal, is the watch pattern: `.`-separated tokens where `*`
@@ -55,7 +55,7 @@ pub fn subscriber(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// ```ignore
 /// #[faststream_core::on_startup(order = -10)]
-/// async fn create_buckets(ctx: Context) -> anyhow::Result<()> {
+/// async fn create_buckets(broker: NatsBroker) -> anyhow::Result<()> {
 ///     Ok(())
 /// }
 /// ```

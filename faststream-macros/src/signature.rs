@@ -4,7 +4,6 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::parse::ParseStream;
-use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{Attribute, FnArg, Ident, ReturnType, Signature, Token, TypeImplTrait, Visibility};
 
@@ -105,6 +104,12 @@ pub(crate) fn check(sig: &Signature, attr: &str, errors: &mut Errors) {
             }
         }
     }
+    if let Some(extra) = sig.inputs.iter().nth(MAX_ARGS) {
+        errors.push(syn::Error::new_spanned(
+            extra,
+            format!("`#[{attr}]` handlers take at most {MAX_ARGS} arguments"),
+        ));
+    }
     if let Some(variadic) = &sig.variadic {
         errors.push(syn::Error::new_spanned(
             variadic,
@@ -134,32 +139,36 @@ fn impl_traits(ty: &syn::Type) -> Vec<&TypeImplTrait> {
     finder.0
 }
 
-/// One `::faststream_core::__private::<assert>::<T>();` per typed argument and one
-/// `assert_handler_output::<R>();` for the return type (`()` when there is none).
+/// The most arguments a handler or hook may take (`handler0` to `handler12` in
+/// `faststream_core::__private`).
+pub(crate) const MAX_ARGS: usize = 12;
+
+/// `::faststream_core::__private::<prefix>N::<A1, .., AN, Out, _, _>(ident)`: boxes the function,
+/// with each argument type and the return type (`()` when there is none) spelled out as written.
 ///
-/// Each line carries the span of its type, so an unsupported type is reported by rustc at the
-/// argument or return type that the user wrote, not at the attribute.
-pub(crate) fn assertions(sig: &Signature, argument_assert: &str) -> TokenStream {
-    let mut lines = TokenStream::new();
-    for arg in &sig.inputs {
-        if let FnArg::Typed(typed) = arg {
-            let ty = &typed.ty;
-            let span = ty.span();
-            let assert = Ident::new(argument_assert, span);
-            lines.extend(quote_spanned! {span=>
-                ::faststream_core::__private::#assert::<#ty>();
-            });
-        }
+/// Each type keeps its span and is a generic parameter of its own with its own bound, so an
+/// unsupported type is reported by rustc once, at the argument or return type the user wrote,
+/// and not a second time as "not a handler" at the function.
+pub(crate) fn constructor(sig: &Signature, prefix: &str) -> TokenStream {
+    let types: Vec<&syn::Type> = sig
+        .inputs
+        .iter()
+        .filter_map(|arg| match arg {
+            FnArg::Typed(typed) => Some(&*typed.ty),
+            FnArg::Receiver(_) => None,
+        })
+        .collect();
+    let output = match &sig.output {
+        ReturnType::Type(_, ty) => quote!(#ty),
+        ReturnType::Default => quote_spanned!(sig.ident.span()=> ()),
+    };
+    // The call carries the function name's span: a bound on the function itself (a future that
+    // is not `Send`) is reported at the name rather than under the whole attribute.
+    let ident = &sig.ident;
+    let function = Ident::new(&format!("{prefix}{}", types.len()), ident.span());
+    quote_spanned! {ident.span()=>
+        ::faststream_core::__private::#function::<#(#types,)* #output, _, _>(#ident)
     }
-    lines.extend(match &sig.output {
-        ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
-            ::faststream_core::__private::assert_handler_output::<#ty>();
-        },
-        ReturnType::Default => quote_spanned! {sig.ident.span()=>
-            ::faststream_core::__private::assert_handler_output::<()>();
-        },
-    });
-    lines
 }
 
 /// The macro's output: the original item unchanged, followed by the generated tokens or by the
@@ -275,16 +284,38 @@ mod tests {
     }
 
     #[test]
-    fn emits_one_assertion_per_argument_and_the_output() {
+    fn names_every_type_in_the_constructor() {
         let handler = HandlerFn::parse(
             quote!(
-                async fn f(a: A, b: B) {}
+                async fn f(a: A, (b, c): B) {}
             ),
             "x",
         )
         .expect("parses");
-        let lines = assertions(&handler.sig, "assert_extractor").to_string();
-        assert_eq!(lines.matches("assert_extractor").count(), 2);
-        assert!(lines.contains("assert_handler_output :: < () >"), "{lines}");
+        assert_eq!(
+            constructor(&handler.sig, "handler").to_string(),
+            ":: faststream_core :: __private :: handler2 :: < A , B , () , _ , _ > (f)"
+        );
+        let handler = HandlerFn::parse(
+            quote!(
+                async fn g() -> anyhow::Result<()> {}
+            ),
+            "x",
+        )
+        .expect("parses");
+        assert_eq!(
+            constructor(&handler.sig, "hook").to_string(),
+            ":: faststream_core :: __private :: hook0 :: < anyhow :: Result < () > , _ , _ > (g)"
+        );
+    }
+
+    #[test]
+    fn limits_the_number_of_arguments() {
+        let args = (0..13).map(|i| quote::format_ident!("a{i}"));
+        let item = quote!(async fn f(#(#args: u8),*) {});
+        assert_eq!(
+            messages(item),
+            ["`#[subscriber]` handlers take at most 12 arguments"]
+        );
     }
 }

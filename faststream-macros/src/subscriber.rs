@@ -2,7 +2,7 @@
 //! and generate the registration.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, ToTokens};
+use quote::{quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::{Expr, ExprLit, Ident, Lit, LitStr, Token};
@@ -50,7 +50,7 @@ impl Parse for Args {
 /// The validated arguments, ready to generate.
 struct Subscriber {
     key: LitStr,
-    /// The body of the `|| -> KvWatch { .. }` closure.
+    /// The `|| -> KvWatch { .. }` closure.
     kv_watch: TokenStream,
 }
 
@@ -89,7 +89,7 @@ fn validate(args: Args, errors: &mut Errors) -> Option<Subscriber> {
     };
     let [kv_watch] = options::check(args.options, &KNOWN, errors);
     let kv_watch = match kv_watch {
-        Some((expr, _span)) => errors.ok(kv_watch_body(expr)),
+        Some((expr, span)) => errors.ok(kv_watch_closure(expr, span)),
         None => {
             // Without a key the message above already shows the whole attribute.
             if args.key.is_some() {
@@ -120,10 +120,13 @@ fn key_literal(expr: &Expr) -> syn::Result<LitStr> {
     }
 }
 
-/// A string literal is a bucket name, checked now; anything else is the user's expression of
-/// type `KvWatch`, checked by rustc where it is written.
-fn kv_watch_body(expr: Expr) -> syn::Result<TokenStream> {
-    if let Expr::Lit(ExprLit {
+/// The closure that builds the `KvWatch`. A string literal is a bucket name, checked now;
+/// anything else is the user's expression of type `KvWatch`, checked by rustc where it is
+/// written. The closure's return type carries the span of the `kv_watch` name (`name_span`), so
+/// a mismatched type reads "expected `KvWatch` because of return type" at `kv_watch`, not under
+/// the whole attribute.
+fn kv_watch_closure(expr: Expr, name_span: Span) -> syn::Result<TokenStream> {
+    let body = if let Expr::Lit(ExprLit {
         lit: Lit::Str(lit), ..
     }) = options::peel(&expr)
     {
@@ -131,32 +134,30 @@ fn kv_watch_body(expr: Expr) -> syn::Result<TokenStream> {
         faststream_names::validate_bucket(&bucket)
             .map_err(|error| syn::Error::new(lit.span(), error))?;
         let lit = LitStr::new(&bucket, lit.span());
-        return Ok(quote!(::faststream_core::KvWatch::new(#lit)));
-    }
-    Ok(expr.into_token_stream())
+        quote!(::faststream_core::KvWatch::new(#lit))
+    } else {
+        expr.into_token_stream()
+    };
+    let ty = quote_spanned!(name_span=> ::faststream_core::KvWatch);
+    Ok(quote!(|| -> #ty { #body }))
 }
 
 fn registration(subscriber: &Subscriber, handler: &HandlerFn) -> TokenStream {
-    let ident = &handler.sig.ident;
     let name = signature::fn_name(&handler.sig);
     let cfgs = handler.cfg_attrs();
-    let checks = signature::assertions(&handler.sig, "assert_extractor");
+    let boxed = signature::constructor(&handler.sig, "handler");
     let Subscriber { key, kv_watch } = subscriber;
     quote! {
         #(#cfgs)*
         #[doc(hidden)]
         #[allow(non_upper_case_globals, clippy::all)]
         const _: () = {
-            #[allow(dead_code)]
-            fn __faststream_check_signature() {
-                #checks
-            }
             ::faststream_core::__private::inventory::submit! {
                 ::faststream_core::__private::SubscriberRegistration {
                     name: ::core::concat!(::core::module_path!(), "::", #name),
                     key: #key,
-                    kv_watch: || -> ::faststream_core::KvWatch { #kv_watch },
-                    handler: || ::faststream_core::__private::handler(#ident),
+                    kv_watch: #kv_watch,
+                    handler: || #boxed,
                     file: ::core::file!(),
                     line: ::core::line!(),
                 }
@@ -190,10 +191,10 @@ mod tests {
             ),
             "{out}"
         );
-        assert!(out.contains("handler (f)"), "{out}");
-        assert!(out.contains("assert_extractor :: < u32 > ()"), "{out}");
         assert!(
-            out.contains("assert_handler_output :: < Result < () , E > > ()"),
+            out.contains(
+                "handler : || :: faststream_core :: __private :: handler1 :: < u32 , Result < () , E > , _ , _ > (f)"
+            ),
             "{out}"
         );
         assert!(out.contains("\"::\" , \"f\""), "{out}");

@@ -204,7 +204,9 @@ impl BucketConfig {
         let mut differences = Vec::new();
         let mut compare = |field: &str, existing: String, requested: String| {
             if existing != requested {
-                differences.push(format!("{field}: existing {existing}, requested {requested}"));
+                differences.push(format!(
+                    "{field}: existing {existing}, requested {requested}"
+                ));
             }
         };
         let text = |value: &Option<String>| format!("{:?}", value.as_deref().unwrap_or(""));

@@ -147,7 +147,9 @@ impl WatchLoop {
         tracing::debug!(subscriber, operation = %message.operation(),
             "{bucket} | {key} | {revision} - Received");
 
-        let call = self.handler.call(Arc::clone(&message), Arc::clone(&self.context));
+        let call = self
+            .handler
+            .call(Arc::clone(&message), Arc::clone(&self.context));
         match AssertUnwindSafe(call).catch_unwind().await {
             Ok(Ok(())) => {
                 tracing::debug!(subscriber, "{bucket} | {key} | {revision} - Processed");
@@ -157,11 +159,19 @@ impl WatchLoop {
                 "{bucket} | {key} | {revision} - could not decode the entry; handler not called"
             ),
             Ok(Err(HandlerError::Failed(error))) => tracing::error!(
-                subscriber, bucket, key, revision, error = format!("{error:#}"),
+                subscriber,
+                bucket,
+                key,
+                revision,
+                error = format!("{error:#}"),
                 "{bucket} | {key} | {revision} - handler failed"
             ),
             Err(panic) => tracing::error!(
-                subscriber, bucket, key, revision, panic = panic_message(&*panic),
+                subscriber,
+                bucket,
+                key,
+                revision,
+                panic = panic_message(&*panic),
                 "{bucket} | {key} | {revision} - handler panicked"
             ),
         }

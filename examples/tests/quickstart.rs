@@ -1,0 +1,93 @@
+//! The quickstart binary end to end: it handles the value its hook writes, and SIGTERM makes
+//! it shut down cleanly with exit code 0 — on every available nats-server version.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use faststream_core::testing::{NatsServer, ServerBinary};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn quickstart_handles_its_value_and_exits_0_on_sigterm() -> anyhow::Result<()> {
+    for binary in ServerBinary::discover()? {
+        let server = NatsServer::start(&binary).await?;
+        run_quickstart(&server)
+            .await
+            .with_context(|| format!("on nats-server {}", binary.version))?;
+    }
+    Ok(())
+}
+
+async fn run_quickstart(server: &NatsServer) -> anyhow::Result<()> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quickstart"))
+        .env("NATS_URL", server.url())
+        .env("RUST_LOG", "info,faststream_core=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let mut log = Vec::new();
+
+    // Both subscribers process the value written by the after_startup hook.
+    let mut processed = [false, false];
+    let waited = tokio::time::timeout(TIMEOUT, async {
+        while let Some(line) = lines.next_line().await? {
+            for (done, name) in processed
+                .iter_mut()
+                .zip(["quickstart::handler", "quickstart::detailed"])
+            {
+                *done |= line.contains("bucket | key | 1 - Processed") && line.contains(name);
+            }
+            log.push(line);
+            if processed == [true, true] {
+                return Ok::<_, std::io::Error>(true);
+            }
+        }
+        Ok(false)
+    })
+    .await;
+    anyhow::ensure!(
+        matches!(waited, Ok(Ok(true))),
+        "the handlers did not process the value; log:\n{}",
+        log.join("\n")
+    );
+    anyhow::ensure!(
+        !log.iter().any(|line| line.contains("ERROR")),
+        "errors logged:\n{}",
+        log.join("\n")
+    );
+
+    let pid = child.id().context("no pid")?;
+    // SAFETY: plain kill(2) on our own child's pid.
+    let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    anyhow::ensure!(sent == 0, "kill(SIGTERM) failed");
+    let rest = tokio::time::timeout(TIMEOUT, async {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        rest
+    })
+    .await
+    .context("the service did not close its log after SIGTERM")?;
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .context("the service did not exit after SIGTERM")??;
+    anyhow::ensure!(
+        status.code() == Some(0),
+        "exit status {status}; log after SIGTERM:\n{}",
+        rest.join("\n")
+    );
+    anyhow::ensure!(
+        rest.iter().any(|line| line.contains("application stopped")),
+        "no clean stop logged:\n{}",
+        rest.join("\n")
+    );
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! `key_value()`: cached, uses existing buckets as they are, rejects conflicting explicit
+//! configurations, and reports buckets that are missing or cannot be declared.
+
+mod common;
+
+use anyhow::Context as _;
+use common::{jetstream, on_each_server, RunningApp};
+use faststream_core::kv::BucketConfig;
+use faststream_core::testing::NatsServer;
+use faststream_core::{App, Error, KvWatch, NatsBroker};
+
+/// Messages the server received from clients, summed over the open connections.
+async fn client_messages(server: &NatsServer) -> anyhow::Result<u64> {
+    let connz = server.monitor("/connz").await?;
+    let connections = connz["connections"]
+        .as_array()
+        .context("connz without connections")?;
+    Ok(connections
+        .iter()
+        .filter_map(|connection| connection["in_msgs"].as_u64())
+        .sum())
+}
+
+#[tokio::test]
+async fn second_key_value_call_makes_no_request() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let broker = NatsBroker::new(server.url());
+        broker.connect().await?;
+        let before = client_messages(&server).await?;
+        let first = broker.key_value("cached").await?;
+        let after_first = client_messages(&server).await?;
+        assert!(
+            after_first > before,
+            "the first call should ask the server ({before} -> {after_first} messages)"
+        );
+        let second = broker.key_value("cached").await?;
+        let via_clone = broker.clone().key_value("cached").await?;
+        let after_second = client_messages(&server).await?;
+        assert_eq!(after_first, after_second, "the second call made a request");
+        assert_eq!(first.name, second.name);
+        assert_eq!(first.name, via_clone.name);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn created_bucket_works_with_every_client_operation() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let broker = NatsBroker::new(server.url());
+        broker.connect().await?;
+        let store = broker
+            .key_value_with(BucketConfig::new("ops").history(5).description("ops test"))
+            .await?;
+        let first = store.put("a", "1".into()).await?;
+        store.put("a", "2".into()).await?;
+        assert_eq!(store.get("a").await?.as_deref(), Some(&b"2"[..]));
+        let old = store
+            .entry_for_revision("a", first)
+            .await?
+            .context("revision")?;
+        assert_eq!(&old.value[..], b"1");
+        store.create("b", "x".into()).await?;
+        assert!(
+            store.create("b", "y".into()).await.is_err(),
+            "create of an existing key"
+        );
+        let revision = store.entry("b").await?.context("entry b")?.revision;
+        store.update("b", "z".into(), revision).await?;
+        store.delete("a").await?;
+        store.purge("b").await?;
+        let status = store.status().await?;
+        assert_eq!(status.history(), 5);
+        // A raw async-nats client sees the same bucket.
+        let raw = jetstream(&server).await?.get_key_value("ops").await?;
+        assert_eq!(raw.get("a").await?, None);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn existing_bucket_is_used_as_it_is_and_conflicts_are_named() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let creator = NatsBroker::new(server.url());
+        creator.connect().await?;
+        creator
+            .key_value_with(
+                BucketConfig::new("shared")
+                    .history(5)
+                    .description("made elsewhere"),
+            )
+            .await?;
+
+        // Another service: no config given, so the bucket is used as it is.
+        let other = NatsBroker::new(server.url());
+        other.connect().await?;
+        let store = other.key_value("shared").await?;
+        assert_eq!(store.status().await?.history(), 5);
+
+        // An explicit, different config is an error naming each differing field, cached or not.
+        let requested = BucketConfig::new("shared").history(3);
+        for broker in [&other, &NatsBroker::new(server.url())] {
+            broker.connect().await?;
+            let error = broker
+                .key_value_with(requested.clone())
+                .await
+                .err()
+                .context("a conflicting config should fail")?;
+            assert!(
+                matches!(error, Error::BucketConfigConflict { .. }),
+                "{error:?}"
+            );
+            assert_eq!(
+                error.to_string(),
+                "bucket `shared` already exists with another configuration: \
+                 description: existing \"made elsewhere\", requested \"\"; \
+                 history: existing 5, requested 3"
+            );
+        }
+        // The same config again is fine.
+        creator
+            .key_value_with(
+                BucketConfig::new("shared")
+                    .history(5)
+                    .description("made elsewhere"),
+            )
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn out_of_range_config_fails_before_any_request() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let broker = NatsBroker::new(server.url());
+        broker.connect().await?;
+        let before = client_messages(&server).await?;
+        for (config, expected) in [
+            (
+                BucketConfig::new("bad").history(65),
+                "invalid configuration for bucket `bad`: history must be 1..=64, got 65",
+            ),
+            (
+                BucketConfig::new("bad").replicas(0),
+                "invalid configuration for bucket `bad`: replicas must be 1..=5, got 0",
+            ),
+            (
+                BucketConfig::new("bad.name"),
+                "invalid bucket name `bad.name`: character `.` is not allowed \
+                 (a bucket name uses only A-Z, a-z, 0-9, `_` and `-`)",
+            ),
+        ] {
+            let error = broker
+                .key_value_with(config)
+                .await
+                .err()
+                .context("should fail")?;
+            assert_eq!(error.to_string(), expected);
+        }
+        assert_eq!(
+            client_messages(&server).await?,
+            before,
+            "a request was made"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn declare_false_on_a_missing_bucket_names_it() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        async fn never_called(_msg: String) {}
+        let app = App::new(NatsBroker::new(server.url()))
+            .without_registered()
+            .subscriber(
+                "lookup_only",
+                "k",
+                KvWatch::new("absent").declare(false),
+                never_called,
+            );
+        let error = RunningApp::spawn(app)
+            .finish()
+            .await?
+            .err()
+            .context("should fail")?;
+        assert!(matches!(error, Error::BucketNotFound { .. }), "{error:?}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("bucket `absent` does not exist"),
+            "{error}"
+        );
+        // And nothing was created.
+        let missing = jetstream(&server).await?.get_key_value("absent").await;
+        assert!(missing.is_err(), "the bucket was created");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn bucket_the_server_refuses_names_bucket_and_reason() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        // Another stream already takes the bucket's subjects.
+        jetstream(&server)
+            .await?
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "SQUATTER".into(),
+                subjects: vec!["$KV.clash.>".into()],
+                ..Default::default()
+            })
+            .await?;
+        async fn never_called(_msg: String) {}
+        let app = App::new(NatsBroker::new(server.url()))
+            .without_registered()
+            .subscriber("clashing", "k", KvWatch::new("clash"), never_called);
+        let error = RunningApp::spawn(app)
+            .finish()
+            .await?
+            .err()
+            .context("should fail")?;
+        assert!(matches!(error, Error::DeclareBucket { .. }), "{error:?}");
+        let text = error.to_string();
+        assert!(
+            text.starts_with("could not declare bucket `clash`: "),
+            "{text}"
+        );
+        assert!(
+            text.contains("overlap"),
+            "the server's reason is missing: {text}"
+        );
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,141 @@
+//! Shared by the integration tests: the servers to test against, a recorder that handlers write
+//! to and tests wait on, and an app running in the background.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use faststream_core::testing::{NatsServer, ServerBinary};
+use faststream_core::App;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// How long a test waits for an event before failing.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Every nats-server binary to test against (see `ServerBinary::discover`).
+pub fn servers() -> Vec<ServerBinary> {
+    match ServerBinary::discover() {
+        Ok(binaries) => binaries,
+        Err(error) => panic!("no nats-server to test against: {error:#}"),
+    }
+}
+
+/// Starts a server of each version in turn and runs `test` against it; the failure names the
+/// server version.
+pub async fn on_each_server<F, Fut>(test: F) -> anyhow::Result<()>
+where
+    F: Fn(NatsServer) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    for binary in servers() {
+        let server = NatsServer::start(&binary)
+            .await
+            .with_context(|| format!("starting nats-server {}", binary.version))?;
+        test(server)
+            .await
+            .with_context(|| format!("on nats-server {}", binary.version))?;
+    }
+    Ok(())
+}
+
+/// Events recorded by handlers and hooks, in order; tests wait for a condition on them.
+#[derive(Clone)]
+pub struct Recorder {
+    events: Arc<watch::Sender<Vec<String>>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            events: Arc::new(watch::Sender::new(Vec::new())),
+        }
+    }
+}
+
+impl Recorder {
+    pub fn push(&self, event: impl Into<String>) {
+        let event = event.into();
+        self.events.send_modify(|events| events.push(event));
+    }
+
+    pub fn events(&self) -> Vec<String> {
+        self.events.borrow().clone()
+    }
+
+    /// Waits until `done` holds for the events, up to [`EVENT_TIMEOUT`]; the error lists what
+    /// was recorded.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&[String]) -> bool,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut receiver = self.events.subscribe();
+        let waited = tokio::time::timeout(EVENT_TIMEOUT, async {
+            receiver
+                .wait_for(|events| done(events))
+                .await
+                .map(|events| events.clone())
+        })
+        .await;
+        match waited {
+            Ok(Ok(events)) => Ok(events),
+            _ => anyhow::bail!(
+                "timed out after {EVENT_TIMEOUT:?} waiting for {what}; recorded: {:?}",
+                self.events()
+            ),
+        }
+    }
+
+    /// Waits until an event equal to `event` was recorded.
+    pub async fn wait_for_event(&self, event: &str) -> anyhow::Result<Vec<String>> {
+        self.wait_for(&format!("`{event}`"), |events| {
+            events.iter().any(|e| e == event)
+        })
+        .await
+    }
+}
+
+/// An app running in the background until [`RunningApp::stop`].
+pub struct RunningApp {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<faststream_core::Result<()>>,
+}
+
+impl RunningApp {
+    pub fn spawn(app: App) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Signals shutdown and returns what `run_until` returned.
+    pub async fn stop(mut self) -> anyhow::Result<faststream_core::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.finish().await
+    }
+
+    /// Waits for the app to end by itself (for start-up failures).
+    pub async fn finish(self) -> anyhow::Result<faststream_core::Result<()>> {
+        let result = tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .context("the app did not stop within 60 s")?
+            .context("the app task panicked")?;
+        Ok(result)
+    }
+}
+
+/// A raw async-nats JetStream context on `server`, for writing to buckets from the outside.
+pub async fn jetstream(server: &NatsServer) -> anyhow::Result<async_nats::jetstream::Context> {
+    let client = async_nats::connect(server.url()).await?;
+    Ok(async_nats::jetstream::new(client))
+}

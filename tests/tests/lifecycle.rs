@@ -1,0 +1,226 @@
+//! The lifecycle: hook order, what is connected when, and start-up failures that leave nothing
+//! running.
+
+mod common;
+
+use anyhow::Context as _;
+use common::{on_each_server, Recorder, RunningApp, EVENT_TIMEOUT};
+use faststream_core::testing::NatsServer;
+use faststream_core::{App, Error, NatsBroker};
+
+mod ordered {
+    use super::Recorder;
+    use faststream_core::{
+        after_shutdown, after_startup, on_shutdown, on_startup, subscriber, NatsBroker, State,
+    };
+
+    #[on_startup]
+    async fn open_database(broker: NatsBroker, State(events): State<Recorder>) {
+        events.push(format!(
+            "on_startup:open_database:connected={}",
+            broker.is_connected()
+        ));
+    }
+
+    #[on_startup(order = -1)]
+    async fn load_config(broker: NatsBroker, State(events): State<Recorder>) {
+        events.push(format!(
+            "on_startup:load_config:connected={}",
+            broker.is_connected()
+        ));
+    }
+
+    #[after_startup]
+    async fn seed(broker: NatsBroker, State(events): State<Recorder>) -> anyhow::Result<()> {
+        events.push(format!(
+            "after_startup:seed:connected={}",
+            broker.is_connected()
+        ));
+        broker
+            .key_value("lifecycle")
+            .await?
+            .put("k", "v".into())
+            .await?;
+        Ok(())
+    }
+
+    #[subscriber("k", kv_watch = "lifecycle")]
+    async fn on_k(msg: String, State(events): State<Recorder>) {
+        events.push(format!("handled:{msg}"));
+    }
+
+    #[on_shutdown]
+    async fn farewell(broker: NatsBroker, State(events): State<Recorder>) -> anyhow::Result<()> {
+        // The connection is still up: reading the bucket works.
+        let value = broker.key_value("lifecycle").await?.get("k").await?;
+        let value = value.map(|v| String::from_utf8_lossy(&v).into_owned());
+        events.push(format!("on_shutdown:farewell:k={value:?}"));
+        Ok(())
+    }
+
+    #[after_shutdown]
+    async fn cleanup(State(events): State<Recorder>) {
+        events.push("after_shutdown:cleanup");
+    }
+}
+
+#[tokio::test]
+async fn hooks_run_in_lifecycle_order() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let events = Recorder::default();
+        let app = App::new(NatsBroker::new(server.url()))
+            .only_module(concat!(module_path!(), "::ordered"))
+            .with_state(events.clone());
+        let running = RunningApp::spawn(app);
+        events.wait_for_event("handled:v").await?;
+        running.stop().await??;
+        assert_eq!(
+            events.events(),
+            [
+                "on_startup:load_config:connected=false",
+                "on_startup:open_database:connected=false",
+                "after_startup:seed:connected=true",
+                "handled:v",
+                "on_shutdown:farewell:k=Some(\"v\")",
+                "after_shutdown:cleanup",
+            ]
+        );
+        Ok(())
+    })
+    .await
+}
+
+mod failing_after_startup {
+    use faststream_core::{after_startup, subscriber};
+
+    #[after_startup]
+    async fn broken() -> anyhow::Result<()> {
+        anyhow::bail!("database unreachable")
+    }
+
+    #[subscriber("k", kv_watch = "half_started")]
+    async fn watcher(_msg: String) {}
+}
+
+/// Client connections the server has accepted since it started (the harness's readiness probe
+/// counts too, hence comparisons with a baseline).
+async fn total_connections(server: &NatsServer) -> anyhow::Result<u64> {
+    server.varz().await?["total_connections"]
+        .as_u64()
+        .context("varz without total_connections")
+}
+
+/// Waits until the server has no client connection left.
+async fn wait_for_no_connections(server: &NatsServer) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let connz = server.monitor("/connz").await?;
+        if connz["num_connections"].as_u64() == Some(0) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "connections still open after {EVENT_TIMEOUT:?}: {connz}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn failing_after_startup_hook_stops_everything() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let app = App::new(NatsBroker::new(server.url()))
+            .only_module(concat!(module_path!(), "::failing_after_startup"));
+        let result = RunningApp::spawn(app).finish().await?;
+        let error = result.err().context("run() should fail")?;
+        assert!(matches!(error, Error::Hook { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "after_startup hook `lifecycle::failing_after_startup::broken` failed: \
+             database unreachable"
+        );
+        // The watch had started; with the app gone, its connection is closed too.
+        wait_for_no_connections(&server).await
+    })
+    .await
+}
+
+mod panicking_on_startup {
+    use faststream_core::on_startup;
+
+    #[on_startup]
+    async fn explodes() {
+        panic!("config file missing");
+    }
+}
+
+#[tokio::test]
+async fn panicking_on_startup_hook_fails_before_connecting() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let app = App::new(NatsBroker::new(server.url()))
+            .only_module(concat!(module_path!(), "::panicking_on_startup"));
+        let connections_before = total_connections(&server).await?;
+        let error = RunningApp::spawn(app)
+            .finish()
+            .await?
+            .err()
+            .context("run() should fail")?;
+        assert_eq!(
+            error.to_string(),
+            "on_startup hook `lifecycle::panicking_on_startup::explodes` failed: \
+             panicked: config file missing"
+        );
+        assert_eq!(
+            total_connections(&server).await?,
+            connections_before,
+            "it connected"
+        );
+        Ok(())
+    })
+    .await
+}
+
+mod missing_state {
+    use faststream_core::{after_startup, subscriber, State};
+
+    #[after_startup]
+    async fn needs_u64(State(_value): State<u64>) {}
+
+    #[subscriber("k", kv_watch = "never_declared")]
+    async fn needs_u32(State(_value): State<u32>) {}
+}
+
+#[tokio::test]
+async fn missing_state_is_reported_before_connecting() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let app = App::new(NatsBroker::new(server.url()))
+            .only_module(concat!(module_path!(), "::missing_state"));
+        let connections_before = total_connections(&server).await?;
+        let error = RunningApp::spawn(app)
+            .finish()
+            .await?
+            .err()
+            .context("run() should fail")?;
+        let Error::Setup { problems } = &error else {
+            anyhow::bail!("expected a setup error, got {error:?}");
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("subscriber `lifecycle::missing_state::needs_u32` (")
+                && problems[0].ends_with("no state of type `u32`: give it with `App::with_state`"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            problems[1],
+            "after_startup hook `lifecycle::missing_state::needs_u64`: no state of type `u64`: \
+             give it with `App::with_state`"
+        );
+        assert_eq!(
+            total_connections(&server).await?,
+            connections_before,
+            "it connected"
+        );
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,137 @@
+//! The watch loop: first the latest value of each matching key (deletes included), then every
+//! change in revision order; bad payloads, failing and panicking handlers never stop it.
+
+mod common;
+
+use bytes::Bytes;
+use common::{jetstream, on_each_server, Recorder, RunningApp};
+use faststream_core::{App, KvMessage, KvWatch, NatsBroker, State};
+
+async fn record_entry(message: KvMessage, State(events): State<Recorder>) {
+    events.push(format!(
+        "{} {} {:?} @{}",
+        message.operation(),
+        message.key(),
+        String::from_utf8_lossy(message.value()),
+        message.revision()
+    ));
+}
+
+#[tokio::test]
+async fn latest_value_per_key_first_then_every_change() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let js = jetstream(&server).await?;
+        let setup = NatsBroker::new(server.url());
+        setup.connect().await?;
+        let store = setup
+            .key_value_with(faststream_core::kv::BucketConfig::new("snap").history(10))
+            .await?;
+        store.put("users.1", "old".into()).await?;
+        store.put("users.1", "new".into()).await?;
+        store.put("users.2", "gone".into()).await?;
+        store.delete("users.2").await?;
+        store.put("other", "not watched".into()).await?;
+        drop(js);
+
+        let events = Recorder::default();
+        let app = App::new(NatsBroker::new(server.url()))
+            .without_registered()
+            .with_state(events.clone())
+            .subscriber("users", "users.*", KvWatch::new("snap"), record_entry);
+        let running = RunningApp::spawn(app);
+        events.wait_for("the snapshot", |e| e.len() >= 2).await?;
+        let later = store.put("users.3", "fresh".into()).await?;
+        store.purge("users.1").await?;
+        let all = events.wait_for("the changes", |e| e.len() >= 4).await?;
+        running.stop().await??;
+        assert_eq!(
+            all,
+            [
+                "PUT users.1 \"new\" @2",
+                "DEL users.2 \"\" @4",
+                &format!("PUT users.3 \"fresh\" @{later}"),
+                &format!("PURGE users.1 \"\" @{}", later + 1),
+            ]
+        );
+        Ok(())
+    })
+    .await
+}
+
+mod fragile {
+    use super::Recorder;
+    use faststream_core::{after_startup, subscriber, State};
+
+    #[after_startup]
+    async fn started(State(events): State<Recorder>) {
+        events.push("started");
+    }
+
+    /// Fails on some values; the loop must go on.
+    #[subscriber("job", kv_watch = "fragile")]
+    async fn picky(msg: String, State(events): State<Recorder>) -> anyhow::Result<()> {
+        match msg.as_str() {
+            "fail" => anyhow::bail!("refusing {msg}"),
+            "panic" => panic!("handler panicked on purpose"),
+            _ => {
+                events.push(format!("picky:{msg}"));
+                Ok(())
+            }
+        }
+    }
+
+    /// Sees every entry as bytes, whatever the other subscriber does.
+    #[subscriber("job", kv_watch = "fragile")]
+    async fn counter(value: bytes::Bytes, State(events): State<Recorder>) {
+        events.push(format!("counter:{}", value.len()));
+    }
+}
+
+#[tokio::test]
+async fn bad_payloads_and_failing_handlers_do_not_stop_the_loop() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let events = Recorder::default();
+        let app = App::new(NatsBroker::new(server.url()))
+            .only_module(concat!(module_path!(), "::fragile"))
+            .with_state(events.clone());
+        let running = RunningApp::spawn(app);
+        events.wait_for_event("started").await?;
+        let broker = NatsBroker::new(server.url());
+        broker.connect().await?;
+        let store = broker.key_value("fragile").await?;
+        for value in [
+            Bytes::from_static(b"first"),
+            Bytes::from_static(&[0xff, 0xfe, 0x00]), // not UTF-8: `String` is rejected
+            Bytes::from_static(b"fail"),
+            Bytes::from_static(b"panic"),
+            Bytes::from_static(b"last"),
+        ] {
+            store.put("job", value).await?;
+        }
+        let events = events
+            .wait_for("the last value", |e| {
+                e.iter().any(|e| e == "picky:last")
+                    && e.iter().filter(|e| e.starts_with("counter:")).count() >= 5
+            })
+            .await?;
+        running.stop().await??;
+        let picky: Vec<_> = events.iter().filter(|e| e.starts_with("picky:")).collect();
+        assert_eq!(picky, ["picky:first", "picky:last"]);
+        let counter: Vec<_> = events
+            .iter()
+            .filter(|e| e.starts_with("counter:"))
+            .collect();
+        assert_eq!(
+            counter,
+            [
+                "counter:5",
+                "counter:3",
+                "counter:4",
+                "counter:5",
+                "counter:4"
+            ]
+        );
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,8 @@
+use faststream_core::subscriber;
+
+#[subscriber("users..profile", kv_watch = "bucket")]
+async fn handler(msg: String) {
+    let _ = msg;
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use faststream_core::subscriber;
+
+#[subscriber(kv_watch = "bucket")]
+async fn handler(msg: String) {
+    let _ = msg;
+}
+
+fn main() {}
