@@ -1,7 +1,7 @@
 //! Handlers: async fns whose arguments are extractors, made callable with one boxed signature.
 //!
 //! [`Handler`] and [`Hook`] are implemented for functions of up to 12 arguments by
-//! [`all_the_tuples!`], so any `async fn(A, B, ...)` whose arguments are extractors is one.
+//! `all_the_tuples!`, so any `async fn(A, B, ...)` whose arguments are extractors is one.
 
 use std::future::Future;
 use std::marker::PhantomData;

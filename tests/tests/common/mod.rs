@@ -30,6 +30,7 @@ where
     F: Fn(NatsServer) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    faststream_core::testing::init_test_logging();
     for binary in servers() {
         let server = NatsServer::start(&binary)
             .await
