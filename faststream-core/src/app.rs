@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, BoxedHook, Handler, HandlerError, Hook};
 use crate::kv::bucket::error_chain;
 use crate::kv::watch::{panic_message, WatchLoop};
+use crate::kv::watcher::KvWatcher;
 use crate::kv::{KeyValue, KvWatch};
 use crate::registry::{HookSpec, HookStage, Registry, Scope, SubscriberSpec};
 use crate::signal::ShutdownSignals;
@@ -181,7 +182,8 @@ impl App {
         app.broker.connect().await?;
         let buckets = declare_buckets(&app.broker, &subscribers).await?;
         let cancel = CancellationToken::new();
-        let watches = match start_watches(subscribers, &buckets, &cancel).await {
+        let jetstream = app.broker.jetstream()?;
+        let watches = match start_watches(&jetstream, subscribers, &buckets, &cancel).await {
             Ok(watches) => watches,
             Err(error) => {
                 app.broker.drain().await;
@@ -342,6 +344,7 @@ type RunningWatch = (Arc<str>, JoinHandle<()>);
 /// Creates every watch, then spawns its loop. If one cannot be created, the ones already
 /// running are stopped and the error names the subscriber.
 async fn start_watches(
+    jetstream: &async_nats::jetstream::Context,
     subscribers: Vec<Prepared>,
     buckets: &BTreeMap<String, KeyValue>,
     cancel: &CancellationToken,
@@ -349,28 +352,36 @@ async fn start_watches(
     let mut running = Vec::with_capacity(subscribers.len());
     for subscriber in subscribers {
         let bucket = subscriber.kv_watch.bucket();
-        let store = buckets
-            .get(bucket)
-            .cloned()
-            .ok_or_else(|| Error::BucketNotFound {
-                bucket: bucket.to_owned(),
-            })?;
+        let store = buckets.get(bucket).ok_or_else(|| Error::BucketNotFound {
+            bucket: bucket.to_owned(),
+        })?;
         let name = Arc::clone(&subscriber.context.name);
-        let pattern = subscriber.context.pattern().to_owned();
-        let watch_loop = WatchLoop::new(subscriber.context, subscriber.handler, store);
-        let watch = match watch_loop.watch().await {
-            Ok(watch) => watch,
+        let watcher = KvWatcher::start(
+            jetstream,
+            store,
+            subscriber.context.pattern.filter(),
+            subscriber.kv_watch.clone(),
+            format!("faststream subscriber {name}"),
+        )
+        .await;
+        let watcher = match watcher {
+            Ok(watcher) => watcher,
             Err(reason) => {
                 stop_watches(running, cancel, Duration::from_secs(1)).await;
                 return Err(Error::Watch {
                     subscriber: name.to_string(),
                     bucket: bucket.to_owned(),
-                    key: pattern,
+                    key: subscriber.context.pattern().to_owned(),
                     reason,
                 });
             }
         };
-        let handle = tokio::spawn(watch_loop.run(watch, cancel.clone()));
+        let watch_loop = WatchLoop {
+            context: subscriber.context,
+            handler: subscriber.handler,
+            watcher,
+        };
+        let handle = tokio::spawn(watch_loop.run(cancel.clone()));
         running.push((name, handle));
     }
     Ok(running)

@@ -9,7 +9,7 @@ use async_nats::jetstream;
 use crate::error::{Error, Result};
 use crate::kv::bucket::error_chain;
 use crate::kv::bucket_cache::{BucketCache, Declare};
-use crate::kv::{BucketConfig, KeyValue};
+use crate::kv::{BucketConfig, KeyValue, KvWatch, KvWatcher};
 
 /// The URL used when `NATS_URL` is not set.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -192,6 +192,53 @@ impl NatsBroker {
     /// The existing bucket named `bucket`; a missing bucket is [`Error::BucketNotFound`].
     pub async fn lookup_key_value(&self, bucket: &str) -> Result<KeyValue> {
         self.declare(bucket, Declare::LookupOnly).await
+    }
+
+    /// Watches `pattern` in the bucket of `options` without a handler: FastStream's `get_one`
+    /// and async iteration over a KV subscriber. The bucket is declared as `options` says, and
+    /// the watch starts as a subscriber's would (latest value per key first, unless
+    /// `include_history` or `updates_only`).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use faststream_core::{KvWatch, NatsBroker};
+    ///
+    /// # async fn demo(broker: NatsBroker) -> anyhow::Result<()> {
+    /// let mut watcher = broker.kv_watch("orders.*", KvWatch::new("shop")).await?;
+    /// if let Some(order) = watcher.get_one(Duration::from_secs(1)).await {
+    ///     println!("{} = {:?}", order.key(), order.text());
+    /// }
+    /// while let Some(change) = watcher.next().await {
+    ///     println!("{} changed at revision {}", change.key(), change.revision());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn kv_watch(&self, pattern: &str, options: KvWatch) -> Result<KvWatcher> {
+        let key_pattern = faststream_names::KeyPattern::parse(pattern)?;
+        options.validate().map_err(|problem| Error::Setup {
+            problems: vec![format!("watch of `{pattern}`: {problem}")],
+        })?;
+        let store = if options.declares() {
+            self.key_value(options.bucket()).await?
+        } else {
+            self.lookup_key_value(options.bucket()).await?
+        };
+        let bucket = options.bucket().to_owned();
+        KvWatcher::start(
+            &self.jetstream()?,
+            &store,
+            key_pattern.filter(),
+            options,
+            format!("faststream watch {pattern}"),
+        )
+        .await
+        .map_err(|reason| Error::Watch {
+            subscriber: "(kv_watch)".to_owned(),
+            bucket,
+            key: pattern.to_owned(),
+            reason,
+        })
     }
 
     async fn declare(&self, bucket: &str, declare: Declare<'_>) -> Result<KeyValue> {

@@ -47,9 +47,9 @@ pub use app::App;
 pub use broker::{NatsBroker, DEFAULT_NATS_URL};
 pub use context::{AppContext, SubscriberContext};
 pub use error::{Error, Result};
-pub use extract::State;
+pub use extract::{Json, Path, State};
 pub use faststream_macros::{after_shutdown, after_startup, on_shutdown, on_startup, subscriber};
-pub use kv::{KeyValue, KvMessage, KvWatch, Operation};
+pub use kv::{KeyValue, KvMessage, KvWatch, KvWatcher, Operation};
 pub use registry::HookStage;
 
 /// What the macros' generated code reaches for. Not public API.

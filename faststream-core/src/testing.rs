@@ -957,6 +957,18 @@ fn decode_chunked(mut body: &[u8]) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// Sends `tracing` output through the test harness's capture, so it is shown only for failing
+/// tests; filtered by `RUST_LOG` (default `info`). Call it at the start of every test: only the
+/// first call installs the subscriber.
+pub fn init_test_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1190,16 +1202,4 @@ mod tests {
         }
         Ok(())
     }
-}
-
-/// Sends `tracing` output through the test harness's capture, so it is shown only for failing
-/// tests; filtered by `RUST_LOG` (default `info`). Call it at the start of every test: only the
-/// first call installs the subscriber.
-pub fn init_test_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
 }

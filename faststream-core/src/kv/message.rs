@@ -1,6 +1,7 @@
 //! `KvMessage`: one change of a key, as handed to a subscriber.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::kv;
@@ -61,13 +62,14 @@ impl From<kv::Operation> for Operation {
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct KvMessage {
-    bucket: String,
+    bucket: Arc<str>,
     key: String,
     value: Bytes,
     revision: u64,
     delta: u64,
     created: SystemTime,
     operation: Operation,
+    value_size: usize,
 }
 
 impl KvMessage {
@@ -106,6 +108,17 @@ impl KvMessage {
         self.operation
     }
 
+    /// The value's size in bytes: the length of [`value`](Self::value), or, for a watch with
+    /// `meta_only` / `headers_only` (which receives no values), the size the server reported.
+    pub fn value_size(&self) -> usize {
+        self.value_size
+    }
+
+    /// The value as UTF-8 text.
+    pub fn text(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.value)
+    }
+
     /// Takes the value out without copying it.
     pub fn into_value(self) -> Bytes {
         self.value
@@ -126,13 +139,11 @@ impl fmt::Debug for KvMessage {
 
 impl From<kv::Entry> for KvMessage {
     fn from(entry: kv::Entry) -> Self {
-        let nanos = entry.created.unix_timestamp_nanos();
-        let created = u64::try_from(nanos)
-            .map(|nanos| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let created = system_time(entry.created);
         Self {
-            bucket: entry.bucket,
+            bucket: entry.bucket.into(),
             key: entry.key,
+            value_size: entry.value.len(),
             value: entry.value,
             revision: entry.revision,
             delta: entry.delta,
@@ -140,4 +151,37 @@ impl From<kv::Entry> for KvMessage {
             operation: entry.operation.into(),
         }
     }
+}
+
+/// The parts of a message as read from the watch's consumer.
+pub(crate) struct MessageParts {
+    pub(crate) bucket: Arc<str>,
+    pub(crate) key: String,
+    pub(crate) value: Bytes,
+    pub(crate) value_size: usize,
+    pub(crate) revision: u64,
+    pub(crate) delta: u64,
+    pub(crate) created: time::OffsetDateTime,
+    pub(crate) operation: Operation,
+}
+
+impl From<MessageParts> for KvMessage {
+    fn from(parts: MessageParts) -> Self {
+        Self {
+            bucket: parts.bucket,
+            key: parts.key,
+            value: parts.value,
+            value_size: parts.value_size,
+            revision: parts.revision,
+            delta: parts.delta,
+            created: system_time(parts.created),
+            operation: parts.operation,
+        }
+    }
+}
+
+fn system_time(time: time::OffsetDateTime) -> SystemTime {
+    u64::try_from(time.unix_timestamp_nanos())
+        .map(|nanos| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }

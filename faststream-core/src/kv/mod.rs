@@ -5,7 +5,9 @@ pub(crate) mod bucket_cache;
 pub(crate) mod message;
 pub(crate) mod options;
 pub(crate) mod watch;
+pub(crate) mod watcher;
 
 pub use bucket::{BucketConfig, KeyValue, Placement, Republish, StorageType, MAX_HISTORY};
 pub use message::{KvMessage, Operation};
-pub use options::KvWatch;
+pub use options::{KvWatch, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_WATCH_TIMEOUT};
+pub use watcher::KvWatcher;

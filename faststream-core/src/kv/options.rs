@@ -1,24 +1,53 @@
 //! `KvWatch`: which bucket a subscriber watches and how.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
-/// Settings of a `kv_watch` subscriber: the bucket, and how to treat it.
+/// The default [`KvWatch::timeout`].
+pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default [`KvWatch::inactive_threshold`].
+pub const DEFAULT_INACTIVE_THRESHOLD: Duration = Duration::from_secs(30);
+
+/// Settings of a `kv_watch` subscriber: the bucket, and how to watch it. FastStream's `KvWatch`
+/// options, each of which takes effect (see each method).
 ///
 /// `#[subscriber("key", kv_watch = "bucket")]` is shorthand for
 /// `kv_watch = KvWatch::new("bucket")`.
 ///
 /// ```
+/// use std::time::Duration;
 /// use faststream_core::KvWatch;
 ///
-/// // Use the bucket only if it already exists; never create it.
-/// let watch = KvWatch::new("settings").declare(false);
-/// assert_eq!(watch.bucket(), "settings");
-/// assert!(!watch.declares());
+/// let watch = KvWatch::new("accounts")
+///     .include_history(true)
+///     .ignore_deletes(true)
+///     .inactive_threshold(Duration::from_secs(60));
+/// assert_eq!(watch.bucket(), "accounts");
+/// assert!(watch.validate().is_ok());
+/// assert!(KvWatch::new("a").include_history(true).updates_only(true).validate().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvWatch {
     bucket: Cow<'static, str>,
     declare: bool,
+    include_history: bool,
+    updates_only: bool,
+    ignore_deletes: bool,
+    headers_only: bool,
+    meta_only: bool,
+    inactive_threshold: Duration,
+    timeout: Duration,
+}
+
+/// Where a new watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StartAt {
+    /// The latest entry of every matching key, then every change (the default).
+    LatestPerKey,
+    /// Every retained revision (`include_history`).
+    Beginning,
+    /// Only changes made after the watch starts (`updates_only`).
+    NewOnly,
 }
 
 impl KvWatch {
@@ -27,6 +56,13 @@ impl KvWatch {
         Self {
             bucket: bucket.into(),
             declare: true,
+            include_history: false,
+            updates_only: false,
+            ignore_deletes: false,
+            headers_only: false,
+            meta_only: false,
+            inactive_threshold: DEFAULT_INACTIVE_THRESHOLD,
+            timeout: DEFAULT_WATCH_TIMEOUT,
         }
     }
 
@@ -36,6 +72,65 @@ impl KvWatch {
     #[must_use]
     pub fn declare(mut self, declare: bool) -> Self {
         self.declare = declare;
+        self
+    }
+
+    /// Deliver every retained revision of every matching key, oldest first, instead of only
+    /// the latest one (the server's "deliver all" policy).
+    #[must_use]
+    pub fn include_history(mut self, include_history: bool) -> Self {
+        self.include_history = include_history;
+        self
+    }
+
+    /// Deliver only changes made after the watch started, nothing that existed before it
+    /// (nats.go's `UpdatesOnly`; the server's "deliver new" policy). Contradicts
+    /// `include_history`.
+    #[must_use]
+    pub fn updates_only(mut self, updates_only: bool) -> Self {
+        self.updates_only = updates_only;
+        self
+    }
+
+    /// Never call the handler for `DEL` and `PURGE` entries.
+    #[must_use]
+    pub fn ignore_deletes(mut self, ignore_deletes: bool) -> Self {
+        self.ignore_deletes = ignore_deletes;
+        self
+    }
+
+    /// Ask the server for the entries' headers only, without values: the handler sees empty
+    /// values, and [`KvMessage::value_size`](crate::KvMessage::value_size) tells how large each
+    /// value is. Key-Value entries carry no user headers, so this is the same as `meta_only`.
+    #[must_use]
+    pub fn headers_only(mut self, headers_only: bool) -> Self {
+        self.headers_only = headers_only;
+        self
+    }
+
+    /// Deliver the entries' metadata (key, revision, operation, time, size) without their
+    /// values; the server sends headers only.
+    #[must_use]
+    pub fn meta_only(mut self, meta_only: bool) -> Self {
+        self.meta_only = meta_only;
+        self
+    }
+
+    /// How long the server keeps the watch's consumer after the watcher goes away (set on the
+    /// server's consumer; default 30 s).
+    #[must_use]
+    pub fn inactive_threshold(mut self, threshold: Duration) -> Self {
+        self.inactive_threshold = threshold;
+        self
+    }
+
+    /// How long the watch may go without hearing from the server (entries or its idle
+    /// heartbeats, which the server sends every `timeout / 2`) before it is considered broken
+    /// and re-created after the last revision seen. Also bounds each request that creates the
+    /// watch. Default 5 s.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
         self
     }
 
@@ -49,9 +144,71 @@ impl KvWatch {
         self.declare
     }
 
-    /// Checks the settings without contacting the server.
-    pub(crate) fn validate(&self) -> Result<(), faststream_names::NameError> {
-        faststream_names::validate_bucket(&self.bucket)
+    /// Whether `DEL` and `PURGE` entries are skipped.
+    pub(crate) fn ignores_deletes(&self) -> bool {
+        self.ignore_deletes
+    }
+
+    /// Whether the server sends headers only (`headers_only` or `meta_only`).
+    pub(crate) fn without_values(&self) -> bool {
+        self.headers_only || self.meta_only
+    }
+
+    pub(crate) fn inactive_threshold_value(&self) -> Duration {
+        self.inactive_threshold
+    }
+
+    pub(crate) fn timeout_value(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(crate) fn start_at(&self) -> StartAt {
+        if self.include_history {
+            StartAt::Beginning
+        } else if self.updates_only {
+            StartAt::NewOnly
+        } else {
+            StartAt::LatestPerKey
+        }
+    }
+
+    /// The idle heartbeat asked of the server: half the timeout, so one lost heartbeat is
+    /// tolerated.
+    pub(crate) fn idle_heartbeat(&self) -> Duration {
+        self.timeout / 2
+    }
+
+    /// Checks the settings without contacting the server; every problem, one sentence each.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if let Err(error) = faststream_names::validate_bucket(&self.bucket) {
+            problems.push(error.to_string());
+        }
+        if self.include_history && self.updates_only {
+            problems.push(
+                "`include_history` and `updates_only` contradict each other: one delivers \
+                 every retained revision, the other nothing from before the start"
+                    .to_owned(),
+            );
+        }
+        if self.timeout < Duration::from_millis(200) {
+            problems.push(format!(
+                "`timeout` must be at least 200ms (the server's heartbeats come every \
+                 timeout / 2), got {:?}",
+                self.timeout
+            ));
+        }
+        if self.inactive_threshold < Duration::from_secs(1) {
+            problems.push(format!(
+                "`inactive_threshold` must be at least 1s, got {:?}",
+                self.inactive_threshold
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
     }
 }
 

@@ -32,6 +32,7 @@ where
 {
     faststream_core::testing::init_test_logging();
     for binary in servers() {
+        tracing::info!(version = %binary.version, path = %binary.path.display(), "test server");
         let server = NatsServer::start(&binary)
             .await
             .with_context(|| format!("starting nats-server {}", binary.version))?;
@@ -139,4 +140,37 @@ impl RunningApp {
 pub async fn jetstream(server: &NatsServer) -> anyhow::Result<async_nats::jetstream::Context> {
     let client = async_nats::connect(server.url()).await?;
     Ok(async_nats::jetstream::new(client))
+}
+
+/// The configurations of the consumers on a bucket's stream, as the server reports them.
+pub async fn consumer_configs(
+    server: &NatsServer,
+    bucket: &str,
+) -> anyhow::Result<Vec<async_nats::jetstream::consumer::Config>> {
+    use futures_util::TryStreamExt as _;
+    let stream = jetstream(server)
+        .await?
+        .get_stream(format!("KV_{bucket}"))
+        .await?;
+    let infos: Vec<_> = stream.consumers().try_collect().await?;
+    Ok(infos.into_iter().map(|info| info.config).collect())
+}
+
+/// A handler recording `OP key "value" size=N` for each entry.
+pub async fn record_entry(
+    message: faststream_core::KvMessage,
+    faststream_core::State(events): faststream_core::State<Recorder>,
+) {
+    events.push(format!(
+        "{} {} {:?} size={}",
+        message.operation(),
+        message.key(),
+        String::from_utf8_lossy(message.value()),
+        message.value_size()
+    ));
+}
+
+/// A hook recording `started`, to know when every watch is running.
+pub async fn record_started(faststream_core::State(events): faststream_core::State<Recorder>) {
+    events.push("started");
 }

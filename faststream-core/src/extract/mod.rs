@@ -8,23 +8,46 @@ use std::fmt;
 
 use bytes::Bytes;
 
+mod json;
+mod path;
+
+pub use json::Json;
+pub use path::Path;
+
 use crate::context::{AppContext, SubscriberContext};
 use crate::kv::KvMessage;
 use crate::NatsBroker;
 
 /// Why an argument could not be extracted from a message. The handler is not called; the
-/// rejection is logged with the subscriber, bucket, key and revision, and the watch goes on.
+/// rejection is logged (at error level, or at debug level for a [`skip`](Self::skip)) with the
+/// subscriber, bucket, key and revision, and the watch goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     reason: String,
+    skip: bool,
 }
 
 impl Rejection {
-    /// A rejection with the reason to log.
+    /// A failure to decode, with the reason to log as an error.
     pub fn new(reason: impl fmt::Display) -> Self {
         Self {
             reason: reason.to_string(),
+            skip: false,
         }
+    }
+
+    /// Not an error: this message is not for this handler (for example a `DEL` for a
+    /// `Json<T>` argument). Logged at debug level.
+    pub fn skip(reason: impl fmt::Display) -> Self {
+        Self {
+            reason: reason.to_string(),
+            skip: true,
+        }
+    }
+
+    /// Whether this is a [`skip`](Self::skip).
+    pub fn is_skip(&self) -> bool {
+        self.skip
     }
 }
 
@@ -54,7 +77,7 @@ impl std::error::Error for Rejection {}
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an argument of a `#[subscriber]` handler",
     label = "not an extractor",
-    note = "handler arguments may be `String`, `Vec<u8>`, `bytes::Bytes`, `KvMessage`, `NatsBroker` or `State<T>`, or a type implementing `faststream_core::extract::FromKvMessage`"
+    note = "handler arguments may be `String`, `Vec<u8>`, `bytes::Bytes`, `Json<T>`, `Path<T>`, `KvMessage`, `NatsBroker` or `State<T>`, or a type implementing `faststream_core::extract::FromKvMessage`"
 )]
 pub trait FromKvMessage: Sized {
     /// Builds the argument from the message; an `Err` skips the handler for this message.
