@@ -182,8 +182,7 @@ impl App {
         app.broker.connect().await?;
         let buckets = declare_buckets(&app.broker, &subscribers).await?;
         let cancel = CancellationToken::new();
-        let jetstream = app.broker.jetstream()?;
-        let watches = match start_watches(&jetstream, subscribers, &buckets, &cancel).await {
+        let watches = match start_watches(&app.broker, subscribers, &buckets, &cancel).await {
             Ok(watches) => watches,
             Err(error) => {
                 app.broker.drain().await;
@@ -344,7 +343,7 @@ type RunningWatch = (Arc<str>, JoinHandle<()>);
 /// Creates every watch, then spawns its loop. If one cannot be created, the ones already
 /// running are stopped and the error names the subscriber.
 async fn start_watches(
-    jetstream: &async_nats::jetstream::Context,
+    broker: &NatsBroker,
     subscribers: Vec<Prepared>,
     buckets: &BTreeMap<String, KeyValue>,
     cancel: &CancellationToken,
@@ -357,7 +356,7 @@ async fn start_watches(
         })?;
         let name = Arc::clone(&subscriber.context.name);
         let watcher = KvWatcher::start(
-            jetstream,
+            broker,
             store,
             subscriber.context.pattern.filter(),
             subscriber.kv_watch.clone(),

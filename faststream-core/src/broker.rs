@@ -17,6 +17,7 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// A handle to one NATS connection and its buckets. Cheap to clone: clones share the connection
 /// and the bucket cache.
@@ -46,6 +47,9 @@ struct Inner {
     connection: OnceLock<Connection>,
     connecting: tokio::sync::Mutex<()>,
     buckets: BucketCache,
+    /// Counts (re)connections, so watches re-create their consumers as soon as the connection
+    /// is back instead of waiting to notice the silence.
+    connections: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 struct Connection {
@@ -76,6 +80,7 @@ impl NatsBroker {
                 connection: OnceLock::new(),
                 connecting: tokio::sync::Mutex::new(()),
                 buckets: BucketCache::default(),
+                connections: Arc::new(tokio::sync::watch::Sender::new(0)),
             }),
         }
     }
@@ -111,9 +116,16 @@ impl NatsBroker {
         loop {
             attempts += 1;
             let remaining = self.inner.connect_timeout.saturating_sub(started.elapsed());
+            let connections = Arc::clone(&self.inner.connections);
             let options = async_nats::ConnectOptions::new()
                 .connection_timeout(remaining.clamp(Duration::from_millis(100), MAX_RETRY_DELAY))
-                .event_callback(move |event| async move { log_connection_event(event) });
+                .reconnect_delay_callback(reconnect_delay)
+                .event_callback(move |event| {
+                    if matches!(event, async_nats::Event::Connected) {
+                        connections.send_modify(|count| *count += 1);
+                    }
+                    async move { log_connection_event(event) }
+                });
             match options.connect(self.inner.url.as_str()).await {
                 Ok(client) => {
                     tracing::info!(url = %url, attempts, "connected to NATS");
@@ -162,6 +174,11 @@ impl NatsBroker {
     /// The JetStream context of the connection.
     pub fn jetstream(&self) -> Result<jetstream::Context> {
         Ok(self.connection("jetstream")?.jetstream.clone())
+    }
+
+    /// Changes each time the connection is (re)established.
+    pub(crate) fn connections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.connections.subscribe()
     }
 
     /// The bucket named `bucket`: used as it is if it exists (whatever its configuration, so it
@@ -226,7 +243,7 @@ impl NatsBroker {
         };
         let bucket = options.bucket().to_owned();
         KvWatcher::start(
-            &self.jetstream()?,
+            self,
             &store,
             key_pattern.filter(),
             options,
@@ -271,6 +288,16 @@ impl fmt::Debug for NatsBroker {
             .field("connected", &self.is_connected())
             .finish_non_exhaustive()
     }
+}
+
+/// Delay before reconnect attempt `attempts`: 0, then 2 ms doubling up to 1 s (async-nats's
+/// default goes up to 4 s, which would delay resuming after a server restart).
+fn reconnect_delay(attempts: usize) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exponent = u32::try_from(attempts - 1).unwrap_or(u32::MAX).min(10);
+    Duration::from_millis(2u64.pow(exponent)).min(MAX_RECONNECT_DELAY)
 }
 
 fn log_connection_event(event: async_nats::Event) {

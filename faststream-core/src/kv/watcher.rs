@@ -28,6 +28,7 @@ use super::bucket::error_chain;
 use super::message::MessageParts;
 use super::options::StartAt;
 use super::{KeyValue, KvMessage, KvWatch, Operation};
+use crate::NatsBroker;
 
 const FIRST_REWATCH_DELAY: Duration = Duration::from_millis(100);
 const MAX_REWATCH_DELAY: Duration = Duration::from_secs(1);
@@ -50,6 +51,8 @@ pub struct KvWatcher {
     /// For `updates_only`: where a watch re-created before any entry arrived starts.
     first_new_revision: Option<u64>,
     active: Option<ActiveConsumer>,
+    /// Ticks on every reconnection; `None` once the broker is gone.
+    connections: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 struct ActiveConsumer {
@@ -70,14 +73,16 @@ struct Delivery {
 impl KvWatcher {
     /// Creates the server-side watch; the error is the server's (or client's) reason.
     pub(crate) async fn start(
-        jetstream: &jetstream::Context,
+        broker: &NatsBroker,
         store: &KeyValue,
         filter: &str,
         options: KvWatch,
         description: String,
     ) -> Result<Self, String> {
-        let mut jetstream = jetstream.clone();
+        let mut jetstream = broker.jetstream().map_err(|error| error.to_string())?;
         jetstream.set_timeout(options.timeout_value());
+        let mut connections = broker.connections();
+        connections.mark_unchanged();
         let mut watcher = Self {
             client: jetstream.client(),
             jetstream,
@@ -90,6 +95,7 @@ impl KvWatcher {
             last_revision: None,
             first_new_revision: None,
             active: None,
+            connections: Some(connections),
         };
         watcher.create().await?;
         Ok(watcher)
@@ -113,7 +119,20 @@ impl KvWatcher {
                 continue;
             };
             let timeout = self.options.timeout_value();
-            match tokio::time::timeout(timeout, active.subscriber.next()).await {
+            let received = tokio::select! {
+                received = tokio::time::timeout(timeout, active.subscriber.next()) => received,
+                () = reconnected(&mut self.connections) => {
+                    tracing::info!(
+                        bucket = %self.bucket,
+                        filter = %self.filter_subject,
+                        last_revision = ?self.last_revision,
+                        "connection re-established; re-creating the watch"
+                    );
+                    self.retire_active();
+                    continue;
+                }
+            };
+            match received {
                 Err(_) => {
                     tracing::warn!(
                         bucket = %self.bucket,
@@ -235,7 +254,10 @@ impl KvWatcher {
                         %error,
                         "could not re-create the watch"
                     );
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = reconnected(&mut self.connections) => {}
+                    }
                     delay = (delay * 2).min(MAX_REWATCH_DELAY);
                 }
             }
@@ -368,6 +390,19 @@ impl KvWatcher {
 impl Drop for KvWatcher {
     fn drop(&mut self) {
         self.retire_active();
+    }
+}
+
+/// Completes when the connection has been re-established; never if the broker is gone.
+async fn reconnected(connections: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match connections {
+        Some(receiver) => {
+            if receiver.changed().await.is_err() {
+                *connections = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
