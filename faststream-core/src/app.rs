@@ -51,6 +51,7 @@ pub struct App {
     subscribers: Vec<SubscriberSpec>,
     hooks: Vec<HookSpec>,
     shutdown_timeout: Duration,
+    handler_timeout: Option<Duration>,
     default_logging: bool,
 }
 
@@ -64,6 +65,7 @@ impl App {
             subscribers: Vec::new(),
             hooks: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            handler_timeout: None,
             default_logging: true,
         }
     }
@@ -80,6 +82,14 @@ impl App {
     #[must_use]
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How long one handler call may run; past it the call is abandoned with an error log and
+    /// the next entry is handled. Default: no limit.
+    #[must_use]
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = Some(timeout);
         self
     }
 
@@ -182,7 +192,15 @@ impl App {
         app.broker.connect().await?;
         let buckets = declare_buckets(&app.broker, &subscribers).await?;
         let cancel = CancellationToken::new();
-        let watches = match start_watches(&app.broker, subscribers, &buckets, &cancel).await {
+        let watches = match start_watches(
+            &app.broker,
+            subscribers,
+            &buckets,
+            self.handler_timeout,
+            &cancel,
+        )
+        .await
+        {
             Ok(watches) => watches,
             Err(error) => {
                 app.broker.drain().await;
@@ -346,6 +364,7 @@ async fn start_watches(
     broker: &NatsBroker,
     subscribers: Vec<Prepared>,
     buckets: &BTreeMap<String, KeyValue>,
+    handler_timeout: Option<Duration>,
     cancel: &CancellationToken,
 ) -> Result<Vec<RunningWatch>> {
     let mut running = Vec::with_capacity(subscribers.len());
@@ -379,6 +398,7 @@ async fn start_watches(
             context: subscriber.context,
             handler: subscriber.handler,
             watcher,
+            handler_timeout,
         };
         let handle = tokio::spawn(watch_loop.run(cancel.clone()));
         running.push((name, handle));

@@ -97,6 +97,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// A key operation failed: an invalid key (no request made) or the server's answer.
+    #[error("could not {operation} `{key}` in bucket `{bucket}`: {source}")]
+    KeyValue {
+        /// The bucket.
+        bucket: String,
+        /// `get`, `put`, `create`, `update`, `delete`, `purge`, ...
+        operation: &'static str,
+        /// The key.
+        key: String,
+        /// The reason: a `faststream_names::NameError` for an invalid key, else the async-nats
+        /// error (downcast it to, e.g., `async_nats::jetstream::kv::CreateError` for its kind).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A watch could not be started.
     #[error("subscriber `{subscriber}` could not watch `{key}` in bucket `{bucket}`: {reason}")]
     Watch {

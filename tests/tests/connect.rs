@@ -33,3 +33,41 @@ async fn no_server_is_a_bounded_error_naming_the_url() {
     assert!(!text.contains("secret"), "the password leaked: {text}");
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
 }
+
+#[tokio::test]
+async fn a_server_that_appears_within_the_limit_is_used() -> anyhow::Result<()> {
+    use faststream_core::testing::{NatsServer, ServerBinary};
+    use faststream_core::HookStage;
+
+    faststream_core::testing::init_test_logging();
+    let binary = ServerBinary::discover()?
+        .into_iter()
+        .next_back()
+        .ok_or_else(|| anyhow::anyhow!("no nats-server"))?;
+    let mut server = NatsServer::start(&binary).await?;
+    server.kill().await?; // its port and store stay reserved for the restart
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(started_tx)));
+    let app = App::new(NatsBroker::new(server.url()).connect_timeout(Duration::from_secs(20)))
+        .without_registered()
+        .hook(HookStage::AfterStartup, "started", move || {
+            let started_tx = started_tx.clone();
+            async move {
+                if let Some(tx) = started_tx.lock().ok().and_then(|mut tx| tx.take()) {
+                    let _ = tx.send(());
+                }
+            }
+        });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    // Let the app fail a few attempts first.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!running.is_finished(), "gave up too early");
+    server.restart().await?;
+    tokio::time::timeout(Duration::from_secs(15), started_rx).await??;
+    let _ = stop_tx.send(());
+    running.await??;
+    Ok(())
+}

@@ -13,11 +13,6 @@ use crate::error::{Error, Result};
 
 pub use async_nats::jetstream::stream::{Placement, Republish, StorageType};
 
-/// A bucket handle with every async-nats Key-Value operation: `get`, `entry`,
-/// `entry_for_revision`, `history`, `put`, `create`, `update`, `delete`, `purge`, `keys`,
-/// `watch`, ...
-pub type KeyValue = kv::Store;
-
 /// The most revisions per key a bucket can keep (ADR-8).
 pub const MAX_HISTORY: i64 = 64;
 
@@ -278,14 +273,14 @@ fn stream_name(bucket: &str) -> String {
 /// A bucket as found on (or created on) the server.
 #[derive(Debug, Clone)]
 pub(crate) struct DeclaredBucket {
-    pub(crate) store: KeyValue,
+    pub(crate) store: kv::Store,
     pub(crate) config: stream::Config,
 }
 
 impl DeclaredBucket {
     fn from_stream(bucket: &str, stream: stream::Stream) -> Self {
         let config = stream.cached_info().config.clone();
-        let store = KeyValue {
+        let store = kv::Store {
             name: bucket.to_owned(),
             stream_name: config.name.clone(),
             prefix: format!("$KV.{bucket}."),

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use async_nats::jetstream;
 use tokio::sync::Mutex;
 
-use super::bucket::{self, BucketConfig, DeclaredBucket, KeyValue};
+use super::bucket::{self, BucketConfig, DeclaredBucket};
+use super::KeyValue;
 use crate::error::{Error, Result};
 
 /// How to obtain a bucket that is not cached yet.
@@ -44,7 +45,7 @@ impl BucketCache {
             if let Declare::Exactly(config) = declare {
                 declared.check(config)?;
             }
-            return Ok(declared.store.clone());
+            return Ok(KeyValue::new(declared.store.clone()));
         }
         let declared = match bucket::lookup(jetstream, bucket).await? {
             Some(existing) => {
@@ -70,7 +71,7 @@ impl BucketCache {
                 created
             }
         };
-        let store = declared.store.clone();
+        let store = KeyValue::new(declared.store.clone());
         buckets.insert(bucket.to_owned(), declared);
         Ok(store)
     }

@@ -2,12 +2,14 @@
 
 pub(crate) mod bucket;
 pub(crate) mod bucket_cache;
+pub(crate) mod key_value;
 pub(crate) mod message;
 pub(crate) mod options;
 pub(crate) mod watch;
 pub(crate) mod watcher;
 
-pub use bucket::{BucketConfig, KeyValue, Placement, Republish, StorageType, MAX_HISTORY};
+pub use bucket::{BucketConfig, Placement, Republish, StorageType, MAX_HISTORY};
+pub use key_value::KeyValue;
 pub use message::{KvMessage, Operation};
 pub use options::{KvWatch, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_WATCH_TIMEOUT};
 pub use watcher::KvWatcher;

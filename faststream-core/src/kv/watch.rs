@@ -8,6 +8,7 @@
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,8 @@ pub(crate) struct WatchLoop {
     pub(crate) context: Arc<SubscriberContext>,
     pub(crate) handler: BoxedHandler,
     pub(crate) watcher: KvWatcher,
+    /// How long one handler call may take before it is abandoned; `None`: no limit.
+    pub(crate) handler_timeout: Option<Duration>,
 }
 
 impl WatchLoop {
@@ -51,10 +54,25 @@ impl WatchLoop {
         tracing::debug!(subscriber, operation = %message.operation(),
             "{bucket} | {key} | {revision} - Received");
 
-        let call = self
-            .handler
-            .call(Arc::clone(&message), Arc::clone(&self.context));
-        match AssertUnwindSafe(call).catch_unwind().await {
+        let call = AssertUnwindSafe(
+            self.handler
+                .call(Arc::clone(&message), Arc::clone(&self.context)),
+        )
+        .catch_unwind();
+        let outcome = match self.handler_timeout {
+            None => call.await,
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::error!(
+                        subscriber, bucket, key, revision, timeout = ?limit,
+                        "{bucket} | {key} | {revision} - handler timed out; abandoned"
+                    );
+                    return;
+                }
+            },
+        };
+        match outcome {
             Ok(Ok(())) => {
                 tracing::debug!(subscriber, "{bucket} | {key} | {revision} - Processed");
             }

@@ -1,0 +1,158 @@
+//! `KeyValue`: a bucket handle whose key operations check the key before any request.
+
+use std::ops::Deref;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+/// A bucket: async-nats's [`kv::Store`] whose key operations check the key against the NATS
+/// rules first, so an invalid key is an error naming it, before any request (async-nats lets
+/// some through, such as `a..b`). Everything else of the store (`keys`, `status`, `watch*`,
+/// fields such as `name`) is reachable through `Deref`.
+///
+/// ```no_run
+/// # async fn demo(broker: faststream_core::NatsBroker) -> anyhow::Result<()> {
+/// let settings = broker.key_value("settings").await?;
+/// let revision = settings.put("mode", "fast".into()).await?;
+/// settings.update("mode", "safe".into(), revision).await?;
+/// assert_eq!(settings.get("mode").await?.as_deref(), Some(&b"safe"[..]));
+/// assert!(settings.put("bad..key", "x".into()).await.is_err()); // no request made
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct KeyValue {
+    store: kv::Store,
+}
+
+impl Deref for KeyValue {
+    type Target = kv::Store;
+
+    fn deref(&self) -> &kv::Store {
+        &self.store
+    }
+}
+
+impl KeyValue {
+    pub(crate) fn new(store: kv::Store) -> Self {
+        Self { store }
+    }
+
+    /// The async-nats store, for anything this type does not wrap.
+    pub fn store(&self) -> &kv::Store {
+        &self.store
+    }
+
+    fn check(&self, operation: &'static str, key: &str) -> Result<()> {
+        faststream_names::validate_key(key).map_err(self.failed(operation, key))
+    }
+
+    fn failed<'a, E>(
+        &'a self,
+        operation: &'static str,
+        key: &'a str,
+    ) -> impl FnOnce(E) -> Error + 'a
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |error| Error::KeyValue {
+            bucket: self.store.name.clone(),
+            operation,
+            key: key.to_owned(),
+            source: Box::new(error),
+        }
+    }
+
+    /// The latest value of `key`; `None` if it has none or was deleted.
+    pub async fn get(&self, key: impl AsRef<str>) -> Result<Option<Bytes>> {
+        let key = key.as_ref();
+        self.check("get", key)?;
+        self.store.get(key).await.map_err(self.failed("get", key))
+    }
+
+    /// The latest entry of `key`, deletes included.
+    pub async fn entry(&self, key: impl AsRef<str>) -> Result<Option<kv::Entry>> {
+        let key = key.as_ref();
+        self.check("read", key)?;
+        self.store
+            .entry(key)
+            .await
+            .map_err(self.failed("read", key))
+    }
+
+    /// The entry of `key` at `revision`, if that revision is of this key and still retained.
+    pub async fn entry_for_revision(
+        &self,
+        key: impl AsRef<str>,
+        revision: u64,
+    ) -> Result<Option<kv::Entry>> {
+        let key = key.as_ref();
+        self.check("read", key)?;
+        self.store
+            .entry_for_revision(key, revision)
+            .await
+            .map_err(self.failed("read", key))
+    }
+
+    /// Writes `value`; returns the new revision.
+    pub async fn put(&self, key: impl AsRef<str>, value: Bytes) -> Result<u64> {
+        let key = key.as_ref();
+        self.check("put", key)?;
+        self.store
+            .put(key, value)
+            .await
+            .map_err(self.failed("put", key))
+    }
+
+    /// Writes `value` only if `key` has no value; returns the new revision.
+    pub async fn create(&self, key: impl AsRef<str>, value: Bytes) -> Result<u64> {
+        let key = key.as_ref();
+        self.check("create", key)?;
+        self.store
+            .create(key, value)
+            .await
+            .map_err(self.failed("create", key))
+    }
+
+    /// Writes `value` only if the latest revision of `key` is `revision`; returns the new one.
+    pub async fn update(&self, key: impl AsRef<str>, value: Bytes, revision: u64) -> Result<u64> {
+        let key = key.as_ref();
+        self.check("update", key)?;
+        self.store
+            .update(key, value, revision)
+            .await
+            .map_err(self.failed("update", key))
+    }
+
+    /// Deletes `key` (a `DEL` marker; history is kept).
+    pub async fn delete(&self, key: impl AsRef<str>) -> Result<()> {
+        let key = key.as_ref();
+        self.check("delete", key)?;
+        self.store
+            .delete(key)
+            .await
+            .map_err(self.failed("delete", key))
+    }
+
+    /// Purges `key` (a `PURGE` marker; earlier history is dropped).
+    pub async fn purge(&self, key: impl AsRef<str>) -> Result<()> {
+        let key = key.as_ref();
+        self.check("purge", key)?;
+        self.store
+            .purge(key)
+            .await
+            .map_err(self.failed("purge", key))
+    }
+
+    /// Every retained entry of `key`, oldest first.
+    pub async fn history(&self, key: impl AsRef<str>) -> Result<kv::History> {
+        let key = key.as_ref();
+        self.check("read the history of", key)?;
+        self.store
+            .history(key)
+            .await
+            .map_err(self.failed("read the history of", key))
+    }
+}
