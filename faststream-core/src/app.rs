@@ -18,7 +18,7 @@ use crate::context::{AppContext, SubscriberContext};
 use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, BoxedHook, Handler, HandlerError, Hook};
 use crate::kv::bucket::error_chain;
-use crate::kv::watch::{panic_message, WatchLoop};
+use crate::kv::watch::{panic_message, Dispatcher, WatchLoop};
 use crate::kv::watcher::KvWatcher;
 use crate::kv::{KeyValue, KvWatch};
 use crate::registry::{HookSpec, HookStage, Registry, Scope, SubscriberSpec};
@@ -395,10 +395,13 @@ async fn start_watches(
             }
         };
         let watch_loop = WatchLoop {
-            context: subscriber.context,
-            handler: subscriber.handler,
+            max_workers: subscriber.kv_watch.max_workers_value(),
+            dispatcher: Dispatcher {
+                context: subscriber.context,
+                handler: subscriber.handler,
+                handler_timeout,
+            },
             watcher,
-            handler_timeout,
         };
         let handle = tokio::spawn(watch_loop.run(cancel.clone()));
         running.push((name, handle));

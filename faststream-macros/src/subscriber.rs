@@ -5,7 +5,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
-use syn::{Expr, ExprLit, Ident, Lit, LitStr, Token};
+use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Token};
 
 use crate::options::{self, Errors, Known, NameValue};
 use crate::signature::{self, HandlerFn};
@@ -19,10 +19,19 @@ pub(crate) const MISSING_KV_WATCH: &str =
 const KEY_NOT_LITERAL: &str =
     "the key to watch must be a string literal, e.g. `\"users.{id}\"` or `\"audit.>\"`";
 
-const KNOWN: [Known; 1] = [Known {
-    name: "kv_watch",
-    usage: "`kv_watch = \"bucket\"`",
-}];
+const KNOWN: [Known; 2] = [
+    Known {
+        name: "kv_watch",
+        usage: "`kv_watch = \"bucket\"`",
+    },
+    Known {
+        name: "max_workers",
+        usage: "`max_workers = 8`",
+    },
+];
+
+/// The most handler calls one subscriber may run at once.
+const MAX_WORKERS: u32 = 4096;
 
 /// The arguments as written: an optional leading key, then `name = value` options.
 struct Args {
@@ -87,9 +96,14 @@ fn validate(args: Args, errors: &mut Errors) -> Option<Subscriber> {
             None
         }
     };
-    let [kv_watch] = options::check(args.options, &KNOWN, errors);
+    let [kv_watch, max_workers] = options::check(args.options, &KNOWN, errors);
+    let max_workers = match max_workers {
+        Some((expr, _span)) => errors.ok(parse_max_workers(&expr)).map(Some),
+        None => Some(None),
+    };
+    let max_workers = max_workers?;
     let kv_watch = match kv_watch {
-        Some((expr, span)) => errors.ok(kv_watch_closure(expr, span)),
+        Some((expr, span)) => errors.ok(kv_watch_closure(expr, span, max_workers)),
         None => {
             // Without a key the message above already shows the whole attribute.
             if args.key.is_some() {
@@ -102,6 +116,25 @@ fn validate(args: Args, errors: &mut Errors) -> Option<Subscriber> {
         key: key?,
         kv_watch: kv_watch?,
     })
+}
+
+/// `max_workers = N`: an integer literal from 1 to [`MAX_WORKERS`].
+fn parse_max_workers(expr: &Expr) -> syn::Result<LitInt> {
+    let message = format!(
+        "`max_workers` must be an integer literal from 1 to {MAX_WORKERS}, e.g. `max_workers = 8`"
+    );
+    let Expr::Lit(ExprLit {
+        lit: Lit::Int(lit), ..
+    }) = options::peel(expr)
+    else {
+        return Err(syn::Error::new_spanned(expr, message));
+    };
+    match lit.base10_parse::<u32>() {
+        Ok(workers) if (1..=MAX_WORKERS).contains(&workers) && lit.suffix().is_empty() => {
+            Ok(LitInt::new(&format!("{workers}usize"), lit.span()))
+        }
+        _ => Err(syn::Error::new_spanned(expr, message)),
+    }
 }
 
 /// The key must be a string literal holding a valid watch pattern.
@@ -125,7 +158,11 @@ fn key_literal(expr: &Expr) -> syn::Result<LitStr> {
 /// written. The closure's return type carries the span of the `kv_watch` name (`name_span`), so
 /// a mismatched type reads "expected `KvWatch` because of return type" at `kv_watch`, not under
 /// the whole attribute.
-fn kv_watch_closure(expr: Expr, name_span: Span) -> syn::Result<TokenStream> {
+fn kv_watch_closure(
+    expr: Expr,
+    name_span: Span,
+    max_workers: Option<LitInt>,
+) -> syn::Result<TokenStream> {
     let body = if let Expr::Lit(ExprLit {
         lit: Lit::Str(lit), ..
     }) = options::peel(&expr)
@@ -137,6 +174,11 @@ fn kv_watch_closure(expr: Expr, name_span: Span) -> syn::Result<TokenStream> {
         quote!(::faststream_core::KvWatch::new(#lit))
     } else {
         expr.into_token_stream()
+    };
+    // `max_workers = N` in the attribute applies on top of the settings.
+    let body = match max_workers {
+        Some(workers) => quote!((#body).max_workers(#workers)),
+        None => body,
     };
     let ty = quote_spanned!(name_span=> ::faststream_core::KvWatch);
     Ok(quote!(|| -> #ty { #body }))
@@ -201,6 +243,19 @@ mod tests {
     }
 
     #[test]
+    fn max_workers_is_applied_to_the_watch() {
+        let out = run(quote!("a", kv_watch = "b", max_workers = 64)).expect("ok");
+        assert!(out.contains(". max_workers (64usize)"), "{out}");
+        for bad in [quote!(0), quote!(-1), quote!(n), quote!(5000), quote!(8u8)] {
+            let errors = run(quote!("a", kv_watch = "b", max_workers = #bad)).unwrap_err();
+            assert!(
+                errors[0].starts_with("`max_workers` must be an integer literal"),
+                "{errors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn passes_an_expression_through() {
         let out = run(quote!("a", kv_watch = KvWatch::new(BUCKET).history(true))).expect("ok");
         assert!(
@@ -238,7 +293,8 @@ mod tests {
             errors[0].starts_with("invalid key pattern `a..b`"),
             "{errors:?}"
         );
-        assert!(errors[1].starts_with("unknown option `foo`; expected one of: `kv_watch`"));
+        assert!(errors[1]
+            .starts_with("unknown option `foo`; expected one of: `kv_watch`, `max_workers`"));
         assert_eq!(errors[2], "`kv_watch` is set more than once");
         assert!(
             errors[3].starts_with("invalid bucket name `my.bucket`"),

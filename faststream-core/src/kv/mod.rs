@@ -11,5 +11,5 @@ pub(crate) mod watcher;
 pub use bucket::{BucketConfig, Placement, Republish, StorageType, MAX_HISTORY};
 pub use key_value::KeyValue;
 pub use message::{KvMessage, Operation};
-pub use options::{KvWatch, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_WATCH_TIMEOUT};
+pub use options::{KvWatch, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_WATCH_TIMEOUT, MAX_WORKERS};
 pub use watcher::KvWatcher;

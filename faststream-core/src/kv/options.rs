@@ -37,7 +37,11 @@ pub struct KvWatch {
     meta_only: bool,
     inactive_threshold: Duration,
     timeout: Duration,
+    max_workers: usize,
 }
+
+/// The most handler calls one subscriber may run at once.
+pub const MAX_WORKERS: usize = 4096;
 
 /// Where a new watch starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +67,7 @@ impl KvWatch {
             meta_only: false,
             inactive_threshold: DEFAULT_INACTIVE_THRESHOLD,
             timeout: DEFAULT_WATCH_TIMEOUT,
+            max_workers: 1,
         }
     }
 
@@ -134,6 +139,15 @@ impl KvWatch {
         self
     }
 
+    /// Up to `workers` handler calls at once (default 1: one at a time, as FastStream). Entries
+    /// of the same key are never handled concurrently and always in revision order: each key is
+    /// always handled by the same worker. Also `#[subscriber(.., max_workers = 8)]`.
+    #[must_use]
+    pub fn max_workers(mut self, workers: usize) -> Self {
+        self.max_workers = workers;
+        self
+    }
+
     /// The bucket's name.
     pub fn bucket(&self) -> &str {
         &self.bucket
@@ -156,6 +170,10 @@ impl KvWatch {
 
     pub(crate) fn inactive_threshold_value(&self) -> Duration {
         self.inactive_threshold
+    }
+
+    pub(crate) fn max_workers_value(&self) -> usize {
+        self.max_workers
     }
 
     pub(crate) fn timeout_value(&self) -> Duration {
@@ -202,6 +220,12 @@ impl KvWatch {
             problems.push(format!(
                 "`inactive_threshold` must be at least 1s, got {:?}",
                 self.inactive_threshold
+            ));
+        }
+        if !(1..=MAX_WORKERS).contains(&self.max_workers) {
+            problems.push(format!(
+                "`max_workers` must be 1..={MAX_WORKERS}, got {}",
+                self.max_workers
             ));
         }
         if problems.is_empty() {
