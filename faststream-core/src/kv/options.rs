@@ -140,8 +140,8 @@ impl KvWatch {
     }
 
     /// Up to `workers` handler calls at once (default 1: one at a time, as FastStream). Entries
-    /// of the same key are never handled concurrently and always in revision order: each key is
-    /// always handled by the same worker. Also `#[subscriber(.., max_workers = 8)]`.
+    /// of the same key are never handled concurrently and always in revision order: an entry
+    /// whose key is being handled waits for that call. Also `#[subscriber(.., max_workers = 8)]`.
     #[must_use]
     pub fn max_workers(mut self, workers: usize) -> Self {
         self.max_workers = workers;

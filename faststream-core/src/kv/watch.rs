@@ -2,23 +2,23 @@
 //! handler.
 //!
 //! With `max_workers = 1` (the default) entries are handled one at a time, in revision order.
-//! With `N > 1` the loop shards entries over `N` workers by key: a key always goes to the same
-//! worker, so its entries are never handled concurrently and stay in revision order, while
-//! different keys proceed in parallel. Each worker's queue is short, so a busy worker holds
-//! back the watch, and with it the server (flow control), instead of buffering.
+//! With `N > 1` up to `N` calls run at once, each in its own task; an entry whose key already
+//! has a call in flight waits behind it, so the entries of one key are never handled
+//! concurrently and stay in revision order, while other keys go ahead. At most `N` entries
+//! wait; beyond that the loop stops reading, which holds back the watch and with it the server
+//! (flow control) instead of buffering.
 //!
 //! Nothing a handler does stops the loop: a rejected argument, an `Err`, a panic and a timeout
 //! are logged with subscriber, bucket, key and revision, and the next entry is handled.
 //! Connection problems are the watcher's: it resumes after the last revision by itself.
 
 use std::any::Any;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -26,9 +26,6 @@ use super::watcher::KvWatcher;
 use super::KvMessage;
 use crate::context::SubscriberContext;
 use crate::handler::{BoxedHandler, HandlerError};
-
-/// Entries waiting per worker when `max_workers > 1`.
-const WORKER_QUEUE: usize = 16;
 
 /// One subscriber's loop over its watcher.
 pub(crate) struct WatchLoop {
@@ -54,7 +51,7 @@ impl WatchLoop {
         if self.max_workers <= 1 {
             self.run_sequential(&cancel).await;
         } else {
-            self.run_sharded(&cancel).await;
+            self.run_concurrent(&cancel).await;
         }
         tracing::debug!(subscriber = %name, "watch loop stopped");
     }
@@ -65,40 +62,61 @@ impl WatchLoop {
         }
     }
 
-    async fn run_sharded(mut self, cancel: &CancellationToken) {
-        let mut workers = JoinSet::new();
-        let lanes: Vec<mpsc::Sender<KvMessage>> = (0..self.max_workers)
-            .map(|_| {
-                let (lane, mut queue) = mpsc::channel::<KvMessage>(WORKER_QUEUE);
-                let dispatcher = self.dispatcher.clone();
-                let cancel = cancel.clone();
-                workers.spawn(async move {
-                    loop {
-                        let entry = tokio::select! {
-                            biased;
-                            () = cancel.cancelled() => break,
-                            entry = queue.recv() => entry,
-                        };
-                        let Some(entry) = entry else { break };
-                        dispatcher.dispatch(entry).await;
-                    }
-                });
-                lane
-            })
-            .collect();
-        while let Some(entry) = next_entry(&mut self.watcher, cancel, &self.dispatcher).await {
-            let lane = &lanes[lane_of(entry.key(), lanes.len())];
-            let sent = tokio::select! {
+    /// Up to `max_workers` calls at once; an entry whose key is being handled waits for it.
+    async fn run_concurrent(mut self, cancel: &CancellationToken) {
+        let limit = self.max_workers;
+        let mut calls: JoinSet<String> = JoinSet::new();
+        // Keys with a call in flight, and their entries waiting behind it, oldest first.
+        let mut busy_keys: HashMap<String, VecDeque<KvMessage>> = HashMap::new();
+        let mut waiting = 0usize;
+        loop {
+            // Read on only while there is room: a full house holds back the watch, and with it
+            // the server, instead of buffering.
+            let room = calls.len() < limit && waiting < limit;
+            tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                sent = lane.send(entry) => sent,
-            };
-            if sent.is_err() {
-                break;
+                Some(finished) = calls.join_next(), if !calls.is_empty() => {
+                    let Ok(key) = finished else { continue };
+                    let next = busy_keys.get_mut(&key).and_then(VecDeque::pop_front);
+                    match next {
+                        Some(entry) => {
+                            waiting -= 1;
+                            self.spawn_call(&mut calls, entry);
+                        }
+                        None => {
+                            busy_keys.remove(&key);
+                        }
+                    }
+                }
+                entry = self.watcher.next(), if room => {
+                    let Some(entry) = entry else {
+                        tracing::warn!(subscriber = %self.dispatcher.context.name,
+                            "connection closed; watch loop ends");
+                        break;
+                    };
+                    if let Some(queue) = busy_keys.get_mut(entry.key()) {
+                        queue.push_back(entry);
+                        waiting += 1;
+                    } else {
+                        busy_keys.insert(entry.key().to_owned(), VecDeque::new());
+                        self.spawn_call(&mut calls, entry);
+                    }
+                }
             }
         }
-        drop(lanes);
-        while workers.join_next().await.is_some() {}
+        // Entries still waiting are not started; calls in flight finish (the caller bounds how
+        // long, and aborting this task aborts them).
+        while calls.join_next().await.is_some() {}
+    }
+
+    fn spawn_call(&self, calls: &mut JoinSet<String>, entry: KvMessage) {
+        let dispatcher = self.dispatcher.clone();
+        calls.spawn(async move {
+            let key = entry.key().to_owned();
+            dispatcher.dispatch(entry).await;
+            key
+        });
     }
 }
 
@@ -117,14 +135,6 @@ async fn next_entry(
         tracing::warn!(subscriber = %dispatcher.context.name, "connection closed; watch loop ends");
     }
     entry
-}
-
-/// The worker a key is handled by: the same one for every entry of the key.
-fn lane_of(key: &str, lanes: usize) -> usize {
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    // The remainder is below `lanes`, so it fits in usize.
-    (hasher.finish() % lanes as u64) as usize
 }
 
 impl Dispatcher {
@@ -192,17 +202,4 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(non-text panic payload)")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lane_of;
-
-    #[test]
-    fn a_key_always_goes_to_the_same_lane_and_keys_spread() {
-        assert_eq!(lane_of("users.1", 64), lane_of("users.1", 64));
-        let used: std::collections::HashSet<_> =
-            (0..1000).map(|i| lane_of(&format!("k.{i}"), 64)).collect();
-        assert!(used.len() > 60, "{} of 64 lanes used", used.len());
-    }
 }

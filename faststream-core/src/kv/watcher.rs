@@ -22,7 +22,7 @@ use async_nats::jetstream::consumer::{push, AckPolicy, DeliverPolicy, ReplayPoli
 use async_nats::jetstream::{self};
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 
 use super::bucket::error_chain;
 use super::message::MessageParts;
@@ -112,12 +112,26 @@ impl KvWatcher {
     }
 
     /// The next entry; `None` only once the connection is closed for good.
+    ///
+    /// Cancel-safe: dropping the future before it completes loses no entry (an entry is taken
+    /// from the connection only when it can be returned in the same poll), so it can be raced
+    /// in `select!`.
     pub async fn next(&mut self) -> Option<KvMessage> {
         loop {
             let Some(active) = self.active.as_mut() else {
                 self.recreate().await;
                 continue;
             };
+            // Fast path: a message already buffered needs no timer and no select.
+            if let Some(received) = active.subscriber.next().now_or_never() {
+                match received {
+                    None => return None,
+                    Some(message) => match self.read(message).await {
+                        Some(entry) => return Some(entry),
+                        None => continue,
+                    },
+                }
+            }
             let timeout = self.options.timeout_value();
             let received = tokio::select! {
                 received = tokio::time::timeout(timeout, active.subscriber.next()) => received,

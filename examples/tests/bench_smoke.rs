@@ -1,0 +1,50 @@
+//! A quick smoke run of the benchmark binary on tiny workloads: every mode runs, prints JSON,
+//! and the summary has its ratios. (The figures themselves are not checked: not a timed test.)
+
+use anyhow::Context as _;
+use faststream_core::testing::{NatsServer, ServerBinary};
+
+#[tokio::test]
+async fn every_workload_runs_and_prints_json() -> anyhow::Result<()> {
+    let binary = ServerBinary::discover()?
+        .into_iter()
+        .next_back()
+        .context("no nats-server")?;
+    let server = NatsServer::start(&binary).await?;
+    for (args, summary_keys) in [
+        (
+            vec!["replay", "200", "20"],
+            vec!["replay_throughput_vs_raw", "cpu_per_entry_vs_raw"],
+        ),
+        (vec!["latency", "20"], vec!["latency_p50_vs_raw"]),
+        (vec!["slow", "100", "10"], vec!["slow_64_workers_vs_1"]),
+        (vec!["keys", "100"], vec!["peak_rss_10k_keys_vs_raw"]),
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kv_bench"))
+            .args(&args)
+            .env("NATS_URL", server.url())
+            .output()
+            .await?;
+        let stdout = String::from_utf8(output.stdout)?;
+        anyhow::ensure!(
+            output.status.success(),
+            "{args:?}: {}\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let lines: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{args:?} printed {stdout}"))?;
+        let summary = &lines.last().context("no output")?["summary"];
+        for key in summary_keys {
+            let ratio = summary[key]
+                .as_f64()
+                .with_context(|| format!("{key} in {summary}"))?;
+            assert!(ratio.is_finite() && ratio > 0.0, "{key} = {ratio}");
+        }
+        assert!(lines.len() > 2, "{args:?}: {stdout}");
+    }
+    Ok(())
+}
