@@ -4,8 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{on_each_server, record_started, Recorder, RunningApp};
-use faststream_core::testing::NatsServer;
+use common::{client_messages, on_each_server, record_started, Recorder, RunningApp};
 use faststream_core::{App, Error, HookStage, KvMessage, KvWatch, NatsBroker, State};
 
 /// Records `key len=N sum=S` (a cheap fingerprint of the bytes).
@@ -21,19 +20,6 @@ async fn text(msg: String, State(events): State<TextEvents>) {
 
 #[derive(Clone)]
 struct TextEvents(Recorder);
-
-async fn client_messages(server: &NatsServer) -> anyhow::Result<u64> {
-    let connz = server.monitor("/connz").await?;
-    Ok(connz["connections"]
-        .as_array()
-        .map(|connections| {
-            connections
-                .iter()
-                .filter_map(|c| c["in_msgs"].as_u64())
-                .sum()
-        })
-        .unwrap_or(0))
-}
 
 #[tokio::test]
 async fn extreme_values_and_keys_are_delivered_intact() -> anyhow::Result<()> {

@@ -4,22 +4,9 @@
 mod common;
 
 use anyhow::Context as _;
-use common::{jetstream, on_each_server, RunningApp};
+use common::{client_messages, jetstream, on_each_server, RunningApp};
 use faststream_core::kv::BucketConfig;
-use faststream_core::testing::NatsServer;
 use faststream_core::{App, Error, KvWatch, NatsBroker};
-
-/// Messages the server received from clients, summed over the open connections.
-async fn client_messages(server: &NatsServer) -> anyhow::Result<u64> {
-    let connz = server.monitor("/connz").await?;
-    let connections = connz["connections"]
-        .as_array()
-        .context("connz without connections")?;
-    Ok(connections
-        .iter()
-        .filter_map(|connection| connection["in_msgs"].as_u64())
-        .sum())
-}
 
 #[tokio::test]
 async fn second_key_value_call_makes_no_request() -> anyhow::Result<()> {

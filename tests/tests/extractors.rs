@@ -59,15 +59,13 @@ mod users {
 #[tokio::test]
 async fn json_path_and_metadata() -> anyhow::Result<()> {
     on_each_server(|server| async move {
+        let store = common::bucket_with_history(&server, "accounts").await?;
         let events = Recorder::default();
         let app = App::new(NatsBroker::new(server.url()))
             .only_module(concat!(module_path!(), "::users"))
             .with_state(events.clone());
         let running = RunningApp::spawn(app);
         events.wait_for_event("started").await?;
-        let broker = NatsBroker::new(server.url());
-        broker.connect().await?;
-        let store = broker.key_value("accounts").await?;
         store
             .put("users.7", r#"{"name":"ann","age":30}"#.into())
             .await?;

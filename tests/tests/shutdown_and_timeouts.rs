@@ -5,17 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{on_each_server, record_started, Recorder, RunningApp};
+use common::{bucket_with_history, on_each_server, record_started, Recorder, RunningApp};
 use faststream_core::{App, HookStage, KvWatch, NatsBroker, State};
-
-async fn store(
-    server: &faststream_core::testing::NatsServer,
-    bucket: &str,
-) -> anyhow::Result<faststream_core::KeyValue> {
-    let broker = NatsBroker::new(server.url());
-    broker.connect().await?;
-    Ok(broker.key_value(bucket).await?)
-}
 
 /// Sleeps for as many milliseconds as the value says, then records the value.
 async fn sleep_then_record(msg: String, State(events): State<Recorder>) {
@@ -28,6 +19,7 @@ async fn sleep_then_record(msg: String, State(events): State<Recorder>) {
 #[tokio::test]
 async fn handler_timeout_abandons_the_call_and_moves_on() -> anyhow::Result<()> {
     on_each_server(|server| async move {
+        let store = bucket_with_history(&server, "timeouts").await?;
         let events = Recorder::default();
         let app = App::new(NatsBroker::new(server.url()))
             .without_registered()
@@ -37,7 +29,6 @@ async fn handler_timeout_abandons_the_call_and_moves_on() -> anyhow::Result<()> 
             .hook(HookStage::AfterStartup, "started", record_started);
         let running = RunningApp::spawn(app);
         events.wait_for_event("started").await?;
-        let store = store(&server, "timeouts").await?;
         store.put("k", "60000".into()).await?; // would take a minute
         store.put("k", "1".into()).await?;
         events.wait_for_event("end 1").await?;
@@ -59,6 +50,7 @@ async fn a_slow_subscriber_never_delays_another() -> anyhow::Result<()> {
         async fn fast(msg: String, State(fast): State<Fast>) {
             fast.0.push(msg);
         }
+        let store = bucket_with_history(&server, "isolation").await?;
         let slow = Recorder::default();
         let quick = Recorder::default();
         let app = App::new(NatsBroker::new(server.url()))
@@ -70,7 +62,6 @@ async fn a_slow_subscriber_never_delays_another() -> anyhow::Result<()> {
             .hook(HookStage::AfterStartup, "started", record_started);
         let running = RunningApp::spawn(app);
         slow.wait_for_event("started").await?;
-        let store = store(&server, "isolation").await?;
         store.put("k", "60000".into()).await?;
         slow.wait_for_event("begin 60000").await?;
         for i in 0..20 {
@@ -88,6 +79,7 @@ async fn a_slow_subscriber_never_delays_another() -> anyhow::Result<()> {
 #[tokio::test]
 async fn shutdown_finishes_in_flight_handlers_within_the_timeout() -> anyhow::Result<()> {
     on_each_server(|server| async move {
+        let store = bucket_with_history(&server, "graceful").await?;
         let events = Recorder::default();
         let app = App::new(NatsBroker::new(server.url()))
             .without_registered()
@@ -102,10 +94,7 @@ async fn shutdown_finishes_in_flight_handlers_within_the_timeout() -> anyhow::Re
             .hook(HookStage::AfterStartup, "started", record_started);
         let running = RunningApp::spawn(app);
         events.wait_for_event("started").await?;
-        store(&server, "graceful")
-            .await?
-            .put("k", "300".into())
-            .await?;
+        store.put("k", "300".into()).await?;
         events.wait_for_event("begin 300").await?;
         running.stop().await??;
         // The call in flight was allowed to finish before `run` returned.
@@ -118,6 +107,7 @@ async fn shutdown_finishes_in_flight_handlers_within_the_timeout() -> anyhow::Re
 #[tokio::test]
 async fn shutdown_abandons_handlers_past_the_timeout() -> anyhow::Result<()> {
     on_each_server(|server| async move {
+        let store = bucket_with_history(&server, "abandon").await?;
         let events = Recorder::default();
         let app = App::new(NatsBroker::new(server.url()))
             .without_registered()
@@ -127,10 +117,7 @@ async fn shutdown_abandons_handlers_past_the_timeout() -> anyhow::Result<()> {
             .hook(HookStage::AfterStartup, "started", record_started);
         let running = RunningApp::spawn(app);
         events.wait_for_event("started").await?;
-        store(&server, "abandon")
-            .await?
-            .put("k", "60000".into())
-            .await?;
+        store.put("k", "60000".into()).await?;
         events.wait_for_event("begin 60000").await?;
         let stopping = Instant::now();
         running.stop().await??;

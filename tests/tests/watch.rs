@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{jetstream, on_each_server, Recorder, RunningApp};
+use common::{bucket_with_history, jetstream, on_each_server, Recorder, RunningApp};
 use faststream_core::{App, KvMessage, KvWatch, NatsBroker, State};
 
 async fn record_entry(message: KvMessage, State(events): State<Recorder>) {
@@ -90,15 +90,13 @@ mod fragile {
 #[tokio::test]
 async fn bad_payloads_and_failing_handlers_do_not_stop_the_loop() -> anyhow::Result<()> {
     on_each_server(|server| async move {
+        let store = bucket_with_history(&server, "fragile").await?;
         let events = Recorder::default();
         let app = App::new(NatsBroker::new(server.url()))
             .only_module(concat!(module_path!(), "::fragile"))
             .with_state(events.clone());
         let running = RunningApp::spawn(app);
         events.wait_for_event("started").await?;
-        let broker = NatsBroker::new(server.url());
-        broker.connect().await?;
-        let store = broker.key_value("fragile").await?;
         for value in [
             Bytes::from_static(b"first"),
             Bytes::from_static(&[0xff, 0xfe, 0x00]), // not UTF-8: `String` is rejected

@@ -123,47 +123,50 @@ impl KvWatcher {
                 continue;
             };
             // Fast path: a message already buffered needs no timer and no select.
-            if let Some(received) = active.subscriber.next().now_or_never() {
-                match received {
-                    None => return None,
-                    Some(message) => match self.read(message).await {
-                        Some(entry) => return Some(entry),
-                        None => continue,
-                    },
-                }
-            }
-            let timeout = self.options.timeout_value();
-            let received = tokio::select! {
-                received = tokio::time::timeout(timeout, active.subscriber.next()) => received,
-                () = reconnected(&mut self.connections) => {
-                    tracing::info!(
-                        bucket = %self.bucket,
-                        filter = %self.filter_subject,
-                        last_revision = ?self.last_revision,
-                        "connection re-established; re-creating the watch"
-                    );
-                    self.retire_active();
-                    continue;
+            let received = match active.subscriber.next().now_or_never() {
+                Some(received) => received,
+                None => {
+                    let timeout = self.options.timeout_value();
+                    tokio::select! {
+                        received = tokio::time::timeout(timeout, active.subscriber.next()) => {
+                            match received {
+                                Ok(received) => received,
+                                Err(_) => {
+                                    self.rewatch(format_args!(
+                                        "nothing heard from the server for {timeout:?}"
+                                    ));
+                                    continue;
+                                }
+                            }
+                        }
+                        () = reconnected(&mut self.connections) => {
+                            self.rewatch(format_args!("the connection was re-established"));
+                            continue;
+                        }
+                    }
                 }
             };
             match received {
-                Err(_) => {
-                    tracing::warn!(
-                        bucket = %self.bucket,
-                        filter = %self.filter_subject,
-                        last_revision = ?self.last_revision,
-                        "nothing heard from the server for {timeout:?}; re-creating the watch"
-                    );
-                    self.retire_active();
-                }
-                Ok(None) => return None,
-                Ok(Some(message)) => {
+                None => return None,
+                Some(message) => {
                     if let Some(entry) = self.read(message).await {
                         return Some(entry);
                     }
                 }
             }
         }
+    }
+
+    /// Drops the current consumer; the next call to `next` re-creates the watch after the last
+    /// revision.
+    fn rewatch(&mut self, reason: std::fmt::Arguments<'_>) {
+        tracing::warn!(
+            bucket = %self.bucket,
+            filter = %self.filter_subject,
+            last_revision = ?self.last_revision,
+            "{reason}; re-creating the watch"
+        );
+        self.retire_active();
     }
 
     /// The next entry if one arrives within `timeout` (FastStream's `get_one`).
@@ -317,13 +320,12 @@ impl KvWatcher {
             return None;
         };
         if delivery.consumer_sequence != active.consumer_sequence + 1 {
-            tracing::warn!(
-                bucket = %self.bucket,
-                expected = active.consumer_sequence + 1,
-                got = delivery.consumer_sequence,
-                "gap in the watch; re-creating it after the last revision"
-            );
-            self.retire_active();
+            let expected = active.consumer_sequence + 1;
+            self.rewatch(format_args!(
+                "gap in the watch: consumer sequence {} after {}",
+                delivery.consumer_sequence,
+                expected - 1
+            ));
             return None;
         }
         active.consumer_sequence = delivery.consumer_sequence;
@@ -389,13 +391,10 @@ impl KvWatcher {
             .and_then(|sequence| sequence.as_str().parse::<u64>().ok());
         if let (Some(last_sent), Some(active)) = (last_sent, self.active.as_ref()) {
             if last_sent > active.consumer_sequence {
-                tracing::warn!(
-                    bucket = %self.bucket,
-                    received = active.consumer_sequence,
-                    sent = last_sent,
-                    "the server sent entries that never arrived; re-creating the watch"
-                );
-                self.retire_active();
+                let received = active.consumer_sequence;
+                self.rewatch(format_args!(
+                    "the server sent entries up to {last_sent} but only {received} arrived"
+                ));
             }
         }
     }

@@ -174,3 +174,30 @@ pub async fn record_entry(
 pub async fn record_started(faststream_core::State(events): faststream_core::State<Recorder>) {
     events.push("started");
 }
+
+/// Messages the server received from clients, summed over the open connections: unchanged
+/// across a call means the call made no request.
+pub async fn client_messages(server: &NatsServer) -> anyhow::Result<u64> {
+    let connz = server.monitor("/connz").await?;
+    let connections = connz["connections"]
+        .as_array()
+        .context("connz without connections")?;
+    Ok(connections
+        .iter()
+        .filter_map(|connection| connection["in_msgs"].as_u64())
+        .sum())
+}
+
+/// Creates `bucket` keeping 64 revisions per key, through a fresh connection. Tests that write
+/// one key several times in a row need it: with the default history of 1 the server drops a
+/// superseded revision, and a watch that had not been sent it yet never sees it.
+pub async fn bucket_with_history(
+    server: &NatsServer,
+    bucket: &str,
+) -> anyhow::Result<faststream_core::KeyValue> {
+    let broker = faststream_core::NatsBroker::new(server.url());
+    broker.connect().await?;
+    Ok(broker
+        .key_value_with(faststream_core::kv::BucketConfig::new(bucket).history(64))
+        .await?)
+}
