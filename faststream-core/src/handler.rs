@@ -54,8 +54,8 @@ impl<E: Into<anyhow::Error>> IntoHandlerResult for Result<(), E> {
     note = "a handler is an `async fn` whose arguments all implement `FromKvMessage` and that returns `()` or `Result<(), E>`"
 )]
 pub trait Handler<Args>: Clone + Send + Sync + 'static {
-    /// Extracts the arguments from `message` and calls the function.
-    fn call(&self, message: Arc<KvMessage>, context: Arc<SubscriberContext>) -> HandlerFuture;
+    /// Extracts the arguments from `message` and returns the function's call, boxed.
+    fn call(&self, message: &KvMessage, context: &SubscriberContext) -> HandlerFuture;
 
     /// Runs every argument's start-up check; one line per problem.
     fn check(&self, context: &SubscriberContext) -> Vec<String>;
@@ -84,16 +84,22 @@ macro_rules! impl_handler_and_hook {
             Out: IntoHandlerResult,
             $($arg: FromKvMessage + Send + 'static,)*
         {
-            fn call(&self, message: Arc<KvMessage>, context: Arc<SubscriberContext>) -> HandlerFuture {
-                let handler = self.clone();
-                // Extraction runs inside the future so that a panicking extractor is caught
-                // together with the handler.
+            fn call(&self, message: &KvMessage, context: &SubscriberContext) -> HandlerFuture {
+                // The arguments are extracted now, so the future owns only them: the message
+                // stays with the caller, which needs it for logging.
+                $(
+                    let $arg = match <$arg as FromKvMessage>::from_kv_message(message, context) {
+                        Ok(argument) => argument,
+                        Err(rejection) => {
+                            return Box::pin(std::future::ready(Err(HandlerError::Rejected(
+                                rejection,
+                            ))))
+                        }
+                    };
+                )*
+                let call = self($($arg),*);
                 Box::pin(async move {
-                    $(
-                        let $arg = <$arg as FromKvMessage>::from_kv_message(&message, &context)
-                            .map_err(HandlerError::Rejected)?;
-                    )*
-                    handler($($arg),*).await.into_handler_result().map_err(HandlerError::Failed)
+                    call.await.into_handler_result().map_err(HandlerError::Failed)
                 })
             }
 
@@ -158,7 +164,7 @@ all_the_tuples!(impl_handler_and_hook);
 pub struct BoxedHandler(Arc<dyn ErasedHandler>);
 
 trait ErasedHandler: Send + Sync {
-    fn call(&self, message: Arc<KvMessage>, context: Arc<SubscriberContext>) -> HandlerFuture;
+    fn call(&self, message: &KvMessage, context: &SubscriberContext) -> HandlerFuture;
     fn check(&self, context: &SubscriberContext) -> Vec<String>;
 }
 
@@ -168,7 +174,7 @@ struct TypedHandler<H, Args> {
 }
 
 impl<H: Handler<Args>, Args: 'static> ErasedHandler for TypedHandler<H, Args> {
-    fn call(&self, message: Arc<KvMessage>, context: Arc<SubscriberContext>) -> HandlerFuture {
+    fn call(&self, message: &KvMessage, context: &SubscriberContext) -> HandlerFuture {
         self.handler.call(message, context)
     }
 
@@ -186,11 +192,8 @@ impl BoxedHandler {
         }))
     }
 
-    pub(crate) fn call(
-        &self,
-        message: Arc<KvMessage>,
-        context: Arc<SubscriberContext>,
-    ) -> HandlerFuture {
+    /// Extracts the arguments (now; a panicking extractor panics here) and returns the call.
+    pub(crate) fn call(&self, message: &KvMessage, context: &SubscriberContext) -> HandlerFuture {
         self.0.call(message, context)
     }
 

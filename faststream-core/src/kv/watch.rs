@@ -139,17 +139,21 @@ async fn next_entry(
 
 impl Dispatcher {
     async fn dispatch(&self, message: KvMessage) {
-        let message = Arc::new(message);
         let (bucket, key, revision) = (message.bucket(), message.key(), message.revision());
         let subscriber = &*self.context.name;
         tracing::debug!(subscriber, operation = %message.operation(),
             "{bucket} | {key} | {revision} - Received");
 
-        let call = AssertUnwindSafe(
-            self.handler
-                .call(Arc::clone(&message), Arc::clone(&self.context)),
-        )
-        .catch_unwind();
+        // A panic in an extractor (now) or in the handler (while awaited) is caught alike.
+        let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.handler.call(&message, &self.context)
+        }));
+        let call = async move {
+            match call {
+                Ok(call) => AssertUnwindSafe(call).catch_unwind().await,
+                Err(panic) => Err(panic),
+            }
+        };
         let outcome = match self.handler_timeout {
             None => call.await,
             Some(limit) => match tokio::time::timeout(limit, call).await {

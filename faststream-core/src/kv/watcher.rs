@@ -446,21 +446,27 @@ fn operation(headers: Option<&HeaderMap>) -> Operation {
 /// `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>` or, since 2.9,
 /// `$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>[.<token>]`.
 fn parse_reply(reply: &str) -> Option<Delivery> {
-    let tokens: Vec<&str> = reply.split('.').collect();
-    if tokens.first() != Some(&"$JS") || tokens.get(1) != Some(&"ACK") {
+    // Up to 12 tokens, without allocating: this runs for every entry.
+    let mut tokens = [""; 12];
+    let mut count = 0;
+    for token in reply.split('.') {
+        *tokens.get_mut(count)? = token;
+        count += 1;
+    }
+    if tokens[..2] != ["$JS", "ACK"] {
         return None;
     }
-    let offset = match tokens.len() {
+    let offset = match count {
         9 => 2,
-        n if n >= 11 => 4,
+        11 | 12 => 4,
         _ => return None,
     };
-    let field = |index: usize| tokens.get(offset + index).copied();
+    let field = |index: usize| tokens[offset + index];
     Some(Delivery {
-        stream_sequence: field(3)?.parse().ok()?,
-        consumer_sequence: field(4)?.parse().ok()?,
-        timestamp_nanos: field(5)?.parse().ok()?,
-        pending: field(6)?.parse().ok()?,
+        stream_sequence: field(3).parse().ok()?,
+        consumer_sequence: field(4).parse().ok()?,
+        timestamp_nanos: field(5).parse().ok()?,
+        pending: field(6).parse().ok()?,
     })
 }
 
@@ -484,6 +490,7 @@ mod tests {
         assert_eq!(v2, v1);
         assert_eq!(parse_reply("_INBOX.x"), None);
         assert_eq!(parse_reply("$JS.ACK.KV_b.cons.1.x.7.1.3"), None);
+        assert_eq!(parse_reply("$JS.ACK.a.b.c.d.e.f.g.h.i.j.k.l.m"), None);
     }
 
     #[test]
