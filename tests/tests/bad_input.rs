@@ -38,8 +38,7 @@ async fn extreme_values_and_keys_are_delivered_intact() -> anyhow::Result<()> {
             .hook(HookStage::AfterStartup, "started", record_started);
         let running = RunningApp::spawn(app);
         events.wait_for_event("started").await?;
-        let broker = NatsBroker::new(server.url());
-        broker.connect().await?;
+        let broker = common::connected_broker(&server).await?;
         let store = broker.key_value("extreme").await?;
 
         // The largest value the server takes: its max payload less the subject and headers.
@@ -96,8 +95,7 @@ async fn extreme_values_and_keys_are_delivered_intact() -> anyhow::Result<()> {
 #[tokio::test]
 async fn invalid_names_at_run_time_fail_before_any_request() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let broker = NatsBroker::new(server.url());
-        broker.connect().await?;
+        let broker = common::connected_broker(&server).await?;
         let store = broker.key_value("names").await?;
         let before = client_messages(&server).await?;
         for bucket in ["", "a.b", "a b", "a*", "ünïcode"] {

@@ -4,15 +4,14 @@
 mod common;
 
 use anyhow::Context as _;
-use common::{client_messages, jetstream, on_each_server, RunningApp};
+use common::{client_messages, jetstream, on_each_server};
 use faststream_core::kv::BucketConfig;
 use faststream_core::{App, Error, KvWatch, NatsBroker};
 
 #[tokio::test]
 async fn second_key_value_call_makes_no_request() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let broker = NatsBroker::new(server.url());
-        broker.connect().await?;
+        let broker = common::connected_broker(&server).await?;
         let before = client_messages(&server).await?;
         let first = broker.key_value("cached").await?;
         let after_first = client_messages(&server).await?;
@@ -34,8 +33,7 @@ async fn second_key_value_call_makes_no_request() -> anyhow::Result<()> {
 #[tokio::test]
 async fn created_bucket_works_with_every_client_operation() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let broker = NatsBroker::new(server.url());
-        broker.connect().await?;
+        let broker = common::connected_broker(&server).await?;
         let store = broker
             .key_value_with(BucketConfig::new("ops").history(5).description("ops test"))
             .await?;
@@ -69,8 +67,7 @@ async fn created_bucket_works_with_every_client_operation() -> anyhow::Result<()
 #[tokio::test]
 async fn existing_bucket_is_used_as_it_is_and_conflicts_are_named() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let creator = NatsBroker::new(server.url());
-        creator.connect().await?;
+        let creator = common::connected_broker(&server).await?;
         creator
             .key_value_with(
                 BucketConfig::new("shared")
@@ -80,8 +77,7 @@ async fn existing_bucket_is_used_as_it_is_and_conflicts_are_named() -> anyhow::R
             .await?;
 
         // Another service: no config given, so the bucket is used as it is.
-        let other = NatsBroker::new(server.url());
-        other.connect().await?;
+        let other = common::connected_broker(&server).await?;
         let store = other.key_value("shared").await?;
         assert_eq!(store.status().await?.history(), 5);
 
@@ -121,8 +117,7 @@ async fn existing_bucket_is_used_as_it_is_and_conflicts_are_named() -> anyhow::R
 #[tokio::test]
 async fn out_of_range_config_fails_before_any_request() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let broker = NatsBroker::new(server.url());
-        broker.connect().await?;
+        let broker = common::connected_broker(&server).await?;
         let before = client_messages(&server).await?;
         for (config, expected) in [
             (
@@ -168,11 +163,7 @@ async fn declare_false_on_a_missing_bucket_names_it() -> anyhow::Result<()> {
                 KvWatch::new("absent").declare(false),
                 never_called,
             );
-        let error = RunningApp::spawn(app)
-            .finish()
-            .await?
-            .err()
-            .context("should fail")?;
+        let error = common::startup_error(app).await?;
         assert!(matches!(error, Error::BucketNotFound { .. }), "{error:?}");
         assert!(
             error
@@ -204,11 +195,7 @@ async fn bucket_the_server_refuses_names_bucket_and_reason() -> anyhow::Result<(
         let app = App::new(NatsBroker::new(server.url()))
             .without_registered()
             .subscriber("clashing", "k", KvWatch::new("clash"), never_called);
-        let error = RunningApp::spawn(app)
-            .finish()
-            .await?
-            .err()
-            .context("should fail")?;
+        let error = common::startup_error(app).await?;
         assert!(matches!(error, Error::DeclareBucket { .. }), "{error:?}");
         let text = error.to_string();
         assert!(

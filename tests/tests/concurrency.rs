@@ -69,8 +69,7 @@ async fn run_case(
     const KEYS: u64 = 20;
     const PER_KEY: u64 = 50;
     // Written before the app starts, so that the whole history arrives in one burst.
-    let broker = NatsBroker::new(server.url());
-    broker.connect().await?;
+    let broker = common::connected_broker(server).await?;
     let store = broker
         .key_value_with(BucketConfig::new("sharded").history(64))
         .await?;

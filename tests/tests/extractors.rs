@@ -140,8 +140,7 @@ async fn several_placeholders_states_and_custom_extractors() -> anyhow::Result<(
             .hook(HookStage::AfterStartup, "started", common::record_started);
         let running = RunningApp::spawn(app);
         events.wait_for_event("started").await?;
-        let broker = NatsBroker::new(server.url());
-        broker.connect().await?;
+        let broker = common::connected_broker(&server).await?;
         let store = broker.key_value("tenants").await?;
         store.put("tenants.acme.users.12", "abc".into()).await?;
         store.put("tenants.acme.users.nope", "x".into()).await?;
@@ -168,11 +167,7 @@ async fn path_without_placeholders_is_a_setup_error() -> anyhow::Result<()> {
         let app = App::new(NatsBroker::new(server.url()))
             .without_registered()
             .subscriber("wants_path", "users.*", KvWatch::new("b"), wants_path);
-        let error = RunningApp::spawn(app)
-            .finish()
-            .await?
-            .err()
-            .context("should fail")?;
+        let error = common::startup_error(app).await?;
         assert!(matches!(error, Error::Setup { .. }), "{error:?}");
         assert_eq!(
             error.to_string(),
@@ -188,8 +183,7 @@ async fn path_without_placeholders_is_a_setup_error() -> anyhow::Result<()> {
 async fn watch_without_a_handler() -> anyhow::Result<()> {
     use futures_util::StreamExt as _;
     on_each_server(|server| async move {
-        let broker = NatsBroker::new(server.url());
-        broker.connect().await?;
+        let broker = common::connected_broker(&server).await?;
         let store = broker.key_value("plain").await?;
         store.put("orders.1", "one".into()).await?;
         store.put("orders.2", "two".into()).await?;

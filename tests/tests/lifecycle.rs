@@ -160,11 +160,7 @@ async fn panicking_on_startup_hook_fails_before_connecting() -> anyhow::Result<(
         let app = App::new(NatsBroker::new(server.url()))
             .only_module(concat!(module_path!(), "::panicking_on_startup"));
         let connections_before = total_connections(&server).await?;
-        let error = RunningApp::spawn(app)
-            .finish()
-            .await?
-            .err()
-            .context("run() should fail")?;
+        let error = common::startup_error(app).await?;
         assert_eq!(
             error.to_string(),
             "on_startup hook `lifecycle::panicking_on_startup::explodes` failed: \
@@ -196,11 +192,7 @@ async fn missing_state_is_reported_before_connecting() -> anyhow::Result<()> {
         let app = App::new(NatsBroker::new(server.url()))
             .only_module(concat!(module_path!(), "::missing_state"));
         let connections_before = total_connections(&server).await?;
-        let error = RunningApp::spawn(app)
-            .finish()
-            .await?
-            .err()
-            .context("run() should fail")?;
+        let error = common::startup_error(app).await?;
         let Error::Setup { problems } = &error else {
             anyhow::bail!("expected a setup error, got {error:?}");
         };

@@ -8,18 +8,8 @@ use anyhow::Context as _;
 use common::{
     consumer_configs, on_each_server, record_entry, record_started, Recorder, RunningApp,
 };
-use faststream_core::kv::BucketConfig;
 use faststream_core::testing::NatsServer;
 use faststream_core::{App, Error, HookStage, KvMessage, KvWatch, NatsBroker, State};
-
-/// A connected broker and a bucket with history 10.
-async fn bucket(server: &NatsServer, name: &str) -> anyhow::Result<faststream_core::KeyValue> {
-    let broker = NatsBroker::new(server.url());
-    broker.connect().await?;
-    Ok(broker
-        .key_value_with(BucketConfig::new(name).history(10))
-        .await?)
-}
 
 /// An app with one recording subscriber on `pattern` and a `started` hook.
 fn recording_app(
@@ -38,7 +28,7 @@ fn recording_app(
 #[tokio::test]
 async fn include_history_delivers_every_revision_once_in_order() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let store = bucket(&server, "hist").await?;
+        let store = common::bucket_with_history(&server, "hist").await?;
         store.put("a", "a1".into()).await?;
         store.put("b", "b1".into()).await?;
         store.put("a", "a2".into()).await?;
@@ -72,7 +62,7 @@ async fn include_history_delivers_every_revision_once_in_order() -> anyhow::Resu
 #[tokio::test]
 async fn ignore_deletes_never_calls_the_handler_for_del_or_purge() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let store = bucket(&server, "nodel").await?;
+        let store = common::bucket_with_history(&server, "nodel").await?;
         store.put("x", "1".into()).await?;
         store.delete("x").await?; // latest of x is a DEL: not delivered
         let events = Recorder::default();
@@ -104,7 +94,7 @@ async fn meta_only_and_headers_only_deliver_no_values() -> anyhow::Result<()> {
             ("meta", KvWatch::new("meta").meta_only(true)),
             ("headers", KvWatch::new("headers").headers_only(true)),
         ] {
-            let store = bucket(&server, bucket_name).await?;
+            let store = common::bucket_with_history(&server, bucket_name).await?;
             store.put("k", "hello".into()).await?;
             let events = Recorder::default();
             let running = RunningApp::spawn(recording_app(&server, "k", watch, &events));
@@ -125,7 +115,7 @@ async fn meta_only_and_headers_only_deliver_no_values() -> anyhow::Result<()> {
 #[tokio::test]
 async fn updates_only_delivers_nothing_from_before_the_start() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let store = bucket(&server, "updates").await?;
+        let store = common::bucket_with_history(&server, "updates").await?;
         store.put("k", "before".into()).await?;
         store.put("other", "before".into()).await?;
         let events = Recorder::default();
@@ -149,7 +139,7 @@ async fn updates_only_delivers_nothing_from_before_the_start() -> anyhow::Result
 #[tokio::test]
 async fn inactive_threshold_and_timeout_reach_the_server_consumer() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        bucket(&server, "tuned").await?;
+        common::bucket_with_history(&server, "tuned").await?;
         let events = Recorder::default();
         let watch = KvWatch::new("tuned")
             .inactive_threshold(Duration::from_secs(7))
@@ -189,11 +179,7 @@ async fn contradictory_and_out_of_range_options_are_rejected_before_connecting(
             KvWatch::new("bad.name").timeout(Duration::from_millis(10)),
             record_entry,
         );
-        let error = RunningApp::spawn(app)
-            .finish()
-            .await?
-            .err()
-            .context("should fail")?;
+        let error = common::startup_error(app).await?;
         let Error::Setup { problems } = &error else {
             anyhow::bail!("expected a setup error, got {error:?}");
         };

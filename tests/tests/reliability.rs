@@ -41,8 +41,7 @@ fn revision(event: &str) -> u64 {
 
 /// Creates `bucket` with `history` through a fresh connection.
 async fn create_bucket(server: &NatsServer, bucket: &str, history: i64) -> anyhow::Result<()> {
-    let broker = NatsBroker::new(server.url());
-    broker.connect().await?;
+    let broker = common::connected_broker(server).await?;
     broker
         .key_value_with(BucketConfig::new(bucket).history(history))
         .await?;

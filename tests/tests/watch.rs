@@ -21,8 +21,7 @@ async fn record_entry(message: KvMessage, State(events): State<Recorder>) {
 async fn latest_value_per_key_first_then_every_change() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         let js = jetstream(&server).await?;
-        let setup = NatsBroker::new(server.url());
-        setup.connect().await?;
+        let setup = common::connected_broker(&server).await?;
         let store = setup
             .key_value_with(faststream_core::kv::BucketConfig::new("snap").history(10))
             .await?;

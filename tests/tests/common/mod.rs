@@ -201,3 +201,19 @@ pub async fn bucket_with_history(
         .key_value_with(faststream_core::kv::BucketConfig::new(bucket).history(64))
         .await?)
 }
+
+/// Runs `app`, which must stop by itself with an error (a start-up failure), and returns it.
+pub async fn startup_error(app: App) -> anyhow::Result<faststream_core::Error> {
+    RunningApp::spawn(app)
+        .finish()
+        .await?
+        .err()
+        .context("run() should have failed")
+}
+
+/// A broker connected to `server`.
+pub async fn connected_broker(server: &NatsServer) -> anyhow::Result<faststream_core::NatsBroker> {
+    let broker = faststream_core::NatsBroker::new(server.url());
+    broker.connect().await?;
+    Ok(broker)
+}
