@@ -387,7 +387,7 @@ async fn start_watches(
             Err(reason) => {
                 stop_watches(running, cancel, Duration::from_secs(1)).await;
                 return Err(Error::Watch {
-                    subscriber: name.to_string(),
+                    watcher: format!("subscriber `{name}`"),
                     bucket: bucket.to_owned(),
                     key: subscriber.context.pattern().to_owned(),
                     reason,

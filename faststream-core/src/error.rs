@@ -110,10 +110,10 @@ pub enum Error {
     },
 
     /// A watch could not be started.
-    #[error("subscriber `{subscriber}` could not watch `{key}` in bucket `{bucket}`: {reason}")]
+    #[error("{watcher} could not watch `{key}` in bucket `{bucket}`: {reason}")]
     Watch {
-        /// The subscriber's path.
-        subscriber: String,
+        /// Who was watching: ``subscriber `my_service::on_change` `` or `kv_watch`.
+        watcher: String,
         /// The bucket.
         bucket: String,
         /// The watched pattern.

@@ -340,7 +340,7 @@ impl NatsBroker {
         )
         .await
         .map_err(|reason| Error::Watch {
-            subscriber: "(kv_watch)".to_owned(),
+            watcher: "kv_watch".to_owned(),
             bucket,
             key: pattern.to_owned(),
             reason,
