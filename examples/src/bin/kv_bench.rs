@@ -12,7 +12,13 @@
 //! ```
 //!
 //! Every consumer runs in its own process (this binary, started with `consume ...`), so that
-//! its peak RSS and CPU time are its own; the parent writes the data first.
+//! its peak RSS and CPU time are its own; the parent writes the data first. To profile one
+//! consumer alone (e.g. under `valgrind --tool=callgrind`):
+//!
+//! ```text
+//! kv_bench prefill bench 20000 1000
+//! kv_bench consume replay faststream-rs bench 20000     # or async-nats-raw
+//! ```
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -552,6 +558,11 @@ async fn main() -> anyhow::Result<()> {
             let _ = BUCKET.set(required(&args, 3)?.to_owned());
             let n = arg(&args, 4, 0usize)?;
             emit(&consume(mode, implementation, n).await?);
+        }
+        Some("prefill") => {
+            // For profiling one consumer alone: `prefill BUCKET N KEYS`, then `consume ...`.
+            let bucket = required(&args, 1)?;
+            prefill(bucket, arg(&args, 2, 20_000)?, arg(&args, 3, 1_000)?).await?;
         }
         Some("latency") if args.len() == 4 => {
             let _ = BUCKET.set(required(&args, 2)?.to_owned());
