@@ -153,10 +153,12 @@ async fn second_sigint_exits_at_once() -> anyhow::Result<()> {
     store.put("stuck", "x".into()).await?;
     service.wait_for_line("handling slowly").await?;
 
+    Service::signal(&service.child, libc::SIGINT)?;
+    service
+        .wait_for_line("SIGINT received; shutting down")
+        .await?;
     let mut child = service.drain_log();
-    Service::signal(&child, libc::SIGINT)?;
     // The first SIGINT waits for the stuck handler (up to the 10 s shutdown timeout)...
-    tokio::time::sleep(Duration::from_millis(300)).await;
     anyhow::ensure!(child.try_wait()?.is_none(), "exited on the first SIGINT");
     // ...the second one does not.
     let second = Instant::now();
