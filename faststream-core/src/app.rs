@@ -190,19 +190,22 @@ impl App {
 
         run_hooks(&registry, HookStage::OnStartup, &app).await?;
         app.broker.connect().await?;
-        let buckets = declare_buckets(&app.broker, &subscribers).await?;
         let cancel = CancellationToken::new();
-        let watches = match start_watches(
-            &app.broker,
-            subscribers,
-            &buckets,
-            self.handler_timeout,
-            &cancel,
-        )
-        .await
-        {
+        let started = async {
+            let buckets = declare_buckets(&app.broker, &subscribers).await?;
+            start_watches(
+                &app.broker,
+                subscribers,
+                &buckets,
+                self.handler_timeout,
+                &cancel,
+            )
+            .await
+        };
+        let watches = match started.await {
             Ok(watches) => watches,
             Err(error) => {
+                // Connected but not started: close the connection before reporting.
                 app.broker.drain().await;
                 return Err(error);
             }

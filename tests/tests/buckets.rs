@@ -155,14 +155,14 @@ async fn out_of_range_config_fails_before_any_request() -> anyhow::Result<()> {
 async fn declare_false_on_a_missing_bucket_names_it() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         async fn never_called(_msg: String) {}
-        let app = App::new(NatsBroker::new(server.url()))
-            .without_registered()
-            .subscriber(
-                "lookup_only",
-                "k",
-                KvWatch::new("absent").declare(false),
-                never_called,
-            );
+        // The service keeps a handle of its own: the app must still close the connection.
+        let broker = NatsBroker::new(server.url());
+        let app = App::new(broker.clone()).without_registered().subscriber(
+            "lookup_only",
+            "k",
+            KvWatch::new("absent").declare(false),
+            never_called,
+        );
         let error = common::startup_error(app).await?;
         assert!(matches!(error, Error::BucketNotFound { .. }), "{error:?}");
         assert!(
@@ -171,9 +171,11 @@ async fn declare_false_on_a_missing_bucket_names_it() -> anyhow::Result<()> {
                 .starts_with("bucket `absent` does not exist"),
             "{error}"
         );
-        // And nothing was created.
+        // And nothing was created, and nothing left connected.
         let missing = jetstream(&server).await?.get_key_value("absent").await;
         assert!(missing.is_err(), "the bucket was created");
+        common::wait_for_no_connections(&server).await?;
+        drop(broker);
         Ok(())
     })
     .await
@@ -192,9 +194,14 @@ async fn bucket_the_server_refuses_names_bucket_and_reason() -> anyhow::Result<(
             })
             .await?;
         async fn never_called(_msg: String) {}
-        let app = App::new(NatsBroker::new(server.url()))
-            .without_registered()
-            .subscriber("clashing", "k", KvWatch::new("clash"), never_called);
+        // The service keeps a handle of its own: the app must still close the connection.
+        let broker = NatsBroker::new(server.url());
+        let app = App::new(broker.clone()).without_registered().subscriber(
+            "clashing",
+            "k",
+            KvWatch::new("clash"),
+            never_called,
+        );
         let error = common::startup_error(app).await?;
         assert!(matches!(error, Error::DeclareBucket { .. }), "{error:?}");
         let text = error.to_string();
@@ -206,6 +213,9 @@ async fn bucket_the_server_refuses_names_bucket_and_reason() -> anyhow::Result<(
             text.contains("overlap"),
             "the server's reason is missing: {text}"
         );
+        // Connected but not started: the connection was closed.
+        common::wait_for_no_connections(&server).await?;
+        drop(broker);
         Ok(())
     })
     .await

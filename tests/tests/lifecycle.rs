@@ -110,22 +110,6 @@ async fn total_connections(server: &NatsServer) -> anyhow::Result<u64> {
         .context("varz without total_connections")
 }
 
-/// Waits until the server has no client connection left.
-async fn wait_for_no_connections(server: &NatsServer) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-    loop {
-        let connz = server.monitor("/connz").await?;
-        if connz["num_connections"].as_u64() == Some(0) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "connections still open after {EVENT_TIMEOUT:?}: {connz}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn failing_after_startup_hook_stops_everything() -> anyhow::Result<()> {
     on_each_server(|server| async move {
@@ -140,7 +124,7 @@ async fn failing_after_startup_hook_stops_everything() -> anyhow::Result<()> {
              database unreachable"
         );
         // The watch had started; with the app gone, its connection is closed too.
-        wait_for_no_connections(&server).await
+        common::wait_for_no_connections(&server).await
     })
     .await
 }

@@ -217,3 +217,19 @@ pub async fn connected_broker(server: &NatsServer) -> anyhow::Result<faststream_
     broker.connect().await?;
     Ok(broker)
 }
+
+/// Waits until the server has no client connection left.
+pub async fn wait_for_no_connections(server: &NatsServer) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let connz = server.monitor("/connz").await?;
+        if connz["num_connections"].as_u64() == Some(0) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "connections still open after {EVENT_TIMEOUT:?}: {connz}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
