@@ -4,7 +4,7 @@
 mod common;
 
 use anyhow::Context as _;
-use common::{on_each_server, Recorder, RunningApp, EVENT_TIMEOUT};
+use common::{on_each_server, Recorder, RunningApp};
 use faststream_core::testing::NatsServer;
 use faststream_core::{App, Error, NatsBroker};
 
