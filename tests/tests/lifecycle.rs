@@ -200,3 +200,25 @@ async fn missing_state_is_reported_before_connecting() -> anyhow::Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn duplicate_registrations_are_rejected() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        async fn handler(_msg: String) {}
+        async fn hook() {}
+        let app = App::new(NatsBroker::new(server.url()))
+            .without_registered()
+            .subscriber("twice", "a", faststream_core::KvWatch::new("b"), handler)
+            .subscriber("twice", "b", faststream_core::KvWatch::new("b"), handler)
+            .hook(faststream_core::HookStage::OnStartup, "setup", hook)
+            .hook(faststream_core::HookStage::OnStartup, "setup", hook);
+        let error = common::startup_error(app).await?;
+        assert_eq!(
+            error.to_string(),
+            "invalid application setup:\n  - subscriber name `twice` is registered more than \
+             once\n  - on_startup hook `setup` is registered more than once"
+        );
+        Ok(())
+    })
+    .await
+}
