@@ -117,27 +117,17 @@ fn parse_order(expr: &Expr) -> syn::Result<i32> {
 }
 
 fn registration(stage: Stage, order: i32, handler: &HandlerFn) -> TokenStream {
-    let name = signature::fn_name(&handler.sig);
-    let cfgs = handler.cfg_attrs();
     let boxed = signature::constructor(&handler.sig, "hook");
     let variant = stage.variant();
-    quote! {
-        #(#cfgs)*
-        #[doc(hidden)]
-        #[allow(non_upper_case_globals, clippy::all)]
-        const _: () = {
-            ::faststream_core::__private::inventory::submit! {
-                ::faststream_core::__private::HookRegistration {
-                    stage: ::faststream_core::__private::HookStage::#variant,
-                    name: ::core::concat!(::core::module_path!(), "::", #name),
-                    order: #order,
-                    hook: || #boxed,
-                    file: ::core::file!(),
-                    line: ::core::line!(),
-                }
-            }
-        };
-    }
+    signature::submit(
+        handler,
+        quote!(HookRegistration),
+        quote! {
+            stage: ::faststream_core::__private::HookStage::#variant,
+            order: #order,
+            hook: || #boxed,
+        },
+    )
 }
 
 #[cfg(test)]

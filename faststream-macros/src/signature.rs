@@ -199,6 +199,33 @@ fn debug_enabled() -> bool {
 }
 
 /// The name a handler is registered under, relative to its module: `r#type` is `type`.
+/// Registers `handler` with `inventory`: a `::faststream_core::__private::#registration` value
+/// with its `name`, `file` and `line` plus `fields`, in an anonymous `const` under the
+/// function's own `#[cfg]`s.
+pub(crate) fn submit(
+    handler: &HandlerFn,
+    registration: TokenStream,
+    fields: TokenStream,
+) -> TokenStream {
+    let name = fn_name(&handler.sig);
+    let cfgs = handler.cfg_attrs();
+    quote! {
+        #(#cfgs)*
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals, clippy::all)]
+        const _: () = {
+            ::faststream_core::__private::inventory::submit! {
+                ::faststream_core::__private::#registration {
+                    name: ::core::concat!(::core::module_path!(), "::", #name),
+                    #fields
+                    file: ::core::file!(),
+                    line: ::core::line!(),
+                }
+            }
+        };
+    }
+}
+
 pub(crate) fn fn_name(sig: &Signature) -> syn::LitStr {
     use syn::ext::IdentExt;
     syn::LitStr::new(&sig.ident.unraw().to_string(), Span::call_site())

@@ -185,27 +185,17 @@ fn kv_watch_closure(
 }
 
 fn registration(subscriber: &Subscriber, handler: &HandlerFn) -> TokenStream {
-    let name = signature::fn_name(&handler.sig);
-    let cfgs = handler.cfg_attrs();
     let boxed = signature::constructor(&handler.sig, "handler");
     let Subscriber { key, kv_watch } = subscriber;
-    quote! {
-        #(#cfgs)*
-        #[doc(hidden)]
-        #[allow(non_upper_case_globals, clippy::all)]
-        const _: () = {
-            ::faststream_core::__private::inventory::submit! {
-                ::faststream_core::__private::SubscriberRegistration {
-                    name: ::core::concat!(::core::module_path!(), "::", #name),
-                    key: #key,
-                    kv_watch: #kv_watch,
-                    handler: || #boxed,
-                    file: ::core::file!(),
-                    line: ::core::line!(),
-                }
-            }
-        };
-    }
+    signature::submit(
+        handler,
+        quote!(SubscriberRegistration),
+        quote! {
+            key: #key,
+            kv_watch: #kv_watch,
+            handler: || #boxed,
+        },
+    )
 }
 
 #[cfg(test)]
