@@ -119,6 +119,23 @@ impl KvMessage {
         std::str::from_utf8(&self.value)
     }
 
+    /// The value decoded from JSON, for watches without a handler (handlers take `Json<T>`).
+    ///
+    /// ```
+    /// # fn demo(message: faststream_core::KvMessage) -> Result<(), serde_json::Error> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Order {
+    ///     total: u64,
+    /// }
+    /// let order: Order = message.json()?;
+    /// # let _ = order.total;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.value)
+    }
+
     /// Takes the value out without copying it.
     pub fn into_value(self) -> Bytes {
         self.value
