@@ -22,10 +22,14 @@
 //! }
 //! ```
 //!
-//! The parts, each in its own module: [`App`] (the lifecycle), [`NatsBroker`] (the connection
-//! and the bucket cache), [`kv`] (bucket configuration, watch settings, messages and the watch
-//! loop), [`extract`] (handler arguments), [`handler`] (calling async fns with extracted
-//! arguments) and [`registry`] (what the macros register).
+//! The parts, each in its own module: [`App`] (the lifecycle), [`NatsBroker`] (the connection,
+//! credentials and the bucket cache), [`kv`] (bucket configuration, watch settings, messages,
+//! the resumable [`KvWatcher`] and the subscriber loop), [`extract`] (handler arguments),
+//! [`handler`] (calling async fns with extracted arguments), [`registry`] (what the macros
+//! register) and, with the `testing` feature, `testing` (real nats-server processes for tests).
+//!
+//! Handlers in a library crate of yours are linked into the service only if the service names
+//! that crate: add `use my_handlers as _;` to the binary.
 
 #![warn(missing_docs)]
 
