@@ -188,33 +188,26 @@ impl App {
         let subscribers = prepare(&registry, &app)?;
         log_registry(&registry);
 
-        run_hooks(&registry, HookStage::OnStartup, &app).await?;
-        app.broker.connect().await?;
+        // A shutdown requested while starting (say, during connect retries) is honoured at once.
         let cancel = CancellationToken::new();
-        let started = async {
-            let buckets = declare_buckets(&app.broker, &subscribers).await?;
-            start_watches(
-                &app.broker,
-                subscribers,
-                &buckets,
-                self.handler_timeout,
-                &cancel,
-            )
-            .await
-        };
-        let watches = match started.await {
-            Ok(watches) => watches,
-            Err(error) => {
-                // Connected but not started: close the connection before reporting.
+        let mut shutdown = std::pin::pin!(shutdown);
+        let startup = start(
+            &registry,
+            &app,
+            subscribers,
+            self.handler_timeout,
+            self.shutdown_timeout,
+            &cancel,
+        );
+        let watches = tokio::select! {
+            started = startup => started?,
+            () = &mut shutdown => {
+                tracing::info!("shutdown requested during start-up; stopping");
+                cancel.cancel();
                 app.broker.drain().await;
-                return Err(error);
+                return Ok(());
             }
         };
-        if let Err(error) = run_hooks(&registry, HookStage::AfterStartup, &app).await {
-            stop_watches(watches, &cancel, self.shutdown_timeout).await;
-            app.broker.drain().await;
-            return Err(error);
-        }
         tracing::info!("application started; waiting for the shutdown signal");
 
         shutdown.await;
@@ -226,6 +219,38 @@ impl App {
         tracing::info!("application stopped");
         on_shutdown.and(after_shutdown)
     }
+}
+
+/// on_startup hooks -> connect -> declare buckets -> start watches -> after_startup hooks. On a
+/// failure, whatever had started is stopped and the connection closed before the error returns.
+async fn start(
+    registry: &Registry,
+    app: &AppContext,
+    subscribers: Vec<Prepared>,
+    handler_timeout: Option<Duration>,
+    shutdown_timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<Vec<RunningWatch>> {
+    run_hooks(registry, HookStage::OnStartup, app).await?;
+    app.broker.connect().await?;
+    let started = async {
+        let buckets = declare_buckets(&app.broker, &subscribers).await?;
+        start_watches(&app.broker, subscribers, &buckets, handler_timeout, cancel).await
+    };
+    let watches = match started.await {
+        Ok(watches) => watches,
+        Err(error) => {
+            // Connected but not started: close the connection before reporting.
+            app.broker.drain().await;
+            return Err(error);
+        }
+    };
+    if let Err(error) = run_hooks(registry, HookStage::AfterStartup, app).await {
+        stop_watches(watches, cancel, shutdown_timeout).await;
+        app.broker.drain().await;
+        return Err(error);
+    }
+    Ok(watches)
 }
 
 /// A subscriber whose settings passed every check.

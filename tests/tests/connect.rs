@@ -71,3 +71,28 @@ async fn a_server_that_appears_within_the_limit_is_used() -> anyhow::Result<()> 
     running.await??;
     Ok(())
 }
+
+#[tokio::test]
+async fn shutdown_during_connect_retries_stops_at_once() -> anyhow::Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let broker = NatsBroker::new(format!("nats://127.0.0.1:{port}"))
+        .connect_timeout(Duration::from_secs(60));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(App::new(broker).without_registered().run_until(async {
+        let _ = stopped.await;
+    }));
+    // Let it get into its retries, then ask it to stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    let _ = stop.send(());
+    let result = tokio::time::timeout(Duration::from_secs(10), running).await??;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
+    Ok(())
+}
