@@ -5,7 +5,6 @@ mod common;
 
 use anyhow::Context as _;
 use common::{on_each_server, Recorder, RunningApp};
-use faststream_core::testing::NatsServer;
 use faststream_core::{App, Error, NatsBroker};
 
 mod ordered {
@@ -102,14 +101,6 @@ mod failing_after_startup {
     async fn watcher(_msg: String) {}
 }
 
-/// Client connections the server has accepted since it started (the harness's readiness probe
-/// counts too, hence comparisons with a baseline).
-async fn total_connections(server: &NatsServer) -> anyhow::Result<u64> {
-    server.varz().await?["total_connections"]
-        .as_u64()
-        .context("varz without total_connections")
-}
-
 #[tokio::test]
 async fn failing_after_startup_hook_stops_everything() -> anyhow::Result<()> {
     on_each_server(|server| async move {
@@ -143,7 +134,7 @@ async fn panicking_on_startup_hook_fails_before_connecting() -> anyhow::Result<(
     on_each_server(|server| async move {
         let app = App::new(NatsBroker::new(server.url()))
             .only_module(concat!(module_path!(), "::panicking_on_startup"));
-        let connections_before = total_connections(&server).await?;
+        let connections_before = common::total_connections(&server).await?;
         let error = common::startup_error(app).await?;
         assert_eq!(
             error.to_string(),
@@ -151,7 +142,7 @@ async fn panicking_on_startup_hook_fails_before_connecting() -> anyhow::Result<(
              panicked: config file missing"
         );
         assert_eq!(
-            total_connections(&server).await?,
+            common::total_connections(&server).await?,
             connections_before,
             "it connected"
         );
@@ -175,7 +166,7 @@ async fn missing_state_is_reported_before_connecting() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         let app = App::new(NatsBroker::new(server.url()))
             .only_module(concat!(module_path!(), "::missing_state"));
-        let connections_before = total_connections(&server).await?;
+        let connections_before = common::total_connections(&server).await?;
         let error = common::startup_error(app).await?;
         let Error::Setup { problems } = &error else {
             anyhow::bail!("expected a setup error, got {error:?}");
@@ -192,7 +183,7 @@ async fn missing_state_is_reported_before_connecting() -> anyhow::Result<()> {
              give it with `App::with_state`"
         );
         assert_eq!(
-            total_connections(&server).await?,
+            common::total_connections(&server).await?,
             connections_before,
             "it connected"
         );

@@ -165,7 +165,7 @@ async fn inactive_threshold_and_timeout_reach_the_server_consumer() -> anyhow::R
 async fn contradictory_and_out_of_range_options_are_rejected_before_connecting(
 ) -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let connections_before = server.varz().await?["total_connections"].as_u64();
+        let connections_before = common::total_connections(&server).await?;
         let events = Recorder::default();
         let app = recording_app(
             &server,
@@ -195,7 +195,7 @@ async fn contradictory_and_out_of_range_options_are_rejected_before_connecting(
             problems[1].contains("`timeout` must be at least 200ms"),
             "{problems:?}"
         );
-        let connections_after = server.varz().await?["total_connections"].as_u64();
+        let connections_after = common::total_connections(&server).await?;
         assert_eq!(connections_before, connections_after, "it connected");
         Ok(())
     })

@@ -233,3 +233,11 @@ pub async fn wait_for_no_connections(server: &NatsServer) -> anyhow::Result<()> 
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Client connections the server has accepted since it started (the harness's readiness probe
+/// counts too, hence comparisons with a baseline).
+pub async fn total_connections(server: &NatsServer) -> anyhow::Result<u64> {
+    server.varz().await?["total_connections"]
+        .as_u64()
+        .context("varz without total_connections")
+}
