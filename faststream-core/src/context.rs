@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use faststream_names::KeyPattern;
+use faststream_rules::KeyPattern;
 
 use crate::state::StateMap;
 use crate::NatsBroker;

@@ -34,7 +34,7 @@ pub enum Error {
 
     /// A bucket name, key or pattern breaks the NATS Key-Value naming rules.
     #[error(transparent)]
-    InvalidName(#[from] faststream_names::NameError),
+    InvalidName(#[from] faststream_rules::NameError),
 
     /// A bucket configuration value is out of range; no request was made.
     #[error("invalid configuration for bucket `{bucket}`: {reason}")]
@@ -103,7 +103,7 @@ pub enum Error {
         operation: &'static str,
         /// The key.
         key: String,
-        /// The reason: a `faststream_names::NameError` for an invalid key, else the async-nats
+        /// The reason: a `faststream_rules::NameError` for an invalid key, else the async-nats
         /// error (downcast it to, e.g., `async_nats::jetstream::kv::CreateError` for its kind).
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,

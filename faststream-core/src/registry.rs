@@ -6,7 +6,8 @@
 //! lost: name it once with `use my_handlers as _;` in the binary.
 
 use std::borrow::Cow;
-use std::fmt;
+
+pub use faststream_rules::HookStage;
 
 use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, BoxedHook};
@@ -49,37 +50,6 @@ pub struct HookRegistration {
 
 inventory::collect!(SubscriberRegistration);
 inventory::collect!(HookRegistration);
-
-/// The four moments of an app's life a hook can run at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum HookStage {
-    /// Before connecting to NATS.
-    OnStartup,
-    /// After every watch has started.
-    AfterStartup,
-    /// On the shutdown signal, while the connection and the watches are still up.
-    OnShutdown,
-    /// After the watches stopped and the connection was drained.
-    AfterShutdown,
-}
-
-impl HookStage {
-    /// The attribute's name: `on_startup`, `after_startup`, `on_shutdown`, `after_shutdown`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookStage::OnStartup => "on_startup",
-            HookStage::AfterStartup => "after_startup",
-            HookStage::OnShutdown => "on_shutdown",
-            HookStage::AfterShutdown => "after_shutdown",
-        }
-    }
-}
-
-impl fmt::Display for HookStage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A subscriber ready to be started.
 pub(crate) struct SubscriberSpec {

@@ -9,36 +9,7 @@ use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, UnOp};
 use crate::options::{self, Errors, Known};
 use crate::signature::{self, HandlerFn};
 
-/// When a hook runs; mirrors `faststream_core::__private::HookStage`.
-#[derive(Clone, Copy)]
-pub(crate) enum Stage {
-    OnStartup,
-    AfterStartup,
-    OnShutdown,
-    AfterShutdown,
-}
-
-impl Stage {
-    /// The attribute's name, for messages.
-    fn attr(self) -> &'static str {
-        match self {
-            Self::OnStartup => "on_startup",
-            Self::AfterStartup => "after_startup",
-            Self::OnShutdown => "on_shutdown",
-            Self::AfterShutdown => "after_shutdown",
-        }
-    }
-
-    fn variant(self) -> Ident {
-        let name = match self {
-            Self::OnStartup => "OnStartup",
-            Self::AfterStartup => "AfterStartup",
-            Self::OnShutdown => "OnShutdown",
-            Self::AfterShutdown => "AfterShutdown",
-        };
-        Ident::new(name, Span::call_site())
-    }
-}
+pub(crate) use faststream_rules::HookStage as Stage;
 
 const KNOWN: [Known; 1] = [Known {
     name: "order",
@@ -50,11 +21,11 @@ const ORDER_NOT_INTEGER: &str =
 
 pub(crate) fn expand(stage: Stage, args: TokenStream, item: TokenStream) -> TokenStream {
     let generated = generate(stage, args, item.clone());
-    signature::emit(stage.attr(), item, generated)
+    signature::emit(stage.as_str(), item, generated)
 }
 
 fn generate(stage: Stage, args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let attr = stage.attr();
+    let attr = stage.as_str();
     let mut errors = Errors::default();
     let order = errors
         .ok(options::parse_list.parse2(args))
@@ -118,7 +89,7 @@ fn parse_order(expr: &Expr) -> syn::Result<i32> {
 
 fn registration(stage: Stage, order: i32, handler: &HandlerFn) -> TokenStream {
     let boxed = signature::constructor(&handler.sig, "hook");
-    let variant = stage.variant();
+    let variant = Ident::new(stage.variant_name(), Span::call_site());
     signature::submit(
         handler,
         quote!(HookRegistration),

@@ -6,7 +6,7 @@
 //! Each macro leaves the function as written (it stays callable) and adds, next to it, a
 //! registration collected at start-up. The registration spells out each argument type and the
 //! return type, so a wrong type is reported once, at that type. Names written as literals are checked
-//! at compile time with the same rules as at run time (`faststream-names`).
+//! at compile time with the same rules as at run time (`faststream-rules`).
 //!
 //! On an error the function is still emitted unchanged, together with the errors, so the rest of
 //! the crate keeps compiling and rust-analyzer keeps working.

@@ -141,7 +141,7 @@ fn impl_traits(ty: &syn::Type) -> Vec<&TypeImplTrait> {
 
 /// The most arguments a handler or hook may take (`handler0` to `handler12` in
 /// `faststream_core::__private`).
-pub(crate) const MAX_ARGS: usize = 12;
+use faststream_rules::MAX_HANDLER_ARGS as MAX_ARGS;
 
 /// `::faststream_core::__private::<prefix>N::<A1, .., AN, Out, _, _>(ident)`: boxes the function,
 /// with each argument type and the return type (`()` when there is none) spelled out as written.

@@ -30,8 +30,7 @@ const KNOWN: [Known; 2] = [
     },
 ];
 
-/// The most handler calls one subscriber may run at once.
-const MAX_WORKERS: u32 = 4096;
+use faststream_rules::MAX_WORKERS;
 
 /// The arguments as written: an optional leading key, then `name = value` options.
 struct Args {
@@ -129,7 +128,7 @@ fn parse_max_workers(expr: &Expr) -> syn::Result<LitInt> {
     else {
         return Err(syn::Error::new_spanned(expr, message));
     };
-    match lit.base10_parse::<u32>() {
+    match lit.base10_parse::<usize>() {
         Ok(workers) if (1..=MAX_WORKERS).contains(&workers) && lit.suffix().is_empty() => {
             Ok(LitInt::new(&format!("{workers}usize"), lit.span()))
         }
@@ -144,7 +143,7 @@ fn key_literal(expr: &Expr) -> syn::Result<LitStr> {
             lit: Lit::Str(lit), ..
         }) => {
             let key = lit.value();
-            faststream_names::KeyPattern::parse(&key)
+            faststream_rules::KeyPattern::parse(&key)
                 .map_err(|error| syn::Error::new(lit.span(), error))?;
             // A fresh literal: same text and span, without a suffix or raw-string quirks.
             Ok(LitStr::new(&key, lit.span()))
@@ -168,7 +167,7 @@ fn kv_watch_closure(
     }) = options::peel(&expr)
     {
         let bucket = lit.value();
-        faststream_names::validate_bucket(&bucket)
+        faststream_rules::validate_bucket(&bucket)
             .map_err(|error| syn::Error::new(lit.span(), error))?;
         let lit = LitStr::new(&bucket, lit.span());
         quote!(::faststream_core::KvWatch::new(#lit))

@@ -321,7 +321,7 @@ impl NatsBroker {
     /// # }
     /// ```
     pub async fn kv_watch(&self, pattern: &str, options: KvWatch) -> Result<KvWatcher> {
-        let key_pattern = faststream_names::KeyPattern::parse(pattern)?;
+        let key_pattern = faststream_rules::KeyPattern::parse(pattern)?;
         options.validate().map_err(|problem| Error::Setup {
             problems: vec![format!("watch of `{pattern}`: {problem}")],
         })?;

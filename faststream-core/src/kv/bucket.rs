@@ -142,7 +142,7 @@ impl BucketConfig {
 
     /// Checks names and ranges without contacting the server.
     pub fn validate(&self) -> Result<()> {
-        faststream_names::validate_bucket(&self.bucket)?;
+        faststream_rules::validate_bucket(&self.bucket)?;
         let invalid = |reason: String| {
             Err(Error::InvalidBucketConfig {
                 bucket: self.bucket.clone(),
@@ -310,7 +310,7 @@ pub(crate) async fn lookup(
     jetstream: &jetstream::Context,
     bucket: &str,
 ) -> Result<Option<DeclaredBucket>> {
-    faststream_names::validate_bucket(bucket)?;
+    faststream_rules::validate_bucket(bucket)?;
     match jetstream.get_stream(stream_name(bucket)).await {
         Ok(stream) => {
             let declared = DeclaredBucket::from_stream(bucket, stream);

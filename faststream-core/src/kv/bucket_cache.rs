@@ -38,7 +38,7 @@ impl BucketCache {
         if let Declare::Exactly(config) = declare {
             config.validate()?;
         } else {
-            faststream_names::validate_bucket(bucket)?;
+            faststream_rules::validate_bucket(bucket)?;
         }
         let mut buckets = self.buckets.lock().await;
         if let Some(declared) = buckets.get(bucket) {

@@ -46,7 +46,7 @@ impl KeyValue {
     }
 
     fn check(&self, operation: &'static str, key: &str) -> Result<()> {
-        faststream_names::validate_key(key).map_err(self.failed(operation, key))
+        faststream_rules::validate_key(key).map_err(self.failed(operation, key))
     }
 
     fn failed<'a, E>(

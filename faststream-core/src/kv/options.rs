@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+pub use faststream_rules::MAX_WORKERS;
+
 /// The default [`KvWatch::timeout`].
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default [`KvWatch::inactive_threshold`].
@@ -39,9 +41,6 @@ pub struct KvWatch {
     timeout: Duration,
     max_workers: usize,
 }
-
-/// The most handler calls one subscriber may run at once.
-pub const MAX_WORKERS: usize = 4096;
 
 /// Where a new watch starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +198,7 @@ impl KvWatch {
     /// Checks the settings without contacting the server; every problem, one sentence each.
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
-        if let Err(error) = faststream_names::validate_bucket(&self.bucket) {
+        if let Err(error) = faststream_rules::validate_bucket(&self.bucket) {
             problems.push(error.to_string());
         }
         if self.include_history && self.updates_only {

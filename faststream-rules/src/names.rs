@@ -1,17 +1,8 @@
-//! NATS Key-Value naming rules, in one place.
-//!
-//! `faststream-macros` applies them at compile time to the literals a user writes in
-//! `#[subscriber("key", kv_watch = "bucket")]`; `faststream-core` applies the same functions at
-//! run time to names built from expressions. Keeping both on one implementation means a name the
-//! compiler accepted is never rejected at start-up, and the other way round.
-//!
-//! The rules (ADR-8):
+//! NATS Key-Value naming rules (ADR-8):
 //! - a bucket name is one or more of `A-Z a-z 0-9 _ -`;
 //! - a key is one or more `.`-separated tokens of `A-Z a-z 0-9 - / _ =`, no empty token;
 //! - a watch pattern is a key whose tokens may also be `*` (any one token), `>` (the rest, last
 //!   token only) or `{name}` (a named path parameter, watched as `*`).
-
-#![forbid(unsafe_code)]
 
 use std::fmt;
 
@@ -46,8 +37,8 @@ fn is_key_char(c: char) -> bool {
 /// Checks a bucket name: one or more of `A-Z a-z 0-9 _ -`.
 ///
 /// ```
-/// assert!(faststream_names::validate_bucket("user_profiles-v2").is_ok());
-/// assert!(faststream_names::validate_bucket("my.bucket").is_err());
+/// assert!(faststream_rules::validate_bucket("user_profiles-v2").is_ok());
+/// assert!(faststream_rules::validate_bucket("my.bucket").is_err());
 /// ```
 pub fn validate_bucket(bucket: &str) -> Result<(), NameError> {
     if bucket.is_empty() {
@@ -67,8 +58,8 @@ pub fn validate_bucket(bucket: &str) -> Result<(), NameError> {
 /// Checks a concrete key (no wildcards, no placeholders), as given to `put` or `get`.
 ///
 /// ```
-/// assert!(faststream_names::validate_key("users.42/profile=x").is_ok());
-/// assert!(faststream_names::validate_key("users.*").is_err());
+/// assert!(faststream_rules::validate_key("users.42/profile=x").is_ok());
+/// assert!(faststream_rules::validate_key("users.*").is_err());
 /// ```
 pub fn validate_key(key: &str) -> Result<(), NameError> {
     for (index, token) in tokens(key, "key")? {
@@ -124,10 +115,10 @@ impl KeyPattern {
     /// Parses and checks a watch pattern such as `users.{id}.profile`, `audit.>` or `config`.
     ///
     /// ```
-    /// let pattern = faststream_names::KeyPattern::parse("users.{id}.*").unwrap();
+    /// let pattern = faststream_rules::KeyPattern::parse("users.{id}.*").unwrap();
     /// assert_eq!(pattern.filter(), "users.*.*");
     /// assert_eq!(pattern.params()[0].name, "id");
-    /// assert!(faststream_names::KeyPattern::parse("a.>.b").is_err());
+    /// assert!(faststream_rules::KeyPattern::parse("a.>.b").is_err());
     /// ```
     pub fn parse(pattern: &str) -> Result<Self, NameError> {
         let count = pattern.split('.').count();

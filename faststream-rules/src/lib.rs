@@ -1,0 +1,19 @@
+//! What `faststream-macros` (at compile time) and `faststream-core` (at run time) must agree on,
+//! in one place: the NATS Key-Value naming rules, the limits of a handler, and the hook stages.
+//!
+//! The macros check the literals a user writes in `#[subscriber("key", kv_watch = "bucket")]`
+//! with the same functions the runtime applies to names built from expressions, so a name the
+//! compiler accepted is never rejected at start-up, and the other way round. The same goes for
+//! the largest `max_workers` and the most arguments a handler may take: the macro's error and
+//! the runtime's check quote the one constant.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod limits;
+mod names;
+mod stage;
+
+pub use limits::{MAX_HANDLER_ARGS, MAX_WORKERS};
+pub use names::{validate_bucket, validate_key, KeyPattern, NameError, PathParam};
+pub use stage::HookStage;
