@@ -3,28 +3,23 @@
 //! (in-flight handlers finish, bounded) -> drain the connection -> after_shutdown hooks.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use faststream_rules::KeyPattern;
-use futures_util::FutureExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::{NatsBroker, Watcher};
 use crate::context::{AppContext, SubscriberContext};
-use crate::error::{Error, Result};
-use crate::handler::{BoxedHandler, BoxedHook, Handler, HandlerError, Hook};
-use crate::kv::bucket::error_chain;
-use crate::kv::watch::{panic_message, Dispatcher, WatchLoop};
-use crate::kv::watcher::KvWatcher;
-use crate::kv::{KeyValue, KvWatch};
+use crate::dispatch::{Dispatcher, WatchLoop};
+use crate::error::{chain, Error, Result};
+use crate::handler::{call_catching_panics, BoxedHandler, BoxedHook, Handler, Hook};
+use crate::kv::options::KvWatch;
 use crate::registry::{HookSpec, HookStage, Registry, Scope, SubscriberSpec};
 use crate::signal::ShutdownSignals;
 use crate::state::StateMap;
-use crate::NatsBroker;
 
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -44,15 +39,25 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// Hooks of one kind run by ascending `order` (`#[after_startup(order = -1)]`, default 0), then
 /// by path (`crate::module::fn_name`), so the order is the same on every run.
+#[derive(Debug)]
 pub struct App {
     broker: NatsBroker,
     state: StateMap,
     scope: Scope,
     subscribers: Vec<SubscriberSpec>,
     hooks: Vec<HookSpec>,
-    shutdown_timeout: Duration,
-    handler_timeout: Option<Duration>,
+    timeouts: Timeouts,
     default_logging: bool,
+}
+
+/// How long the parts of a running app may take.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// How long shutdown waits for in-flight handlers (and a failed start-up for the watches
+    /// it had started).
+    shutdown: Duration,
+    /// How long one handler call may run; `None`: no limit.
+    handler: Option<Duration>,
 }
 
 impl App {
@@ -64,8 +69,10 @@ impl App {
             scope: Scope::All,
             subscribers: Vec::new(),
             hooks: Vec::new(),
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-            handler_timeout: None,
+            timeouts: Timeouts {
+                shutdown: DEFAULT_SHUTDOWN_TIMEOUT,
+                handler: None,
+            },
             default_logging: true,
         }
     }
@@ -81,7 +88,7 @@ impl App {
     /// How long shutdown waits for in-flight handlers before abandoning them (default 10 s).
     #[must_use]
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+        self.timeouts.shutdown = timeout;
         self
     }
 
@@ -89,7 +96,7 @@ impl App {
     /// the next entry is handled. Default: no limit.
     #[must_use]
     pub fn handler_timeout(mut self, timeout: Duration) -> Self {
-        self.handler_timeout = Some(timeout);
+        self.timeouts.handler = Some(timeout);
         self
     }
 
@@ -181,30 +188,26 @@ impl App {
             crate::logging::init_default();
         }
         let registry = Registry::collect(&self.scope, self.subscribers, self.hooks)?;
-        let app = AppContext {
-            broker: self.broker,
-            state: Arc::new(self.state),
+        let runtime = Runtime {
+            app: AppContext {
+                broker: self.broker,
+                state: Arc::new(self.state),
+            },
+            registry,
+            timeouts: self.timeouts,
+            cancel: CancellationToken::new(),
         };
-        let subscribers = prepare(&registry, &app)?;
-        log_registry(&registry);
+        let subscribers = runtime.prepare()?;
+        runtime.log_registry();
 
         // A shutdown requested while starting (say, during connect retries) is honoured at once.
-        let cancel = CancellationToken::new();
         let mut shutdown = std::pin::pin!(shutdown);
-        let startup = start(
-            &registry,
-            &app,
-            subscribers,
-            self.handler_timeout,
-            self.shutdown_timeout,
-            &cancel,
-        );
         let watches = tokio::select! {
-            started = startup => started?,
+            started = runtime.start(subscribers) => started?,
             () = &mut shutdown => {
                 tracing::info!("shutdown requested during start-up; stopping");
-                cancel.cancel();
-                app.broker.drain().await;
+                runtime.cancel.cancel();
+                runtime.app.broker.drain().await;
                 return Ok(());
             }
         };
@@ -212,45 +215,22 @@ impl App {
 
         shutdown.await;
 
-        let on_shutdown = run_hooks(&registry, HookStage::OnShutdown, &app).await;
-        stop_watches(watches, &cancel, self.shutdown_timeout).await;
-        app.broker.drain().await;
-        let after_shutdown = run_hooks(&registry, HookStage::AfterShutdown, &app).await;
+        let on_shutdown = runtime.run_hooks(HookStage::OnShutdown).await;
+        runtime.stop_watches(watches).await;
+        runtime.app.broker.drain().await;
+        let after_shutdown = runtime.run_hooks(HookStage::AfterShutdown).await;
         tracing::info!("application stopped");
         on_shutdown.and(after_shutdown)
     }
 }
 
-/// on_startup hooks -> connect -> declare buckets -> start watches -> after_startup hooks. On a
-/// failure, whatever had started is stopped and the connection closed before the error returns.
-async fn start(
-    registry: &Registry,
-    app: &AppContext,
-    subscribers: Vec<Prepared>,
-    handler_timeout: Option<Duration>,
-    shutdown_timeout: Duration,
-    cancel: &CancellationToken,
-) -> Result<Vec<RunningWatch>> {
-    run_hooks(registry, HookStage::OnStartup, app).await?;
-    app.broker.connect().await?;
-    let started = async {
-        let buckets = declare_buckets(&app.broker, &subscribers).await?;
-        start_watches(&app.broker, subscribers, &buckets, handler_timeout, cancel).await
-    };
-    let watches = match started.await {
-        Ok(watches) => watches,
-        Err(error) => {
-            // Connected but not started: close the connection before reporting.
-            app.broker.drain().await;
-            return Err(error);
-        }
-    };
-    if let Err(error) = run_hooks(registry, HookStage::AfterStartup, app).await {
-        stop_watches(watches, cancel, shutdown_timeout).await;
-        app.broker.drain().await;
-        return Err(error);
-    }
-    Ok(watches)
+/// Everything a running app holds, built once by [`App::run_until`] and used by each stage.
+struct Runtime {
+    app: AppContext,
+    registry: Registry,
+    timeouts: Timeouts,
+    /// Fired to stop the watch loops.
+    cancel: CancellationToken,
 }
 
 /// A subscriber whose settings passed every check.
@@ -260,198 +240,202 @@ struct Prepared {
     handler: BoxedHandler,
 }
 
-/// Checks every subscriber and hook before connecting; all problems are reported together.
-fn prepare(registry: &Registry, app: &AppContext) -> Result<Vec<Prepared>> {
-    let mut problems = Vec::new();
-    let mut prepared = Vec::new();
-    for spec in &registry.subscribers {
-        let at = spec
-            .location
-            .map(|(file, line)| format!(" ({file}:{line})"))
-            .unwrap_or_default();
-        let mut fail = |problem: String| {
-            problems.push(format!("subscriber `{}`{at}: {problem}", spec.name));
-        };
-        if let Err(error) = spec.kv_watch.validate() {
-            fail(error.to_string());
-        }
-        let pattern = match KeyPattern::parse(&spec.key) {
-            Ok(pattern) => pattern,
-            Err(error) => {
-                fail(error.to_string());
-                continue;
-            }
-        };
-        let context = SubscriberContext {
-            app: app.clone(),
-            name: Arc::from(&*spec.name),
-            pattern,
-        };
-        for problem in spec.handler.check(&context) {
-            fail(problem);
-        }
-        prepared.push(Prepared {
-            kv_watch: spec.kv_watch.clone(),
-            context: Arc::new(context),
-            handler: spec.handler.clone(),
-        });
-    }
-    for hook in &registry.hooks {
-        for problem in hook.hook.check(app) {
-            problems.push(format!("{} hook `{}`: {problem}", hook.stage, hook.name));
-        }
-    }
-    if problems.is_empty() {
-        Ok(prepared)
-    } else {
-        Err(Error::Setup { problems })
-    }
-}
-
-fn log_registry(registry: &Registry) {
-    tracing::info!(
-        subscribers = registry.subscribers.len(),
-        hooks = registry.hooks.len(),
-        "found {} subscriber(s) and {} hook(s)",
-        registry.subscribers.len(),
-        registry.hooks.len()
-    );
-    for spec in &registry.subscribers {
-        tracing::info!(
-            subscriber = %spec.name,
-            bucket = spec.kv_watch.bucket(),
-            key = %spec.key,
-            declare = spec.kv_watch.declares(),
-            "subscriber watches `{}` in bucket `{}`",
-            spec.key,
-            spec.kv_watch.bucket()
-        );
-    }
-    for hook in &registry.hooks {
-        tracing::info!(hook = %hook.name, stage = %hook.stage, order = hook.order, "hook");
-    }
-}
-
-/// Runs the hooks of one stage in order. Start-up stages stop at the first failure; shutdown
-/// stages run every hook and report the first failure.
-async fn run_hooks(registry: &Registry, stage: HookStage, app: &AppContext) -> Result<()> {
-    let stop_at_first = matches!(stage, HookStage::OnStartup | HookStage::AfterStartup);
-    let mut first_error = None;
-    for hook in registry.hooks(stage) {
-        tracing::debug!(hook = %hook.name, "running {stage} hook");
-        let reason = match AssertUnwindSafe(hook.hook.call(app.clone()))
-            .catch_unwind()
-            .await
-        {
-            Ok(Ok(())) => continue,
-            Ok(Err(HandlerError::Rejected(rejection))) => rejection.to_string(),
-            Ok(Err(HandlerError::Failed(error))) => format!("{error:#}"),
-            Err(panic) => format!("panicked: {}", panic_message(&*panic)),
-        };
-        tracing::error!(hook = %hook.name, %reason, "{stage} hook failed");
-        let error = Error::Hook {
-            stage: stage.as_str(),
-            hook: hook.name.to_string(),
-            reason,
-        };
-        if stop_at_first {
-            return Err(error);
-        }
-        first_error.get_or_insert(error);
-    }
-    first_error.map_or(Ok(()), Err)
-}
-
-/// Declares each bucket once: created if any of its subscribers declares it, else looked up.
-async fn declare_buckets(
-    broker: &NatsBroker,
-    subscribers: &[Prepared],
-) -> Result<BTreeMap<String, KeyValue>> {
-    let mut declares: BTreeMap<&str, bool> = BTreeMap::new();
-    for subscriber in subscribers {
-        *declares.entry(subscriber.kv_watch.bucket()).or_default() |=
-            subscriber.kv_watch.declares();
-    }
-    let mut buckets = BTreeMap::new();
-    for (bucket, declare) in declares {
-        let store = if declare {
-            broker.key_value(bucket).await?
-        } else {
-            broker.lookup_key_value(bucket).await?
-        };
-        buckets.insert(bucket.to_owned(), store);
-    }
-    Ok(buckets)
-}
-
+/// A started watch loop, by subscriber name.
 type RunningWatch = (Arc<str>, JoinHandle<()>);
 
-/// Creates every watch, then spawns its loop. If one cannot be created, the ones already
-/// running are stopped and the error names the subscriber.
-async fn start_watches(
-    broker: &NatsBroker,
-    subscribers: Vec<Prepared>,
-    buckets: &BTreeMap<String, KeyValue>,
-    handler_timeout: Option<Duration>,
-    cancel: &CancellationToken,
-) -> Result<Vec<RunningWatch>> {
-    let mut running = Vec::with_capacity(subscribers.len());
-    for subscriber in subscribers {
-        let bucket = subscriber.kv_watch.bucket();
-        let store = buckets.get(bucket).ok_or_else(|| Error::BucketNotFound {
-            bucket: bucket.to_owned(),
-        })?;
-        let name = Arc::clone(&subscriber.context.name);
-        let watcher = KvWatcher::start(
-            broker,
-            store,
-            subscriber.context.pattern.filter(),
-            subscriber.kv_watch.clone(),
-            format!("faststream subscriber {name}"),
-        )
-        .await;
-        let watcher = match watcher {
-            Ok(watcher) => watcher,
-            Err(reason) => {
-                stop_watches(running, cancel, Duration::from_secs(1)).await;
-                return Err(Error::Watch {
-                    watcher: format!("subscriber `{name}`"),
-                    bucket: bucket.to_owned(),
-                    key: subscriber.context.pattern().to_owned(),
-                    reason,
-                });
+impl Runtime {
+    /// Checks every subscriber and hook before connecting; all problems are reported together.
+    fn prepare(&self) -> Result<Vec<Prepared>> {
+        let mut problems = Vec::new();
+        let mut prepared = Vec::new();
+        for spec in &self.registry.subscribers {
+            let at = spec
+                .location
+                .map(|(file, line)| format!(" ({file}:{line})"))
+                .unwrap_or_default();
+            let mut fail = |problem: String| {
+                problems.push(format!("subscriber `{}`{at}: {problem}", spec.name));
+            };
+            let watch_problems = spec.kv_watch.problems();
+            if !watch_problems.is_empty() {
+                fail(watch_problems.join("; "));
             }
-        };
-        let watch_loop = WatchLoop {
-            max_workers: subscriber.kv_watch.max_workers_value(),
-            dispatcher: Dispatcher {
-                context: subscriber.context,
-                handler: subscriber.handler,
-                handler_timeout,
-            },
-            watcher,
-        };
-        let handle = tokio::spawn(watch_loop.run(cancel.clone()));
-        running.push((name, handle));
+            let pattern = match KeyPattern::parse(&spec.key) {
+                Ok(pattern) => pattern,
+                Err(error) => {
+                    fail(error.to_string());
+                    continue;
+                }
+            };
+            let context = SubscriberContext {
+                app: self.app.clone(),
+                name: Arc::from(&*spec.name),
+                pattern,
+            };
+            for problem in spec.handler.check(&context) {
+                fail(problem);
+            }
+            prepared.push(Prepared {
+                kv_watch: spec.kv_watch.clone(),
+                context: Arc::new(context),
+                handler: spec.handler.clone(),
+            });
+        }
+        for hook in &self.registry.hooks {
+            for problem in hook.hook.check(&self.app) {
+                problems.push(format!("{} hook `{}`: {problem}", hook.stage, hook.name));
+            }
+        }
+        if problems.is_empty() {
+            Ok(prepared)
+        } else {
+            Err(Error::Setup { problems })
+        }
     }
-    Ok(running)
-}
 
-/// Stops every watch loop: no new entry is started; the handlers in flight get until `timeout`
-/// to finish, and are abandoned after it with a log line naming the subscriber.
-async fn stop_watches(watches: Vec<RunningWatch>, cancel: &CancellationToken, timeout: Duration) {
-    cancel.cancel();
-    let deadline = tokio::time::Instant::now() + timeout;
-    for (name, mut handle) in watches {
-        match tokio::time::timeout_at(deadline, &mut handle).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::error!(subscriber = %name, error = %error_chain(&error), "watch loop failed");
+    fn log_registry(&self) {
+        let registry = &self.registry;
+        tracing::info!(
+            subscribers = registry.subscribers.len(),
+            hooks = registry.hooks.len(),
+            "found {} subscriber(s) and {} hook(s)",
+            registry.subscribers.len(),
+            registry.hooks.len()
+        );
+        for spec in &registry.subscribers {
+            tracing::info!(
+                subscriber = %spec.name,
+                bucket = spec.kv_watch.bucket(),
+                key = %spec.key,
+                declare = spec.kv_watch.declares(),
+                "subscriber watches `{}` in bucket `{}`",
+                spec.key,
+                spec.kv_watch.bucket()
+            );
+        }
+        for hook in &registry.hooks {
+            tracing::info!(hook = %hook.name, stage = %hook.stage, order = hook.order, "hook");
+        }
+    }
+
+    /// on_startup hooks -> connect -> declare buckets -> start watches -> after_startup hooks.
+    /// On a failure, whatever had started is stopped and the connection closed before the
+    /// error returns.
+    async fn start(&self, subscribers: Vec<Prepared>) -> Result<Vec<RunningWatch>> {
+        self.run_hooks(HookStage::OnStartup).await?;
+        self.app.broker.connect().await?;
+        let started = async {
+            self.declare_buckets(&subscribers).await?;
+            self.start_watches(subscribers).await
+        };
+        let watches = match started.await {
+            Ok(watches) => watches,
+            Err(error) => {
+                // Connected but not started: close the connection before reporting.
+                self.app.broker.drain().await;
+                return Err(error);
             }
-            Err(_) => {
-                tracing::warn!(subscriber = %name, ?timeout,
-                    "handler still running at the shutdown timeout; abandoning it");
-                handle.abort();
+        };
+        if let Err(error) = self.run_hooks(HookStage::AfterStartup).await {
+            self.stop_watches(watches).await;
+            self.app.broker.drain().await;
+            return Err(error);
+        }
+        Ok(watches)
+    }
+
+    /// Runs the hooks of one stage in order. Start-up stages stop at the first failure;
+    /// shutdown stages run every hook and report the first failure.
+    async fn run_hooks(&self, stage: HookStage) -> Result<()> {
+        let mut first_error = None;
+        for hook in self.registry.hooks(stage) {
+            tracing::debug!(hook = %hook.name, "running {stage} hook");
+            let Err(source) = call_catching_panics(|| hook.hook.call(self.app.clone())).await
+            else {
+                continue;
+            };
+            let error = Error::Hook {
+                stage,
+                hook: hook.name.to_string(),
+                source,
+            };
+            tracing::error!(hook = %hook.name, error = %chain(&error), "{stage} hook failed");
+            if stage.is_startup() {
+                return Err(error);
+            }
+            first_error.get_or_insert(error);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Makes sure every watched bucket exists before any watch starts. Subscribers that
+    /// declare go first, so a bucket is created if any of its subscribers declares it, and
+    /// those that only look a bucket up then find it in the broker's cache.
+    async fn declare_buckets(&self, subscribers: &[Prepared]) -> Result<()> {
+        let (declaring, looking_up): (Vec<_>, Vec<_>) = subscribers
+            .iter()
+            .partition(|subscriber| subscriber.kv_watch.declares());
+        for subscriber in declaring.into_iter().chain(looking_up) {
+            self.app.broker.watched_bucket(&subscriber.kv_watch).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates every watch, then spawns its loop. If one cannot be created, the ones already
+    /// running are stopped and the error names the subscriber.
+    async fn start_watches(&self, subscribers: Vec<Prepared>) -> Result<Vec<RunningWatch>> {
+        let mut running = Vec::with_capacity(subscribers.len());
+        for subscriber in subscribers {
+            let name = Arc::clone(&subscriber.context.name);
+            let watcher = self
+                .app
+                .broker
+                .watch(
+                    &subscriber.context.pattern,
+                    subscriber.kv_watch.clone(),
+                    Watcher::Subscriber(&name),
+                )
+                .await;
+            let watcher = match watcher {
+                Ok(watcher) => watcher,
+                Err(error) => {
+                    self.stop_watches(running).await;
+                    return Err(error);
+                }
+            };
+            let watch_loop = WatchLoop {
+                max_workers: subscriber.kv_watch.max_workers,
+                dispatcher: Dispatcher {
+                    context: subscriber.context,
+                    handler: subscriber.handler,
+                    handler_timeout: self.timeouts.handler,
+                },
+                watcher,
+            };
+            let handle = tokio::spawn(watch_loop.run(self.cancel.clone()));
+            running.push((name, handle));
+        }
+        Ok(running)
+    }
+
+    /// Stops every watch loop: no new entry is started; the handlers in flight get until the
+    /// shutdown timeout to finish, and are abandoned after it with a log line naming the
+    /// subscriber.
+    async fn stop_watches(&self, watches: Vec<RunningWatch>) {
+        self.cancel.cancel();
+        let timeout = self.timeouts.shutdown;
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (name, mut handle) in watches {
+            match tokio::time::timeout_at(deadline, &mut handle).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(subscriber = %name, error = %chain(&error), "watch loop failed");
+                }
+                Err(_) => {
+                    tracing::warn!(subscriber = %name, ?timeout,
+                        "handler still running at the shutdown timeout; abandoning it");
+                    handle.abort();
+                }
             }
         }
     }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use faststream_rules::KeyPattern;
 
+use crate::broker::NatsBroker;
 use crate::state::StateMap;
-use crate::NatsBroker;
 
 /// The application-wide part of every handler's and hook's context.
 #[derive(Debug, Clone)]

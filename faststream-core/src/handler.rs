@@ -3,26 +3,23 @@
 //! [`Handler`] and [`Hook`] are implemented for functions of up to 12 arguments by
 //! `all_the_tuples!`, so any `async fn(A, B, ...)` whose arguments are extractors is one.
 
+use std::any::Any;
+use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
+
+pub use crate::error::HandlerError;
+
 use crate::context::{AppContext, SubscriberContext};
-use crate::extract::{FromHookContext, FromKvMessage, Rejection};
-use crate::kv::KvMessage;
+use crate::extract::{FromHookContext, FromKvMessage};
+use crate::kv::message::KvMessage;
 
 /// What calling a handler or hook produces.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
-
-/// Why a handler call did not succeed.
-#[derive(Debug)]
-pub enum HandlerError {
-    /// An argument could not be extracted; the function was not called.
-    Rejected(Rejection),
-    /// The function returned an error.
-    Failed(anyhow::Error),
-}
 
 /// What a handler or hook may return: `()` or `Result<(), E>` with `E` convertible to
 /// `anyhow::Error` (any `std::error::Error + Send + Sync + 'static`, or `anyhow::Error` itself).
@@ -58,7 +55,7 @@ pub trait Handler<Args>: Clone + Send + Sync + 'static {
     fn call(&self, message: &KvMessage, context: &SubscriberContext) -> HandlerFuture;
 
     /// Runs every argument's start-up check; one line per problem.
-    fn check(&self, context: &SubscriberContext) -> Vec<String>;
+    fn check(context: &SubscriberContext) -> Vec<String>;
 }
 
 /// An async fn usable as a lifecycle hook; `Args` is the tuple of its argument types.
@@ -71,7 +68,7 @@ pub trait Hook<Args>: Clone + Send + Sync + 'static {
     fn call(&self, context: AppContext) -> HandlerFuture;
 
     /// Runs every argument's start-up check; one line per problem.
-    fn check(&self, context: &AppContext) -> Vec<String>;
+    fn check(context: &AppContext) -> Vec<String>;
 }
 
 macro_rules! impl_handler_and_hook {
@@ -99,11 +96,11 @@ macro_rules! impl_handler_and_hook {
                 )*
                 let call = self($($arg),*);
                 Box::pin(async move {
-                    call.await.into_handler_result().map_err(HandlerError::Failed)
+                    call.await.into_handler_result().map_err(|error| HandlerError::Failed(error.into()))
                 })
             }
 
-            fn check(&self, context: &SubscriberContext) -> Vec<String> {
+            fn check(context: &SubscriberContext) -> Vec<String> {
                 let problems: Vec<Result<(), String>> =
                     vec![$(<$arg as FromKvMessage>::check(context)),*];
                 problems.into_iter().filter_map(Result::err).collect()
@@ -125,11 +122,14 @@ macro_rules! impl_handler_and_hook {
                         let $arg = <$arg as FromHookContext>::from_hook_context(&context)
                             .map_err(HandlerError::Rejected)?;
                     )*
-                    hook($($arg),*).await.into_handler_result().map_err(HandlerError::Failed)
+                    hook($($arg),*)
+                        .await
+                        .into_handler_result()
+                        .map_err(|error| HandlerError::Failed(error.into()))
                 })
             }
 
-            fn check(&self, context: &AppContext) -> Vec<String> {
+            fn check(context: &AppContext) -> Vec<String> {
                 let problems: Vec<Result<(), String>> =
                     vec![$(<$arg as FromHookContext>::check(context)),*];
                 problems.into_iter().filter_map(Result::err).collect()
@@ -159,87 +159,97 @@ macro_rules! all_the_tuples {
 
 all_the_tuples!(impl_handler_and_hook);
 
-/// A handler with its argument types erased, as stored in the registry.
+/// A handler's call with its argument types erased.
+type ErasedCall = dyn Fn(&KvMessage, &SubscriberContext) -> HandlerFuture + Send + Sync;
+
+/// A handler with its argument types erased, as stored in the registry: the call, boxed, and
+/// the argument checks, which need no handler value.
 #[derive(Clone)]
-pub struct BoxedHandler(Arc<dyn ErasedHandler>);
-
-trait ErasedHandler: Send + Sync {
-    fn call(&self, message: &KvMessage, context: &SubscriberContext) -> HandlerFuture;
-    fn check(&self, context: &SubscriberContext) -> Vec<String>;
-}
-
-struct TypedHandler<H, Args> {
-    handler: H,
-    _args: PhantomData<fn() -> Args>,
-}
-
-impl<H: Handler<Args>, Args: 'static> ErasedHandler for TypedHandler<H, Args> {
-    fn call(&self, message: &KvMessage, context: &SubscriberContext) -> HandlerFuture {
-        self.handler.call(message, context)
-    }
-
-    fn check(&self, context: &SubscriberContext) -> Vec<String> {
-        self.handler.check(context)
-    }
+pub struct BoxedHandler {
+    call: Arc<ErasedCall>,
+    check: fn(&SubscriberContext) -> Vec<String>,
 }
 
 impl BoxedHandler {
     /// Erases a handler's argument types.
     pub fn new<H: Handler<Args>, Args: 'static>(handler: H) -> Self {
-        Self(Arc::new(TypedHandler {
-            handler,
-            _args: PhantomData,
-        }))
+        Self {
+            call: Arc::new(move |message, context| handler.call(message, context)),
+            check: H::check,
+        }
     }
 
     /// Extracts the arguments (now; a panicking extractor panics here) and returns the call.
     pub(crate) fn call(&self, message: &KvMessage, context: &SubscriberContext) -> HandlerFuture {
-        self.0.call(message, context)
+        (self.call)(message, context)
     }
 
     pub(crate) fn check(&self, context: &SubscriberContext) -> Vec<String> {
-        self.0.check(context)
+        (self.check)(context)
+    }
+}
+
+impl fmt::Debug for BoxedHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoxedHandler").finish_non_exhaustive()
     }
 }
 
 /// A hook with its argument types erased, as stored in the registry.
 #[derive(Clone)]
-pub struct BoxedHook(Arc<dyn ErasedHook>);
-
-trait ErasedHook: Send + Sync {
-    fn call(&self, context: AppContext) -> HandlerFuture;
-    fn check(&self, context: &AppContext) -> Vec<String>;
-}
-
-struct TypedHook<H, Args> {
-    hook: H,
-    _args: PhantomData<fn() -> Args>,
-}
-
-impl<H: Hook<Args>, Args: 'static> ErasedHook for TypedHook<H, Args> {
-    fn call(&self, context: AppContext) -> HandlerFuture {
-        self.hook.call(context)
-    }
-
-    fn check(&self, context: &AppContext) -> Vec<String> {
-        self.hook.check(context)
-    }
+pub struct BoxedHook {
+    call: Arc<dyn Fn(AppContext) -> HandlerFuture + Send + Sync>,
+    check: fn(&AppContext) -> Vec<String>,
 }
 
 impl BoxedHook {
     /// Erases a hook's argument types.
     pub fn new<H: Hook<Args>, Args: 'static>(hook: H) -> Self {
-        Self(Arc::new(TypedHook {
-            hook,
-            _args: PhantomData,
-        }))
+        Self {
+            call: Arc::new(move |context| hook.call(context)),
+            check: H::check,
+        }
     }
 
     pub(crate) fn call(&self, context: AppContext) -> HandlerFuture {
-        self.0.call(context)
+        (self.call)(context)
     }
 
     pub(crate) fn check(&self, context: &AppContext) -> Vec<String> {
-        self.0.check(context)
+        (self.check)(context)
+    }
+}
+
+impl fmt::Debug for BoxedHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoxedHook").finish_non_exhaustive()
+    }
+}
+
+/// Makes a call and awaits it, turning a panic (in an extractor, which runs when the call is
+/// made, or in the function) into [`HandlerError::Panicked`]: no handler or hook can take down
+/// a watch loop or the app.
+pub(crate) async fn call_catching_panics(
+    call: impl FnOnce() -> HandlerFuture,
+) -> Result<(), HandlerError> {
+    let call = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+        Ok(call) => call,
+        Err(panic) => return Err(panicked(&*panic)),
+    };
+    AssertUnwindSafe(call)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(panicked(&*panic)))
+}
+
+/// The text of a panic payload (`panic!("...")` carries a `&str` or a `String`).
+fn panicked(payload: &(dyn Any + Send)) -> HandlerError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-text panic payload)");
+    HandlerError::Panicked {
+        message: message.to_owned(),
     }
 }

@@ -22,21 +22,34 @@
 //! }
 //! ```
 //!
-//! The parts, each in its own module: [`App`] (the lifecycle), [`NatsBroker`] (the connection,
-//! credentials and the bucket cache), [`kv`] (bucket configuration, watch settings, messages,
-//! the resumable [`KvWatcher`] and the subscriber loop), [`extract`] (handler arguments),
-//! [`handler`] (calling async fns with extracted arguments), [`registry`] (what the macros
-//! register) and, with the `testing` feature, `testing` (real nats-server processes for tests).
+//! The parts, each in its own module, and the one direction data flows through them:
+//!
+//! | layer | module | what it does |
+//! | --- | --- | --- |
+//! | lifecycle | `app` ([`App`]) | hooks, connect, declare buckets, start and stop the watches |
+//! | registry | [`registry`] | what the macros register, sorted and checked for duplicates |
+//! | handler, dispatch | [`handler`], `dispatch` | async fns made callable; the loop feeding a handler from a watch |
+//! | extractors | [`extract`] | handler and hook arguments built from a message |
+//! | context | [`AppContext`], [`SubscriberContext`] | what extractors read besides the message: state, broker |
+//! | broker | [`NatsBroker`] | the connection, credentials and the bucket cache |
+//! | Key-Value | [`kv`] | buckets, watch settings, messages and the resumable [`KvWatcher`] |
+//! | errors | [`error`] | every error type, each keeping its cause |
+//!
+//! Each module imports only from the layers below it, so, for example, `kv` knows nothing of
+//! handlers and the broker knows nothing of the app. The naming rules, limits and hook stages
+//! the macros also apply come from `faststream-rules`.
 //!
 //! Handlers in a library crate of yours are linked into the service only if the service names
 //! that crate: add `use my_handlers as _;` to the binary.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 mod app;
 mod broker;
 mod context;
-mod error;
+mod dispatch;
+pub mod error;
 pub mod extract;
 pub mod handler;
 pub mod kv;

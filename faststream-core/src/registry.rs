@@ -11,11 +11,12 @@ pub use faststream_rules::HookStage;
 
 use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, BoxedHook};
-use crate::kv::KvWatch;
+use crate::kv::options::KvWatch;
 
 /// A `#[subscriber]` as registered by the macro. The fields are `const`: static strings and
 /// function pointers; building the options and the handler happens when the app starts.
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct SubscriberRegistration {
     /// `module::path::fn_name`.
     pub name: &'static str,
@@ -33,6 +34,7 @@ pub struct SubscriberRegistration {
 
 /// A lifecycle hook as registered by the macro.
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct HookRegistration {
     /// When it runs.
     pub stage: HookStage,
@@ -52,6 +54,7 @@ inventory::collect!(SubscriberRegistration);
 inventory::collect!(HookRegistration);
 
 /// A subscriber ready to be started.
+#[derive(Debug)]
 pub(crate) struct SubscriberSpec {
     pub(crate) name: Cow<'static, str>,
     pub(crate) key: Cow<'static, str>,
@@ -61,6 +64,7 @@ pub(crate) struct SubscriberSpec {
 }
 
 /// A hook ready to be run.
+#[derive(Debug)]
 pub(crate) struct HookSpec {
     pub(crate) stage: HookStage,
     pub(crate) name: Cow<'static, str>,
@@ -93,7 +97,7 @@ impl Scope {
 }
 
 /// Every subscriber and hook of one app, sorted.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Registry {
     pub(crate) subscribers: Vec<SubscriberSpec>,
     pub(crate) hooks: Vec<HookSpec>,

@@ -5,6 +5,7 @@ mod common;
 
 use anyhow::Context as _;
 use common::{client_messages, jetstream, on_each_server};
+use faststream_core::error::{chain, DeclareBucketError};
 use faststream_core::kv::BucketConfig;
 use faststream_core::{App, Error, KvWatch, NatsBroker};
 
@@ -23,8 +24,8 @@ async fn second_key_value_call_makes_no_request() -> anyhow::Result<()> {
         let via_clone = broker.clone().key_value("cached").await?;
         let after_second = client_messages(&server).await?;
         assert_eq!(after_first, after_second, "the second call made a request");
-        assert_eq!(first.name, second.name);
-        assert_eq!(first.name, via_clone.name);
+        assert_eq!(first.name(), second.name());
+        assert_eq!(first.name(), via_clone.name());
         Ok(())
     })
     .await
@@ -203,10 +204,19 @@ async fn bucket_the_server_refuses_names_bucket_and_reason() -> anyhow::Result<(
             never_called,
         );
         let error = common::startup_error(app).await?;
-        assert!(matches!(error, Error::DeclareBucket { .. }), "{error:?}");
-        let text = error.to_string();
         assert!(
-            text.starts_with("could not declare bucket `clash`: "),
+            matches!(
+                error,
+                Error::DeclareBucket {
+                    source: DeclareBucketError::Create(_),
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let text = chain(&error);
+        assert!(
+            text.starts_with("could not declare bucket `clash`: creating its stream failed: "),
             "{text}"
         );
         assert!(

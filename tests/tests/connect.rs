@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use faststream_core::error::chain;
 use faststream_core::{App, Error, NatsBroker};
 
 #[tokio::test]
@@ -23,7 +24,7 @@ async fn no_server_is_a_bounded_error_naming_the_url() {
         matches!(error, Error::Connect { attempts, .. } if attempts >= 2),
         "{error:?}"
     );
-    let text = error.to_string();
+    let text = chain(&error);
     assert!(
         text.starts_with(&format!(
             "could not connect to NATS at nats://***@127.0.0.1:{port} ("

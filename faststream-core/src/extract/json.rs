@@ -5,9 +5,10 @@ use std::any::type_name;
 use serde::de::value::{Error as ValueError, UnitDeserializer};
 use serde::de::DeserializeOwned;
 
-use super::{FromKvMessage, Rejection};
+use super::FromKvMessage;
 use crate::context::SubscriberContext;
-use crate::kv::{KvMessage, Operation};
+use crate::error::Rejection;
+use crate::kv::message::{KvMessage, Operation};
 
 /// The value decoded from JSON into `T`.
 ///
@@ -47,10 +48,10 @@ impl<T: DeserializeOwned> FromKvMessage for Json<T> {
             Operation::Put => serde_json::from_slice(message.value())
                 .map(Json)
                 .map_err(|error| {
-                    Rejection::new(format_args!(
-                        "value is not valid JSON for `{}`: {error}",
-                        type_name::<T>()
-                    ))
+                    Rejection::caused_by(
+                        format_args!("value is not valid JSON for `{}`", type_name::<T>()),
+                        error,
+                    )
                 }),
             operation => T::deserialize(UnitDeserializer::<ValueError>::new())
                 .map(Json)

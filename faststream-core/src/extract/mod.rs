@@ -4,7 +4,6 @@
 //! each implement [`FromHookContext`]. Implement them for your own types to add extractors.
 
 use std::any::type_name;
-use std::fmt;
 
 use bytes::Bytes;
 
@@ -14,50 +13,11 @@ mod path;
 pub use json::Json;
 pub use path::Path;
 
+pub use crate::error::Rejection;
+
+use crate::broker::NatsBroker;
 use crate::context::{AppContext, SubscriberContext};
-use crate::kv::KvMessage;
-use crate::NatsBroker;
-
-/// Why an argument could not be extracted from a message. The handler is not called; the
-/// rejection is logged (at error level, or at debug level for a [`skip`](Self::skip)) with the
-/// subscriber, bucket, key and revision, and the watch goes on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    reason: String,
-    skip: bool,
-}
-
-impl Rejection {
-    /// A failure to decode, with the reason to log as an error.
-    pub fn new(reason: impl fmt::Display) -> Self {
-        Self {
-            reason: reason.to_string(),
-            skip: false,
-        }
-    }
-
-    /// Not an error: this message is not for this handler (for example a `DEL` for a
-    /// `Json<T>` argument). Logged at debug level.
-    pub fn skip(reason: impl fmt::Display) -> Self {
-        Self {
-            reason: reason.to_string(),
-            skip: true,
-        }
-    }
-
-    /// Whether this is a [`skip`](Self::skip).
-    pub fn is_skip(&self) -> bool {
-        self.skip
-    }
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.reason)
-    }
-}
-
-impl std::error::Error for Rejection {}
+use crate::kv::message::KvMessage;
 
 /// A type a `#[subscriber]` handler can take as an argument, built from each message.
 ///
@@ -114,7 +74,7 @@ impl FromKvMessage for String {
     fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
         std::str::from_utf8(message.value())
             .map(str::to_owned)
-            .map_err(|error| Rejection::new(format_args!("value is not UTF-8 text: {error}")))
+            .map_err(|error| Rejection::caused_by("value is not UTF-8 text", error))
     }
 }
 

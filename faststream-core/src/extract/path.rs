@@ -6,9 +6,10 @@ use serde::de::value::{Error as ValueError, MapDeserializer, SeqDeserializer};
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde::forward_to_deserialize_any;
 
-use super::{FromKvMessage, Rejection};
+use super::FromKvMessage;
 use crate::context::SubscriberContext;
-use crate::kv::KvMessage;
+use crate::error::Rejection;
+use crate::kv::message::KvMessage;
 
 /// The key tokens captured by the `{name}` placeholders of the subscriber's pattern.
 ///
@@ -56,10 +57,13 @@ impl<T: DeserializeOwned> FromKvMessage for Path<T> {
             values.push((param.name.as_str(), token));
         }
         T::deserialize(Params(&values)).map(Path).map_err(|error| {
-            Rejection::new(format_args!(
-                "path parameters of key `{key}` do not fit `{}`: {error}",
-                type_name::<T>()
-            ))
+            Rejection::caused_by(
+                format_args!(
+                    "path parameters of key `{key}` do not fit `{}`",
+                    type_name::<T>()
+                ),
+                error,
+            )
         })
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 
-use crate::error::{Error, Result};
+use crate::error::{DeclareBucketError, Error, Result};
 
 pub use async_nats::jetstream::stream::{Placement, Republish, StorageType};
 
@@ -143,10 +143,10 @@ impl BucketConfig {
     /// Checks names and ranges without contacting the server.
     pub fn validate(&self) -> Result<()> {
         faststream_rules::validate_bucket(&self.bucket)?;
-        let invalid = |reason: String| {
+        let invalid = |problem: String| {
             Err(Error::InvalidBucketConfig {
                 bucket: self.bucket.clone(),
-                reason,
+                problem,
             })
         };
         if !(1..=MAX_HISTORY).contains(&self.history) {
@@ -317,10 +317,9 @@ pub(crate) async fn lookup(
             if declared.config.max_messages_per_subject < 1 {
                 return Err(Error::DeclareBucket {
                     bucket: bucket.to_owned(),
-                    reason: format!(
-                        "stream `{}` exists but is not a Key-Value bucket",
-                        declared.config.name
-                    ),
+                    source: DeclareBucketError::NotKeyValue {
+                        stream: declared.config.name,
+                    },
                 });
             }
             Ok(Some(declared))
@@ -333,7 +332,7 @@ pub(crate) async fn lookup(
             }
             _ => Err(Error::DeclareBucket {
                 bucket: bucket.to_owned(),
-                reason: error_chain(&error),
+                source: DeclareBucketError::Lookup(error),
             }),
         },
     }
@@ -351,22 +350,7 @@ pub(crate) async fn create(
         .await
         .map_err(|error| Error::DeclareBucket {
             bucket: config.bucket.clone(),
-            reason: error_chain(&error),
+            source: DeclareBucketError::Create(error),
         })?;
     Ok(DeclaredBucket::from_stream(&config.bucket, stream))
-}
-
-/// An error and its sources on one line.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

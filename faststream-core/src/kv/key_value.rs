@@ -1,7 +1,5 @@
 //! `KeyValue`: a bucket handle whose key operations check the key before any request.
 
-use std::ops::Deref;
-
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 
@@ -9,8 +7,8 @@ use crate::error::{Error, Result};
 
 /// A bucket: async-nats's [`kv::Store`] whose key operations check the key against the NATS
 /// rules first, so an invalid key is an error naming it, before any request (async-nats lets
-/// some through, such as `a..b`). Everything else of the store (`keys`, `status`, `watch*`,
-/// fields such as `name`) is reachable through `Deref`.
+/// some through, such as `a..b`). For anything this type does not wrap, [`store`](Self::store)
+/// gives the async-nats store itself.
 ///
 /// ```no_run
 /// # async fn demo(broker: faststream_core::NatsBroker) -> anyhow::Result<()> {
@@ -27,14 +25,6 @@ pub struct KeyValue {
     store: kv::Store,
 }
 
-impl Deref for KeyValue {
-    type Target = kv::Store;
-
-    fn deref(&self) -> &kv::Store {
-        &self.store
-    }
-}
-
 impl KeyValue {
     pub(crate) fn new(store: kv::Store) -> Self {
         Self { store }
@@ -43,6 +33,39 @@ impl KeyValue {
     /// The async-nats store, for anything this type does not wrap.
     pub fn store(&self) -> &kv::Store {
         &self.store
+    }
+
+    /// The bucket's name.
+    pub fn name(&self) -> &str {
+        &self.store.name
+    }
+
+    /// The bucket's status (history, TTL, value count, ...) as the server last reported it.
+    pub async fn status(&self) -> Result<kv::bucket::Status> {
+        self.store
+            .status()
+            .await
+            .map_err(|source| self.bucket_failed("read the status of", source))
+    }
+
+    /// Every key with a value (deleted keys are left out), as a stream.
+    pub async fn keys(&self) -> Result<kv::Keys> {
+        self.store
+            .keys()
+            .await
+            .map_err(|source| self.bucket_failed("list the keys of", source))
+    }
+
+    fn bucket_failed(
+        &self,
+        operation: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Bucket {
+            bucket: self.store.name.clone(),
+            operation,
+            source: Box::new(source),
+        }
     }
 
     fn check(&self, operation: &'static str, key: &str) -> Result<()> {

@@ -1,11 +1,10 @@
-//! NATS Key-Value: bucket configuration and cache, watch settings, messages and the watch loop.
+//! NATS Key-Value, with no knowledge of handlers or the app: bucket configuration, the bucket
+//! handle, watch settings, the messages a watch yields and the resumable watcher itself.
 
 pub(crate) mod bucket;
-pub(crate) mod bucket_cache;
 pub(crate) mod key_value;
 pub(crate) mod message;
 pub(crate) mod options;
-pub(crate) mod watch;
 pub(crate) mod watcher;
 
 pub use bucket::{BucketConfig, Placement, Republish, StorageType, MAX_HISTORY};

@@ -5,10 +5,16 @@ use std::time::Duration;
 
 pub use faststream_rules::MAX_WORKERS;
 
+use crate::error::{Error, Result};
+
 /// The default [`KvWatch::timeout`].
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default [`KvWatch::inactive_threshold`].
 pub const DEFAULT_INACTIVE_THRESHOLD: Duration = Duration::from_secs(30);
+/// Below this, a heartbeat every `timeout / 2` would load the server for little gain.
+const MIN_WATCH_TIMEOUT: Duration = Duration::from_millis(200);
+/// The server's own lower bound for a consumer's inactive threshold is about this.
+const MIN_INACTIVE_THRESHOLD: Duration = Duration::from_secs(1);
 
 /// Settings of a `kv_watch` subscriber: the bucket, and how to watch it. FastStream's `KvWatch`
 /// options, each of which takes effect (see each method).
@@ -30,16 +36,17 @@ pub const DEFAULT_INACTIVE_THRESHOLD: Duration = Duration::from_secs(30);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvWatch {
-    bucket: Cow<'static, str>,
-    declare: bool,
-    include_history: bool,
-    updates_only: bool,
-    ignore_deletes: bool,
-    headers_only: bool,
-    meta_only: bool,
-    inactive_threshold: Duration,
-    timeout: Duration,
-    max_workers: usize,
+    // Read directly by the watcher and the dispatcher; users set them with the builder methods.
+    pub(crate) bucket: Cow<'static, str>,
+    pub(crate) declare: bool,
+    pub(crate) include_history: bool,
+    pub(crate) updates_only: bool,
+    pub(crate) ignore_deletes: bool,
+    pub(crate) headers_only: bool,
+    pub(crate) meta_only: bool,
+    pub(crate) inactive_threshold: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) max_workers: usize,
 }
 
 /// Where a new watch starts.
@@ -157,26 +164,9 @@ impl KvWatch {
         self.declare
     }
 
-    /// Whether `DEL` and `PURGE` entries are skipped.
-    pub(crate) fn ignores_deletes(&self) -> bool {
-        self.ignore_deletes
-    }
-
     /// Whether the server sends headers only (`headers_only` or `meta_only`).
     pub(crate) fn without_values(&self) -> bool {
         self.headers_only || self.meta_only
-    }
-
-    pub(crate) fn inactive_threshold_value(&self) -> Duration {
-        self.inactive_threshold
-    }
-
-    pub(crate) fn max_workers_value(&self) -> usize {
-        self.max_workers
-    }
-
-    pub(crate) fn timeout_value(&self) -> Duration {
-        self.timeout
     }
 
     pub(crate) fn start_at(&self) -> StartAt {
@@ -195,8 +185,22 @@ impl KvWatch {
         self.timeout / 2
     }
 
-    /// Checks the settings without contacting the server; every problem, one sentence each.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the settings without contacting the server; every problem, the bucket name
+    /// included, is listed in the [`Error::InvalidWatch`].
+    pub fn validate(&self) -> Result<()> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidWatch {
+                bucket: self.bucket.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// Every problem of the settings, one sentence each, the bucket name included.
+    pub(crate) fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if let Err(error) = faststream_rules::validate_bucket(&self.bucket) {
             problems.push(error.to_string());
@@ -208,16 +212,16 @@ impl KvWatch {
                     .to_owned(),
             );
         }
-        if self.timeout < Duration::from_millis(200) {
+        if self.timeout < MIN_WATCH_TIMEOUT {
             problems.push(format!(
-                "`timeout` must be at least 200ms (the server's heartbeats come every \
-                 timeout / 2), got {:?}",
+                "`timeout` must be at least {MIN_WATCH_TIMEOUT:?} (the server's heartbeats come \
+                 every timeout / 2), got {:?}",
                 self.timeout
             ));
         }
-        if self.inactive_threshold < Duration::from_secs(1) {
+        if self.inactive_threshold < MIN_INACTIVE_THRESHOLD {
             problems.push(format!(
-                "`inactive_threshold` must be at least 1s, got {:?}",
+                "`inactive_threshold` must be at least {MIN_INACTIVE_THRESHOLD:?}, got {:?}",
                 self.inactive_threshold
             ));
         }
@@ -227,11 +231,7 @@ impl KvWatch {
                 self.max_workers
             ));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        problems
     }
 }
 

@@ -24,11 +24,14 @@ use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use futures_util::{FutureExt, Stream, StreamExt};
 
-use super::bucket::error_chain;
-use super::message::MessageParts;
-use super::options::StartAt;
-use super::{KeyValue, KvMessage, KvWatch, Operation};
-use crate::NatsBroker;
+use super::key_value::KeyValue;
+use super::message::{KvMessage, MessageParts, Operation};
+use super::options::{KvWatch, StartAt};
+use crate::error::{chain, WatchError};
+
+/// Changes each time the connection is (re)established; the watcher re-creates its consumer
+/// then instead of waiting to notice the silence. Closed when the connection's owner is gone.
+pub(crate) type ReconnectSignal = tokio::sync::watch::Receiver<u64>;
 
 const FIRST_REWATCH_DELAY: Duration = Duration::from_millis(100);
 const MAX_REWATCH_DELAY: Duration = Duration::from_secs(1);
@@ -36,7 +39,7 @@ const MAX_REWATCH_DELAY: Duration = Duration::from_secs(1);
 /// A watch of one bucket: yields every matching entry in revision order, re-creating itself
 /// after connection losses, server restarts and gaps without losing or repeating entries.
 ///
-/// Get one with [`NatsBroker::kv_watch`](crate::NatsBroker::kv_watch).
+/// Get one with [`NatsBroker::kv_watch`](crate::broker::NatsBroker::kv_watch).
 pub struct KvWatcher {
     jetstream: jetstream::Context,
     client: async_nats::Client,
@@ -51,8 +54,8 @@ pub struct KvWatcher {
     /// For `updates_only`: where a watch re-created before any entry arrived starts.
     first_new_revision: Option<u64>,
     active: Option<ActiveConsumer>,
-    /// Ticks on every reconnection; `None` once the broker is gone.
-    connections: Option<tokio::sync::watch::Receiver<u64>>,
+    /// `None` once the connection's owner is gone.
+    reconnects: Option<ReconnectSignal>,
 }
 
 struct ActiveConsumer {
@@ -71,18 +74,19 @@ struct Delivery {
 }
 
 impl KvWatcher {
-    /// Creates the server-side watch; the error is the server's (or client's) reason.
+    /// Creates the server-side watch of the keys matching `filter` in `store`; `description`
+    /// names the watcher on the server (consumer description) and in logs.
     pub(crate) async fn start(
-        broker: &NatsBroker,
+        mut jetstream: jetstream::Context,
+        mut reconnects: ReconnectSignal,
         store: &KeyValue,
         filter: &str,
         options: KvWatch,
         description: String,
-    ) -> Result<Self, String> {
-        let mut jetstream = broker.jetstream().map_err(|error| error.to_string())?;
-        jetstream.set_timeout(options.timeout_value());
-        let mut connections = broker.connections();
-        connections.mark_unchanged();
+    ) -> Result<Self, WatchError> {
+        jetstream.set_timeout(options.timeout);
+        reconnects.mark_unchanged();
+        let store = store.store();
         let mut watcher = Self {
             client: jetstream.client(),
             jetstream,
@@ -95,7 +99,7 @@ impl KvWatcher {
             last_revision: None,
             first_new_revision: None,
             active: None,
-            connections: Some(connections),
+            reconnects: Some(reconnects),
         };
         watcher.create().await?;
         Ok(watcher)
@@ -126,7 +130,7 @@ impl KvWatcher {
             let received = match active.subscriber.next().now_or_never() {
                 Some(received) => received,
                 None => {
-                    let timeout = self.options.timeout_value();
+                    let timeout = self.options.timeout;
                     tokio::select! {
                         received = tokio::time::timeout(timeout, active.subscriber.next()) => {
                             match received {
@@ -139,7 +143,7 @@ impl KvWatcher {
                                 }
                             }
                         }
-                        () = reconnected(&mut self.connections) => {
+                        () = reconnected(&mut self.reconnects) => {
                             self.rewatch(format_args!("the connection was re-established"));
                             continue;
                         }
@@ -203,13 +207,13 @@ impl KvWatcher {
 
     /// Subscribes to a fresh inbox, then creates the consumer delivering to it (in that order,
     /// so nothing is pushed before anyone listens), replacing the previous one.
-    async fn create(&mut self) -> Result<(), String> {
+    async fn create(&mut self) -> Result<(), WatchError> {
         let inbox = self.client.new_inbox();
         let subscriber = self
             .client
             .subscribe(inbox.clone())
             .await
-            .map_err(|error| error_chain(&error))?;
+            .map_err(WatchError::Subscribe)?;
         let config = push::Config {
             deliver_subject: inbox,
             description: Some(self.description.clone()),
@@ -220,7 +224,7 @@ impl KvWatcher {
             headers_only: self.options.without_values(),
             flow_control: true,
             idle_heartbeat: self.options.idle_heartbeat(),
-            inactive_threshold: self.options.inactive_threshold_value(),
+            inactive_threshold: self.options.inactive_threshold,
             memory_storage: true,
             num_replicas: 1,
             ..Default::default()
@@ -229,7 +233,7 @@ impl KvWatcher {
             .jetstream
             .create_consumer_on_stream(config, &self.stream_name)
             .await
-            .map_err(|error| error_chain(&error))?;
+            .map_err(WatchError::CreateConsumer)?;
         let info = consumer.cached_info();
         if self.last_revision.is_none()
             && self.first_new_revision.is_none()
@@ -268,12 +272,12 @@ impl KvWatcher {
                         bucket = %self.bucket,
                         filter = %self.filter_subject,
                         retry_in = ?delay,
-                        %error,
+                        error = %chain(&error),
                         "could not re-create the watch"
                     );
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = reconnected(&mut self.connections) => {}
+                        () = reconnected(&mut self.reconnects) => {}
                     }
                     delay = (delay * 2).min(MAX_REWATCH_DELAY);
                 }
@@ -301,7 +305,7 @@ impl KvWatcher {
                 .delete_consumer_from_stream(&consumer.name, &stream)
                 .await
             {
-                tracing::debug!(consumer = %consumer.name, error = %error_chain(&error),
+                tracing::debug!(consumer = %consumer.name, error = %chain(&error),
                     "could not delete a replaced watch consumer");
             }
         });
@@ -343,7 +347,7 @@ impl KvWatcher {
             return None;
         };
         let operation = operation(message.headers.as_ref());
-        if operation != Operation::Put && self.options.ignores_deletes() {
+        if operation != Operation::Put && self.options.ignore_deletes {
             return None;
         }
         let value_size = if self.options.without_values() {
@@ -400,6 +404,17 @@ impl KvWatcher {
     }
 }
 
+impl std::fmt::Debug for KvWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvWatcher")
+            .field("bucket", &self.bucket)
+            .field("filter", &self.filter_subject)
+            .field("last_revision", &self.last_revision)
+            .field("consumer", &self.active.as_ref().map(|active| &active.name))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for KvWatcher {
     fn drop(&mut self) {
         self.retire_active();
@@ -407,11 +422,11 @@ impl Drop for KvWatcher {
 }
 
 /// Completes when the connection has been re-established; never if the broker is gone.
-async fn reconnected(connections: &mut Option<tokio::sync::watch::Receiver<u64>>) {
-    match connections {
+async fn reconnected(reconnects: &mut Option<ReconnectSignal>) {
+    match reconnects {
         Some(receiver) => {
             if receiver.changed().await.is_err() {
-                *connections = None;
+                *reconnects = None;
                 std::future::pending::<()>().await;
             }
         }

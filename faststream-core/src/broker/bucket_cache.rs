@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use async_nats::jetstream;
 use tokio::sync::Mutex;
 
-use super::bucket::{self, BucketConfig, DeclaredBucket};
-use super::KeyValue;
 use crate::error::{Error, Result};
+use crate::kv::bucket::{self, BucketConfig, DeclaredBucket};
+use crate::kv::key_value::KeyValue;
+use crate::kv::options::KvWatch;
 
 /// How to obtain a bucket that is not cached yet.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +27,17 @@ pub(crate) struct BucketCache {
     // One lock for all buckets: declarations are rare (start-up) and serialising them means two
     // concurrent first calls for the same bucket make one set of requests, not two.
     buckets: Mutex<HashMap<String, DeclaredBucket>>,
+}
+
+impl<'a> Declare<'a> {
+    /// What a watch's `declare` setting asks for: create if missing, or only look up.
+    pub(crate) fn for_watch(watch: &KvWatch) -> Self {
+        if watch.declare {
+            Declare::UseOrCreate
+        } else {
+            Declare::LookupOnly
+        }
+    }
 }
 
 impl BucketCache {

@@ -1,5 +1,6 @@
-//! The watch loop: one task per subscriber that hands each entry of its [`KvWatcher`] to the
-//! handler.
+//! Dispatch: one task per subscriber that hands each entry of its [`KvWatcher`] to the
+//! handler. It sits above `kv`, which knows nothing of handlers: the watcher yields entries,
+//! and this loop decides when and how each becomes a handler call.
 //!
 //! With `max_workers = 1` (the default) entries are handled one at a time, in revision order.
 //! With `N > 1` up to `N` calls run at once, each in its own task; an entry whose key already
@@ -12,20 +13,18 @@
 //! are logged with subscriber, bucket, key and revision, and the next entry is handled.
 //! Connection problems are the watcher's: it resumes after the last revision by itself.
 
-use std::any::Any;
 use std::collections::{HashMap, VecDeque};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::watcher::KvWatcher;
-use super::KvMessage;
 use crate::context::SubscriberContext;
-use crate::handler::{BoxedHandler, HandlerError};
+use crate::error::{chain, HandlerError};
+use crate::handler::{call_catching_panics, BoxedHandler};
+use crate::kv::message::KvMessage;
+use crate::kv::watcher::KvWatcher;
 
 /// One subscriber's loop over its watcher.
 pub(crate) struct WatchLoop {
@@ -144,16 +143,7 @@ impl Dispatcher {
         tracing::debug!(subscriber, operation = %message.operation(),
             "{bucket} | {key} | {revision} - Received");
 
-        // A panic in an extractor (now) or in the handler (while awaited) is caught alike.
-        let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.handler.call(&message, &self.context)
-        }));
-        let call = async move {
-            match call {
-                Ok(call) => AssertUnwindSafe(call).catch_unwind().await,
-                Err(panic) => Err(panic),
-            }
-        };
+        let call = call_catching_panics(|| self.handler.call(&message, &self.context));
         let outcome = match self.handler_timeout {
             None => call.await,
             Some(limit) => match tokio::time::timeout(limit, call).await {
@@ -168,42 +158,25 @@ impl Dispatcher {
             },
         };
         match outcome {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 tracing::debug!(subscriber, "{bucket} | {key} | {revision} - Processed");
             }
-            Ok(Err(HandlerError::Rejected(rejection))) if rejection.is_skip() => {
+            Err(HandlerError::Rejected(rejection)) if rejection.is_skip() => {
                 tracing::debug!(subscriber, reason = %rejection,
                     "{bucket} | {key} | {revision} - Skipped");
             }
-            Ok(Err(HandlerError::Rejected(rejection))) => tracing::error!(
-                subscriber, bucket, key, revision, reason = %rejection,
+            Err(HandlerError::Rejected(rejection)) => tracing::error!(
+                subscriber, bucket, key, revision, reason = %chain(&rejection),
                 "{bucket} | {key} | {revision} - could not decode the entry; handler not called"
             ),
-            Ok(Err(HandlerError::Failed(error))) => tracing::error!(
-                subscriber,
-                bucket,
-                key,
-                revision,
-                error = format!("{error:#}"),
+            Err(HandlerError::Failed(error)) => tracing::error!(
+                subscriber, bucket, key, revision, error = %chain(&*error),
                 "{bucket} | {key} | {revision} - handler failed"
             ),
-            Err(panic) => tracing::error!(
-                subscriber,
-                bucket,
-                key,
-                revision,
-                panic = panic_message(&*panic),
+            Err(HandlerError::Panicked { message }) => tracing::error!(
+                subscriber, bucket, key, revision, panic = %message,
                 "{bucket} | {key} | {revision} - handler panicked"
             ),
         }
     }
-}
-
-/// The text of a panic payload (`panic!("...")` carries a `&str` or a `String`).
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-text panic payload)")
 }
