@@ -1,111 +1,53 @@
 //! The lifecycle hooks `#[on_startup]`, `#[after_startup]`, `#[on_shutdown]` and
-//! `#[after_shutdown]`: one implementation, four stages.
+//! `#[after_shutdown]`: one driver for the four stages, with the one option `order`; the work is
+//! done by `parse`, `check` and `emit`.
 
-use proc_macro2::{Span, TokenStream};
-use quote::quote;
+use proc_macro2::TokenStream;
 use syn::parse::Parser;
-use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, UnOp};
 
-use crate::options::{self, Errors, Known};
-use crate::signature::{self, HandlerFn};
+use faststream_rules::HookStage;
 
-pub(crate) use faststream_rules::HookStage as Stage;
+use crate::check::{self, Hook, Known, Sorted};
+use crate::emit;
+use crate::errors::join;
+use crate::parse::{self, NameValue};
 
 const KNOWN: [Known; 1] = [Known {
     name: "order",
     usage: "`order = 10`",
 }];
 
-const ORDER_NOT_INTEGER: &str =
-    "`order` must be an integer literal, e.g. `order = 10` or `order = -1`";
-
-pub(crate) fn expand(stage: Stage, args: TokenStream, item: TokenStream) -> TokenStream {
+pub(crate) fn expand(stage: HookStage, args: TokenStream, item: TokenStream) -> TokenStream {
     let generated = generate(stage, args, item.clone());
-    signature::emit(stage.as_str(), item, generated)
+    emit::output(stage.as_str(), item, generated)
 }
 
-fn generate(stage: Stage, args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let attr = stage.as_str();
-    let mut errors = Errors::default();
-    let order = errors
-        .ok(options::parse_list.parse2(args))
-        .and_then(|list| match options::check(list, &KNOWN, &mut errors) {
-            [None] => Some(0),
-            [Some((expr, _span))] => errors.ok(parse_order(&expr)),
-        });
-    let handler = errors.ok(HandlerFn::parse(item, attr));
-    if let Some(handler) = &handler {
-        signature::check(&handler.sig, attr, &mut errors);
-    }
-    match (order, handler, errors.finish()) {
-        (Some(order), Some(handler), Ok(())) => Ok(registration(stage, order, &handler)),
-        (_, _, Err(error)) => Err(error),
-        // Not reached: every `None` above comes with an error.
-        _ => Err(syn::Error::new(
-            Span::call_site(),
-            format!("invalid `#[{attr}]`"),
-        )),
-    }
+fn generate(stage: HookStage, args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let hook = parse::options
+        .parse2(args)
+        .and_then(|options| check_args(stage, options));
+    let (hook, handler) = join(hook, check::handler(item, stage.as_str()))?;
+    Ok(emit::hook(&hook, &handler))
 }
 
-/// `order = 10`, `order = -1` or `order = 5i32`; the error covers the whole value.
-fn parse_order(expr: &Expr) -> syn::Result<i32> {
-    let not_integer = || syn::Error::new_spanned(expr, ORDER_NOT_INTEGER);
-    let (negative, lit) = match options::peel(expr) {
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(lit), ..
-        }) => (false, lit),
-        Expr::Unary(ExprUnary {
-            op: UnOp::Neg(_),
-            expr: inner,
-            ..
-        }) => match options::peel(inner) {
-            Expr::Lit(ExprLit {
-                lit: Lit::Int(lit), ..
-            }) => (true, lit),
-            _ => return Err(not_integer()),
-        },
-        _ => return Err(not_integer()),
-    };
-    if !matches!(lit.suffix(), "" | "i32") {
-        return Err(syn::Error::new_spanned(
-            expr,
-            format!("`order` is an `i32`; remove the `{}` suffix", lit.suffix()),
-        ));
-    }
-    let sign = if negative { "-" } else { "" };
-    let text = format!("{sign}{}", lit.base10_digits());
-    text.parse::<i32>().map_err(|_| {
-        syn::Error::new_spanned(
-            expr,
-            format!(
-                "`order` must fit in an `i32` ({}..={}), found `{text}`",
-                i32::MIN,
-                i32::MAX
-            ),
-        )
-    })
-}
-
-fn registration(stage: Stage, order: i32, handler: &HandlerFn) -> TokenStream {
-    let boxed = signature::constructor(&handler.sig, "hook");
-    let variant = Ident::new(stage.variant_name(), Span::call_site());
-    signature::submit(
-        handler,
-        quote!(HookRegistration),
-        quote! {
-            stage: ::faststream_core::__private::HookStage::#variant,
-            order: #order,
-            hook: || #boxed,
-        },
-    )
+/// The options' problems first, then the value of `order` (`0` when not written).
+fn check_args(stage: HookStage, options: Vec<NameValue>) -> syn::Result<Hook> {
+    let Sorted {
+        slots: [order],
+        problems,
+    } = check::sort_options(options, &KNOWN);
+    let order = order.map_or(Ok(0), |(expr, _)| check::order(&expr));
+    let ((), order) = join(problems, order)?;
+    Ok(Hook { stage, order })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::ORDER_NOT_INTEGER;
+    use quote::quote;
 
-    fn run(stage: Stage, args: TokenStream, item: TokenStream) -> Result<String, Vec<String>> {
+    fn run(stage: HookStage, args: TokenStream, item: TokenStream) -> Result<String, Vec<String>> {
         generate(stage, args, item)
             .map(|tokens| tokens.to_string())
             .map_err(|e| e.into_iter().map(|e| e.to_string()).collect())
@@ -116,7 +58,7 @@ mod tests {
         let item = quote!(
             async fn warm_up(ctx: Ctx) -> anyhow::Result<()> {}
         );
-        let out = run(Stage::AfterStartup, quote!(), item.clone()).expect("expands");
+        let out = run(HookStage::AfterStartup, quote!(), item.clone()).expect("expands");
         assert!(out.contains("HookStage :: AfterStartup"), "{out}");
         assert!(out.contains("order : 0i32"), "{out}");
         assert!(
@@ -125,7 +67,7 @@ mod tests {
             ),
             "{out}"
         );
-        let out = run(Stage::OnShutdown, quote!(order = -2147483648), item).expect("expands");
+        let out = run(HookStage::OnShutdown, quote!(order = -2147483648), item).expect("expands");
         assert!(out.contains("HookStage :: OnShutdown"), "{out}");
         assert!(out.contains("order : - 2147483648i32"), "{out}");
     }
@@ -135,7 +77,7 @@ mod tests {
         let item = quote!(
             async fn f() {}
         );
-        let err = |args| run(Stage::OnStartup, args, item.clone()).unwrap_err();
+        let err = |args| run(HookStage::OnStartup, args, item.clone()).unwrap_err();
         assert_eq!(err(quote!(order = x)), [ORDER_NOT_INTEGER]);
         assert_eq!(err(quote!(order = 1.5)), [ORDER_NOT_INTEGER]);
         assert_eq!(
@@ -158,7 +100,7 @@ mod tests {
     #[test]
     fn function_errors_name_the_hook() {
         let errors = run(
-            Stage::AfterShutdown,
+            HookStage::AfterShutdown,
             quote!(),
             quote!(
                 fn f<T>() {}

@@ -15,11 +15,16 @@
 
 #![forbid(unsafe_code)]
 
+use faststream_rules::HookStage;
 use proc_macro::TokenStream;
 
+// One module per phase (`parse` → `check` → `emit`, with `errors` gathering what `check` finds),
+// and one thin driver per attribute (`subscriber`, `hook`) that knows its options and calls them.
+mod check;
+mod emit;
+mod errors;
 mod hook;
-mod options;
-mod signature;
+mod parse;
 mod subscriber;
 
 /// Calls an `async fn` for every change of the keys matching a pattern in a NATS Key-Value
@@ -65,7 +70,7 @@ pub fn subscriber(args: TokenStream, item: TokenStream) -> TokenStream {
 /// argument and the return type a supported output.
 #[proc_macro_attribute]
 pub fn on_startup(args: TokenStream, item: TokenStream) -> TokenStream {
-    hook::expand(hook::Stage::OnStartup, args.into(), item.into()).into()
+    hook::expand(HookStage::OnStartup, args.into(), item.into()).into()
 }
 
 /// Runs an `async fn` once the application has started, after the subscribers started.
@@ -80,7 +85,7 @@ pub fn on_startup(args: TokenStream, item: TokenStream) -> TokenStream {
 /// Takes the same `order = <i32>` option and has the same requirements as [`macro@on_startup`].
 #[proc_macro_attribute]
 pub fn after_startup(args: TokenStream, item: TokenStream) -> TokenStream {
-    hook::expand(hook::Stage::AfterStartup, args.into(), item.into()).into()
+    hook::expand(HookStage::AfterStartup, args.into(), item.into()).into()
 }
 
 /// Runs an `async fn` when the application begins to shut down, before the subscribers stop.
@@ -95,7 +100,7 @@ pub fn after_startup(args: TokenStream, item: TokenStream) -> TokenStream {
 /// Takes the same `order = <i32>` option and has the same requirements as [`macro@on_startup`].
 #[proc_macro_attribute]
 pub fn on_shutdown(args: TokenStream, item: TokenStream) -> TokenStream {
-    hook::expand(hook::Stage::OnShutdown, args.into(), item.into()).into()
+    hook::expand(HookStage::OnShutdown, args.into(), item.into()).into()
 }
 
 /// Runs an `async fn` once the application has shut down, after the subscribers stopped.
@@ -108,5 +113,5 @@ pub fn on_shutdown(args: TokenStream, item: TokenStream) -> TokenStream {
 /// Takes the same `order = <i32>` option and has the same requirements as [`macro@on_startup`].
 #[proc_macro_attribute]
 pub fn after_shutdown(args: TokenStream, item: TokenStream) -> TokenStream {
-    hook::expand(hook::Stage::AfterShutdown, args.into(), item.into()).into()
+    hook::expand(HookStage::AfterShutdown, args.into(), item.into()).into()
 }

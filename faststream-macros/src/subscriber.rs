@@ -1,23 +1,19 @@
-//! `#[subscriber("key", kv_watch = BUCKET)]`: parse the arguments, validate them and the function,
-//! and generate the registration.
+//! `#[subscriber("key", kv_watch = BUCKET, max_workers = N)]`: its options, which parts are
+//! required, and the order of its errors; the work is done by `parse`, `check` and `emit`.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned, ToTokens};
-use syn::ext::IdentExt;
-use syn::parse::{Parse, ParseStream};
-use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Token};
 
-use crate::options::{self, Errors, Known, NameValue};
-use crate::signature::{self, HandlerFn};
+use crate::check::{self, Known, Sorted, Subscriber};
+use crate::emit;
+use crate::errors::{followed_by, join};
+use crate::parse::SubscriberArgs;
 
 const ATTR: &str = "subscriber";
 
-pub(crate) const MISSING_KEY: &str =
+const MISSING_KEY: &str =
     "missing the key to watch: write `#[subscriber(\"key\", kv_watch = \"bucket\")]`";
-pub(crate) const MISSING_KV_WATCH: &str =
+const MISSING_KV_WATCH: &str =
     "`kv_watch = \"bucket\"` is required: write `#[subscriber(\"key\", kv_watch = \"bucket\")]`";
-const KEY_NOT_LITERAL: &str =
-    "the key to watch must be a string literal, e.g. `\"users.{id}\"` or `\"audit.>\"`";
 
 const KNOWN: [Known; 2] = [
     Known {
@@ -30,176 +26,61 @@ const KNOWN: [Known; 2] = [
     },
 ];
 
-use faststream_rules::MAX_WORKERS;
-
-/// The arguments as written: an optional leading key, then `name = value` options.
-struct Args {
-    key: Option<Expr>,
-    options: Vec<NameValue>,
-}
-
-impl Parse for Args {
-    fn parse(input: ParseStream) -> syn::Result<Self> {
-        let starts_with_option = input.peek(Ident::peek_any) && input.peek2(Token![=]);
-        let key = if input.is_empty() || starts_with_option {
-            None
-        } else {
-            let key = input.parse::<Expr>()?;
-            if !input.is_empty() {
-                input.parse::<Token![,]>()?;
-            }
-            Some(key)
-        };
-        let options = options::parse_list(input)?;
-        Ok(Self { key, options })
-    }
-}
-
-/// The validated arguments, ready to generate.
-struct Subscriber {
-    key: LitStr,
-    /// The `|| -> KvWatch { .. }` closure.
-    kv_watch: TokenStream,
-}
-
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let generated = generate(args, item.clone());
-    signature::emit(ATTR, item, generated)
+    emit::output(ATTR, item, generated)
 }
 
 fn generate(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let mut errors = Errors::default();
-    let subscriber = errors
-        .ok(syn::parse2::<Args>(args))
-        .and_then(|args| validate(args, &mut errors));
-    let handler = errors.ok(HandlerFn::parse(item, ATTR));
-    if let Some(handler) = &handler {
-        signature::check(&handler.sig, ATTR, &mut errors);
-    }
-    match (subscriber, handler, errors.finish()) {
-        (Some(subscriber), Some(handler), Ok(())) => Ok(registration(&subscriber, &handler)),
-        (_, _, Err(error)) => Err(error),
-        // Not reached: every `None` above comes with an error.
-        _ => Err(syn::Error::new(
-            Span::call_site(),
-            "invalid `#[subscriber]`",
-        )),
-    }
+    let subscriber = syn::parse2(args).and_then(check_args);
+    let (subscriber, handler) = join(subscriber, check::handler(item, ATTR))?;
+    Ok(emit::subscriber(&subscriber, &handler))
 }
 
-fn validate(args: Args, errors: &mut Errors) -> Option<Subscriber> {
-    let key = match &args.key {
-        Some(expr) => errors.ok(key_literal(expr)),
-        None => {
-            errors.push(syn::Error::new(Span::call_site(), MISSING_KEY));
-            None
+/// Checks every part on its own, so that one bad value hides no other. The errors come in the
+/// order of the attribute: the key, the unknown, repeated or valueless options, then the values
+/// of `kv_watch` and `max_workers`.
+fn check_args(args: SubscriberArgs) -> syn::Result<Subscriber> {
+    let Sorted {
+        slots: [kv_watch, max_workers],
+        problems,
+    } = check::sort_options(args.options, &KNOWN);
+    let key = args.key.as_ref().map(check::key_pattern);
+    let kv_watch = kv_watch.map(|(expr, name_span)| check::kv_watch(expr, name_span));
+    let max_workers = max_workers
+        .map(|(expr, _)| check::max_workers(&expr))
+        .transpose();
+    let (key, kv_watch) = match (key, kv_watch) {
+        (Some(key), Some(kv_watch)) => (key, kv_watch),
+        (Some(key), None) => (key, Err(missing(MISSING_KV_WATCH))),
+        (None, Some(kv_watch)) => (Err(missing(MISSING_KEY)), kv_watch),
+        // Neither: the key's message, which shows the whole attribute, covers both.
+        (None, None) => {
+            return Err(followed_by(
+                missing(MISSING_KEY),
+                join(problems, max_workers),
+            ))
         }
     };
-    let [kv_watch, max_workers] = options::check(args.options, &KNOWN, errors);
-    let max_workers = match max_workers {
-        Some((expr, _span)) => errors.ok(parse_max_workers(&expr)).map(Some),
-        None => Some(None),
-    };
-    let max_workers = max_workers?;
-    let kv_watch = match kv_watch {
-        Some((expr, span)) => errors.ok(kv_watch_closure(expr, span, max_workers)),
-        None => {
-            // Without a key the message above already shows the whole attribute.
-            if args.key.is_some() {
-                errors.push(syn::Error::new(Span::call_site(), MISSING_KV_WATCH));
-            }
-            None
-        }
-    };
-    Some(Subscriber {
-        key: key?,
-        kv_watch: kv_watch?,
+    let (key, ((), (kv_watch, max_workers))) =
+        join(key, join(problems, join(kv_watch, max_workers)))?;
+    Ok(Subscriber {
+        key,
+        kv_watch,
+        max_workers,
     })
 }
 
-/// `max_workers = N`: an integer literal from 1 to [`MAX_WORKERS`].
-fn parse_max_workers(expr: &Expr) -> syn::Result<LitInt> {
-    let message = format!(
-        "`max_workers` must be an integer literal from 1 to {MAX_WORKERS}, e.g. `max_workers = 8`"
-    );
-    let Expr::Lit(ExprLit {
-        lit: Lit::Int(lit), ..
-    }) = options::peel(expr)
-    else {
-        return Err(syn::Error::new_spanned(expr, message));
-    };
-    match lit.base10_parse::<usize>() {
-        Ok(workers) if (1..=MAX_WORKERS).contains(&workers) && lit.suffix().is_empty() => {
-            Ok(LitInt::new(&format!("{workers}usize"), lit.span()))
-        }
-        _ => Err(syn::Error::new_spanned(expr, message)),
-    }
-}
-
-/// The key must be a string literal holding a valid watch pattern.
-fn key_literal(expr: &Expr) -> syn::Result<LitStr> {
-    match options::peel(expr) {
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(lit), ..
-        }) => {
-            let key = lit.value();
-            faststream_rules::KeyPattern::parse(&key)
-                .map_err(|error| syn::Error::new(lit.span(), error))?;
-            // A fresh literal: same text and span, without a suffix or raw-string quirks.
-            Ok(LitStr::new(&key, lit.span()))
-        }
-        other => Err(syn::Error::new_spanned(other, KEY_NOT_LITERAL)),
-    }
-}
-
-/// The closure that builds the `KvWatch`. A string literal is a bucket name, checked now;
-/// anything else is the user's expression of type `KvWatch`, checked by rustc where it is
-/// written. The closure's return type carries the span of the `kv_watch` name (`name_span`), so
-/// a mismatched type reads "expected `KvWatch` because of return type" at `kv_watch`, not under
-/// the whole attribute.
-fn kv_watch_closure(
-    expr: Expr,
-    name_span: Span,
-    max_workers: Option<LitInt>,
-) -> syn::Result<TokenStream> {
-    let body = if let Expr::Lit(ExprLit {
-        lit: Lit::Str(lit), ..
-    }) = options::peel(&expr)
-    {
-        let bucket = lit.value();
-        faststream_rules::validate_bucket(&bucket)
-            .map_err(|error| syn::Error::new(lit.span(), error))?;
-        let lit = LitStr::new(&bucket, lit.span());
-        quote!(::faststream_core::KvWatch::new(#lit))
-    } else {
-        expr.into_token_stream()
-    };
-    // `max_workers = N` in the attribute applies on top of the settings.
-    let body = match max_workers {
-        Some(workers) => quote!((#body).max_workers(#workers)),
-        None => body,
-    };
-    let ty = quote_spanned!(name_span=> ::faststream_core::KvWatch);
-    Ok(quote!(|| -> #ty { #body }))
-}
-
-fn registration(subscriber: &Subscriber, handler: &HandlerFn) -> TokenStream {
-    let boxed = signature::constructor(&handler.sig, "handler");
-    let Subscriber { key, kv_watch } = subscriber;
-    signature::submit(
-        handler,
-        quote!(SubscriberRegistration),
-        quote! {
-            key: #key,
-            kv_watch: #kv_watch,
-            handler: || #boxed,
-        },
-    )
+/// A required part is missing: reported on the whole attribute, as there is no token to point at.
+fn missing(message: &str) -> syn::Error {
+    syn::Error::new(Span::call_site(), message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::KEY_NOT_LITERAL;
+    use quote::quote;
 
     fn run(args: TokenStream) -> Result<String, Vec<String>> {
         generate(
@@ -242,6 +123,40 @@ mod tests {
                 "{errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn max_workers_and_bucket_errors_together() {
+        let errors = run(quote!("a", kv_watch = "my.bucket", max_workers = 0)).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("invalid bucket name `my.bucket`"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("`max_workers` must be an integer literal"),
+            "{errors:?}"
+        );
+        // Also without the key, and with the function's problems after them.
+        let errors = generate(
+            quote!(max_workers = 0, kv_watch = "my.bucket"),
+            quote!(
+                fn f() {}
+            ),
+        )
+        .unwrap_err();
+        let messages: Vec<_> = errors.into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(messages.len(), 4, "{messages:?}");
+        assert_eq!(messages[0], MISSING_KEY);
+        assert!(
+            messages[1].starts_with("invalid bucket name"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[2].starts_with("`max_workers` must be"),
+            "{messages:?}"
+        );
+        assert_eq!(messages[3], "`#[subscriber]` handlers must be `async fn`");
     }
 
     #[test]
