@@ -25,8 +25,8 @@
 //! The parts, each in its own module: [`App`] (the lifecycle), [`NatsBroker`] (the connection,
 //! credentials and the bucket cache), [`kv`] (bucket configuration, watch settings, messages,
 //! the resumable [`KvWatcher`] and the subscriber loop), [`extract`] (handler arguments),
-//! [`handler`] (calling async fns with extracted arguments), [`registry`] (what the macros
-//! register) and, with the `testing` feature, `testing` (real nats-server processes for tests).
+//! [`handler`] (calling async fns with extracted arguments) and [`registry`] (what the macros
+//! register). Real nats-server processes for tests are the `faststream-testing` crate.
 //!
 //! Handlers in a library crate of yours are linked into the service only if the service names
 //! that crate: add `use my_handlers as _;` to the binary.
@@ -44,8 +44,6 @@ mod logging;
 pub mod registry;
 mod signal;
 mod state;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use app::App;
 pub use broker::{NatsBroker, DEFAULT_NATS_URL};
