@@ -5,8 +5,8 @@
 //! port and a temporary store directory, can [`kill`](NatsServer::kill),
 //! [`stop`](NatsServer::stop) and [`restart`](NatsServer::restart) it, reads its monitoring
 //! endpoint ([`NatsServer::varz`], [`NatsServer::monitor`]), and removes everything when dropped.
-//! [`ServerConfig`] adds to the generated config file; [`TcpProxy`] cuts client connections
-//! without touching the server.
+//! [`ServerConfig`] adds to the generated config file; [`NatsCluster`] runs several servers as
+//! one JetStream cluster; [`TcpProxy`] cuts client connections without touching the server.
 //!
 //! ```no_run
 //! use faststream_testing::{NatsServer, ServerBinary};
@@ -31,6 +31,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod binary;
+mod cluster;
 mod config;
 mod logging;
 mod monitor;
@@ -39,6 +40,7 @@ mod proxy;
 mod server;
 
 pub use binary::{ServerBinary, NATS_SERVER_BINS_ENV, NATS_SERVER_BIN_ENV};
+pub use cluster::NatsCluster;
 pub use config::ServerConfig;
 pub use logging::init_test_logging;
 pub use proxy::TcpProxy;

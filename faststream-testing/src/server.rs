@@ -506,7 +506,7 @@ fn exit_reason(status: std::io::Result<ExitStatus>) -> String {
 
 /// A name no other server on this machine has: readiness checks it in `INFO` so a foreign
 /// server that grabbed our port is not mistaken for ours.
-fn unique_server_name() -> String {
+pub(crate) fn unique_server_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, AtomicOrdering::Relaxed);
     let nanos = std::time::SystemTime::now()
