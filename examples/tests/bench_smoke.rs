@@ -2,7 +2,7 @@
 //! and the summary has its ratios. (The figures themselves are not checked: not a timed test.)
 
 use anyhow::Context as _;
-use faststream_core::testing::{NatsServer, ServerBinary};
+use faststream_testing::{NatsServer, ServerBinary};
 
 #[tokio::test]
 async fn every_workload_runs_and_prints_json() -> anyhow::Result<()> {

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use faststream_core::testing::{NatsServer, ServerBinary};
+use faststream_testing::{NatsServer, ServerBinary};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 

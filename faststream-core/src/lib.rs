@@ -37,7 +37,8 @@
 //!
 //! Each module imports only from the layers below it, so, for example, `kv` knows nothing of
 //! handlers and the broker knows nothing of the app. The naming rules, limits and hook stages
-//! the macros also apply come from `faststream-rules`.
+//! the macros also apply come from `faststream-rules`; real nats-server processes for tests, from
+//! `faststream-testing`.
 //!
 //! Handlers in a library crate of yours are linked into the service only if the service names
 //! that crate: add `use my_handlers as _;` to the binary.
@@ -57,8 +58,6 @@ mod logging;
 pub mod registry;
 mod signal;
 mod state;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use app::App;
 pub use broker::{NatsBroker, DEFAULT_NATS_URL};

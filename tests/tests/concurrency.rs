@@ -61,7 +61,7 @@ mod attribute {
 }
 
 async fn run_case(
-    server: &faststream_core::testing::NatsServer,
+    server: &faststream_testing::NatsServer,
     app: App,
     seen: &Observed,
     max: usize,

@@ -37,10 +37,10 @@ async fn no_server_is_a_bounded_error_naming_the_url() {
 
 #[tokio::test]
 async fn a_server_that_appears_within_the_limit_is_used() -> anyhow::Result<()> {
-    use faststream_core::testing::{NatsServer, ServerBinary};
     use faststream_core::HookStage;
+    use faststream_testing::{NatsServer, ServerBinary};
 
-    faststream_core::testing::init_test_logging();
+    faststream_testing::init_test_logging();
     let binary = ServerBinary::discover()?
         .into_iter()
         .next_back()

@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use common::{
     consumer_configs, on_each_server, record_entry, record_started, Recorder, RunningApp,
 };
-use faststream_core::testing::NatsServer;
 use faststream_core::{App, Error, HookStage, KvMessage, KvWatch, NatsBroker, State};
+use faststream_testing::NatsServer;
 
 /// An app with one recording subscriber on `pattern` and a `started` hook.
 fn recording_app(

@@ -12,8 +12,8 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use common::{consumer_configs, jetstream, on_each_server, Recorder, RunningApp, EVENT_TIMEOUT};
 use faststream_core::kv::BucketConfig;
-use faststream_core::testing::{NatsServer, TcpProxy};
 use faststream_core::{App, HookStage, KvMessage, KvWatch, NatsBroker, State};
+use faststream_testing::{NatsServer, TcpProxy};
 
 /// Records `key@revision=value`.
 async fn record(message: KvMessage, State(events): State<Recorder>) {

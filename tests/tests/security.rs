@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use common::servers;
 use faststream_core::error::chain;
-use faststream_core::testing::NatsServer;
 use faststream_core::{Error, NatsBroker};
+use faststream_testing::NatsServer;
 
 const PASSWORD: &str = "pa55-w0rd-secret";
 const TOKEN: &str = "t0ken-secret-value";

@@ -167,7 +167,11 @@ async fn write_rounds(store: async_nats::jetstream::kv::Store, run: LatencyRun) 
     };
     let mut samples = Vec::with_capacity(run.rounds);
     for round in 0..WARM_UP + run.rounds {
-        if store.put("lat", format!("t{}", now_nanos()).into()).await.is_err() {
+        if store
+            .put("lat", format!("t{}", now_nanos()).into())
+            .await
+            .is_err()
+        {
             return;
         }
         let Ok(Some(latency)) = tokio::time::timeout(Duration::from_secs(10), reports.recv()).await

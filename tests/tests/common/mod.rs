@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use faststream_core::testing::{NatsServer, ServerBinary};
 use faststream_core::App;
+use faststream_testing::{NatsServer, ServerBinary};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -30,7 +30,7 @@ where
     F: Fn(NatsServer) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    faststream_core::testing::init_test_logging();
+    faststream_testing::init_test_logging();
     for binary in servers() {
         tracing::info!(version = %binary.version, path = %binary.path.display(), "test server");
         let server = NatsServer::start(&binary)

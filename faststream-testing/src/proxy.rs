@@ -8,10 +8,10 @@ use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-/// A TCP proxy on an ephemeral `127.0.0.1` port in front of `target`.
+/// A TCP proxy on an ephemeral `127.0.0.1` port in front of a server's client port.
 ///
 /// ```no_run
-/// use faststream_core::testing::{NatsServer, ServerBinary, TcpProxy};
+/// use faststream_testing::{NatsServer, TcpProxy};
 ///
 /// # async fn example(server: NatsServer) -> anyhow::Result<()> {
 /// let proxy = TcpProxy::start(server.port()).await?;
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 /// # Ok(())
 /// # }
 /// ```
+#[derive(Debug)]
 pub struct TcpProxy {
     address: SocketAddr,
     accept: JoinHandle<()>,
