@@ -159,6 +159,13 @@ macro_rules! all_the_tuples {
 
 all_the_tuples!(impl_handler_and_hook);
 
+// The macros reject more arguments than `MAX_HANDLER_ARGS`; the implementations above (and
+// `__private`'s `handlerN`/`hookN`) must reach exactly that many.
+const _: () = assert!(
+    faststream_rules::MAX_HANDLER_ARGS == 12,
+    "all_the_tuples! and __private::typed_constructors! must cover MAX_HANDLER_ARGS arguments"
+);
+
 /// A handler's call with its argument types erased.
 type ErasedCall = dyn Fn(&KvMessage, &SubscriberContext) -> HandlerFuture + Send + Sync;
 

@@ -41,7 +41,8 @@ macro_rules! typed_constructors {
     };
 }
 
-// Up to 12 arguments, like `Handler` and `Hook` (the macros reject more).
+// Up to `faststream_rules::MAX_HANDLER_ARGS` (12) arguments, like `Handler` and `Hook`; a
+// const assertion in `handler` ties the count to the constant.
 typed_constructors!(handler0, hook0;);
 typed_constructors!(handler1, hook1; A1);
 typed_constructors!(handler2, hook2; A1, A2);

@@ -14,6 +14,7 @@
 //! Set `FASTSTREAM_MACROS_DEBUG=1` while building to print every expansion to stderr.
 
 #![forbid(unsafe_code)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 use faststream_rules::HookStage;
 use proc_macro::TokenStream;
@@ -30,8 +31,10 @@ mod subscriber;
 /// Calls an `async fn` for every change of the keys matching a pattern in a NATS Key-Value
 /// bucket.
 ///
-/// ```ignore
+/// ```
 /// use faststream_core::{subscriber, KvMessage, KvWatch};
+///
+/// const AUDIT_BUCKET: &str = "audit";
 ///
 /// #[subscriber("users.{id}.profile", kv_watch = "profiles")]
 /// async fn on_profile(entry: KvMessage) -> anyhow::Result<()> {
@@ -58,9 +61,19 @@ pub fn subscriber(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Runs an `async fn` while the application starts, before the subscribers start.
 ///
-/// ```ignore
+/// ```
+/// use faststream_core::{kv::BucketConfig, NatsBroker};
+///
+/// // Runs before connecting: a place to prepare what the service needs, not to use the broker.
 /// #[faststream_core::on_startup(order = -10)]
+/// async fn check_config() -> anyhow::Result<()> {
+///     Ok(())
+/// }
+///
+/// // After start-up the broker is connected.
+/// #[faststream_core::after_startup]
 /// async fn create_buckets(broker: NatsBroker) -> anyhow::Result<()> {
+///     broker.key_value_with(BucketConfig::new("audit").history(10)).await?;
 ///     Ok(())
 /// }
 /// ```
@@ -75,7 +88,7 @@ pub fn on_startup(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Runs an `async fn` once the application has started, after the subscribers started.
 ///
-/// ```ignore
+/// ```
 /// #[faststream_core::after_startup]
 /// async fn announce() {
 ///     tracing::info!("ready");
@@ -90,7 +103,7 @@ pub fn after_startup(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Runs an `async fn` when the application begins to shut down, before the subscribers stop.
 ///
-/// ```ignore
+/// ```
 /// #[faststream_core::on_shutdown(order = 1)]
 /// async fn stop_accepting() -> anyhow::Result<()> {
 ///     Ok(())
@@ -105,7 +118,7 @@ pub fn on_shutdown(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Runs an `async fn` once the application has shut down, after the subscribers stopped.
 ///
-/// ```ignore
+/// ```
 /// #[faststream_core::after_shutdown]
 /// async fn flush_metrics() {}
 /// ```

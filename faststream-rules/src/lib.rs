@@ -8,6 +8,7 @@
 //! the runtime's check quote the one constant.
 
 #![forbid(unsafe_code)]
+#![deny(rustdoc::broken_intra_doc_links)]
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod limits;

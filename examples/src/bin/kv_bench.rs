@@ -1,6 +1,7 @@
-//! The benchmark: the workloads of the anchor scripts (`shared/bench/`), through a `#[subscriber]`
-//! handler and through a raw async-nats watcher, side by side in one run against the server at
-//! `NATS_URL`. Prints one JSON line per result, then one summary line with the ratios.
+//! The benchmark: the workloads of the FastStream anchor scripts (the project keeps its copy in
+//! `examples/bench/`), through a `#[subscriber]` handler and through a raw async-nats watcher,
+//! side by side in one run against the server at `NATS_URL`. Prints one JSON line per result,
+//! then one summary line with the ratios.
 //!
 //! ```text
 //! cargo run --release -p examples --bin kv_bench                    # everything, default sizes
@@ -387,10 +388,9 @@ async fn child(args: &[String]) -> anyhow::Result<Value> {
     serde_json::from_str(line.trim()).with_context(|| format!("{args:?} printed {line:?}"))
 }
 
-/// Runs an anchor script of `shared/bench` with `python3`, if FastStream is installed.
+/// Runs an anchor script of `examples/bench` with `python3`, if FastStream is installed.
 async fn python(script: &str, args: &[&str]) -> Option<Value> {
-    let dir = std::env::var("FASTSTREAM_BENCH_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/bench").to_owned());
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/bench");
     let output = tokio::process::Command::new("python3")
         .arg(format!("{dir}/{script}"))
         .args(args)
