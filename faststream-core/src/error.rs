@@ -187,6 +187,7 @@ pub enum Error {
 fn unreachable_hint(source: &async_nats::ConnectError) -> &'static str {
     use async_nats::ConnectErrorKind;
     match source.kind() {
+        ConnectErrorKind::Io if is_certificate_error(source) => "",
         ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns => {
             ": is a nats-server with JetStream running there? (set NATS_URL, or start one with \
              `nats-server -js`; install it with `apt-get install nats-server` or \
@@ -194,6 +195,22 @@ fn unreachable_hint(source: &async_nats::ConnectError) -> &'static str {
         }
         _ => "",
     }
+}
+
+/// A TLS handshake that failed on the certificate surfaces as an I/O error of kind
+/// `InvalidData` (async-nats reports it as `Io`, not `Tls`); retrying cannot fix it.
+pub(crate) fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The step of declaring or looking up a bucket that failed.

@@ -214,7 +214,7 @@ impl NatsBroker {
                             | async_nats::ConnectErrorKind::AuthorizationViolation
                             | async_nats::ConnectErrorKind::ServerParse
                             | async_nats::ConnectErrorKind::Tls
-                    ) || is_certificate_error(&error);
+                    ) || crate::error::is_certificate_error(&error);
                     if permanent || started.elapsed() + delay >= settings.connect_timeout {
                         return Err(Error::Connect {
                             url,
@@ -395,22 +395,6 @@ pub(crate) enum Watcher<'a> {
     Subscriber(&'a str),
     /// A [`NatsBroker::kv_watch`] caller.
     Direct,
-}
-
-/// A TLS handshake that failed on the certificate surfaces as an I/O error of kind
-/// `InvalidData` (async-nats reports it as `Io`, not `Tls`); retrying cannot fix it.
-fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(cause) = source {
-        if cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
-        {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
 }
 
 /// Delay before reconnect attempt `attempts`: 0, then 2 ms doubling up to 1 s (async-nats's
