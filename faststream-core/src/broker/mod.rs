@@ -27,6 +27,8 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// How long queueing the close of an unreachable connection may take.
+const CLOSE_REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// A handle to one NATS connection and its buckets. Cheap to clone: clones share the connection
 /// and the bucket cache.
@@ -397,16 +399,36 @@ impl NatsBroker {
     }
 
     /// Flushes pending publishes and drains the connection (subscriptions stop after delivering
-    /// what the server already sent).
-    pub(crate) async fn drain(&self) {
+    /// what the server already sent), for at most `timeout`. A flush completes only once the
+    /// server has answered, so with the server unreachable it is not tried at all, and one that
+    /// takes longer than `timeout` is abandoned: either way with a log line.
+    pub(crate) async fn drain(&self, timeout: Duration) {
         let Ok(connection) = self.connection("drain") else {
             return;
         };
-        if let Err(error) = connection.client.flush().await {
-            tracing::warn!(error = %error, "flushing the NATS connection failed");
+        let client = &connection.client;
+        let url = self.url();
+        if client.connection_state() != async_nats::connection::State::Connected {
+            tracing::warn!(url = %url,
+                "NATS server unreachable at shutdown: not flushing; publishes not yet sent are \
+                 abandoned and the connection is closed");
+            // Only queues the close; bounded in case the client's command queue is full.
+            let _ = tokio::time::timeout(CLOSE_REQUEST_TIMEOUT, client.drain()).await;
+            return;
         }
-        if let Err(error) = connection.client.drain().await {
-            tracing::warn!(error = %error, "draining the NATS connection failed");
+        let drained = tokio::time::timeout(timeout, async {
+            if let Err(error) = client.flush().await {
+                tracing::warn!(error = %error, "flushing the NATS connection failed");
+            }
+            if let Err(error) = client.drain().await {
+                tracing::warn!(error = %error, "draining the NATS connection failed");
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(url = %url, ?timeout,
+                "the NATS connection did not flush within the shutdown timeout: publishes not \
+                 yet sent are abandoned");
         }
     }
 }
