@@ -227,14 +227,13 @@ fn unreachable_hint(source: &async_nats::ConnectError, tls_required: bool) -> &'
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
         })
     };
-    let reached_a_server = matches!(
+    let maybe_tls_failure = matches!(
         source.kind(),
         ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Tls
     ) && !refused;
-    if tls_required && reached_a_server {
+    if tls_required && maybe_tls_failure {
         return ": TLS is required (a CA or client certificate, `require_tls` or a tls:// URL is \
-                set), and the TLS handshake failed: does the server offer TLS, and is its \
-                certificate signed by a trusted CA?";
+                set): does the server offer TLS, and is its certificate signed by a trusted CA?";
     }
     match source.kind() {
         ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns => {

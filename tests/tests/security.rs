@@ -410,6 +410,7 @@ async fn a_tls_option_requires_tls_and_never_sends_the_password_in_the_clear() -
             .err()
             .with_context(|| format!("{binary}: connected in plaintext with a CA given"))?;
         let text = chain(&error);
+        println!("{binary}: {text}");
         assert!(text.contains("TLS"), "{binary}: {text}");
         assert!(!text.contains(PASSWORD), "{text}");
         assert!(
