@@ -428,3 +428,50 @@ async fn no_new_entry_is_taken_once_on_shutdown_runs() -> anyhow::Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_start_up_hook_stuck_at_shutdown_is_abandoned_at_the_timeout() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let events = Recorder::default();
+        let shutdown_timeout = std::time::Duration::from_millis(500);
+        let app = App::new(NatsBroker::new(server.url()))
+            .without_registered()
+            .with_state(events.clone())
+            .with_state(Gate::default()) // never opened
+            .shutdown_timeout(shutdown_timeout)
+            .hook(HookStage::AfterStartup, "a_held", interrupted::held)
+            .hook(
+                HookStage::OnShutdown,
+                "on_shutdown",
+                interrupted::on_shutdown,
+            )
+            .hook(
+                HookStage::AfterShutdown,
+                "after_shutdown",
+                interrupted::after_shutdown,
+            );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        events.wait_for_event("held:begin").await?;
+        let asked = std::time::Instant::now();
+        let _ = stop.send(());
+        tokio::time::timeout(common::EVENT_TIMEOUT, running).await???;
+        let took = asked.elapsed();
+        println!(
+            "{}: stuck hook abandoned, run() returned after {took:?}",
+            server.binary()
+        );
+        assert!(
+            took >= shutdown_timeout && took < shutdown_timeout * 4,
+            "took {took:?}"
+        );
+        assert_eq!(
+            events.events(),
+            ["held:begin", "on_shutdown:connected=true", "after_shutdown"]
+        );
+        Ok(())
+    })
+    .await
+}
