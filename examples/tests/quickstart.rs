@@ -1,5 +1,6 @@
 //! The quickstart binary end to end: it handles the value its hook writes, and SIGTERM makes
-//! it shut down cleanly with exit code 0 — on every available nats-server version.
+//! it shut down cleanly with exit code 0, also with the server down — on every available
+//! nats-server version.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,15 +15,29 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn quickstart_handles_its_value_and_exits_0_on_sigterm() -> anyhow::Result<()> {
     for binary in ServerBinary::discover()? {
-        let server = NatsServer::start(&binary).await?;
-        run_quickstart(&server)
+        let mut server = NatsServer::start(&binary).await?;
+        run_quickstart(&mut server, false)
             .await
             .with_context(|| format!("on nats-server {}", binary.version))?;
     }
     Ok(())
 }
 
-async fn run_quickstart(server: &NatsServer) -> anyhow::Result<()> {
+#[tokio::test]
+async fn quickstart_exits_0_on_sigterm_with_the_server_down() -> anyhow::Result<()> {
+    for binary in ServerBinary::discover()? {
+        let mut server = NatsServer::start(&binary).await?;
+        run_quickstart(&mut server, true)
+            .await
+            .with_context(|| format!("on nats-server {}", binary.version))?;
+    }
+    Ok(())
+}
+
+/// The quickstart's `App::shutdown_timeout` (the default), and what shutdown may take beyond it.
+const SHUTDOWN_BOUND: Duration = Duration::from_millis(10_000 + 1_500);
+
+async fn run_quickstart(server: &mut NatsServer, server_down: bool) -> anyhow::Result<()> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_quickstart"))
         .env("NATS_URL", server.url())
         .env("RUST_LOG", "info,faststream_core=debug")
@@ -63,7 +78,11 @@ async fn run_quickstart(server: &NatsServer) -> anyhow::Result<()> {
         log.join("\n")
     );
 
+    if server_down {
+        server.kill().await?;
+    }
     let pid = child.id().context("no pid")?;
+    let terminated = std::time::Instant::now();
     // SAFETY: plain kill(2) on our own child's pid.
     let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
     anyhow::ensure!(sent == 0, "kill(SIGTERM) failed");
@@ -79,6 +98,19 @@ async fn run_quickstart(server: &NatsServer) -> anyhow::Result<()> {
     let status = tokio::time::timeout(TIMEOUT, child.wait())
         .await
         .context("the service did not exit after SIGTERM")??;
+    let took = terminated.elapsed();
+    println!(
+        "{}: exit after SIGTERM took {took:?} (server down: {server_down})",
+        server.binary()
+    );
+    anyhow::ensure!(took < SHUTDOWN_BOUND, "exit after SIGTERM took {took:?}");
+    if server_down {
+        anyhow::ensure!(
+            rest.iter().any(|line| line.contains("abandoned")),
+            "no log line says what was abandoned:\n{}",
+            rest.join("\n")
+        );
+    }
     anyhow::ensure!(
         status.code() == Some(0),
         "exit status {status}; log after SIGTERM:\n{}",

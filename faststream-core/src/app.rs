@@ -1,6 +1,8 @@
 //! `App`: the lifecycle. on_startup hooks -> connect -> declare buckets -> start watches ->
-//! after_startup hooks -> run until the shutdown signal -> on_shutdown hooks -> stop watches
-//! (in-flight handlers finish, bounded) -> drain the connection -> after_shutdown hooks.
+//! after_startup hooks -> run until the shutdown signal -> stop taking entries (in-flight
+//! handlers finish, bounded) -> on_shutdown hooks -> drain the connection (bounded) ->
+//! after_shutdown hooks. A signal during start-up stops it at the stage it reached and shuts
+//! down the same way.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -9,12 +11,13 @@ use std::time::Duration;
 
 use faststream_rules::KeyPattern;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{NatsBroker, Watcher};
 use crate::context::{AppContext, SubscriberContext};
 use crate::dispatch::{Dispatcher, WatchLoop};
-use crate::error::{chain, Error, Result};
+use crate::error::{chain, Error, HandlerError, Result};
 use crate::handler::{call_catching_panics, BoxedHandler, BoxedHook, Handler, Hook};
 use crate::kv::options::KvWatch;
 use crate::registry::{HookSpec, HookStage, Registry, Scope, SubscriberSpec};
@@ -200,27 +203,16 @@ impl App {
         let subscribers = runtime.prepare()?;
         runtime.log_registry();
 
-        // A shutdown requested while starting (say, during connect retries) is honoured at once.
-        let mut shutdown = std::pin::pin!(shutdown);
-        let watches = tokio::select! {
-            started = runtime.start(subscribers) => started?,
-            () = &mut shutdown => {
-                tracing::info!("shutdown requested during start-up; stopping");
-                runtime.cancel.cancel();
-                runtime.app.broker.drain().await;
-                return Ok(());
-            }
-        };
-        tracing::info!("application started; waiting for the shutdown signal");
-
-        shutdown.await;
-
-        let on_shutdown = runtime.run_hooks(HookStage::OnShutdown).await;
-        runtime.stop_watches(watches).await;
-        runtime.app.broker.drain().await;
-        let after_shutdown = runtime.run_hooks(HookStage::AfterShutdown).await;
-        tracing::info!("application stopped");
-        on_shutdown.and(after_shutdown)
+        // The lifecycle polls `requested` at every stage, so a shutdown asked for while starting
+        // stops what had started the documented way instead of dropping it mid-call.
+        let requested = CancellationToken::new();
+        let lifecycle = runtime.lifecycle(subscribers, requested.clone());
+        let mut lifecycle = std::pin::pin!(lifecycle);
+        tokio::select! {
+            result = &mut lifecycle => return result,
+            () = shutdown => requested.cancel(),
+        }
+        lifecycle.await
     }
 }
 
@@ -242,6 +234,30 @@ struct Prepared {
 
 /// A started watch loop, by subscriber name.
 type RunningWatch = (Arc<str>, JoinHandle<()>);
+
+/// How far start-up got.
+enum Started {
+    /// Everything started; the app runs.
+    Running,
+    /// A shutdown was requested during `stage`; what had started is to be stopped by
+    /// `deadline` (the shutdown timeout after the request).
+    Interrupted {
+        stage: &'static str,
+        deadline: Instant,
+        /// The error of a start-up hook that failed while finishing after the request.
+        hook_error: Option<Error>,
+    },
+}
+
+/// The drain of the connection at shutdown gets what is left of the shutdown timeout, but at
+/// least this long: a reachable server answers a flush in milliseconds.
+const MIN_DRAIN_TIME: Duration = Duration::from_secs(1);
+
+fn drain_timeout(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(MIN_DRAIN_TIME)
+}
 
 impl Runtime {
     /// Checks every subscriber and hook before connecting; all problems are reported together.
@@ -318,52 +334,170 @@ impl Runtime {
         }
     }
 
-    /// on_startup hooks -> connect -> declare buckets -> start watches -> after_startup hooks.
-    /// On a failure, whatever had started is stopped and the connection closed before the
-    /// error returns.
-    async fn start(&self, subscribers: Vec<Prepared>) -> Result<Vec<RunningWatch>> {
-        self.run_hooks(HookStage::OnStartup).await?;
-        self.app.broker.connect().await?;
-        let started = async {
-            self.declare_buckets(&subscribers).await?;
-            self.start_watches(subscribers).await
-        };
-        let watches = match started.await {
-            Ok(watches) => watches,
+    /// Starts, runs until `requested` fires, and shuts down. A start-up failure stops whatever
+    /// had started and returns the error; a shutdown requested during start-up lets a running
+    /// start-up hook finish (up to the shutdown timeout), starts nothing more, and shuts down
+    /// like a running app.
+    async fn lifecycle(
+        &self,
+        subscribers: Vec<Prepared>,
+        requested: CancellationToken,
+    ) -> Result<()> {
+        let mut watches = Vec::new();
+        let mut interrupted_hook = None;
+        let deadline = match self.start(subscribers, &mut watches, &requested).await {
+            Ok(Started::Running) => {
+                tracing::info!("application started; waiting for the shutdown signal");
+                requested.cancelled().await;
+                Instant::now() + self.timeouts.shutdown
+            }
+            Ok(Started::Interrupted {
+                stage,
+                deadline,
+                hook_error,
+            }) => {
+                tracing::info!(
+                    "shutdown requested during start-up ({stage}); stopping what started"
+                );
+                interrupted_hook = hook_error;
+                deadline
+            }
             Err(error) => {
-                // Connected but not started: close the connection before reporting.
-                self.app.broker.drain().await;
+                let deadline = Instant::now() + self.timeouts.shutdown;
+                self.stop_watches(watches, deadline).await;
+                self.app.broker.drain(drain_timeout(deadline)).await;
                 return Err(error);
             }
         };
-        if let Err(error) = self.run_hooks(HookStage::AfterStartup).await {
-            self.stop_watches(watches).await;
-            self.app.broker.drain().await;
-            return Err(error);
-        }
-        Ok(watches)
+        let shutdown = self.shutdown(watches, deadline).await;
+        interrupted_hook.map_or(shutdown, Err)
     }
 
-    /// Runs the hooks of one stage in order. Start-up stages stop at the first failure;
-    /// shutdown stages run every hook and report the first failure.
+    /// Stop taking entries -> calls in flight finish (until `deadline`: the shutdown timeout
+    /// after the request) -> `on_shutdown` hooks (connection still up) -> drain the connection
+    /// (bounded by what is left until `deadline`, at least [`MIN_DRAIN_TIME`]) ->
+    /// `after_shutdown` hooks.
+    async fn shutdown(&self, watches: Vec<RunningWatch>, deadline: Instant) -> Result<()> {
+        self.stop_watches(watches, deadline).await;
+        let on_shutdown = self.run_hooks(HookStage::OnShutdown).await;
+        self.app.broker.drain(drain_timeout(deadline)).await;
+        let after_shutdown = self.run_hooks(HookStage::AfterShutdown).await;
+        tracing::info!("application stopped");
+        on_shutdown.and(after_shutdown)
+    }
+
+    /// on_startup hooks -> connect -> declare buckets -> start watches -> after_startup hooks,
+    /// each stage given up when `requested` fires. The watches started are pushed to `watches`
+    /// as they start, so the caller stops them whatever happens.
+    async fn start(
+        &self,
+        subscribers: Vec<Prepared>,
+        watches: &mut Vec<RunningWatch>,
+        requested: &CancellationToken,
+    ) -> Result<Started> {
+        if let Some(interrupted) = self
+            .run_startup_hooks(HookStage::OnStartup, requested)
+            .await?
+        {
+            return Ok(interrupted);
+        }
+        let interrupted = |stage| Started::Interrupted {
+            stage,
+            deadline: Instant::now() + self.timeouts.shutdown,
+            hook_error: None,
+        };
+        // `biased`: a request already made wins over a stage that is ready at once.
+        tokio::select! {
+            biased;
+            () = requested.cancelled() => return Ok(interrupted("connecting")),
+            connected = self.app.broker.connect() => connected?,
+        }
+        let declared = async {
+            self.declare_buckets(&subscribers).await?;
+            self.start_watches(subscribers, watches).await
+        };
+        tokio::select! {
+            biased;
+            () = requested.cancelled() => return Ok(interrupted("starting the watches")),
+            declared = declared => declared?,
+        }
+        if let Some(interrupted) = self
+            .run_startup_hooks(HookStage::AfterStartup, requested)
+            .await?
+        {
+            return Ok(interrupted);
+        }
+        Ok(Started::Running)
+    }
+
+    /// Runs the start-up hooks of `stage` in order, stopping at the first failure. When
+    /// `requested` fires, the hook running may finish (up to the shutdown timeout; abandoned
+    /// after it, with a log line) and the later ones do not run.
+    async fn run_startup_hooks(
+        &self,
+        stage: HookStage,
+        requested: &CancellationToken,
+    ) -> Result<Option<Started>> {
+        for hook in self.registry.hooks(stage) {
+            let interrupted = |deadline, hook_error| {
+                Ok(Some(Started::Interrupted {
+                    stage: stage.as_str(),
+                    deadline,
+                    hook_error,
+                }))
+            };
+            if requested.is_cancelled() {
+                return interrupted(Instant::now() + self.timeouts.shutdown, None);
+            }
+            tracing::debug!(hook = %hook.name, "running {stage} hook");
+            let call = call_catching_panics(|| hook.hook.call(self.app.clone()));
+            let mut call = std::pin::pin!(call);
+            let outcome = tokio::select! {
+                outcome = &mut call => outcome,
+                () = requested.cancelled() => {
+                    // One shutdown timeout for the hook and then the calls in flight.
+                    let timeout = self.timeouts.shutdown;
+                    let deadline = Instant::now() + timeout;
+                    match tokio::time::timeout_at(deadline, call).await {
+                        Ok(outcome) => {
+                            let error = outcome.err().map(|source| self.hook_failed(stage, hook, source));
+                            return interrupted(deadline, error);
+                        }
+                        Err(_) => {
+                            tracing::warn!(hook = %hook.name, ?timeout,
+                                "{stage} hook still running at the shutdown timeout; abandoning it");
+                            return interrupted(deadline, None);
+                        }
+                    }
+                }
+            };
+            if let Err(source) = outcome {
+                return Err(self.hook_failed(stage, hook, source));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The error of a failed hook, logged.
+    fn hook_failed(&self, stage: HookStage, hook: &HookSpec, source: HandlerError) -> Error {
+        let error = Error::Hook {
+            stage,
+            hook: hook.name.to_string(),
+            source,
+        };
+        tracing::error!(hook = %hook.name, error = %chain(&error), "{stage} hook failed");
+        error
+    }
+
+    /// Runs the shutdown hooks of `stage` in order: every one runs, the first failure is
+    /// reported.
     async fn run_hooks(&self, stage: HookStage) -> Result<()> {
         let mut first_error = None;
         for hook in self.registry.hooks(stage) {
             tracing::debug!(hook = %hook.name, "running {stage} hook");
-            let Err(source) = call_catching_panics(|| hook.hook.call(self.app.clone())).await
-            else {
-                continue;
-            };
-            let error = Error::Hook {
-                stage,
-                hook: hook.name.to_string(),
-                source,
-            };
-            tracing::error!(hook = %hook.name, error = %chain(&error), "{stage} hook failed");
-            if stage.is_startup() {
-                return Err(error);
+            if let Err(source) = call_catching_panics(|| hook.hook.call(self.app.clone())).await {
+                first_error.get_or_insert(self.hook_failed(stage, hook, source));
             }
-            first_error.get_or_insert(error);
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -381,10 +515,13 @@ impl Runtime {
         Ok(())
     }
 
-    /// Creates every watch, then spawns its loop. If one cannot be created, the ones already
-    /// running are stopped and the error names the subscriber.
-    async fn start_watches(&self, subscribers: Vec<Prepared>) -> Result<Vec<RunningWatch>> {
-        let mut running = Vec::with_capacity(subscribers.len());
+    /// Creates every watch, then spawns its loop, pushing each to `running` as it starts (the
+    /// caller stops them). If one cannot be created, the error names the subscriber.
+    async fn start_watches(
+        &self,
+        subscribers: Vec<Prepared>,
+        running: &mut Vec<RunningWatch>,
+    ) -> Result<()> {
         for subscriber in subscribers {
             let name = Arc::clone(&subscriber.context.name);
             let watcher = self
@@ -396,13 +533,7 @@ impl Runtime {
                     Watcher::Subscriber(&name),
                 )
                 .await;
-            let watcher = match watcher {
-                Ok(watcher) => watcher,
-                Err(error) => {
-                    self.stop_watches(running).await;
-                    return Err(error);
-                }
-            };
+            let watcher = watcher?;
             let watch_loop = WatchLoop {
                 max_workers: subscriber.kv_watch.max_workers,
                 dispatcher: Dispatcher {
@@ -415,16 +546,14 @@ impl Runtime {
             let handle = tokio::spawn(watch_loop.run(self.cancel.clone()));
             running.push((name, handle));
         }
-        Ok(running)
+        Ok(())
     }
 
-    /// Stops every watch loop: no new entry is started; the handlers in flight get until the
-    /// shutdown timeout to finish, and are abandoned after it with a log line naming the
-    /// subscriber.
-    async fn stop_watches(&self, watches: Vec<RunningWatch>) {
+    /// Stops every watch loop: no new entry is started; the handlers in flight get until
+    /// `deadline` to finish, and are abandoned after it with a log line naming the subscriber.
+    async fn stop_watches(&self, watches: Vec<RunningWatch>, deadline: Instant) {
         self.cancel.cancel();
         let timeout = self.timeouts.shutdown;
-        let deadline = tokio::time::Instant::now() + timeout;
         for (name, mut handle) in watches {
             match tokio::time::timeout_at(deadline, &mut handle).await {
                 Ok(Ok(())) => {}

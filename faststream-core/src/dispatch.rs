@@ -10,19 +10,25 @@
 //! (flow control) instead of buffering.
 //!
 //! Nothing a handler does stops the loop: a rejected argument, an `Err`, a panic and a timeout
-//! are logged with subscriber, bucket, key and revision, and the next entry is handled.
+//! are logged with subscriber, bucket, key and revision, and the next entry is handled. That
+//! includes a panic outside the handler's own future (the `Drop` of a call abandoned at its
+//! timeout, a `Display` of the handler's error while logging): each dispatch is guarded as a
+//! whole, and with `max_workers > 1` a call task that ends in any way frees its key, which
+//! the loop knows by task id.
 //! Connection problems are the watcher's: it resumes after the last revision by itself.
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use futures_util::FutureExt as _;
+use tokio::task::{self, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::SubscriberContext;
 use crate::error::{chain, HandlerError};
-use crate::handler::{call_catching_panics, BoxedHandler};
+use crate::handler::{call_catching_panics, panic_message, BoxedHandler};
 use crate::kv::message::KvMessage;
 use crate::kv::watcher::KvWatcher;
 
@@ -57,14 +63,17 @@ impl WatchLoop {
 
     async fn run_sequential(mut self, cancel: &CancellationToken) {
         while let Some(entry) = next_entry(&mut self.watcher, cancel, &self.dispatcher).await {
-            self.dispatcher.dispatch(entry).await;
+            self.dispatcher.dispatch_guarded(entry).await;
         }
     }
 
     /// Up to `max_workers` calls at once; an entry whose key is being handled waits for it.
     async fn run_concurrent(mut self, cancel: &CancellationToken) {
         let limit = self.max_workers;
-        let mut calls: JoinSet<String> = JoinSet::new();
+        let mut calls: JoinSet<()> = JoinSet::new();
+        // The key of each call task: a task that panics or is cancelled returns no value, but
+        // its id still frees its key.
+        let mut task_keys: HashMap<task::Id, String> = HashMap::new();
         // Keys with a call in flight, and their entries waiting behind it, oldest first.
         let mut busy_keys: HashMap<String, VecDeque<KvMessage>> = HashMap::new();
         let mut waiting = 0usize;
@@ -75,13 +84,21 @@ impl WatchLoop {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                Some(finished) = calls.join_next(), if !calls.is_empty() => {
-                    let Ok(key) = finished else { continue };
+                Some(finished) = calls.join_next_with_id(), if !calls.is_empty() => {
+                    let id = match finished {
+                        Ok((id, ())) => id,
+                        Err(error) => {
+                            tracing::error!(subscriber = %self.dispatcher.context.name,
+                                error = %error, "a handler call task failed; its key goes on");
+                            error.id()
+                        }
+                    };
+                    let Some(key) = task_keys.remove(&id) else { continue };
                     let next = busy_keys.get_mut(&key).and_then(VecDeque::pop_front);
                     match next {
                         Some(entry) => {
                             waiting -= 1;
-                            self.spawn_call(&mut calls, entry);
+                            self.spawn_call(&mut calls, &mut task_keys, entry);
                         }
                         None => {
                             busy_keys.remove(&key);
@@ -99,7 +116,7 @@ impl WatchLoop {
                         waiting += 1;
                     } else {
                         busy_keys.insert(entry.key().to_owned(), VecDeque::new());
-                        self.spawn_call(&mut calls, entry);
+                        self.spawn_call(&mut calls, &mut task_keys, entry);
                     }
                 }
             }
@@ -109,13 +126,17 @@ impl WatchLoop {
         while calls.join_next().await.is_some() {}
     }
 
-    fn spawn_call(&self, calls: &mut JoinSet<String>, entry: KvMessage) {
+    fn spawn_call(
+        &self,
+        calls: &mut JoinSet<()>,
+        task_keys: &mut HashMap<task::Id, String>,
+        entry: KvMessage,
+    ) {
         let dispatcher = self.dispatcher.clone();
-        calls.spawn(async move {
-            let key = entry.key().to_owned();
-            dispatcher.dispatch(entry).await;
-            key
-        });
+        let key = entry.key().to_owned();
+        // The id is recorded before the loop next polls the set, so no finished task is missed.
+        let task = calls.spawn(async move { dispatcher.dispatch_guarded(entry).await });
+        task_keys.insert(task.id(), key);
     }
 }
 
@@ -137,6 +158,20 @@ async fn next_entry(
 }
 
 impl Dispatcher {
+    /// [`dispatch`](Self::dispatch), with a panic anywhere in it caught and logged, so it can
+    /// stop neither the key nor the subscriber.
+    async fn dispatch_guarded(&self, message: KvMessage) {
+        let (key, revision) = (message.key().to_owned(), message.revision());
+        let dispatched = AssertUnwindSafe(self.dispatch(message))
+            .catch_unwind()
+            .await;
+        if let Err(payload) = dispatched {
+            tracing::error!(subscriber = %self.context.name, key, revision,
+                panic = panic_message(&*payload),
+                "{key} | {revision} - panic outside the handler (dropping or logging its call); the watch goes on");
+        }
+    }
+
     async fn dispatch(&self, message: KvMessage) {
         let (bucket, key, revision) = (message.bucket(), message.key(), message.revision());
         let subscriber = &*self.context.name;

@@ -35,11 +35,35 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A TLS file named in the settings (CA, client certificate or key) could not be read or
+    /// used; no connection was tried.
+    #[error("could not use the TLS {kind} file {}", path.display())]
+    Tls {
+        /// `root certificate`, `client certificate` or `client key`.
+        kind: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why: the I/O, PEM or rustls error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A server URL (of the comma-separated list) is not a valid NATS URL; no connection was
+    /// tried.
+    #[error("invalid NATS server URL `{url}`")]
+    InvalidUrl {
+        /// The URL, credentials removed.
+        url: String,
+        /// async-nats's parse error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// No NATS server accepted the connection within the connect timeout, or one refused it
     /// for a reason retrying cannot fix (authentication, TLS).
     #[error(
         "could not connect to NATS at {url} ({attempts} attempt(s) over {elapsed:.1?}){}",
-        unreachable_hint(source)
+        unreachable_hint(source, *tls_required)
     )]
     Connect {
         /// The server URL, credentials removed.
@@ -48,6 +72,9 @@ pub enum Error {
         attempts: u32,
         /// How long the attempts took.
         elapsed: Duration,
+        /// Whether TLS was required (a CA or client certificate, `require_tls` or `tls://`): a
+        /// server offering no TLS is then refused.
+        tls_required: bool,
         /// The last attempt's error; [`async_nats::ConnectError::kind`] tells which.
         #[source]
         source: async_nats::ConnectError,
@@ -183,9 +210,31 @@ pub enum Error {
     Signal(#[source] std::io::Error),
 }
 
-/// Connection failures that retrying could have fixed get a hint on where to look.
-fn unreachable_hint(source: &async_nats::ConnectError) -> &'static str {
+/// Connection failures that retrying could have fixed get a hint on where to look; with TLS
+/// required, a failure after reaching the server is most likely a server without TLS.
+fn unreachable_hint(source: &async_nats::ConnectError, tls_required: bool) -> &'static str {
     use async_nats::ConnectErrorKind;
+    let refused = {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        std::iter::from_fn(|| {
+            let current = cause?;
+            cause = current.source();
+            Some(current)
+        })
+        .any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        })
+    };
+    let maybe_tls_failure = matches!(
+        source.kind(),
+        ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Tls
+    ) && !refused;
+    if tls_required && maybe_tls_failure {
+        return ": TLS is required (a CA or client certificate, `require_tls` or a tls:// URL is \
+                set): does the server offer TLS, and is its certificate signed by a trusted CA?";
+    }
     match source.kind() {
         ConnectErrorKind::Io if is_certificate_error(source) => "",
         ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns => {

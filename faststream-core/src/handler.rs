@@ -249,14 +249,17 @@ pub(crate) async fn call_catching_panics(
         .unwrap_or_else(|panic| Err(panicked(&*panic)))
 }
 
-/// The text of a panic payload (`panic!("...")` carries a `&str` or a `String`).
 fn panicked(payload: &(dyn Any + Send)) -> HandlerError {
-    let message = payload
+    HandlerError::Panicked {
+        message: panic_message(payload).to_owned(),
+    }
+}
+
+/// The text of a panic payload (`panic!("...")` carries a `&str` or a `String`).
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-text panic payload)");
-    HandlerError::Panicked {
-        message: message.to_owned(),
-    }
+        .unwrap_or("(non-text panic payload)")
 }

@@ -9,9 +9,10 @@ pub enum HookStage {
     OnStartup,
     /// After every watch has started.
     AfterStartup,
-    /// On the shutdown signal, while the connection and the watches are still up.
+    /// On the shutdown signal, once the watches took no new entry and the calls in flight
+    /// finished; the connection is still up.
     OnShutdown,
-    /// After the watches stopped and the connection was drained.
+    /// After the connection was drained.
     AfterShutdown,
 }
 

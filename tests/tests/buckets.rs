@@ -230,3 +230,85 @@ async fn bucket_the_server_refuses_names_bucket_and_reason() -> anyhow::Result<(
     })
     .await
 }
+
+#[tokio::test]
+async fn a_bucket_created_by_another_process_meanwhile_is_used() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        // Two services start at once: one uses whatever `raceN` is (or creates the default),
+        // the other insists on history 5. Whoever creates it first, the first one must start.
+        let using = common::connected_broker(&server).await?;
+        let insisting = common::connected_broker(&server).await?;
+        let mut conflicts = 0;
+        for round in 0..30 {
+            let bucket = format!("race{round}");
+            let (used, insisted) = tokio::join!(
+                using.key_value(&bucket),
+                insisting.key_value_with(BucketConfig::new(&bucket).history(5))
+            );
+            used.with_context(|| format!("round {round}: key_value() failed in the race"))?;
+            match insisted {
+                Ok(_) => {}
+                Err(Error::BucketConfigConflict { .. }) => conflicts += 1,
+                Err(other) => anyhow::bail!("round {round}: {}", chain(&other)),
+            }
+        }
+        println!("30 races, {conflicts} won by the default configuration");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_mirrored_bucket_writes_to_its_origin() -> anyhow::Result<()> {
+    use async_nats::jetstream::stream;
+    on_each_server(|server| async move {
+        let broker = common::connected_broker(&server).await?;
+        let origin = broker
+            .key_value_with(BucketConfig::new("origin").history(5))
+            .await?;
+        // A read replica as `nats kv add --mirror` makes it: the stream mirrors the origin's.
+        jetstream(&server)
+            .await?
+            .create_stream(stream::Config {
+                name: "KV_replica".to_owned(),
+                mirror: Some(stream::Source {
+                    name: "KV_origin".to_owned(),
+                    ..Default::default()
+                }),
+                mirror_direct: true,
+                allow_direct: true,
+                max_messages_per_subject: 5,
+                allow_rollup: true,
+                deny_delete: true,
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .context("creating the mirror stream")?;
+        let replica = broker.key_value("replica").await?;
+        replica
+            .put("k", "through the replica".into())
+            .await
+            .context("put through a mirrored bucket")?;
+        assert_eq!(
+            origin.get("k").await?.as_deref(),
+            Some(&b"through the replica"[..])
+        );
+        // The mirror catches up, and reads and watches of the replica see the origin's keys.
+        let mut watcher = broker
+            .kv_watch("k", KvWatch::new("replica").declare(false))
+            .await?;
+        let seen = watcher
+            .get_one(common::EVENT_TIMEOUT)
+            .await
+            .context("the replica's watch saw nothing")?;
+        assert_eq!(seen.key(), "k");
+        assert_eq!(&seen.value()[..], b"through the replica");
+        assert_eq!(
+            replica.get("k").await?.as_deref(),
+            Some(&b"through the replica"[..])
+        );
+        Ok(())
+    })
+    .await
+}

@@ -142,3 +142,85 @@ async fn max_workers_in_the_attribute() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// Panics when dropped: held by a handler, it panics outside the handler's own future when a
+/// handler timeout abandons the call (the call is dropped by the dispatcher, not unwound).
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("a guard's Drop panicked");
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct Handled(Recorder);
+
+/// `stuck` never finishes (the handler timeout drops it, and the guard's Drop panics); any
+/// other value is recorded as `<subscriber> <value>`.
+async fn stuck_or_record(message: KvMessage, State(handled): State<Handled>) {
+    let value = String::from_utf8_lossy(message.value()).into_owned();
+    if value == "stuck" {
+        let _guard = PanicsOnDrop;
+        std::future::pending::<()>().await;
+    }
+    handled.0.push(format!("{} {value}", message.bucket()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_outside_the_handler_future_stops_neither_key_nor_subscriber() -> anyhow::Result<()>
+{
+    on_each_server(|server| async move {
+        let broker = common::connected_broker(&server).await?;
+        let mut stores = Vec::new();
+        for bucket in ["sequential", "concurrent"] {
+            stores.push(
+                broker
+                    .key_value_with(BucketConfig::new(bucket).history(64))
+                    .await?,
+            );
+        }
+        let handled = Handled::default();
+        let app = App::new(NatsBroker::new(server.url()))
+            .without_registered()
+            .with_state(handled.clone())
+            .with_state(handled.0.clone())
+            .handler_timeout(Duration::from_millis(200))
+            .subscriber(
+                "sequential",
+                "k",
+                KvWatch::new("sequential"),
+                stuck_or_record,
+            )
+            .subscriber(
+                "concurrent",
+                "k",
+                KvWatch::new("concurrent").max_workers(4),
+                stuck_or_record,
+            )
+            .hook(
+                faststream_core::HookStage::AfterStartup,
+                "started",
+                common::record_started,
+            );
+        let running = RunningApp::spawn(app);
+        handled.0.wait_for_event("started").await?;
+        for store in &stores {
+            store.put("k", "stuck".into()).await?;
+            store.put("k", "after".into()).await?;
+        }
+        // The same key goes on, in both subscribers, after the panic.
+        handled.0.wait_for_event("sequential after").await?;
+        handled.0.wait_for_event("concurrent after").await?;
+        for store in &stores {
+            store.put("k", "again".into()).await?;
+        }
+        handled.0.wait_for_event("sequential again").await?;
+        handled.0.wait_for_event("concurrent again").await?;
+        running.stop().await??;
+        Ok(())
+    })
+    .await
+}

@@ -97,3 +97,55 @@ async fn shutdown_during_connect_retries_stops_at_once() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Open client connections on `server` (the harness's readiness probe has closed by then).
+async fn open_connections(server: &faststream_testing::NatsServer) -> anyhow::Result<u64> {
+    let connz = server.monitor("/connz").await?;
+    connz["num_connections"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("connz without num_connections: {connz}"))
+}
+
+#[tokio::test]
+async fn every_url_of_a_list_is_used_and_a_dead_node_is_replaced() -> anyhow::Result<()> {
+    use faststream_testing::{NatsServer, ServerBinary};
+
+    faststream_testing::init_test_logging();
+    for binary in ServerBinary::discover()? {
+        let mut nodes = [
+            NatsServer::start(&binary).await?,
+            NatsServer::start(&binary).await?,
+        ];
+        // As `NATS_URL` documents it: comma-separated, spaces allowed.
+        let urls = format!("{}, {}", nodes[0].url(), nodes[1].url());
+        let broker = NatsBroker::new(urls).connect_timeout(Duration::from_secs(5));
+        broker.connect().await?;
+        broker.client()?.flush().await?;
+        let mut on = None;
+        for (index, node) in nodes.iter().enumerate() {
+            if open_connections(node).await? > 0 {
+                on = Some(index);
+            }
+        }
+        let on = on.ok_or_else(|| anyhow::anyhow!("{binary}: connected to neither node"))?;
+        let other = 1 - on;
+
+        nodes[on].kill().await?;
+        let killed = Instant::now();
+        let deadline = killed + Duration::from_secs(15);
+        while open_connections(&nodes[other]).await? == 0 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{binary}: no reconnection to the other node within 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let moved = killed.elapsed();
+        // The connection works on the other node: JetStream requests are answered.
+        let store = broker.key_value("moved").await?;
+        store.put("k", "v".into()).await?;
+        tracing::info!(%binary, ?moved, "reconnected to the other node");
+        println!("{binary}: reconnected to the other node {moved:?} after the kill");
+    }
+    Ok(())
+}

@@ -78,8 +78,11 @@ async fn json_path_and_metadata() -> anyhow::Result<()> {
         store
             .put("users.9", r#"{"name":"dee","age":41}"#.into())
             .await?;
+        // Both subscribers run in their own tasks: wait for each one's last entry.
         let all = events
-            .wait_for("the last user", |e| e.iter().any(|e| e == "maybe 9: dee"))
+            .wait_for("the last user in both subscribers", |e| {
+                e.iter().any(|e| e == "maybe 9: dee") && e.iter().any(|e| e.starts_with("user 9:"))
+            })
             .await?;
         running.stop().await??;
         let on_user: Vec<_> = all.iter().filter(|e| e.starts_with("user ")).collect();

@@ -224,3 +224,254 @@ async fn duplicate_registrations_are_rejected() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// Lets a test hold a hook until it says so.
+#[derive(Clone, Default)]
+struct Gate(std::sync::Arc<tokio::sync::Notify>);
+
+/// A hook of each stage recording itself; `held` waits at the gate, then records its end.
+mod interrupted {
+    use super::{Gate, Recorder};
+    use faststream_core::{NatsBroker, State};
+    use std::time::Duration;
+
+    pub async fn held(State(events): State<Recorder>, State(gate): State<Gate>) {
+        events.push("held:begin");
+        gate.0.notified().await;
+        events.push("held:end");
+    }
+
+    pub async fn later(State(events): State<Recorder>) {
+        events.push("later");
+    }
+
+    pub async fn slow_handler(msg: String, State(events): State<Recorder>) {
+        events.push(format!("begin {msg}"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        events.push(format!("end {msg}"));
+    }
+
+    pub async fn on_shutdown(broker: NatsBroker, State(events): State<Recorder>) {
+        events.push(format!("on_shutdown:connected={}", broker.is_connected()));
+    }
+
+    pub async fn after_shutdown(State(events): State<Recorder>) {
+        events.push("after_shutdown");
+    }
+}
+
+fn position(events: &[String], event: &str) -> anyhow::Result<usize> {
+    events
+        .iter()
+        .position(|e| e == event)
+        .with_context(|| format!("`{event}` not recorded: {events:?}"))
+}
+
+#[tokio::test]
+async fn shutdown_during_after_startup_hooks_is_graceful() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let store = common::bucket_with_history(&server, "midstart").await?;
+        let events = Recorder::default();
+        let gate = Gate::default();
+        let app = App::new(NatsBroker::new(server.url()))
+            .without_registered()
+            .with_state(events.clone())
+            .with_state(gate.clone())
+            .subscriber(
+                "slow",
+                "k",
+                faststream_core::KvWatch::new("midstart"),
+                interrupted::slow_handler,
+            )
+            .hook(HookStage::AfterStartup, "a_held", interrupted::held)
+            .hook(HookStage::AfterStartup, "b_later", interrupted::later)
+            .hook(
+                HookStage::OnShutdown,
+                "on_shutdown",
+                interrupted::on_shutdown,
+            )
+            .hook(
+                HookStage::AfterShutdown,
+                "after_shutdown",
+                interrupted::after_shutdown,
+            );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        events.wait_for_event("held:begin").await?;
+        store.put("k", "1".into()).await?;
+        events.wait_for_event("begin 1").await?;
+        // The signal arrives while the first after_startup hook and a handler call are running.
+        let _ = stop.send(());
+        // Once the app has seen it, let the hook finish.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        gate.0.notify_one();
+        tokio::time::timeout(common::EVENT_TIMEOUT, running).await???;
+        let events = events.events();
+        assert!(
+            !events.iter().any(|e| e == "later"),
+            "a later start-up hook ran: {events:?}"
+        );
+        let on_shutdown = position(&events, "on_shutdown:connected=true")?;
+        assert!(position(&events, "held:end")? < on_shutdown, "{events:?}");
+        assert!(position(&events, "end 1")? < on_shutdown, "{events:?}");
+        assert!(
+            on_shutdown < position(&events, "after_shutdown")?,
+            "{events:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn shutdown_during_on_startup_hooks_runs_the_shutdown_hooks() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let events = Recorder::default();
+        let gate = Gate::default();
+        let app = App::new(NatsBroker::new(server.url()))
+            .without_registered()
+            .with_state(events.clone())
+            .with_state(gate.clone())
+            .hook(HookStage::OnStartup, "a_held", interrupted::held)
+            .hook(HookStage::OnStartup, "b_later", interrupted::later)
+            .hook(
+                HookStage::OnShutdown,
+                "on_shutdown",
+                interrupted::on_shutdown,
+            )
+            .hook(
+                HookStage::AfterShutdown,
+                "after_shutdown",
+                interrupted::after_shutdown,
+            );
+        let connections_before = common::total_connections(&server).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        events.wait_for_event("held:begin").await?;
+        let _ = stop.send(());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        gate.0.notify_one();
+        tokio::time::timeout(common::EVENT_TIMEOUT, running).await???;
+        assert_eq!(
+            events.events(),
+            [
+                "held:begin",
+                "held:end",
+                "on_shutdown:connected=false",
+                "after_shutdown"
+            ]
+        );
+        assert_eq!(
+            common::total_connections(&server).await?,
+            connections_before,
+            "it connected"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Writes `late` to the bucket, then waits up to 2 s for a handler to take it.
+async fn write_during_on_shutdown(
+    broker: NatsBroker,
+    faststream_core::State(events): faststream_core::State<Recorder>,
+) -> anyhow::Result<()> {
+    broker
+        .key_value("closing")
+        .await?
+        .put("k", "late".into())
+        .await?;
+    let handled = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        events.wait_for_event("begin late").await
+    })
+    .await
+    .is_ok_and(|waited| waited.is_ok());
+    events.push(format!("on_shutdown:late_handled={handled}"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_new_entry_is_taken_once_on_shutdown_runs() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let store = common::bucket_with_history(&server, "closing").await?;
+        let events = Recorder::default();
+        let app = App::new(NatsBroker::new(server.url()))
+            .without_registered()
+            .with_state(events.clone())
+            .subscriber(
+                "slow",
+                "k",
+                faststream_core::KvWatch::new("closing"),
+                interrupted::slow_handler,
+            )
+            .hook(HookStage::AfterStartup, "started", common::record_started)
+            .hook(HookStage::OnShutdown, "write", write_during_on_shutdown);
+        let running = RunningApp::spawn(app);
+        events.wait_for_event("started").await?;
+        store.put("k", "1".into()).await?;
+        events.wait_for_event("begin 1").await?;
+        running.stop().await??;
+        assert_eq!(
+            events.events(),
+            [
+                "started",
+                "begin 1",
+                "end 1",
+                "on_shutdown:late_handled=false"
+            ]
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_start_up_hook_stuck_at_shutdown_is_abandoned_at_the_timeout() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let events = Recorder::default();
+        let shutdown_timeout = std::time::Duration::from_millis(500);
+        let app = App::new(NatsBroker::new(server.url()))
+            .without_registered()
+            .with_state(events.clone())
+            .with_state(Gate::default()) // never opened
+            .shutdown_timeout(shutdown_timeout)
+            .hook(HookStage::AfterStartup, "a_held", interrupted::held)
+            .hook(
+                HookStage::OnShutdown,
+                "on_shutdown",
+                interrupted::on_shutdown,
+            )
+            .hook(
+                HookStage::AfterShutdown,
+                "after_shutdown",
+                interrupted::after_shutdown,
+            );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        events.wait_for_event("held:begin").await?;
+        let asked = std::time::Instant::now();
+        let _ = stop.send(());
+        tokio::time::timeout(common::EVENT_TIMEOUT, running).await???;
+        let took = asked.elapsed();
+        println!(
+            "{}: stuck hook abandoned, run() returned after {took:?}",
+            server.binary()
+        );
+        assert!(
+            took >= shutdown_timeout && took < shutdown_timeout * 4,
+            "took {took:?}"
+        );
+        assert_eq!(
+            events.events(),
+            ["held:begin", "on_shutdown:connected=true", "after_shutdown"]
+        );
+        Ok(())
+    })
+    .await
+}

@@ -312,3 +312,151 @@ async fn tls_with_a_custom_ca() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// A CA (its PEM), and a certificate for `localhost`/`127.0.0.1` signed by it (PEM, key PEM).
+fn ca_and_server_certificate(name: &str) -> anyhow::Result<(String, String, String)> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let ca = ca_params.self_signed(&ca_key)?;
+    let server_key = rcgen::KeyPair::generate()?;
+    let server_params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_cert = server_params.signed_by(&server_key, &issuer)?;
+    Ok((ca.pem(), server_cert.pem(), server_key.serialize_pem()))
+}
+
+/// A fake NATS server on `listener`: sends an INFO offering no TLS and asking for
+/// authentication, then returns every byte the client sent until it closed the connection or
+/// `within` passed.
+async fn capture_what_the_client_sends(
+    listener: tokio::net::TcpListener,
+    within: Duration,
+) -> anyhow::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let port = listener.local_addr()?.port();
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(within, async {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let info = format!(
+                "INFO {{\"server_id\":\"FAKE\",\"server_name\":\"fake\",\"version\":\"2.10.0\",\
+                 \"go\":\"go1.21\",\"host\":\"127.0.0.1\",\"port\":{port},\"headers\":true,\
+                 \"max_payload\":1048576,\"proto\":1,\"auth_required\":true}}\r\n"
+            );
+            if socket.write_all(info.as_bytes()).await.is_err() {
+                continue;
+            }
+            let mut buffer = [0u8; 4096];
+            while let Ok(read) = socket.read(&mut buffer).await {
+                if read == 0 {
+                    break;
+                }
+                received.extend_from_slice(&buffer[..read]);
+            }
+        }
+    })
+    .await;
+    Ok(received)
+}
+
+#[tokio::test]
+async fn a_tls_option_requires_tls_and_never_sends_the_password_in_the_clear() -> anyhow::Result<()>
+{
+    captured_logs();
+    let dir = std::env::temp_dir().join(format!("faststream-tls-req-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (ca, _, _) = ca_and_server_certificate("faststream test CA")?;
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca)?;
+
+    // A fake server that offers no TLS records what the client sends.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("nats://127.0.0.1:{}", listener.local_addr()?.port());
+    let capture = tokio::spawn(capture_what_the_client_sends(
+        listener,
+        Duration::from_secs(3),
+    ));
+    let broker = NatsBroker::new(url)
+        .user_and_password("alice", PASSWORD)
+        .tls_root_certificate(&ca_file)
+        .connect_timeout(Duration::from_secs(2));
+    let connected = broker.connect().await;
+    let sent = capture.await??;
+    assert!(
+        !String::from_utf8_lossy(&sent).contains(PASSWORD),
+        "the password was sent in the clear: {:?}",
+        String::from_utf8_lossy(&sent)
+    );
+    assert!(connected.is_err(), "connected without TLS");
+
+    // A real server without TLS: refused, with an error naming TLS, at once.
+    for binary in servers() {
+        let config = format!("authorization {{ user: alice, password: \"{PASSWORD}\" }}");
+        let server = NatsServer::start_with_config(&binary, &config).await?;
+        let started = std::time::Instant::now();
+        let error = NatsBroker::new(server.url())
+            .user_and_password("alice", PASSWORD)
+            .tls_root_certificate(&ca_file)
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .err()
+            .with_context(|| format!("{binary}: connected in plaintext with a CA given"))?;
+        let text = chain(&error);
+        println!("{binary}: {text}");
+        assert!(text.contains("TLS"), "{binary}: {text}");
+        assert!(!text.contains(PASSWORD), "{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{binary}: took {:?}",
+            started.elapsed()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_not_logged(PASSWORD);
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_root_certificate_given_is_trusted() -> anyhow::Result<()> {
+    captured_logs();
+    let dir = std::env::temp_dir().join(format!("faststream-tls-cas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (first_ca, server_cert, server_key) = ca_and_server_certificate("first CA")?;
+    let (second_ca, _, _) = ca_and_server_certificate("second CA")?;
+    let (first_file, second_file, cert_file, key_file) = (
+        dir.join("first-ca.pem"),
+        dir.join("second-ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server-key.pem"),
+    );
+    std::fs::write(&first_file, first_ca)?;
+    std::fs::write(&second_file, second_ca)?;
+    std::fs::write(&cert_file, server_cert)?;
+    std::fs::write(&key_file, server_key)?;
+    for binary in servers() {
+        let config = format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+            cert_file.display(),
+            key_file.display()
+        );
+        let server = NatsServer::start_with_config(&binary, &config).await?;
+        // The server's certificate is signed by the first CA given, not the last.
+        let broker = NatsBroker::new(server.url())
+            .tls_root_certificate(&first_file)
+            .tls_root_certificate(&second_file)
+            .connect_timeout(Duration::from_secs(5));
+        use_broker(&broker)
+            .await
+            .with_context(|| format!("{binary}: the first of two CAs is not trusted"))?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -128,3 +128,92 @@ async fn shutdown_abandons_handlers_past_the_timeout() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// How long past `shutdown_timeout` a shutdown may take ("a little").
+const SHUTDOWN_SLACK: Duration = Duration::from_millis(1500);
+
+#[tokio::test]
+async fn shutdown_with_the_server_down_finishes_within_the_timeout() -> anyhow::Result<()> {
+    on_each_server(|mut server| async move {
+        let store = bucket_with_history(&server, "downed").await?;
+        let events = Recorder::default();
+        let shutdown_timeout = Duration::from_secs(2);
+        let app = App::new(NatsBroker::new(server.url()))
+            .without_registered()
+            .with_state(events.clone())
+            .shutdown_timeout(shutdown_timeout)
+            .subscriber("downed", "k", KvWatch::new("downed"), sleep_then_record)
+            .hook(HookStage::AfterStartup, "started", record_started);
+        let running = RunningApp::spawn(app);
+        events.wait_for_event("started").await?;
+        store.put("k", "1".into()).await?;
+        events.wait_for_event("end 1").await?;
+        server.kill().await?;
+
+        let stopping = Instant::now();
+        let stopped = tokio::time::timeout(shutdown_timeout * 5, running.stop()).await;
+        let took = stopping.elapsed();
+        println!(
+            "{}: shutdown with the server down took {took:?}",
+            server.binary()
+        );
+        let result =
+            stopped.map_err(|_| anyhow::anyhow!("shutdown still running after {took:?}"))?;
+        result??;
+        assert!(
+            took < shutdown_timeout + SHUTDOWN_SLACK,
+            "shutdown took {took:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// The server, for a hook to kill.
+#[derive(Clone)]
+struct Killable(std::sync::Arc<tokio::sync::Mutex<faststream_testing::NatsServer>>);
+
+/// Kills the server, then fails: a start-up failure with the server gone.
+async fn kill_server_then_fail(State(server): State<Killable>) -> anyhow::Result<()> {
+    server.0.lock().await.kill().await?;
+    anyhow::bail!("the database is gone too")
+}
+
+#[tokio::test]
+async fn startup_failure_with_the_server_gone_returns_within_the_timeout() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let shutdown_timeout = Duration::from_secs(2);
+        let url = server.url();
+        let server = Killable(std::sync::Arc::new(tokio::sync::Mutex::new(server)));
+        let app = App::new(NatsBroker::new(url))
+            .without_registered()
+            .with_state(server.clone())
+            .shutdown_timeout(shutdown_timeout)
+            .subscriber("gone", "k", KvWatch::new("gone"), sleep_then_record)
+            .with_state(Recorder::default())
+            .hook(
+                HookStage::AfterStartup,
+                "kill_server_then_fail",
+                kill_server_then_fail,
+            );
+        let started = Instant::now();
+        let finished =
+            tokio::time::timeout(shutdown_timeout * 5, app.run_until(std::future::pending())).await;
+        let took = started.elapsed();
+        let result = finished.map_err(|_| anyhow::anyhow!("run() still running after {took:?}"))?;
+        let error = result
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("run() should fail"))?;
+        assert!(
+            faststream_core::error::chain(&error).contains("the database is gone too"),
+            "{error:?}"
+        );
+        println!("start-up failure with the server gone returned after {took:?}");
+        assert!(
+            took < shutdown_timeout + SHUTDOWN_SLACK + Duration::from_secs(3),
+            "took {took:?}"
+        );
+        Ok(())
+    })
+    .await
+}

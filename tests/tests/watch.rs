@@ -132,3 +132,30 @@ async fn bad_payloads_and_failing_handlers_do_not_stop_the_loop() -> anyhow::Res
     })
     .await
 }
+
+#[tokio::test]
+async fn a_closed_connection_ends_next_with_none() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let broker = common::connected_broker(&server).await?;
+        let store = bucket_with_history(&server, "closed").await?;
+        store.put("k", "v".into()).await?;
+        let mut watcher = broker.kv_watch("k", KvWatch::new("closed")).await?;
+        let first = watcher
+            .get_one(common::EVENT_TIMEOUT)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("nothing watched"))?;
+        assert_eq!(first.key(), "k");
+        // Closed for good: drained by its owner.
+        broker.client()?.drain().await?;
+        let ended = tokio::time::timeout(common::EVENT_TIMEOUT, watcher.next()).await;
+        match ended {
+            Ok(None) => Ok(()),
+            Ok(Some(entry)) => anyhow::bail!("an entry after the close: {entry:?}"),
+            Err(_) => anyhow::bail!(
+                "next() still running {:?} after the close",
+                common::EVENT_TIMEOUT
+            ),
+        }
+    })
+    .await
+}

@@ -74,10 +74,17 @@ impl BucketCache {
                             bucket: bucket.to_owned(),
                         })
                     }
+                    // Another client may have created it since the lookup: `create` then
+                    // returns it as it is, used as it is here...
                     Declare::UseOrCreate => {
                         bucket::create(jetstream, &BucketConfig::new(bucket)).await?
                     }
-                    Declare::Exactly(config) => bucket::create(jetstream, config).await?,
+                    // ...and checked against the configuration asked for here.
+                    Declare::Exactly(config) => {
+                        let created = bucket::create(jetstream, config).await?;
+                        created.check(config)?;
+                        created
+                    }
                 };
                 tracing::info!(bucket, "created bucket");
                 created

@@ -27,9 +27,17 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// How long queueing the close of an unreachable connection may take.
+const CLOSE_REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// A handle to one NATS connection and its buckets. Cheap to clone: clones share the connection
 /// and the bucket cache.
+///
+/// Configure it first, then clone or connect it: the builder methods (`user_and_password`,
+/// `tls_root_certificate`, `connect_timeout`, ...) change this very broker, and panic on one
+/// that has clones or is connected, where a change could not reach the clones (it would make
+/// a second, unconnected broker). For other settings make another broker with
+/// [`NatsBroker::new`].
 ///
 /// The broker connects when the [`App`](crate::App) starts (after the `on_startup` hooks); handlers
 /// and `after_startup` hooks receive it connected.
@@ -97,68 +105,96 @@ impl NatsBroker {
         }
     }
 
-    /// A new, unconnected broker with changed settings (builder methods run before connecting).
-    fn configure(self, change: impl FnOnce(&mut ConnectSettings)) -> Self {
-        let mut settings = self.inner.settings.clone();
-        change(&mut settings);
-        Self::with_settings(settings)
+    /// Changes the settings of this broker. Only a broker that is neither connected nor cloned
+    /// can change: otherwise the change would silently make a second broker, unconnected, while
+    /// the clones (an `App`'s, a handler's) keep the old settings.
+    fn configure(
+        mut self,
+        method: &'static str,
+        change: impl FnOnce(&mut ConnectSettings),
+    ) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) if inner.connection.get().is_none() => {
+                change(&mut inner.settings);
+                self
+            }
+            _ => panic!(
+                "NatsBroker::{method} called on a broker that is connected or has clones: \
+                 configure a broker before cloning or connecting it (for different settings, \
+                 make another with NatsBroker::new)"
+            ),
+        }
     }
 
     /// How long [`connect`](Self::connect) keeps retrying an unreachable server before it fails
     /// (default 10 s).
     #[must_use]
     pub fn connect_timeout(self, timeout: Duration) -> Self {
-        self.configure(|settings| settings.connect_timeout = timeout)
+        self.configure("connect_timeout", |settings| {
+            settings.connect_timeout = timeout
+        })
     }
 
     /// The connection name the server shows in its monitoring.
     #[must_use]
     pub fn connection_name(self, name: impl Into<String>) -> Self {
-        self.configure(|settings| settings.name = Some(name.into()))
+        self.configure("connection_name", |settings| {
+            settings.name = Some(name.into())
+        })
     }
 
     /// Authenticates with a user and password.
     #[must_use]
     pub fn user_and_password(self, user: impl Into<String>, password: impl Into<String>) -> Self {
-        self.configure(|settings| settings.user_and_password(user.into(), password.into()))
+        self.configure("user_and_password", |settings| {
+            settings.user_and_password(user.into(), password.into())
+        })
     }
 
     /// Authenticates with a token.
     #[must_use]
     pub fn token(self, token: impl Into<String>) -> Self {
-        self.configure(|settings| settings.token(token.into()))
+        self.configure("token", |settings| settings.token(token.into()))
     }
 
     /// Authenticates with an NKey seed (`SU...`).
     #[must_use]
     pub fn nkey(self, seed: impl Into<String>) -> Self {
-        self.configure(|settings| settings.nkey_seed(seed.into()))
+        self.configure("nkey", |settings| settings.nkey_seed(seed.into()))
     }
 
     /// Authenticates with a `.creds` file (user JWT and seed), read when connecting.
     #[must_use]
     pub fn credentials_file(self, path: impl Into<PathBuf>) -> Self {
-        self.configure(|settings| settings.auth = settings::Auth::CredentialsFile(path.into()))
+        self.configure("credentials_file", |settings| {
+            settings.auth = settings::Auth::CredentialsFile(path.into())
+        })
     }
 
-    /// Trusts the CA certificate(s) in this PEM file for the server's TLS certificate.
+    /// Trusts the CA certificate(s) in this PEM file for the server's TLS certificate; call it
+    /// again to trust several files. Requires TLS: a server offering none is refused (before any
+    /// credential is sent).
     #[must_use]
     pub fn tls_root_certificate(self, path: impl Into<PathBuf>) -> Self {
-        self.configure(|settings| settings.tls.root_certificates.push(path.into()))
+        self.configure("tls_root_certificate", |settings| {
+            settings.tls.root_certificates.push(path.into())
+        })
     }
 
     /// Presents this client certificate and key (PEM files) to servers that verify clients.
+    /// Requires TLS, like [`tls_root_certificate`](Self::tls_root_certificate).
     #[must_use]
     pub fn tls_client_certificate(self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
-        self.configure(|settings| {
+        self.configure("tls_client_certificate", |settings| {
             settings.tls.client_certificate = Some((cert.into(), key.into()));
         })
     }
 
-    /// Refuses to connect without TLS, even if the server does not require it.
+    /// Refuses to connect without TLS, even if the server does not require it. A CA or client
+    /// certificate requires TLS whatever this says.
     #[must_use]
     pub fn require_tls(self, required: bool) -> Self {
-        self.configure(|settings| settings.tls.required = required)
+        self.configure("require_tls", |settings| settings.tls.required = required)
     }
 
     /// The server URL, with any credentials replaced by `***`.
@@ -198,7 +234,7 @@ impl NatsBroker {
                     }
                     async move { log_connection_event(event) }
                 });
-            match options.connect(servers.as_str()).await {
+            match options.connect(servers.clone()).await {
                 Ok(client) => {
                     tracing::info!(url = %url, attempts, "connected to NATS");
                     let jetstream = jetstream::new(client.clone());
@@ -220,6 +256,7 @@ impl NatsBroker {
                             url,
                             attempts,
                             elapsed: started.elapsed(),
+                            tls_required: settings.tls_required(),
                             source: error,
                         });
                     }
@@ -362,16 +399,36 @@ impl NatsBroker {
     }
 
     /// Flushes pending publishes and drains the connection (subscriptions stop after delivering
-    /// what the server already sent).
-    pub(crate) async fn drain(&self) {
+    /// what the server already sent), for at most `timeout`. A flush completes only once the
+    /// server has answered, so with the server unreachable it is not tried at all, and one that
+    /// takes longer than `timeout` is abandoned: either way with a log line.
+    pub(crate) async fn drain(&self, timeout: Duration) {
         let Ok(connection) = self.connection("drain") else {
             return;
         };
-        if let Err(error) = connection.client.flush().await {
-            tracing::warn!(error = %error, "flushing the NATS connection failed");
+        let client = &connection.client;
+        let url = self.url();
+        if client.connection_state() != async_nats::connection::State::Connected {
+            tracing::warn!(url = %url,
+                "NATS server unreachable at shutdown: not flushing; publishes not yet sent are \
+                 abandoned and the connection is closed");
+            // Only queues the close; bounded in case the client's command queue is full.
+            let _ = tokio::time::timeout(CLOSE_REQUEST_TIMEOUT, client.drain()).await;
+            return;
         }
-        if let Err(error) = connection.client.drain().await {
-            tracing::warn!(error = %error, "draining the NATS connection failed");
+        let drained = tokio::time::timeout(timeout, async {
+            if let Err(error) = client.flush().await {
+                tracing::warn!(error = %error, "flushing the NATS connection failed");
+            }
+            if let Err(error) = client.drain().await {
+                tracing::warn!(error = %error, "draining the NATS connection failed");
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(url = %url, ?timeout,
+                "the NATS connection did not flush within the shutdown timeout: publishes not \
+                 yet sent are abandoned");
         }
     }
 }
@@ -435,7 +492,25 @@ pub(crate) fn redact_url(urls: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_url, NatsBroker};
+    use std::sync::Arc;
+
+    #[test]
+    fn builder_methods_configure_the_broker_itself() {
+        let broker = NatsBroker::new("nats://127.0.0.1:1")
+            .connection_name("svc")
+            .connect_timeout(std::time::Duration::from_secs(3));
+        assert_eq!(Arc::strong_count(&broker.inner), 1);
+        assert_eq!(broker.inner.settings.name.as_deref(), Some("svc"));
+    }
+
+    #[test]
+    #[should_panic(expected = "configure a broker before cloning or connecting it")]
+    fn builder_methods_on_a_shared_broker_panic() {
+        let broker = NatsBroker::new("nats://127.0.0.1:1");
+        let _given_to_the_app = broker.clone();
+        let _ = broker.token("t0k");
+    }
 
     #[test]
     fn credentials_never_show() {

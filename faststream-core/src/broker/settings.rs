@@ -5,7 +5,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use async_nats::rustls;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::{BoxError, Error, Result};
 
 /// A secret string: usable, never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -38,6 +42,15 @@ pub(crate) struct Tls {
     pub(crate) required: bool,
     pub(crate) root_certificates: Vec<PathBuf>,
     pub(crate) client_certificate: Option<(PathBuf, PathBuf)>,
+}
+
+impl Tls {
+    /// Whether the connection must be TLS: asked for, or implied by a CA or client certificate
+    /// (as the `nats` CLI does). Otherwise a server offering no TLS would get the credentials in
+    /// the clear from a client that was configured for TLS.
+    pub(crate) fn is_required(&self) -> bool {
+        self.required || !self.root_certificates.is_empty() || self.client_certificate.is_some()
+    }
 }
 
 /// Everything needed to connect.
@@ -139,14 +152,43 @@ impl ConnectSettings {
         (servers, auth)
     }
 
-    /// The async-nats options for these settings (files are read here), and the server URLs to
-    /// give them.
-    pub(crate) async fn connect_options(&self) -> Result<(async_nats::ConnectOptions, String)> {
+    /// Whether TLS is required, by a setting or by a `tls://` URL.
+    pub(crate) fn tls_required(&self) -> bool {
+        self.tls.is_required()
+            || self
+                .url
+                .split(',')
+                .any(|url| url.trim().to_ascii_lowercase().starts_with("tls://"))
+    }
+
+    /// Every server of the comma-separated URL list, without credentials, parsed: async-nats
+    /// takes a list of addresses, but not a comma-separated string.
+    pub(crate) fn server_addrs(&self) -> Result<Vec<async_nats::ServerAddr>> {
+        let (servers, _) = self.servers_and_url_auth();
+        servers
+            .split(',')
+            .filter(|url| !url.is_empty())
+            .map(|url| {
+                url.parse::<async_nats::ServerAddr>()
+                    .map_err(|source| Error::InvalidUrl {
+                        url: url.to_owned(),
+                        source,
+                    })
+            })
+            .collect()
+    }
+
+    /// The async-nats options for these settings (files are read here), and the servers to give
+    /// them.
+    pub(crate) async fn connect_options(
+        &self,
+    ) -> Result<(async_nats::ConnectOptions, Vec<async_nats::ServerAddr>)> {
+        let servers = self.server_addrs()?;
         let mut options = async_nats::ConnectOptions::new();
         if let Some(name) = &self.name {
             options = options.name(name);
         }
-        let (servers, url_auth) = self.servers_and_url_auth();
+        let (_, url_auth) = self.servers_and_url_auth();
         let auth = match &self.auth {
             Auth::None => &url_auth,
             explicit => explicit,
@@ -180,17 +222,81 @@ impl ConnectSettings {
                     })?
             }
         };
-        for root in &self.tls.root_certificates {
-            options = options.add_root_certificates(root.clone());
-        }
-        if let Some((cert, key)) = &self.tls.client_certificate {
+        if !self.tls.root_certificates.is_empty() {
+            // async-nats's `add_root_certificates` keeps only the last file given, so the roots
+            // (and the client certificate) go into one rustls configuration instead.
+            options = options.tls_client_config(self.tls.client_config().await?);
+        } else if let Some((cert, key)) = &self.tls.client_certificate {
+            // No CA given: async-nats trusts the system's roots and presents this certificate.
             options = options.add_client_certificate(cert.clone(), key.clone());
         }
-        if self.tls.required {
+        if self.tls.is_required() {
             options = options.require_tls(true);
         }
         Ok((options, servers))
     }
+}
+
+impl Tls {
+    /// A rustls configuration trusting every root certificate file (each may hold several
+    /// certificates), presenting the client certificate if one is set.
+    async fn client_config(&self) -> Result<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for path in &self.root_certificates {
+            let certificates = read_certificates(path, "root certificate").await?;
+            for certificate in certificates {
+                roots.add(certificate).map_err(|source| Error::Tls {
+                    kind: "root certificate",
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?;
+            }
+        }
+        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let Some((cert, key)) = &self.client_certificate else {
+            return Ok(builder.with_no_client_auth());
+        };
+        let chain = read_certificates(cert, "client certificate").await?;
+        let key_error = |source: BoxError| Error::Tls {
+            kind: "client key",
+            path: key.clone(),
+            source,
+        };
+        let pem = tokio::fs::read(key)
+            .await
+            .map_err(|source| key_error(Box::new(source)))?;
+        let private_key =
+            PrivateKeyDer::from_pem_slice(&pem).map_err(|source| key_error(Box::new(source)))?;
+        builder
+            .with_client_auth_cert(chain, private_key)
+            .map_err(|source| Error::Tls {
+                kind: "client certificate",
+                path: cert.clone(),
+                source: Box::new(source),
+            })
+    }
+}
+
+/// The certificates in a PEM file; a file with none is an error (it cannot be what was meant).
+async fn read_certificates(
+    path: &std::path::Path,
+    kind: &'static str,
+) -> Result<Vec<CertificateDer<'static>>> {
+    let error = |source: BoxError| Error::Tls {
+        kind,
+        path: path.to_owned(),
+        source,
+    };
+    let pem = tokio::fs::read(path)
+        .await
+        .map_err(|source| error(Box::new(source)))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| error(Box::new(source)))?;
+    if certificates.is_empty() {
+        return Err(error("the file holds no PEM certificate".into()));
+    }
+    Ok(certificates)
 }
 
 /// Decodes `%XX` escapes in URL user information.
@@ -242,13 +348,63 @@ mod tests {
             "{debug}"
         );
 
+        assert!(settings.tls_required(), "NATS_CA must require TLS");
+
         let token = ConnectSettings::from_vars(
             |name| (name == "NATS_TOKEN").then(|| "t0k".to_owned()),
             "nats://x",
             Duration::from_secs(1),
         );
         assert_eq!(token.url, "nats://x");
+        assert!(!token.tls_required());
         assert!(!format!("{token:?}").contains("t0k"));
+    }
+
+    #[test]
+    fn any_tls_option_requires_tls() {
+        let plain = ConnectSettings::new("nats://h".into(), Duration::from_secs(1));
+        assert!(!plain.tls_required());
+        let mut with_ca = plain.clone();
+        with_ca.tls.root_certificates.push("/ca.pem".into());
+        assert!(with_ca.tls_required());
+        let mut with_cert = plain.clone();
+        with_cert.tls.client_certificate = Some(("/c.pem".into(), "/k.pem".into()));
+        assert!(with_cert.tls_required());
+        let cert_from_env = ConnectSettings::from_vars(
+            |name| match name {
+                "NATS_CERT" => Some("/c.pem".to_owned()),
+                "NATS_KEY" => Some("/k.pem".to_owned()),
+                _ => None,
+            },
+            "nats://x",
+            Duration::from_secs(1),
+        );
+        assert!(cert_from_env.tls_required());
+        let tls_url = ConnectSettings::new("nats://a, TLS://b".into(), Duration::from_secs(1));
+        assert!(tls_url.tls_required());
+    }
+
+    #[test]
+    fn every_url_of_a_list_is_a_server() {
+        let settings = ConnectSettings::new(
+            "nats://u:p@a:4222, nats://b:4223,c".into(),
+            Duration::from_secs(1),
+        );
+        let servers = settings.server_addrs().expect("valid URLs");
+        let hosts: Vec<_> = servers
+            .iter()
+            .map(|server| (server.host().to_owned(), server.port()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [("a".into(), 4222), ("b".into(), 4223), ("c".into(), 4222)]
+        );
+        let bad = ConnectSettings::new("nats://a:4222,nats://b:x".into(), Duration::from_secs(1));
+        let error = bad.server_addrs().expect_err("an invalid port");
+        assert!(
+            matches!(&error, Error::InvalidUrl { url, .. } if url == "nats://b:x"),
+            "{error:?}"
+        );
     }
 
     #[test]

@@ -280,11 +280,13 @@ pub(crate) struct DeclaredBucket {
 impl DeclaredBucket {
     fn from_stream(bucket: &str, stream: stream::Stream) -> Self {
         let config = stream.cached_info().config.clone();
+        let (prefix, put_prefix) = subject_prefixes(bucket, config.mirror.as_ref());
         let store = kv::Store {
             name: bucket.to_owned(),
             stream_name: config.name.clone(),
-            prefix: format!("$KV.{bucket}."),
-            put_prefix: None,
+            prefix,
+            put_prefix,
+            // Requests go to this connection's own JetStream API (`$JS.API`): no domain prefix.
             use_jetstream_prefix: false,
             stream,
         };
@@ -303,6 +305,29 @@ impl DeclaredBucket {
             })
         }
     }
+}
+
+/// The subject prefix a bucket's entries carry (read and watched), and where writes go if not
+/// there. A mirror holds its origin's entries under the origin's subjects (`$KV.<origin>.`) and
+/// takes no writes: they go to the origin, through the mirror's external API prefix if it has
+/// one. As nats.go's `bind` does; async-nats's `get_key_value` sets the put prefix only for
+/// external mirrors, so a local mirror's writes find no stream.
+fn subject_prefixes(bucket: &str, mirror: Option<&stream::Source>) -> (String, Option<String>) {
+    let Some(mirror) = mirror else {
+        return (format!("$KV.{bucket}."), None);
+    };
+    let origin = mirror
+        .name
+        .strip_prefix("KV_")
+        .unwrap_or(mirror.name.as_str());
+    let prefix = format!("$KV.{origin}.");
+    let put_prefix = match mirror.external.as_ref() {
+        Some(external) if !external.api_prefix.is_empty() => {
+            format!("{}.$KV.{origin}.", external.api_prefix)
+        }
+        _ => prefix.clone(),
+    };
+    (prefix, Some(put_prefix))
 }
 
 /// Looks a bucket up with one request; `Ok(None)` if it does not exist.
@@ -339,18 +364,32 @@ pub(crate) async fn lookup(
 }
 
 /// Creates the bucket's stream. Creating an existing stream with an identical configuration
-/// succeeds, so two services declaring the same bucket at once both succeed.
+/// succeeds, so two services declaring the same bucket at once both succeed. If another
+/// process created it meanwhile with another configuration (the server says the name is in
+/// use), the bucket is looked up again and returned as it is; the caller checks it against
+/// what it asked for.
 pub(crate) async fn create(
     jetstream: &jetstream::Context,
     config: &BucketConfig,
 ) -> Result<DeclaredBucket> {
     config.validate()?;
-    let stream = jetstream
-        .create_stream(config.to_stream_config())
-        .await
-        .map_err(|error| Error::DeclareBucket {
-            bucket: config.bucket.clone(),
-            source: DeclareBucketError::Create(error),
-        })?;
-    Ok(DeclaredBucket::from_stream(&config.bucket, stream))
+    let error = match jetstream.create_stream(config.to_stream_config()).await {
+        Ok(stream) => return Ok(DeclaredBucket::from_stream(&config.bucket, stream)),
+        Err(error) => error,
+    };
+    let name_in_use = matches!(
+        error.kind(),
+        jetstream::context::CreateStreamErrorKind::JetStream(js)
+            if js.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST
+    );
+    if name_in_use {
+        if let Some(existing) = lookup(jetstream, &config.bucket).await? {
+            tracing::debug!(bucket = %config.bucket, "bucket created meanwhile by another client");
+            return Ok(existing);
+        }
+    }
+    Err(Error::DeclareBucket {
+        bucket: config.bucket.clone(),
+        source: DeclareBucketError::Create(error),
+    })
 }
