@@ -496,37 +496,23 @@ impl KvWatcher {
         self.delete_consumers(vec![consumer.name]);
     }
 
-    /// Deletes consumers in the background. One not found is looked for once more a `timeout`
-    /// later: a cluster may still create it after the request that asked for it timed out.
+    /// Deletes consumers in the background, each until it is gone: a request failing during
+    /// an outage or a leader election is retried (up to the inactive threshold, after which the
+    /// server removes the consumer itself), and one not found is looked for once more a
+    /// `timeout` later, since a cluster may still create it after its create request timed out.
     fn delete_consumers(&self, names: Vec<String>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let jetstream = self.jetstream.clone();
         let stream = self.stream_name.clone();
-        let retry_after = self.options.timeout;
+        let recheck_after = self.options.timeout;
+        let give_up_after = self.options.inactive_threshold;
         runtime.spawn(async move {
-            let mut not_found = Vec::new();
-            for name in names {
-                if let Err(error) = jetstream.delete_consumer_from_stream(&name, &stream).await {
-                    tracing::debug!(consumer = %name, error = %chain(&error),
-                        "could not delete a watch consumer");
-                    not_found.push(name);
-                }
-            }
-            if not_found.is_empty() {
-                return;
-            }
-            tokio::time::sleep(retry_after).await;
-            for name in not_found {
-                if jetstream
-                    .delete_consumer_from_stream(&name, &stream)
-                    .await
-                    .is_ok()
-                {
-                    tracing::debug!(consumer = %name, "deleted a watch consumer created late");
-                }
-            }
+            let deletions = names.iter().map(|name| {
+                delete_consumer(&jetstream, &stream, name, recheck_after, give_up_after)
+            });
+            futures_util::future::join_all(deletions).await;
         });
     }
 
@@ -649,6 +635,45 @@ impl Drop for KvWatcher {
             let names = std::mem::take(&mut self.unconfirmed);
             self.delete_consumers(names);
         }
+    }
+}
+
+/// Deletes one consumer; see [`KvWatcher::delete_consumers`].
+async fn delete_consumer(
+    jetstream: &jetstream::Context,
+    stream: &str,
+    name: &str,
+    recheck_after: Duration,
+    give_up_after: Duration,
+) {
+    let give_up = Instant::now() + give_up_after;
+    let mut delay = Duration::ZERO;
+    let mut rechecked = false;
+    loop {
+        let error = match jetstream.delete_consumer_from_stream(name, stream).await {
+            Ok(_) => return,
+            Err(error) => error,
+        };
+        let code = match error.kind() {
+            ConsumerErrorKind::JetStream(error) => Some(error.error_code()),
+            _ => None,
+        };
+        if code == Some(ErrorCode::CONSUMER_NOT_FOUND) && !rechecked {
+            rechecked = true;
+            tokio::time::sleep(recheck_after).await;
+            continue;
+        }
+        let gone = matches!(
+            code,
+            Some(ErrorCode::CONSUMER_NOT_FOUND | ErrorCode::STREAM_NOT_FOUND)
+        );
+        if gone || Instant::now() >= give_up {
+            tracing::debug!(consumer = %name, error = %chain(&error),
+                "watch consumer not deleted (gone, or left to its inactive threshold)");
+            return;
+        }
+        delay = next_delay(delay, MAX_REWATCH_DELAY);
+        tokio::time::sleep(delay).await;
     }
 }
 
