@@ -7,13 +7,19 @@
 //! beginning when nothing had been delivered, replaying history.
 //!
 //! The consumer is what async-nats and nats.go use for watches: ephemeral, no acks, flow
-//! control, idle heartbeats, memory storage, one replica. The watcher
+//! control, idle heartbeats, memory storage, one replica; but named by the watcher (a prefix of
+//! its own and an attempt counter), so an attempt whose answer never came can be deleted. The
+//! watcher
 //! - answers flow-control requests and stall notices, so the server never blocks on it;
 //! - checks the consumer sequence of every message (and of every heartbeat) and re-creates the
 //!   watch on a gap;
 //! - re-creates the watch when nothing (not even a heartbeat) arrived for `timeout`;
+//! - creates consumers in a task of its own, only while connected, so neither a dropped
+//!   `next()` nor an outage multiplies them;
+//! - checks, before each creation, that the bucket's stream is still the one its position
+//!   belongs to, and starts over on a new one (bucket deleted and created again);
 //! - drops entries at or below the last delivered revision, so nothing is delivered twice;
-//! - deletes the consumers it replaces, so none leak.
+//! - deletes the consumers it replaces and the attempts left unanswered, so none leak.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -879,6 +885,39 @@ mod tests {
         assert_eq!(
             parse_reply("$JS.ACK.KV_b.cons.1.42.7.1700000000000000000.3.x"),
             None
+        );
+    }
+
+    #[test]
+    fn deliver_policies() {
+        let created = OffsetDateTime::UNIX_EPOCH;
+        let at = |last_revision, caught_up| Position {
+            last_revision,
+            caught_up,
+            stream_created: Some(created),
+            ..Position::default()
+        };
+        // Before the initial snapshot is through, a latest-per-key watch asks for the latest
+        // value per key again; afterwards it resumes by sequence.
+        assert_eq!(
+            at(Some(7), false).deliver_policy(StartAt::LatestPerKey),
+            DeliverPolicy::LastPerSubject
+        );
+        assert_eq!(
+            at(Some(7), true).deliver_policy(StartAt::LatestPerKey),
+            DeliverPolicy::ByStartSequence { start_sequence: 8 }
+        );
+        assert_eq!(
+            at(Some(7), false).deliver_policy(StartAt::Beginning),
+            DeliverPolicy::ByStartSequence { start_sequence: 8 }
+        );
+        // On a new stream: each mode from its own start; updates_only takes all of it.
+        let fresh = |start_at| Position::fresh(start_at, created).deliver_policy(start_at);
+        assert_eq!(fresh(StartAt::LatestPerKey), DeliverPolicy::LastPerSubject);
+        assert_eq!(fresh(StartAt::Beginning), DeliverPolicy::All);
+        assert_eq!(
+            fresh(StartAt::NewOnly),
+            DeliverPolicy::ByStartSequence { start_sequence: 1 }
         );
     }
 
