@@ -409,11 +409,14 @@ impl KvWatcher {
         }
     }
 
-    /// Notes a failed attempt: forget its name if it cannot exist, back off, log.
+    /// Notes a failed attempt: delete what it may have created, back off, log.
     fn failed(&mut self, failure: CreateFailure) {
-        if !failure.maybe_created {
-            // The name of the attempt that just failed is the last one recorded.
-            self.unconfirmed.pop();
+        // The name of the attempt that just failed is the last one recorded. Deleted now rather
+        // than after the next success, so that a long run of failures piles up nothing.
+        if let Some(name) = self.unconfirmed.pop() {
+            if failure.maybe_created {
+                self.delete_consumers(vec![name]);
+            }
         }
         if failure.closed {
             tracing::warn!(bucket = %self.bucket, filter = %self.filter_subject,
@@ -768,8 +771,9 @@ async fn create(attempt: Attempt) -> Result<Created, CreateFailure> {
         .create_consumer_on_stream(config, &stream_name)
         .await
         .map_err(|error| CreateFailure {
-            // An error answer means the server made nothing.
-            maybe_created: !matches!(error.kind(), ConsumerErrorKind::JetStream(_)),
+            // Even an error answer may come from a cluster that goes on to create it; a
+            // deletion of a name that does not exist costs one request.
+            maybe_created: true,
             closed: false,
             error: WatchError::CreateConsumer(error),
         })?;
