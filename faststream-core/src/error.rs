@@ -290,6 +290,21 @@ pub enum WatchError {
     /// The server did not create the watch's consumer.
     #[error("creating the watch's consumer failed")]
     CreateConsumer(#[source] async_nats::jetstream::stream::ConsumerError),
+    /// Looking up the bucket's stream (to check it is still the one watched) failed.
+    #[error("looking up the bucket's stream failed")]
+    StreamInfo(#[source] async_nats::jetstream::context::GetStreamError),
+    /// The bucket's stream does not exist (deleted, or not created yet).
+    #[error("the bucket's stream `{stream}` does not exist")]
+    BucketMissing {
+        /// The stream's name.
+        stream: String,
+    },
+    /// The connection stayed down; no request was sent.
+    #[error("not connected to NATS for {waited:?}")]
+    Disconnected {
+        /// How long the watch waited for the connection.
+        waited: std::time::Duration,
+    },
 }
 
 /// Why a handler or hook call did not succeed.

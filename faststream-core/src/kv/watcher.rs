@@ -7,22 +7,33 @@
 //! beginning when nothing had been delivered, replaying history.
 //!
 //! The consumer is what async-nats and nats.go use for watches: ephemeral, no acks, flow
-//! control, idle heartbeats, memory storage, one replica. The watcher
+//! control, idle heartbeats, memory storage, one replica; but named by the watcher (a prefix of
+//! its own and an attempt counter), so an attempt whose answer never came can be deleted. The
+//! watcher
 //! - answers flow-control requests and stall notices, so the server never blocks on it;
 //! - checks the consumer sequence of every message (and of every heartbeat) and re-creates the
 //!   watch on a gap;
 //! - re-creates the watch when nothing (not even a heartbeat) arrived for `timeout`;
+//! - creates consumers in a task of its own, only while connected, so neither a dropped
+//!   `next()` nor an outage multiplies them;
+//! - checks, before each creation, that the bucket's stream is still the one its position
+//!   belongs to, and starts over on a new one (bucket deleted and created again);
 //! - drops entries at or below the last delivered revision, so nothing is delivered twice;
-//! - deletes the consumers it replaces, so none leak.
+//! - deletes the consumers it replaces and the attempts left unanswered, so none leak.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use async_nats::connection::State as ConnectionState;
 use async_nats::jetstream::consumer::{push, AckPolicy, DeliverPolicy, ReplayPolicy};
-use async_nats::jetstream::{self};
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::stream::ConsumerErrorKind;
+use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use futures_util::{FutureExt, Stream, StreamExt};
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
 
 use super::key_value::KeyValue;
 use super::message::{KvMessage, MessageParts, Operation};
@@ -35,6 +46,12 @@ pub(crate) type ReconnectSignal = tokio::sync::watch::Receiver<u64>;
 
 const FIRST_REWATCH_DELAY: Duration = Duration::from_millis(100);
 const MAX_REWATCH_DELAY: Duration = Duration::from_secs(1);
+/// A missing bucket is looked up less often: it may stay missing for long.
+const MAX_MISSING_BUCKET_DELAY: Duration = Duration::from_secs(5);
+/// How often a bucket that stays missing is logged again at warn level.
+const MISSING_BUCKET_WARN_EVERY: Duration = Duration::from_secs(60);
+/// How often a creation waiting for the connection checks it.
+const CONNECTION_POLL: Duration = Duration::from_millis(25);
 
 /// A watch of one bucket: yields every matching entry in revision order, re-creating itself
 /// after connection losses, server restarts and gaps without losing or repeating entries.
@@ -49,19 +66,122 @@ pub struct KvWatcher {
     filter_subject: String,
     options: KvWatch,
     description: String,
+    position: Position,
+    active: Option<ActiveConsumer>,
+    /// The consumer being created. A task of its own, so that a dropped `next()` (a `select!`
+    /// losing the race, `get_one` timing out) neither abandons a half-made consumer nor starts
+    /// another one.
+    creating: Option<JoinHandle<Result<Created, CreateFailure>>>,
+    /// Consumer names are this plus an attempt counter, so that an abandoned attempt can be
+    /// found and deleted.
+    name_prefix: String,
+    attempts: u64,
+    /// Names sent in create requests that got no answer: the consumer may exist (the request
+    /// may have been queued during an outage, or a cluster may create it late).
+    unconfirmed: Vec<String>,
+    /// Pause before the next creation attempt (grows while attempts fail).
+    delay: Duration,
+    /// Since when the bucket has been missing, and when that was last logged at warn level.
+    missing: Option<(Instant, Instant)>,
+    /// The connection is closed for good: `next` returns `None`.
+    closed: bool,
+    /// `None` once the connection's owner is gone.
+    reconnects: Option<ReconnectSignal>,
+}
+
+/// Where the watch stands: what a re-created consumer must start after.
+#[derive(Debug, Clone, Copy, Default)]
+struct Position {
     /// The revision of the last entry read from the server (delivered or skipped).
     last_revision: Option<u64>,
     /// For `updates_only`: where a watch re-created before any entry arrived starts.
     first_new_revision: Option<u64>,
-    active: Option<ActiveConsumer>,
-    /// `None` once the connection's owner is gone.
-    reconnects: Option<ReconnectSignal>,
+    /// A consumer reported nothing pending: the initial snapshot was delivered.
+    caught_up: bool,
+    /// Creation time of the stream the revisions above belong to.
+    stream_created: Option<OffsetDateTime>,
+}
+
+impl Position {
+    /// Where a watch on a new stream starts, in the watch's own mode.
+    fn fresh(start_at: StartAt, stream_created: OffsetDateTime) -> Self {
+        Self {
+            last_revision: None,
+            // Everything the new stream holds arrived after the watch started.
+            first_new_revision: (start_at == StartAt::NewOnly).then_some(1),
+            caught_up: false,
+            stream_created: Some(stream_created),
+        }
+    }
+
+    fn deliver_policy(&self, start_at: StartAt) -> DeliverPolicy {
+        // A latest-per-key watch re-created during its initial snapshot asks for the latest
+        // value per key again (entries at or below `last_revision` are dropped on arrival);
+        // by sequence it would deliver superseded values of keys not reached yet.
+        if start_at == StartAt::LatestPerKey && !self.caught_up {
+            return DeliverPolicy::LastPerSubject;
+        }
+        match (self.last_revision, self.first_new_revision) {
+            (Some(last), _) => DeliverPolicy::ByStartSequence {
+                start_sequence: last + 1,
+            },
+            (None, Some(first)) => DeliverPolicy::ByStartSequence {
+                start_sequence: first,
+            },
+            (None, None) => match start_at {
+                StartAt::LatestPerKey => DeliverPolicy::LastPerSubject,
+                StartAt::Beginning => DeliverPolicy::All,
+                StartAt::NewOnly => DeliverPolicy::New,
+            },
+        }
+    }
 }
 
 struct ActiveConsumer {
     name: String,
     subscriber: async_nats::Subscriber,
     consumer_sequence: u64,
+}
+
+/// Everything one creation attempt needs, owned, so it can run as a task.
+struct Attempt {
+    jetstream: jetstream::Context,
+    client: async_nats::Client,
+    stream_name: String,
+    name: String,
+    config: push::Config,
+    start_at: StartAt,
+    position: Position,
+    delay: Duration,
+    /// How long to wait for the connection; `None`: as long as it takes.
+    connection_wait: Option<Duration>,
+}
+
+/// A consumer the server confirmed.
+struct Created {
+    name: String,
+    subscriber: async_nats::Subscriber,
+    position: Position,
+    /// The stream is not the one the previous position belonged to.
+    new_stream: bool,
+}
+
+struct CreateFailure {
+    error: WatchError,
+    /// The create request was sent and not answered: the consumer may exist.
+    maybe_created: bool,
+    /// The connection is closed for good.
+    closed: bool,
+}
+
+impl CreateFailure {
+    fn before_sending(error: WatchError) -> Self {
+        Self {
+            error,
+            maybe_created: false,
+            closed: false,
+        }
+    }
 }
 
 /// What the server's reply subject says about one delivered message.
@@ -87,8 +207,13 @@ impl KvWatcher {
         jetstream.set_timeout(options.timeout);
         reconnects.mark_unchanged();
         let store = store.store();
+        let client = jetstream.client();
+        // A unique token: the inbox generator's random suffix.
+        let inbox = client.new_inbox();
+        let unique = inbox.rsplit('.').next().unwrap_or(&inbox);
         let mut watcher = Self {
-            client: jetstream.client(),
+            name_prefix: format!("fsw_{unique}"),
+            client,
             jetstream,
             bucket: Arc::from(store.name.as_str()),
             stream_name: store.stream_name.clone(),
@@ -96,13 +221,31 @@ impl KvWatcher {
             filter_subject: format!("{}{filter}", store.prefix),
             options,
             description,
-            last_revision: None,
-            first_new_revision: None,
+            position: Position::default(),
             active: None,
+            creating: None,
+            attempts: 0,
+            unconfirmed: Vec::new(),
+            delay: Duration::ZERO,
+            missing: None,
+            closed: false,
             reconnects: Some(reconnects),
         };
-        watcher.create().await?;
-        Ok(watcher)
+        // Start-up fails rather than waiting without bound for a connection.
+        let attempt = watcher.attempt(Some(watcher.options.timeout));
+        match create(attempt).await {
+            Ok(created) => {
+                watcher.install(created);
+                Ok(watcher)
+            }
+            // Dropping the watcher deletes a consumer the attempt may have made.
+            Err(failure) => {
+                if !failure.maybe_created {
+                    watcher.unconfirmed.clear();
+                }
+                Err(failure.error)
+            }
+        }
     }
 
     /// The bucket watched.
@@ -112,18 +255,20 @@ impl KvWatcher {
 
     /// The revision of the last entry read from the server, if any.
     pub fn last_revision(&self) -> Option<u64> {
-        self.last_revision
+        self.position.last_revision
     }
 
     /// The next entry; `None` only once the connection is closed for good.
     ///
     /// Cancel-safe: dropping the future before it completes loses no entry (an entry is taken
     /// from the connection only when it can be returned in the same poll), so it can be raced
-    /// in `select!`.
+    /// in `select!`; a consumer being created meanwhile goes on being created.
     pub async fn next(&mut self) -> Option<KvMessage> {
         loop {
             let Some(active) = self.active.as_mut() else {
-                self.recreate().await;
+                if !self.wait_for_consumer().await {
+                    return None;
+                }
                 continue;
             };
             // Fast path: a message already buffered needs no timer and no select.
@@ -151,7 +296,10 @@ impl KvWatcher {
                 }
             };
             match received {
-                None => return None,
+                None => {
+                    self.closed = true;
+                    return None;
+                }
                 Some(message) => {
                     if let Some(entry) = self.read(message).await {
                         return Some(entry);
@@ -167,7 +315,7 @@ impl KvWatcher {
         tracing::warn!(
             bucket = %self.bucket,
             filter = %self.filter_subject,
-            last_revision = ?self.last_revision,
+            last_revision = ?self.position.last_revision,
             "{reason}; re-creating the watch"
         );
         self.retire_active();
@@ -189,99 +337,158 @@ impl KvWatcher {
         })
     }
 
-    fn deliver_policy(&self) -> DeliverPolicy {
-        match (self.last_revision, self.first_new_revision) {
-            (Some(last), _) => DeliverPolicy::ByStartSequence {
-                start_sequence: last + 1,
+    /// The next creation attempt, under a name of its own (recorded as unconfirmed until the
+    /// server confirms it).
+    fn attempt(&mut self, connection_wait: Option<Duration>) -> Attempt {
+        self.attempts += 1;
+        let name = format!("{}_{}", self.name_prefix, self.attempts);
+        self.unconfirmed.push(name.clone());
+        Attempt {
+            jetstream: self.jetstream.clone(),
+            client: self.client.clone(),
+            stream_name: self.stream_name.clone(),
+            name,
+            config: push::Config {
+                description: Some(self.description.clone()),
+                ack_policy: AckPolicy::None,
+                replay_policy: ReplayPolicy::Instant,
+                filter_subject: self.filter_subject.clone(),
+                headers_only: self.options.without_values(),
+                flow_control: true,
+                idle_heartbeat: self.options.idle_heartbeat(),
+                inactive_threshold: self.options.inactive_threshold,
+                memory_storage: true,
+                num_replicas: 1,
+                ..Default::default()
             },
-            (None, Some(first)) => DeliverPolicy::ByStartSequence {
-                start_sequence: first,
-            },
-            (None, None) => match self.options.start_at() {
-                StartAt::LatestPerKey => DeliverPolicy::LastPerSubject,
-                StartAt::Beginning => DeliverPolicy::All,
-                StartAt::NewOnly => DeliverPolicy::New,
-            },
+            start_at: self.options.start_at(),
+            position: self.position,
+            delay: self.delay,
+            connection_wait,
         }
     }
 
-    /// Subscribes to a fresh inbox, then creates the consumer delivering to it (in that order,
-    /// so nothing is pushed before anyone listens), replacing the previous one.
-    async fn create(&mut self) -> Result<(), WatchError> {
-        let inbox = self.client.new_inbox();
-        let subscriber = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(WatchError::Subscribe)?;
-        let config = push::Config {
-            deliver_subject: inbox,
-            description: Some(self.description.clone()),
-            deliver_policy: self.deliver_policy(),
-            ack_policy: AckPolicy::None,
-            replay_policy: ReplayPolicy::Instant,
-            filter_subject: self.filter_subject.clone(),
-            headers_only: self.options.without_values(),
-            flow_control: true,
-            idle_heartbeat: self.options.idle_heartbeat(),
-            inactive_threshold: self.options.inactive_threshold,
-            memory_storage: true,
-            num_replicas: 1,
-            ..Default::default()
-        };
-        let consumer = self
-            .jetstream
-            .create_consumer_on_stream(config, &self.stream_name)
-            .await
-            .map_err(WatchError::CreateConsumer)?;
-        let info = consumer.cached_info();
-        if self.last_revision.is_none()
-            && self.first_new_revision.is_none()
-            && self.options.start_at() == StartAt::NewOnly
-        {
-            self.first_new_revision = Some(info.delivered.stream_sequence + 1);
+    /// Waits for the consumer being created (starting a creation if none is running), retrying
+    /// with backoff until one is confirmed. `false` once the connection is closed for good.
+    async fn wait_for_consumer(&mut self) -> bool {
+        loop {
+            if self.closed {
+                return false;
+            }
+            let creating = match self.creating.as_mut() {
+                Some(creating) => creating,
+                None => {
+                    let attempt = self.attempt(None);
+                    self.creating.insert(tokio::spawn(create(attempt)))
+                }
+            };
+            // Awaiting a `&mut JoinHandle` is cancel-safe: the task goes on without us.
+            let outcome = creating.await;
+            self.creating = None;
+            match outcome {
+                Ok(Ok(created)) => {
+                    let resumed = !created.new_stream && self.missing.is_none();
+                    self.install(created);
+                    if resumed {
+                        tracing::info!(
+                            bucket = %self.bucket,
+                            filter = %self.filter_subject,
+                            after_revision = ?self.position.last_revision,
+                            "watch re-created"
+                        );
+                    }
+                    return true;
+                }
+                Ok(Err(failure)) => self.failed(failure),
+                Err(error) => {
+                    tracing::warn!(bucket = %self.bucket, %error,
+                        "the task creating the watch failed; retrying");
+                    self.delay = next_delay(self.delay, MAX_REWATCH_DELAY);
+                }
+            }
+        }
+    }
+
+    /// Notes a failed attempt: delete what it may have created, back off, log.
+    fn failed(&mut self, failure: CreateFailure) {
+        // The name of the attempt that just failed is the last one recorded. Deleted now rather
+        // than after the next success, so that a long run of failures piles up nothing.
+        if let Some(name) = self.unconfirmed.pop() {
+            if failure.maybe_created {
+                self.delete_consumers(vec![name]);
+            }
+        }
+        if failure.closed {
+            tracing::warn!(bucket = %self.bucket, filter = %self.filter_subject,
+                "the NATS connection is closed; the watch ends");
+            self.closed = true;
+            return;
+        }
+        if let WatchError::BucketMissing { stream } = &failure.error {
+            self.delay = next_delay(self.delay, MAX_MISSING_BUCKET_DELAY);
+            let now = Instant::now();
+            match &mut self.missing {
+                None => {
+                    tracing::warn!(bucket = %self.bucket, %stream,
+                        "bucket `{}` does not exist (deleted?); the watch waits for it to be \
+                         created again, looking it up at most every {MAX_MISSING_BUCKET_DELAY:?} \
+                         (it does not create the bucket)", self.bucket);
+                    self.missing = Some((now, now));
+                }
+                Some((since, warned))
+                    if now.duration_since(*warned) >= MISSING_BUCKET_WARN_EVERY =>
+                {
+                    tracing::warn!(bucket = %self.bucket, missing_for = ?since.elapsed(),
+                        "bucket `{}` is still missing; the watch keeps waiting for it", self.bucket);
+                    *warned = now;
+                }
+                Some(_) => tracing::debug!(bucket = %self.bucket, "bucket still missing"),
+            }
+            return;
+        }
+        self.delay = next_delay(self.delay, MAX_REWATCH_DELAY);
+        tracing::warn!(
+            bucket = %self.bucket,
+            filter = %self.filter_subject,
+            retry_in = ?self.delay,
+            error = %chain(&failure.error),
+            "could not re-create the watch"
+        );
+    }
+
+    /// Makes a confirmed consumer the active one; deletes what earlier attempts may have made.
+    fn install(&mut self, created: Created) {
+        self.unconfirmed.retain(|name| *name != created.name);
+        if created.new_stream {
+            tracing::warn!(
+                bucket = %self.bucket,
+                filter = %self.filter_subject,
+                previous_revision = ?self.position.last_revision,
+                "the bucket's stream is not the one watched so far (the bucket was deleted and \
+                 created again, or its sequence went back); the watch starts over on it"
+            );
+        } else if let Some((since, _)) = self.missing {
+            tracing::info!(bucket = %self.bucket, missing_for = ?since.elapsed(),
+                "bucket `{}` exists again; watching it", self.bucket);
+        }
+        self.missing = None;
+        self.delay = Duration::ZERO;
+        self.position = created.position;
+        // A reconnection before this consumer was made is no reason to re-create it.
+        if let Some(reconnects) = self.reconnects.as_mut() {
+            reconnects.mark_unchanged();
         }
         let replaced = self.active.replace(ActiveConsumer {
-            name: info.name.clone(),
-            subscriber,
+            name: created.name,
+            subscriber: created.subscriber,
             consumer_sequence: 0,
         });
         if let Some(replaced) = replaced {
             self.retire(replaced);
         }
-        Ok(())
-    }
-
-    /// Re-creates the watch, retrying with backoff (re-creating in a tight loop would leak
-    /// consumers and load a recovering server).
-    async fn recreate(&mut self) {
-        let mut delay = FIRST_REWATCH_DELAY;
-        loop {
-            match self.create().await {
-                Ok(()) => {
-                    tracing::info!(
-                        bucket = %self.bucket,
-                        filter = %self.filter_subject,
-                        after_revision = ?self.last_revision,
-                        "watch re-created"
-                    );
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        bucket = %self.bucket,
-                        filter = %self.filter_subject,
-                        retry_in = ?delay,
-                        error = %chain(&error),
-                        "could not re-create the watch"
-                    );
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = reconnected(&mut self.reconnects) => {}
-                    }
-                    delay = (delay * 2).min(MAX_REWATCH_DELAY);
-                }
-            }
+        if !self.unconfirmed.is_empty() {
+            let names = std::mem::take(&mut self.unconfirmed);
+            self.delete_consumers(names);
         }
     }
 
@@ -295,19 +502,26 @@ impl KvWatcher {
     /// restart it is already gone, and its inactive threshold removes it in any case).
     fn retire(&self, consumer: ActiveConsumer) {
         drop(consumer.subscriber);
+        self.delete_consumers(vec![consumer.name]);
+    }
+
+    /// Deletes consumers in the background, each until it is gone: a request failing during
+    /// an outage or a leader election is retried (up to the inactive threshold, after which the
+    /// server removes the consumer itself), and one not found is looked for once more a
+    /// `timeout` later, since a cluster may still create it after its create request timed out.
+    fn delete_consumers(&self, names: Vec<String>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let jetstream = self.jetstream.clone();
         let stream = self.stream_name.clone();
+        let recheck_after = self.options.timeout;
+        let give_up_after = self.options.inactive_threshold;
         runtime.spawn(async move {
-            if let Err(error) = jetstream
-                .delete_consumer_from_stream(&consumer.name, &stream)
-                .await
-            {
-                tracing::debug!(consumer = %consumer.name, error = %chain(&error),
-                    "could not delete a replaced watch consumer");
-            }
+            let deletions = names.iter().map(|name| {
+                delete_consumer(&jetstream, &stream, name, recheck_after, give_up_after)
+            });
+            futures_util::future::join_all(deletions).await;
         });
     }
 
@@ -333,13 +547,17 @@ impl KvWatcher {
             return None;
         }
         active.consumer_sequence = delivery.consumer_sequence;
+        if delivery.pending == 0 {
+            self.position.caught_up = true;
+        }
         if self
+            .position
             .last_revision
             .is_some_and(|last| delivery.stream_sequence <= last)
         {
             return None;
         }
-        self.last_revision = Some(delivery.stream_sequence);
+        self.position.last_revision = Some(delivery.stream_sequence);
 
         let Some(key) = message.subject.as_str().strip_prefix(&self.key_prefix) else {
             tracing::warn!(bucket = %self.bucket, subject = %message.subject,
@@ -409,7 +627,7 @@ impl std::fmt::Debug for KvWatcher {
         f.debug_struct("KvWatcher")
             .field("bucket", &self.bucket)
             .field("filter", &self.filter_subject)
-            .field("last_revision", &self.last_revision)
+            .field("last_revision", &self.position.last_revision)
             .field("consumer", &self.active.as_ref().map(|active| &active.name))
             .finish_non_exhaustive()
     }
@@ -417,8 +635,164 @@ impl std::fmt::Debug for KvWatcher {
 
 impl Drop for KvWatcher {
     fn drop(&mut self) {
+        if let Some(creating) = self.creating.take() {
+            creating.abort();
+        }
         self.retire_active();
+        // An aborted or failed attempt's consumer may exist.
+        if !self.unconfirmed.is_empty() {
+            let names = std::mem::take(&mut self.unconfirmed);
+            self.delete_consumers(names);
+        }
     }
+}
+
+/// Deletes one consumer; see [`KvWatcher::delete_consumers`].
+async fn delete_consumer(
+    jetstream: &jetstream::Context,
+    stream: &str,
+    name: &str,
+    recheck_after: Duration,
+    give_up_after: Duration,
+) {
+    let give_up = Instant::now() + give_up_after;
+    let mut delay = Duration::ZERO;
+    let mut rechecked = false;
+    loop {
+        let error = match jetstream.delete_consumer_from_stream(name, stream).await {
+            Ok(_) => return,
+            Err(error) => error,
+        };
+        let code = match error.kind() {
+            ConsumerErrorKind::JetStream(error) => Some(error.error_code()),
+            _ => None,
+        };
+        if code == Some(ErrorCode::CONSUMER_NOT_FOUND) && !rechecked {
+            rechecked = true;
+            tokio::time::sleep(recheck_after).await;
+            continue;
+        }
+        let gone = matches!(
+            code,
+            Some(ErrorCode::CONSUMER_NOT_FOUND | ErrorCode::STREAM_NOT_FOUND)
+        );
+        if gone || Instant::now() >= give_up {
+            tracing::debug!(consumer = %name, error = %chain(&error),
+                "watch consumer not deleted (gone, or left to its inactive threshold)");
+            return;
+        }
+        delay = next_delay(delay, MAX_REWATCH_DELAY);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// The next backoff delay: 100 ms, doubling, up to `max`.
+fn next_delay(delay: Duration, max: Duration) -> Duration {
+    if delay.is_zero() {
+        FIRST_REWATCH_DELAY
+    } else {
+        (delay * 2).min(max)
+    }
+}
+
+/// One creation attempt: waits out its delay and any outage (the client queues requests made
+/// while disconnected and sends them all on reconnect, which would create consumers nobody
+/// waits for), checks the stream is still the one the position belongs to, then subscribes to
+/// a fresh inbox and creates the consumer delivering to it (in that order, so nothing is pushed
+/// before anyone listens).
+async fn create(attempt: Attempt) -> Result<Created, CreateFailure> {
+    let Attempt {
+        jetstream,
+        client,
+        stream_name,
+        name,
+        mut config,
+        start_at,
+        mut position,
+        delay,
+        connection_wait,
+    } = attempt;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let waiting_since = Instant::now();
+    while client.connection_state() != ConnectionState::Connected {
+        if let Some(limit) = connection_wait {
+            if waiting_since.elapsed() >= limit {
+                return Err(CreateFailure::before_sending(WatchError::Disconnected {
+                    waited: waiting_since.elapsed(),
+                }));
+            }
+        }
+        tokio::time::sleep(CONNECTION_POLL).await;
+    }
+    let inbox = client.new_inbox();
+    // An inbox is a valid subject: a failure means the connection is closed for good.
+    let subscriber = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|error| CreateFailure {
+            error: WatchError::Subscribe(error),
+            maybe_created: false,
+            closed: true,
+        })?;
+    let stream = match jetstream.get_stream(&stream_name).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            let missing = matches!(error.kind(),
+                GetStreamErrorKind::JetStream(error) if error.error_code() == ErrorCode::STREAM_NOT_FOUND);
+            return Err(CreateFailure::before_sending(if missing {
+                WatchError::BucketMissing {
+                    stream: stream_name,
+                }
+            } else {
+                WatchError::StreamInfo(error)
+            }));
+        }
+    };
+    let info = stream.cached_info();
+    // Another stream of the same name (deleted and created again), or the same one with its
+    // sequence gone back (memory storage after a restart): the old revisions mean nothing there.
+    let new_stream = position.stream_created.is_some_and(|created| {
+        created != info.created
+            || position
+                .last_revision
+                .is_some_and(|last| info.state.last_sequence < last)
+    });
+    if new_stream {
+        position = Position::fresh(start_at, info.created);
+    } else {
+        position.stream_created = Some(info.created);
+    }
+    config.deliver_subject = inbox;
+    config.deliver_policy = position.deliver_policy(start_at);
+    config.name = Some(name.clone());
+    let consumer = jetstream
+        .create_consumer_on_stream(config, &stream_name)
+        .await
+        .map_err(|error| CreateFailure {
+            // Even an error answer may come from a cluster that goes on to create it; a
+            // deletion of a name that does not exist costs one request.
+            maybe_created: true,
+            closed: false,
+            error: WatchError::CreateConsumer(error),
+        })?;
+    let info = consumer.cached_info();
+    if position.last_revision.is_none()
+        && position.first_new_revision.is_none()
+        && start_at == StartAt::NewOnly
+    {
+        position.first_new_revision = Some(info.delivered.stream_sequence + 1);
+    }
+    if info.num_pending == 0 {
+        position.caught_up = true;
+    }
+    Ok(Created {
+        name,
+        subscriber,
+        position,
+        new_stream,
+    })
 }
 
 /// Completes when the connection has been re-established; never if the broker is gone.
@@ -459,13 +833,16 @@ fn operation(headers: Option<&HeaderMap>) -> Operation {
 
 /// Parses a JetStream delivery reply subject:
 /// `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>` or, since 2.9,
-/// `$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>[.<token>]`.
+/// `$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>.<token>...`
+/// (the server may append tokens after `pending`; they are ignored).
 fn parse_reply(reply: &str) -> Option<Delivery> {
-    // Up to 12 tokens, without allocating: this runs for every entry.
-    let mut tokens = [""; 12];
+    // The first 11 tokens and a count, without allocating: this runs for every entry.
+    let mut tokens = [""; 11];
     let mut count = 0;
     for token in reply.split('.') {
-        *tokens.get_mut(count)? = token;
+        if let Some(slot) = tokens.get_mut(count) {
+            *slot = token;
+        }
         count += 1;
     }
     if tokens[..2] != ["$JS", "ACK"] {
@@ -473,7 +850,7 @@ fn parse_reply(reply: &str) -> Option<Delivery> {
     }
     let offset = match count {
         9 => 2,
-        11 | 12 => 4,
+        11.. => 4,
         _ => return None,
     };
     let field = |index: usize| tokens[offset + index];
@@ -505,7 +882,47 @@ mod tests {
         assert_eq!(v2, v1);
         assert_eq!(parse_reply("_INBOX.x"), None);
         assert_eq!(parse_reply("$JS.ACK.KV_b.cons.1.x.7.1.3"), None);
+        // Newer servers may append tokens to the v2 format.
+        let longer = "$JS.ACK.hub.ACCHASH.KV_b.cons.1.42.7.1700000000000000000.3.tok.more.x";
+        assert_eq!(parse_reply(longer), v1);
         assert_eq!(parse_reply("$JS.ACK.a.b.c.d.e.f.g.h.i.j.k.l.m"), None);
+        assert_eq!(
+            parse_reply("$JS.ACK.KV_b.cons.1.42.7.1700000000000000000.3.x"),
+            None
+        );
+    }
+
+    #[test]
+    fn deliver_policies() {
+        let created = OffsetDateTime::UNIX_EPOCH;
+        let at = |last_revision, caught_up| Position {
+            last_revision,
+            caught_up,
+            stream_created: Some(created),
+            ..Position::default()
+        };
+        // Before the initial snapshot is through, a latest-per-key watch asks for the latest
+        // value per key again; afterwards it resumes by sequence.
+        assert_eq!(
+            at(Some(7), false).deliver_policy(StartAt::LatestPerKey),
+            DeliverPolicy::LastPerSubject
+        );
+        assert_eq!(
+            at(Some(7), true).deliver_policy(StartAt::LatestPerKey),
+            DeliverPolicy::ByStartSequence { start_sequence: 8 }
+        );
+        assert_eq!(
+            at(Some(7), false).deliver_policy(StartAt::Beginning),
+            DeliverPolicy::ByStartSequence { start_sequence: 8 }
+        );
+        // On a new stream: each mode from its own start; updates_only takes all of it.
+        let fresh = |start_at| Position::fresh(start_at, created).deliver_policy(start_at);
+        assert_eq!(fresh(StartAt::LatestPerKey), DeliverPolicy::LastPerSubject);
+        assert_eq!(fresh(StartAt::Beginning), DeliverPolicy::All);
+        assert_eq!(
+            fresh(StartAt::NewOnly),
+            DeliverPolicy::ByStartSequence { start_sequence: 1 }
+        );
     }
 
     #[test]
