@@ -2,6 +2,8 @@
 //! entries), and a second SIGINT exits at once while a handler is stuck.
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -49,11 +51,20 @@ impl Service {
         .with_context(|| format!("waiting for `{text}`"))?
     }
 
-    /// Drains the log in the background so the service never blocks on a full pipe.
-    fn drain_log(self) -> Child {
+    /// Drains the log in the background so the service never blocks on a full pipe, counting
+    /// the entries the handler took (it logs one line per entry at debug level).
+    fn drain_log(self) -> (Child, Arc<AtomicUsize>) {
+        let handled = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&handled);
         let mut lines = self.lines;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.child
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("handling slowly") {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        (self.child, handled)
     }
 
     fn signal(child: &Child, signal: libc::c_int) -> anyhow::Result<()> {
@@ -102,7 +113,7 @@ async fn memory_stays_bounded_when_writers_outpace_the_handler() -> anyhow::Resu
     .await?;
 
     let service = Service::start(&server, 1).await?;
-    let child = service.drain_log();
+    let (child, handled) = service.drain_log();
     let pid = child.id().context("no pid")?;
     let baseline = peak_rss_kib(pid)?;
 
@@ -125,14 +136,31 @@ async fn memory_stays_bounded_when_writers_outpace_the_handler() -> anyhow::Resu
         ack.await?;
     }
     let written = started.elapsed();
+    // Bounded because the server holds back what the handler has not taken, not because
+    // nothing arrives: entries were handled while writing, and handling goes on after it.
+    let handled_while_writing = handled.load(Ordering::Relaxed);
+    let more = 200;
+    tokio::time::timeout(TIMEOUT, async {
+        while handled.load(Ordering::Relaxed) < handled_while_writing + more {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .with_context(|| {
+        format!("the handler took {handled_while_writing} entries, then no {more} more")
+    })?;
     let peak = peak_rss_kib(pid)?;
     eprintln!(
-        "slow consumer: {ENTRIES} entries of {VALUE_BYTES} B written in {written:.1?}; \
-         service peak RSS {} MiB (after start-up: {} MiB)",
+        "slow consumer: {ENTRIES} entries of {VALUE_BYTES} B written in {written:.1?}, \
+         {handled_while_writing} handled meanwhile; service peak RSS {} MiB (after start-up: {} MiB)",
         peak / 1024,
         baseline / 1024
     );
     drop(child);
+    assert!(
+        handled_while_writing > 0,
+        "no entry was handled while writing"
+    );
     assert!(
         peak < 64 * 1024,
         "peak RSS {} MiB while {} MiB were written: something buffers without bound",
@@ -157,7 +185,7 @@ async fn second_sigint_exits_at_once() -> anyhow::Result<()> {
     service
         .wait_for_line("SIGINT received; shutting down")
         .await?;
-    let mut child = service.drain_log();
+    let (mut child, _) = service.drain_log();
     // The first SIGINT waits for the stuck handler (up to the 10 s shutdown timeout)...
     anyhow::ensure!(child.try_wait()?.is_none(), "exited on the first SIGINT");
     // ...the second one does not.

@@ -131,11 +131,8 @@ async fn run(binary: faststream_testing::ServerBinary) -> anyhow::Result<()> {
     const MIN_WRITES: u64 = 500;
     const KEYS: u64 = 40;
     let mut cluster = NatsCluster::start(&binary, 3).await?;
-    let urls = cluster.urls();
-    // The service is given one node's URL: several (`a,b,c`) do not connect yet (issue 9,
-    // item 6, another change). The client learns the other nodes from the server and
-    // reconnects to them, which this test relies on when that node is the one killed.
-    let service_url = urls[0].clone();
+    // The service is given every node, as a production service lists its cluster.
+    let service_url = cluster.urls().join(",");
 
     // An R3 bucket can be created only once the meta group has a leader: retry.
     let admin = NatsBroker::new(service_url.clone());
