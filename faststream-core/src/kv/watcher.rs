@@ -21,6 +21,7 @@
 //! - drops entries at or below the last delivered revision, so nothing is delivered twice;
 //! - deletes the consumers it replaces and the attempts left unanswered, so none leak.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -141,6 +142,25 @@ struct ActiveConsumer {
     name: String,
     subscriber: async_nats::Subscriber,
     consumer_sequence: u64,
+    /// When the server was last heard from (an entry, a heartbeat, flow control).
+    last_heard: tokio::time::Instant,
+    /// Fires at the earliest moment the watch could have been silent for `timeout`. One timer
+    /// for the consumer's life, pushed back only when it fires: arming one per wait would
+    /// cost a timer-wheel insert and removal on every idle `next`.
+    silence: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl ActiveConsumer {
+    fn new(name: String, subscriber: async_nats::Subscriber, timeout: Duration) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            name,
+            subscriber,
+            consumer_sequence: 0,
+            last_heard: now,
+            silence: Box::pin(tokio::time::sleep_until(now + timeout)),
+        }
+    }
 }
 
 /// Everything one creation attempt needs, owned, so it can run as a task.
@@ -271,22 +291,25 @@ impl KvWatcher {
                 }
                 continue;
             };
-            // Fast path: a message already buffered needs no timer and no select.
+            // Fast path: a message already buffered needs no select.
             let received = match active.subscriber.next().now_or_never() {
                 Some(received) => received,
                 None => {
-                    let timeout = self.options.timeout;
                     tokio::select! {
-                        received = tokio::time::timeout(timeout, active.subscriber.next()) => {
-                            match received {
-                                Ok(received) => received,
-                                Err(_) => {
-                                    self.rewatch(format_args!(
-                                        "nothing heard from the server for {timeout:?}"
-                                    ));
-                                    continue;
-                                }
+                        biased;
+                        received = active.subscriber.next() => received,
+                        () = active.silence.as_mut() => {
+                            let timeout = self.options.timeout;
+                            let silent_from = active.last_heard + timeout;
+                            if tokio::time::Instant::now() < silent_from {
+                                // Heard from the server since the timer was set.
+                                active.silence.as_mut().reset(silent_from);
+                            } else {
+                                self.rewatch(format_args!(
+                                    "nothing heard from the server for {timeout:?}"
+                                ));
                             }
+                            continue;
                         }
                         () = reconnected(&mut self.reconnects) => {
                             self.rewatch(format_args!("the connection was re-established"));
@@ -301,6 +324,7 @@ impl KvWatcher {
                     return None;
                 }
                 Some(message) => {
+                    active.last_heard = tokio::time::Instant::now();
                     if let Some(entry) = self.read(message).await {
                         return Some(entry);
                     }
@@ -478,11 +502,11 @@ impl KvWatcher {
         if let Some(reconnects) = self.reconnects.as_mut() {
             reconnects.mark_unchanged();
         }
-        let replaced = self.active.replace(ActiveConsumer {
-            name: created.name,
-            subscriber: created.subscriber,
-            consumer_sequence: 0,
-        });
+        let replaced = self.active.replace(ActiveConsumer::new(
+            created.name,
+            created.subscriber,
+            self.options.timeout,
+        ));
         if let Some(replaced) = replaced {
             self.retire(replaced);
         }
