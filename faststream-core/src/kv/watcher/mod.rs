@@ -25,16 +25,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::connection::State as ConnectionState;
+use async_nats::jetstream;
 use async_nats::jetstream::consumer::{push, AckPolicy, DeliverPolicy, ReplayPolicy};
-use async_nats::jetstream::context::GetStreamErrorKind;
-use async_nats::jetstream::stream::ConsumerErrorKind;
-use async_nats::jetstream::{self, ErrorCode};
-use async_nats::{HeaderMap, StatusCode};
+use async_nats::StatusCode;
 use bytes::Bytes;
 use futures_util::{FutureExt, Stream, StreamExt};
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
+
+mod consumer;
+mod delivery;
+
+use consumer::{create, delete_consumer, next_delay, Attempt, CreateFailure, Created};
+use delivery::{operation, parse_reply};
 
 use super::key_value::KeyValue;
 use super::message::{KvMessage, MessageParts, Operation};
@@ -161,56 +164,6 @@ impl ActiveConsumer {
             silence: Box::pin(tokio::time::sleep_until(now + timeout)),
         }
     }
-}
-
-/// Everything one creation attempt needs, owned, so it can run as a task.
-struct Attempt {
-    jetstream: jetstream::Context,
-    client: async_nats::Client,
-    stream_name: String,
-    name: String,
-    config: push::Config,
-    start_at: StartAt,
-    position: Position,
-    delay: Duration,
-    /// How long to wait for the connection; `None`: as long as it takes.
-    connection_wait: Option<Duration>,
-}
-
-/// A consumer the server confirmed.
-struct Created {
-    name: String,
-    subscriber: async_nats::Subscriber,
-    position: Position,
-    /// The stream is not the one the previous position belonged to.
-    new_stream: bool,
-}
-
-struct CreateFailure {
-    error: WatchError,
-    /// The create request was sent and not answered: the consumer may exist.
-    maybe_created: bool,
-    /// The connection is closed for good.
-    closed: bool,
-}
-
-impl CreateFailure {
-    fn before_sending(error: WatchError) -> Self {
-        Self {
-            error,
-            maybe_created: false,
-            closed: false,
-        }
-    }
-}
-
-/// What the server's reply subject says about one delivered message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Delivery {
-    stream_sequence: u64,
-    consumer_sequence: u64,
-    timestamp_nanos: i128,
-    pending: u64,
 }
 
 impl KvWatcher {
@@ -671,154 +624,6 @@ impl Drop for KvWatcher {
     }
 }
 
-/// Deletes one consumer; see [`KvWatcher::delete_consumers`].
-async fn delete_consumer(
-    jetstream: &jetstream::Context,
-    stream: &str,
-    name: &str,
-    recheck_after: Duration,
-    give_up_after: Duration,
-) {
-    let give_up = Instant::now() + give_up_after;
-    let mut delay = Duration::ZERO;
-    let mut rechecked = false;
-    loop {
-        let error = match jetstream.delete_consumer_from_stream(name, stream).await {
-            Ok(_) => return,
-            Err(error) => error,
-        };
-        let code = match error.kind() {
-            ConsumerErrorKind::JetStream(error) => Some(error.error_code()),
-            _ => None,
-        };
-        if code == Some(ErrorCode::CONSUMER_NOT_FOUND) && !rechecked {
-            rechecked = true;
-            tokio::time::sleep(recheck_after).await;
-            continue;
-        }
-        let gone = matches!(
-            code,
-            Some(ErrorCode::CONSUMER_NOT_FOUND | ErrorCode::STREAM_NOT_FOUND)
-        );
-        if gone || Instant::now() >= give_up {
-            tracing::debug!(consumer = %name, error = %chain(&error),
-                "watch consumer not deleted (gone, or left to its inactive threshold)");
-            return;
-        }
-        delay = next_delay(delay, MAX_REWATCH_DELAY);
-        tokio::time::sleep(delay).await;
-    }
-}
-
-/// The next backoff delay: 100 ms, doubling, up to `max`.
-fn next_delay(delay: Duration, max: Duration) -> Duration {
-    if delay.is_zero() {
-        FIRST_REWATCH_DELAY
-    } else {
-        (delay * 2).min(max)
-    }
-}
-
-/// One creation attempt: waits out its delay and any outage (the client queues requests made
-/// while disconnected and sends them all on reconnect, which would create consumers nobody
-/// waits for), checks the stream is still the one the position belongs to, then subscribes to
-/// a fresh inbox and creates the consumer delivering to it (in that order, so nothing is pushed
-/// before anyone listens).
-async fn create(attempt: Attempt) -> Result<Created, CreateFailure> {
-    let Attempt {
-        jetstream,
-        client,
-        stream_name,
-        name,
-        mut config,
-        start_at,
-        mut position,
-        delay,
-        connection_wait,
-    } = attempt;
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    let waiting_since = Instant::now();
-    while client.connection_state() != ConnectionState::Connected {
-        if let Some(limit) = connection_wait {
-            if waiting_since.elapsed() >= limit {
-                return Err(CreateFailure::before_sending(WatchError::Disconnected {
-                    waited: waiting_since.elapsed(),
-                }));
-            }
-        }
-        tokio::time::sleep(CONNECTION_POLL).await;
-    }
-    let inbox = client.new_inbox();
-    // An inbox is a valid subject: a failure means the connection is closed for good.
-    let subscriber = client
-        .subscribe(inbox.clone())
-        .await
-        .map_err(|error| CreateFailure {
-            error: WatchError::Subscribe(error),
-            maybe_created: false,
-            closed: true,
-        })?;
-    let stream = match jetstream.get_stream(&stream_name).await {
-        Ok(stream) => stream,
-        Err(error) => {
-            let missing = matches!(error.kind(),
-                GetStreamErrorKind::JetStream(error) if error.error_code() == ErrorCode::STREAM_NOT_FOUND);
-            return Err(CreateFailure::before_sending(if missing {
-                WatchError::BucketMissing {
-                    stream: stream_name,
-                }
-            } else {
-                WatchError::StreamInfo(error)
-            }));
-        }
-    };
-    let info = stream.cached_info();
-    // Another stream of the same name (deleted and created again), or the same one with its
-    // sequence gone back (memory storage after a restart): the old revisions mean nothing there.
-    let new_stream = position.stream_created.is_some_and(|created| {
-        created != info.created
-            || position
-                .last_revision
-                .is_some_and(|last| info.state.last_sequence < last)
-    });
-    if new_stream {
-        position = Position::fresh(start_at, info.created);
-    } else {
-        position.stream_created = Some(info.created);
-    }
-    config.deliver_subject = inbox;
-    config.deliver_policy = position.deliver_policy(start_at);
-    config.name = Some(name.clone());
-    let consumer = jetstream
-        .create_consumer_on_stream(config, &stream_name)
-        .await
-        .map_err(|error| CreateFailure {
-            // Even an error answer may come from a cluster that goes on to create it; a
-            // deletion of a name that does not exist costs one request.
-            maybe_created: true,
-            closed: false,
-            error: WatchError::CreateConsumer(error),
-        })?;
-    let info = consumer.cached_info();
-    if position.last_revision.is_none()
-        && position.first_new_revision.is_none()
-        && start_at == StartAt::NewOnly
-    {
-        position.first_new_revision = Some(info.delivered.stream_sequence + 1);
-    }
-    if info.num_pending == 0 {
-        position.caught_up = true;
-    }
-    Ok(Created {
-        name,
-        subscriber,
-        position,
-        new_stream,
-    })
-}
-
 /// Completes when the connection has been re-established; never if the broker is gone.
 async fn reconnected(reconnects: &mut Option<ReconnectSignal>) {
     match reconnects {
@@ -832,89 +637,9 @@ async fn reconnected(reconnects: &mut Option<ReconnectSignal>) {
     }
 }
 
-/// `DEL` and `PURGE` as written by clients (`KV-Operation`) or by the server since 2.11
-/// (`Nats-Marker-Reason`: `MaxAge` and `Purge` purge, `Remove` deletes).
-fn operation(headers: Option<&HeaderMap>) -> Operation {
-    let Some(headers) = headers else {
-        return Operation::Put;
-    };
-    if let Some(operation) = headers.get("KV-Operation") {
-        return match operation.as_str() {
-            "DEL" => Operation::Delete,
-            "PURGE" => Operation::Purge,
-            _ => Operation::Put,
-        };
-    }
-    match headers
-        .get("Nats-Marker-Reason")
-        .map(|reason| reason.as_str())
-    {
-        Some("MaxAge" | "Purge") => Operation::Purge,
-        Some("Remove") => Operation::Delete,
-        _ => Operation::Put,
-    }
-}
-
-/// Parses a JetStream delivery reply subject:
-/// `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>` or, since 2.9,
-/// `$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>.<token>...`
-/// (the server may append tokens after `pending`; they are ignored).
-fn parse_reply(reply: &str) -> Option<Delivery> {
-    // The first 11 tokens and a count, without allocating: this runs for every entry.
-    let mut tokens = [""; 11];
-    let mut count = 0;
-    for token in reply.split('.') {
-        if let Some(slot) = tokens.get_mut(count) {
-            *slot = token;
-        }
-        count += 1;
-    }
-    if tokens[..2] != ["$JS", "ACK"] {
-        return None;
-    }
-    let offset = match count {
-        9 => 2,
-        11.. => 4,
-        _ => return None,
-    };
-    let field = |index: usize| tokens[offset + index];
-    Some(Delivery {
-        stream_sequence: field(3).parse().ok()?,
-        consumer_sequence: field(4).parse().ok()?,
-        timestamp_nanos: field(5).parse().ok()?,
-        pending: field(6).parse().ok()?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reply_subjects() {
-        let v1 = parse_reply("$JS.ACK.KV_b.cons.1.42.7.1700000000000000000.3");
-        assert_eq!(
-            v1,
-            Some(Delivery {
-                stream_sequence: 42,
-                consumer_sequence: 7,
-                timestamp_nanos: 1_700_000_000_000_000_000,
-                pending: 3
-            })
-        );
-        let v2 = parse_reply("$JS.ACK.hub.ACCHASH.KV_b.cons.1.42.7.1700000000000000000.3.tok");
-        assert_eq!(v2, v1);
-        assert_eq!(parse_reply("_INBOX.x"), None);
-        assert_eq!(parse_reply("$JS.ACK.KV_b.cons.1.x.7.1.3"), None);
-        // Newer servers may append tokens to the v2 format.
-        let longer = "$JS.ACK.hub.ACCHASH.KV_b.cons.1.42.7.1700000000000000000.3.tok.more.x";
-        assert_eq!(parse_reply(longer), v1);
-        assert_eq!(parse_reply("$JS.ACK.a.b.c.d.e.f.g.h.i.j.k.l.m"), None);
-        assert_eq!(
-            parse_reply("$JS.ACK.KV_b.cons.1.42.7.1700000000000000000.3.x"),
-            None
-        );
-    }
 
     #[test]
     fn deliver_policies() {
@@ -947,22 +672,5 @@ mod tests {
             fresh(StartAt::NewOnly),
             DeliverPolicy::ByStartSequence { start_sequence: 1 }
         );
-    }
-
-    #[test]
-    fn operations() {
-        assert_eq!(operation(None), Operation::Put);
-        let mut headers = HeaderMap::new();
-        headers.insert("KV-Operation", "DEL");
-        assert_eq!(operation(Some(&headers)), Operation::Delete);
-        let mut headers = HeaderMap::new();
-        headers.insert("KV-Operation", "PURGE");
-        assert_eq!(operation(Some(&headers)), Operation::Purge);
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Marker-Reason", "MaxAge");
-        assert_eq!(operation(Some(&headers)), Operation::Purge);
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Marker-Reason", "Remove");
-        assert_eq!(operation(Some(&headers)), Operation::Delete);
     }
 }
