@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -213,27 +212,9 @@ async fn every_revision_once_across_a_restart_under_a_running_writer() -> anyhow
             .await?;
         running.stop().await??;
 
-        // include_history: every revision exactly once, in order.
-        let revisions: Vec<u64> = history.events().iter().map(|e| revision(e)).collect();
-        assert_eq!(revisions, (1..=last).collect::<Vec<_>>());
-
-        // default: per key strictly increasing, ending at the bucket's current revision.
-        let mut per_key: BTreeMap<String, u64> = BTreeMap::new();
-        for event in latest.events() {
-            let (key, revision) = event.split_once('@').context("event")?;
-            let revision: u64 = revision.parse()?;
-            let previous = per_key.insert(key.to_owned(), revision);
-            assert!(
-                previous < Some(revision),
-                "{key}: {previous:?} then {revision}"
-            );
-        }
+        let history: Vec<u64> = history.events().iter().map(|e| revision(e)).collect();
         let store = jetstream(&server).await?.get_key_value("busy").await?;
-        for (key, seen) in &per_key {
-            let current = store.entry(key).await?.context("entry")?.revision;
-            assert_eq!(*seen, current, "{key} is stale");
-        }
-        assert_eq!(per_key.len() as u64, KEYS);
+        common::assert_watch_guarantees(&store, &history, &latest.events(), last, KEYS).await?;
         Ok(())
     })
     .await

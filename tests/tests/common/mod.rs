@@ -241,3 +241,33 @@ pub async fn total_connections(server: &NatsServer) -> anyhow::Result<u64> {
         .as_u64()
         .context("varz without total_connections")
 }
+
+/// The Reliability section's promises, checked from what two watchers of one bucket recorded
+/// through faults: the `include_history` watcher saw revisions `1..=last` exactly once, in
+/// order; the default watcher (events `key@revision`) saw, per key, strictly increasing
+/// revisions ending at the key's current one, for all `keys` keys.
+pub async fn assert_watch_guarantees(
+    store: &async_nats::jetstream::kv::Store,
+    history: &[u64],
+    latest: &[String],
+    last: u64,
+    keys: u64,
+) -> anyhow::Result<()> {
+    assert_eq!(history, (1..=last).collect::<Vec<_>>(), "include_history");
+    let mut per_key: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for event in latest {
+        let (key, revision) = event.split_once('@').context("event")?;
+        let revision: u64 = revision.parse()?;
+        let previous = per_key.insert(key, revision);
+        assert!(
+            previous < Some(revision),
+            "{key}: {previous:?} then {revision}"
+        );
+    }
+    for (key, seen) in &per_key {
+        let current = store.entry(*key).await?.context("entry")?.revision;
+        assert_eq!(*seen, current, "{key} is stale");
+    }
+    assert_eq!(per_key.len() as u64, keys);
+    Ok(())
+}
