@@ -260,6 +260,45 @@ mod interrupted {
     }
 }
 
+/// Adds to `app` the hooks the interrupted start-up tests share: `a_held` (waiting at the
+/// gate) and `b_later` at `stage`, and a recording hook at each shutdown stage.
+fn with_held_start(app: App, stage: HookStage, events: &Recorder, gate: &Gate) -> App {
+    app.with_state(events.clone())
+        .with_state(gate.clone())
+        .hook(stage, "a_held", interrupted::held)
+        .hook(stage, "b_later", interrupted::later)
+        .hook(
+            HookStage::OnShutdown,
+            "on_shutdown",
+            interrupted::on_shutdown,
+        )
+        .hook(
+            HookStage::AfterShutdown,
+            "after_shutdown",
+            interrupted::after_shutdown,
+        )
+}
+
+/// Runs `app` until the returned sender fires. With `open`, the gate is opened as the request
+/// is delivered: hooks run in the app's own task, so the held one goes on only after the app
+/// has taken the request.
+fn run_until_stopped(
+    app: App,
+    open: Option<Gate>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<faststream_core::Result<()>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+        if let Some(gate) = open {
+            gate.0.notify_one();
+        }
+    }));
+    (stop, running)
+}
+
 fn position(events: &[String], event: &str) -> anyhow::Result<usize> {
     events
         .iter()
@@ -275,38 +314,19 @@ async fn shutdown_during_after_startup_hooks_is_graceful() -> anyhow::Result<()>
         let gate = Gate::default();
         let app = App::new(NatsBroker::new(server.url()))
             .without_registered()
-            .with_state(events.clone())
-            .with_state(gate.clone())
             .subscriber(
                 "slow",
                 "k",
                 faststream_core::KvWatch::new("midstart"),
                 interrupted::slow_handler,
-            )
-            .hook(HookStage::AfterStartup, "a_held", interrupted::held)
-            .hook(HookStage::AfterStartup, "b_later", interrupted::later)
-            .hook(
-                HookStage::OnShutdown,
-                "on_shutdown",
-                interrupted::on_shutdown,
-            )
-            .hook(
-                HookStage::AfterShutdown,
-                "after_shutdown",
-                interrupted::after_shutdown,
             );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
+        let app = with_held_start(app, HookStage::AfterStartup, &events, &gate);
+        let (stop, running) = run_until_stopped(app, Some(gate));
         events.wait_for_event("held:begin").await?;
         store.put("k", "1".into()).await?;
         events.wait_for_event("begin 1").await?;
         // The signal arrives while the first after_startup hook and a handler call are running.
         let _ = stop.send(());
-        // Once the app has seen it, let the hook finish.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        gate.0.notify_one();
         tokio::time::timeout(common::EVENT_TIMEOUT, running).await???;
         let events = events.events();
         assert!(
@@ -330,31 +350,12 @@ async fn shutdown_during_on_startup_hooks_runs_the_shutdown_hooks() -> anyhow::R
     on_each_server(|server| async move {
         let events = Recorder::default();
         let gate = Gate::default();
-        let app = App::new(NatsBroker::new(server.url()))
-            .without_registered()
-            .with_state(events.clone())
-            .with_state(gate.clone())
-            .hook(HookStage::OnStartup, "a_held", interrupted::held)
-            .hook(HookStage::OnStartup, "b_later", interrupted::later)
-            .hook(
-                HookStage::OnShutdown,
-                "on_shutdown",
-                interrupted::on_shutdown,
-            )
-            .hook(
-                HookStage::AfterShutdown,
-                "after_shutdown",
-                interrupted::after_shutdown,
-            );
+        let app = App::new(NatsBroker::new(server.url())).without_registered();
+        let app = with_held_start(app, HookStage::OnStartup, &events, &gate);
         let connections_before = common::total_connections(&server).await?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
+        let (stop, running) = run_until_stopped(app, Some(gate));
         events.wait_for_event("held:begin").await?;
         let _ = stop.send(());
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        gate.0.notify_one();
         tokio::time::timeout(common::EVENT_TIMEOUT, running).await???;
         assert_eq!(
             events.events(),
@@ -436,24 +437,10 @@ async fn a_start_up_hook_stuck_at_shutdown_is_abandoned_at_the_timeout() -> anyh
         let shutdown_timeout = std::time::Duration::from_millis(500);
         let app = App::new(NatsBroker::new(server.url()))
             .without_registered()
-            .with_state(events.clone())
-            .with_state(Gate::default()) // never opened
-            .shutdown_timeout(shutdown_timeout)
-            .hook(HookStage::AfterStartup, "a_held", interrupted::held)
-            .hook(
-                HookStage::OnShutdown,
-                "on_shutdown",
-                interrupted::on_shutdown,
-            )
-            .hook(
-                HookStage::AfterShutdown,
-                "after_shutdown",
-                interrupted::after_shutdown,
-            );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
+            .shutdown_timeout(shutdown_timeout);
+        // The gate is never opened.
+        let app = with_held_start(app, HookStage::AfterStartup, &events, &Gate::default());
+        let (stop, running) = run_until_stopped(app, None);
         events.wait_for_event("held:begin").await?;
         let asked = std::time::Instant::now();
         let _ = stop.send(());
