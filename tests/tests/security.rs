@@ -87,6 +87,20 @@ async fn assert_refused(broker: NatsBroker, secret: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A server requiring TLS, with this certificate and key.
+async fn start_tls_server(
+    binary: &faststream_testing::ServerBinary,
+    cert_file: &Path,
+    key_file: &Path,
+) -> anyhow::Result<NatsServer> {
+    let config = format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+        cert_file.display(),
+        key_file.display()
+    );
+    NatsServer::start_with_config(binary, &config).await
+}
+
 #[tokio::test]
 async fn user_and_password() -> anyhow::Result<()> {
     captured_logs();
@@ -282,12 +296,7 @@ async fn tls_with_a_custom_ca() -> anyhow::Result<()> {
     std::fs::write(&key_file, server_key.serialize_pem())?;
 
     for binary in servers() {
-        let config = format!(
-            "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
-            cert_file.display(),
-            key_file.display()
-        );
-        let server = NatsServer::start_with_config(&binary, &config).await?;
+        let server = start_tls_server(&binary, &cert_file, &key_file).await?;
         let trusted = NatsBroker::new(server.url())
             .tls_root_certificate(&ca_file)
             .require_tls(true);
@@ -442,12 +451,7 @@ async fn every_root_certificate_given_is_trusted() -> anyhow::Result<()> {
     std::fs::write(&cert_file, server_cert)?;
     std::fs::write(&key_file, server_key)?;
     for binary in servers() {
-        let config = format!(
-            "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
-            cert_file.display(),
-            key_file.display()
-        );
-        let server = NatsServer::start_with_config(&binary, &config).await?;
+        let server = start_tls_server(&binary, &cert_file, &key_file).await?;
         // The server's certificate is signed by the first CA given, not the last.
         let broker = NatsBroker::new(server.url())
             .tls_root_certificate(&first_file)
