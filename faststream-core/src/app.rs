@@ -379,9 +379,9 @@ impl Runtime {
     /// `after_shutdown` hooks.
     async fn shutdown(&self, watches: Vec<RunningWatch>, deadline: Instant) -> Result<()> {
         self.stop_watches(watches, deadline).await;
-        let on_shutdown = self.run_hooks(HookStage::OnShutdown).await;
+        let on_shutdown = self.run_shutdown_hooks(HookStage::OnShutdown).await;
         self.app.broker.drain(drain_timeout(deadline)).await;
-        let after_shutdown = self.run_hooks(HookStage::AfterShutdown).await;
+        let after_shutdown = self.run_shutdown_hooks(HookStage::AfterShutdown).await;
         tracing::info!("application stopped");
         on_shutdown.and(after_shutdown)
     }
@@ -491,7 +491,7 @@ impl Runtime {
 
     /// Runs the shutdown hooks of `stage` in order: every one runs, the first failure is
     /// reported.
-    async fn run_hooks(&self, stage: HookStage) -> Result<()> {
+    async fn run_shutdown_hooks(&self, stage: HookStage) -> Result<()> {
         let mut first_error = None;
         for hook in self.registry.hooks(stage) {
             tracing::debug!(hook = %hook.name, "running {stage} hook");

@@ -17,14 +17,6 @@ pub enum HookStage {
 }
 
 impl HookStage {
-    /// Every stage, in the order an app runs them.
-    pub const ALL: [HookStage; 4] = [
-        HookStage::OnStartup,
-        HookStage::AfterStartup,
-        HookStage::OnShutdown,
-        HookStage::AfterShutdown,
-    ];
-
     /// The attribute's name: `on_startup`, `after_startup`, `on_shutdown`, `after_shutdown`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -43,11 +35,6 @@ impl HookStage {
             HookStage::OnShutdown => "OnShutdown",
             HookStage::AfterShutdown => "AfterShutdown",
         }
-    }
-
-    /// Whether the stage belongs to start-up, where the first failing hook stops the app.
-    pub fn is_startup(self) -> bool {
-        matches!(self, HookStage::OnStartup | HookStage::AfterStartup)
     }
 }
 
