@@ -1,9 +1,10 @@
 //! `App`: the lifecycle. on_startup hooks -> connect -> declare buckets -> start watches ->
-//! after_startup hooks -> run until the shutdown signal -> stop taking entries (in-flight
-//! handlers finish, bounded) -> on_shutdown hooks -> drain the connection (bounded) ->
-//! after_shutdown hooks. A signal during start-up stops it at the stage it reached and shuts
-//! down the same way.
+//! (optionally) wait until every watch has handled its bucket's state -> after_startup hooks ->
+//! run until the shutdown signal -> stop taking entries (in-flight handlers finish, bounded) ->
+//! on_shutdown hooks -> drain the connection (bounded) -> after_shutdown hooks. A signal
+//! during start-up stops it at the stage it reached and shuts down the same way.
 
+use std::any::type_name;
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
@@ -16,15 +17,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{NatsBroker, Watcher};
 use crate::context::{AppContext, SubscriberContext};
-use crate::dispatch::{Dispatcher, WatchLoop};
+use crate::dispatch::{Dispatcher, HandledSignal, WatchLoop};
 use crate::error::{chain, Error, HandlerError, Result};
 use crate::handler::{call_catching_panics, BoxedHandler, BoxedHook, Handler, Hook};
 use crate::kv::options::KvWatch;
+use crate::kv::view::{self, Decode};
+use crate::kv::watcher::{CatchUp, WatchStatus};
 use crate::registry::{HookSpec, HookStage, Registry, Scope, SubscriberSpec};
 use crate::signal::ShutdownSignals;
 use crate::state::StateMap;
+use crate::views::ViewSlots;
 
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long start-up waits for the views to catch up unless `wait_for_catch_up` says.
+const DEFAULT_VIEW_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A service: one broker, its subscribers and hooks, and their lifecycle.
 ///
@@ -51,6 +57,32 @@ pub struct App {
     hooks: Vec<HookSpec>,
     timeouts: Timeouts,
     default_logging: bool,
+    views: ViewSlots,
+    view_starters: Vec<ViewStarter>,
+    /// Problems found while building the app, reported with the others before connecting.
+    problems: Vec<String>,
+}
+
+/// Starts one declared view and puts it in its slot.
+struct ViewStarter {
+    description: String,
+    start: Box<
+        dyn FnOnce(NatsBroker) -> futures_util::future::BoxFuture<'static, Result<StartedView>>
+            + Send,
+    >,
+}
+
+impl std::fmt::Debug for ViewStarter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+/// A view started and filling.
+struct StartedView {
+    description: String,
+    status: WatchStatus,
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How long the parts of a running app may take.
@@ -61,6 +93,8 @@ struct Timeouts {
     shutdown: Duration,
     /// How long one handler call may run; `None`: no limit.
     handler: Option<Duration>,
+    /// How long start-up waits for the watches to catch up; `None`: it does not wait.
+    catch_up: Option<Duration>,
 }
 
 impl App {
@@ -75,8 +109,12 @@ impl App {
             timeouts: Timeouts {
                 shutdown: DEFAULT_SHUTDOWN_TIMEOUT,
                 handler: None,
+                catch_up: None,
             },
             default_logging: true,
+            views: ViewSlots::default(),
+            view_starters: Vec::new(),
+            problems: Vec::new(),
         }
     }
 
@@ -85,6 +123,122 @@ impl App {
     #[must_use]
     pub fn with_state<T: Clone + Send + Sync + 'static>(mut self, state: T) -> Self {
         self.state.insert(state);
+        self
+    }
+
+    /// Declares a live view of the keys matching `pattern` in a bucket, values decoded from JSON
+    /// into `T`, for handlers and hooks to take as a [`KvView<T>`](crate::KvView) argument.
+    /// `watch` is the bucket's name or a [`KvWatch`], as for
+    /// [`NatsBroker::kv_view`](crate::NatsBroker::kv_view).
+    ///
+    /// The views start after connecting and before the subscribers' watches, and start-up
+    /// waits until each holds its bucket's state (up to the
+    /// [`wait_for_catch_up`](Self::wait_for_catch_up) timeout, 60 s if none is set), so every
+    /// handler call and `after_startup` hook finds them caught up. `on_startup` hooks run
+    /// before connecting and cannot take one. One view per value type, as with `State<T>`:
+    /// declaring a second view of the same `T` is a setup error (wrap the type in a newtype to
+    /// hold two views of the same values).
+    ///
+    /// ```no_run
+    /// use faststream_core::{subscriber, App, KvView, NatsBroker};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Flag {
+    ///     enabled: bool,
+    /// }
+    ///
+    /// #[subscriber("orders.*", kv_watch = "shop")]
+    /// async fn on_order(order: String, flags: KvView<Flag>) {
+    ///     if flags.get("orders.audit").is_some_and(|flag| flag.enabled) {
+    ///         println!("audit: {order}");
+    ///     }
+    /// }
+    ///
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// App::new(NatsBroker::from_env())
+    ///     .with_kv_view::<Flag>("flags", ">")
+    ///     .run()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_kv_view<T>(self, watch: impl Into<KvWatch>, pattern: impl Into<String>) -> Self
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        self.add_view(watch.into(), pattern.into(), view::json::<T>())
+    }
+
+    /// Declares a live view whose values `decode` makes, like
+    /// [`with_kv_view`](Self::with_kv_view); raw bytes are `|value| Ok::<_, Infallible>(value.clone())`.
+    #[must_use]
+    pub fn with_kv_view_decoded<T, E>(
+        self,
+        watch: impl Into<KvWatch>,
+        pattern: impl Into<String>,
+        decode: impl Fn(&bytes::Bytes) -> std::result::Result<T, E> + Send + Sync + 'static,
+    ) -> Self
+    where
+        T: Send + Sync + 'static,
+        E: Into<crate::error::BoxError>,
+    {
+        let decode: Decode<T> = Arc::new(move |value| decode(value).map_err(Into::into));
+        self.add_view(watch.into(), pattern.into(), decode)
+    }
+
+    fn add_view<T: Send + Sync + 'static>(
+        mut self,
+        watch: KvWatch,
+        pattern: String,
+        decode: Decode<T>,
+    ) -> Self {
+        let description = format!(
+            "view `KvView<{}>` (`{pattern}` in bucket `{}`)",
+            type_name::<T>(),
+            watch.bucket()
+        );
+        let mut problems = Vec::new();
+        if let Err(error) = KeyPattern::parse(&pattern) {
+            problems.push(error.to_string());
+        }
+        if let Err(Error::InvalidWatch {
+            problems: found, ..
+        }) = watch.validate_for_view()
+        {
+            problems.extend(found);
+        }
+        let Some(slot) = self.views.declare::<T>() else {
+            problems.push(format!(
+                "a view of `{}` is declared already; an app holds one view per value type",
+                type_name::<T>()
+            ));
+            self.problems
+                .push(format!("{description}: {}", problems.join("; ")));
+            return self;
+        };
+        if !problems.is_empty() {
+            self.problems
+                .push(format!("{description}: {}", problems.join("; ")));
+            return self;
+        }
+        let starter_description = description.clone();
+        self.view_starters.push(ViewStarter {
+            description,
+            start: Box::new(move |broker: NatsBroker| {
+                Box::pin(async move {
+                    let view = broker.start_view(watch, &pattern, decode).await?;
+                    let started = StartedView {
+                        description: starter_description,
+                        status: view.status().clone(),
+                        ready: view.ready(),
+                    };
+                    // Declared once, started once: the slot is empty.
+                    let _ = slot.set(view);
+                    Ok(started)
+                })
+            }),
+        });
         self
     }
 
@@ -100,6 +254,34 @@ impl App {
     #[must_use]
     pub fn handler_timeout(mut self, timeout: Duration) -> Self {
         self.timeouts.handler = Some(timeout);
+        self
+    }
+
+    /// Runs the `after_startup` hooks only once every subscriber has handled its bucket's state
+    /// as of start-up (the latest value of every matching key; every retained revision with
+    /// `include_history`; nothing to wait for with `updates_only`), so a service that holds
+    /// state in its handlers never serves on half of it. If a watch is still behind after
+    /// `timeout`, start-up fails with [`Error::CatchUpTimeout`] naming each one and how far
+    /// behind it is.
+    ///
+    /// Without it, `after_startup` hooks run as soon as the watches are created. Either way
+    /// the app logs each subscriber's catch-up (entries and time).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use faststream_core::{App, NatsBroker};
+    ///
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// App::new(NatsBroker::from_env())
+    ///     .wait_for_catch_up(Duration::from_secs(30))
+    ///     .run()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn wait_for_catch_up(mut self, timeout: Duration) -> Self {
+        self.timeouts.catch_up = Some(timeout);
         self
     }
 
@@ -195,18 +377,20 @@ impl App {
             app: AppContext {
                 broker: self.broker,
                 state: Arc::new(self.state),
+                views: Arc::new(self.views),
+                views_started: true,
             },
             registry,
             timeouts: self.timeouts,
             cancel: CancellationToken::new(),
         };
-        let subscribers = runtime.prepare()?;
-        runtime.log_registry();
+        let subscribers = runtime.prepare(self.problems)?;
+        runtime.log_registry(&self.view_starters);
 
         // The lifecycle polls `requested` at every stage, so a shutdown asked for while starting
         // stops what had started the documented way instead of dropping it mid-call.
         let requested = CancellationToken::new();
-        let lifecycle = runtime.lifecycle(subscribers, requested.clone());
+        let lifecycle = runtime.lifecycle(subscribers, self.view_starters, requested.clone());
         let mut lifecycle = std::pin::pin!(lifecycle);
         tokio::select! {
             result = &mut lifecycle => return result,
@@ -232,8 +416,16 @@ struct Prepared {
     handler: BoxedHandler,
 }
 
-/// A started watch loop, by subscriber name.
-type RunningWatch = (Arc<str>, JoinHandle<()>);
+/// A started watch loop.
+struct RunningWatch {
+    name: Arc<str>,
+    handle: JoinHandle<()>,
+    /// What the watch and its pattern are, for a catch-up timeout's error.
+    description: String,
+    status: WatchStatus,
+    /// Set once the subscriber has handled its bucket's state.
+    handled: tokio::sync::watch::Receiver<Option<CatchUp>>,
+}
 
 /// How far start-up got.
 enum Started {
@@ -261,8 +453,7 @@ fn drain_timeout(deadline: Instant) -> Duration {
 
 impl Runtime {
     /// Checks every subscriber and hook before connecting; all problems are reported together.
-    fn prepare(&self) -> Result<Vec<Prepared>> {
-        let mut problems = Vec::new();
+    fn prepare(&self, mut problems: Vec<String>) -> Result<Vec<Prepared>> {
         let mut prepared = Vec::new();
         for spec in &self.registry.subscribers {
             let at = spec
@@ -298,7 +489,7 @@ impl Runtime {
             });
         }
         for hook in &self.registry.hooks {
-            for problem in hook.hook.check(&self.app) {
+            for problem in hook.hook.check(&self.context_for(hook.stage)) {
                 problems.push(format!("{} hook `{}`: {problem}", hook.stage, hook.name));
             }
         }
@@ -309,7 +500,18 @@ impl Runtime {
         }
     }
 
-    fn log_registry(&self) {
+    /// What hooks of `stage` get: `on_startup` hooks run before the views start.
+    fn context_for(&self, stage: HookStage) -> AppContext {
+        AppContext {
+            views_started: stage != HookStage::OnStartup,
+            ..self.app.clone()
+        }
+    }
+
+    fn log_registry(&self, views: &[ViewStarter]) {
+        for view in views {
+            tracing::info!("{}", view.description);
+        }
         let registry = &self.registry;
         tracing::info!(
             subscribers = registry.subscribers.len(),
@@ -341,11 +543,15 @@ impl Runtime {
     async fn lifecycle(
         &self,
         subscribers: Vec<Prepared>,
+        views: Vec<ViewStarter>,
         requested: CancellationToken,
     ) -> Result<()> {
         let mut watches = Vec::new();
         let mut interrupted_hook = None;
-        let deadline = match self.start(subscribers, &mut watches, &requested).await {
+        let deadline = match self
+            .start(subscribers, views, &mut watches, &requested)
+            .await
+        {
             Ok(Started::Running) => {
                 tracing::info!("application started; waiting for the shutdown signal");
                 requested.cancelled().await;
@@ -392,6 +598,7 @@ impl Runtime {
     async fn start(
         &self,
         subscribers: Vec<Prepared>,
+        views: Vec<ViewStarter>,
         watches: &mut Vec<RunningWatch>,
         requested: &CancellationToken,
     ) -> Result<Started> {
@@ -414,12 +621,22 @@ impl Runtime {
         }
         let declared = async {
             self.declare_buckets(&subscribers).await?;
+            self.start_views(views).await?;
             self.start_watches(subscribers, watches).await
         };
         tokio::select! {
             biased;
             () = requested.cancelled() => return Ok(interrupted("starting the watches")),
             declared = declared => declared?,
+        }
+        if let Some(timeout) = self.timeouts.catch_up {
+            tokio::select! {
+                biased;
+                () = requested.cancelled() => {
+                    return Ok(interrupted("waiting for the watches to catch up"))
+                }
+                caught_up = wait_for_catch_up(watches, timeout) => caught_up?,
+            }
         }
         if let Some(interrupted) = self
             .run_startup_hooks(HookStage::AfterStartup, requested)
@@ -450,7 +667,7 @@ impl Runtime {
                 return interrupted(Instant::now() + self.timeouts.shutdown, None);
             }
             tracing::debug!(hook = %hook.name, "running {stage} hook");
-            let call = call_catching_panics(|| hook.hook.call(self.app.clone()));
+            let call = call_catching_panics(|| hook.hook.call(self.context_for(stage)));
             let mut call = std::pin::pin!(call);
             let outcome = tokio::select! {
                 outcome = &mut call => outcome,
@@ -515,6 +732,44 @@ impl Runtime {
         Ok(())
     }
 
+    /// Starts the declared views and waits until each holds its bucket's state (bounded by the
+    /// catch-up timeout), so that handlers and `after_startup` hooks find them caught up.
+    async fn start_views(&self, views: Vec<ViewStarter>) -> Result<()> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        let mut started = Vec::with_capacity(views.len());
+        for view in views {
+            started.push((view.start)(self.app.broker.clone()).await?);
+        }
+        let timeout = self
+            .timeouts
+            .catch_up
+            .unwrap_or(DEFAULT_VIEW_CATCH_UP_TIMEOUT);
+        let all_ready = futures_util::future::join_all(started.iter().map(|view| {
+            let mut ready = view.ready.clone();
+            async move {
+                let _ = ready.wait_for(|ready| *ready).await;
+            }
+        }));
+        if tokio::time::timeout(timeout, all_ready).await.is_ok() {
+            return Ok(());
+        }
+        let behind = started
+            .iter()
+            .filter(|view| !*view.ready.borrow())
+            .map(|view| {
+                format!(
+                    "{}: {} entries still pending on the server ({:?})",
+                    view.description,
+                    view.status.pending(),
+                    view.status.phase()
+                )
+            })
+            .collect();
+        Err(Error::CatchUpTimeout { timeout, behind })
+    }
+
     /// Creates every watch, then spawns its loop, pushing each to `running` as it starts (the
     /// caller stops them). If one cannot be created, the error names the subscriber.
     async fn start_watches(
@@ -534,6 +789,13 @@ impl Runtime {
                 )
                 .await;
             let watcher = watcher?;
+            let description = format!(
+                "subscriber `{name}` (`{}` in bucket `{}`)",
+                subscriber.context.pattern(),
+                subscriber.kv_watch.bucket()
+            );
+            let status = watcher.status();
+            let handled = Arc::new(HandledSignal::new(None));
             let watch_loop = WatchLoop {
                 max_workers: subscriber.kv_watch.max_workers,
                 dispatcher: Dispatcher {
@@ -542,9 +804,16 @@ impl Runtime {
                     handler_timeout: self.timeouts.handler,
                 },
                 watcher,
+                handled: Arc::clone(&handled),
             };
             let handle = tokio::spawn(watch_loop.run(self.cancel.clone()));
-            running.push((name, handle));
+            running.push(RunningWatch {
+                name,
+                handle,
+                description,
+                status,
+                handled: handled.subscribe(),
+            });
         }
         Ok(())
     }
@@ -554,7 +823,10 @@ impl Runtime {
     async fn stop_watches(&self, watches: Vec<RunningWatch>, deadline: Instant) {
         self.cancel.cancel();
         let timeout = self.timeouts.shutdown;
-        for (name, mut handle) in watches {
+        for RunningWatch {
+            name, mut handle, ..
+        } in watches
+        {
             match tokio::time::timeout_at(deadline, &mut handle).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
@@ -568,4 +840,34 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Waits until every watch has handled its bucket's state, up to `timeout`; the error names
+/// each watch still behind.
+async fn wait_for_catch_up(watches: &[RunningWatch], timeout: Duration) -> Result<()> {
+    let all_handled = futures_util::future::join_all(watches.iter().map(|watch| {
+        let mut handled = watch.handled.clone();
+        async move {
+            // An error means the loop ended (connection closed for good): nothing to wait for.
+            let _ = handled.wait_for(Option::is_some).await;
+        }
+    }));
+    if tokio::time::timeout(timeout, all_handled).await.is_ok() {
+        tracing::info!(watches = watches.len(), "every watch has caught up");
+        return Ok(());
+    }
+    let behind = watches
+        .iter()
+        .filter(|watch| watch.handled.borrow().is_none())
+        .map(|watch| {
+            let status = &watch.status;
+            let read = if status.is_caught_up() {
+                "read its state, handlers still busy".to_owned()
+            } else {
+                format!("{} entries still pending on the server", status.pending())
+            };
+            format!("{}: {read} ({:?})", watch.description, status.phase())
+        })
+        .collect();
+    Err(Error::CatchUpTimeout { timeout, behind })
 }

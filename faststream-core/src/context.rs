@@ -1,17 +1,23 @@
-//! What extractors read from besides the message: the broker, the state, the subscriber.
+//! What extractors read from besides the message: the broker, the state, the views, the
+//! subscriber.
 
 use std::sync::Arc;
 
 use faststream_rules::KeyPattern;
 
 use crate::broker::NatsBroker;
+use crate::kv::view::KvView;
 use crate::state::StateMap;
+use crate::views::ViewSlots;
 
 /// The application-wide part of every handler's and hook's context.
 #[derive(Debug, Clone)]
 pub struct AppContext {
     pub(crate) broker: NatsBroker,
     pub(crate) state: Arc<StateMap>,
+    pub(crate) views: Arc<ViewSlots>,
+    /// `false` for `on_startup` hooks, which run before the views start.
+    pub(crate) views_started: bool,
 }
 
 impl AppContext {
@@ -28,6 +34,22 @@ impl AppContext {
     /// Whether a state value of type `T` was given.
     pub fn has_state<T: 'static>(&self) -> bool {
         self.state.contains::<T>()
+    }
+
+    /// The view of `T` declared with [`App::with_kv_view`](crate::App::with_kv_view), once
+    /// started (not in `on_startup` hooks).
+    pub fn kv_view<T: Send + Sync + 'static>(&self) -> Option<&KvView<T>> {
+        self.views_started.then(|| self.views.get::<T>()).flatten()
+    }
+
+    /// Whether a view of `T` was declared with [`App::with_kv_view`](crate::App::with_kv_view).
+    pub fn declares_kv_view<T: 'static>(&self) -> bool {
+        self.views.declared::<T>()
+    }
+
+    /// Whether the declared views are started: `false` in `on_startup` hooks.
+    pub fn kv_views_started(&self) -> bool {
+        self.views_started
     }
 }
 

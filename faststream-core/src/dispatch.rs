@@ -16,11 +16,15 @@
 //! whole, and with `max_workers > 1` a call task that ends in any way frees its key, which
 //! the loop knows by task id.
 //! Connection problems are the watcher's: it resumes after the last revision by itself.
+//!
+//! The loop also tells the app when the subscriber has *handled* its bucket's state (the
+//! watcher only knows when it was read): with `max_workers > 1`, once the calls for every entry
+//! read before the watcher's catch-up have finished.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use tokio::task::{self, JoinSet};
@@ -30,13 +34,81 @@ use crate::context::SubscriberContext;
 use crate::error::{chain, HandlerError};
 use crate::handler::{call_catching_panics, panic_message, BoxedHandler};
 use crate::kv::message::KvMessage;
-use crate::kv::watcher::KvWatcher;
+use crate::kv::watcher::{CatchUp, KvWatcher, WatchEvent};
+
+/// Set by a watch loop once its subscriber has handled the bucket's state (`None` again while
+/// it handles a new stream's state after a start over).
+pub(crate) type HandledSignal = tokio::sync::watch::Sender<Option<CatchUp>>;
 
 /// One subscriber's loop over its watcher.
 pub(crate) struct WatchLoop {
     pub(crate) dispatcher: Dispatcher,
     pub(crate) watcher: KvWatcher,
     pub(crate) max_workers: usize,
+    pub(crate) handled: Arc<HandledSignal>,
+}
+
+/// Counts the entries of the bucket's state still being handled, and announces the catch-up
+/// once the watcher has read the state and the last of them is done.
+struct CatchUpTracker {
+    started: Instant,
+    /// The watcher's catch-up has been seen: entries read from now on are changes.
+    read: Option<CatchUp>,
+    /// Entries of the state taken and not yet handled.
+    outstanding: usize,
+    announced: bool,
+}
+
+impl CatchUpTracker {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            read: None,
+            outstanding: 0,
+            announced: false,
+        }
+    }
+
+    /// Whether an entry read now belongs to the bucket's state; counts it if so.
+    fn taken(&mut self) -> bool {
+        let in_state = self.read.is_none();
+        self.outstanding += usize::from(in_state);
+        in_state
+    }
+
+    fn handled(&mut self, in_state: bool, signal: &HandledSignal, subscriber: &str) {
+        if in_state {
+            self.outstanding = self.outstanding.saturating_sub(1);
+            self.announce_if_done(signal, subscriber);
+        }
+    }
+
+    fn watcher_caught_up(&mut self, catch_up: CatchUp, signal: &HandledSignal, subscriber: &str) {
+        self.read = Some(catch_up);
+        self.announce_if_done(signal, subscriber);
+    }
+
+    fn started_over(&mut self, signal: &HandledSignal) {
+        *self = Self::new();
+        signal.send_replace(None);
+    }
+
+    fn announce_if_done(&mut self, signal: &HandledSignal, subscriber: &str) {
+        let Some(read) = self.read else { return };
+        if self.announced || self.outstanding > 0 {
+            return;
+        }
+        self.announced = true;
+        let handled = CatchUp {
+            entries: read.entries,
+            elapsed: self.started.elapsed(),
+        };
+        tracing::info!(subscriber, entries = handled.entries, read_in = ?read.elapsed,
+            handled_in = ?handled.elapsed,
+            "subscriber `{subscriber}` caught up: handled the {} entries of its bucket's state in {:?}",
+            handled.entries, handled.elapsed);
+        signal.send_replace(Some(handled));
+    }
 }
 
 /// Calls the handler for one entry and logs the outcome.
@@ -62,8 +134,20 @@ impl WatchLoop {
     }
 
     async fn run_sequential(mut self, cancel: &CancellationToken) {
-        while let Some(entry) = next_entry(&mut self.watcher, cancel, &self.dispatcher).await {
-            self.dispatcher.dispatch_guarded(entry).await;
+        let mut catch_up = CatchUpTracker::new();
+        let subscriber = Arc::clone(&self.dispatcher.context.name);
+        while let Some(event) = next_event(&mut self.watcher, cancel, &self.dispatcher).await {
+            match event {
+                WatchEvent::Entry(entry) => {
+                    let in_state = catch_up.taken();
+                    self.dispatcher.dispatch_guarded(entry).await;
+                    catch_up.handled(in_state, &self.handled, &subscriber);
+                }
+                WatchEvent::CaughtUp(read) => {
+                    catch_up.watcher_caught_up(read, &self.handled, &subscriber);
+                }
+                WatchEvent::StartedOver => catch_up.started_over(&self.handled),
+            }
         }
     }
 
@@ -71,12 +155,14 @@ impl WatchLoop {
     async fn run_concurrent(mut self, cancel: &CancellationToken) {
         let limit = self.max_workers;
         let mut calls: JoinSet<()> = JoinSet::new();
-        // The key of each call task: a task that panics or is cancelled returns no value, but
-        // its id still frees its key.
-        let mut task_keys: HashMap<task::Id, String> = HashMap::new();
+        // The key of each call task (and whether its entry belongs to the bucket's state): a
+        // task that panics or is cancelled returns no value, but its id still frees its key.
+        let mut task_keys: HashMap<task::Id, (String, bool)> = HashMap::new();
         // Keys with a call in flight, and their entries waiting behind it, oldest first.
-        let mut busy_keys: HashMap<String, VecDeque<KvMessage>> = HashMap::new();
+        let mut busy_keys: HashMap<String, VecDeque<(KvMessage, bool)>> = HashMap::new();
         let mut waiting = 0usize;
+        let mut catch_up = CatchUpTracker::new();
+        let subscriber = Arc::clone(&self.dispatcher.context.name);
         loop {
             // Read on only while there is room: a full house holds back the watch, and with it
             // the server, instead of buffering.
@@ -93,7 +179,8 @@ impl WatchLoop {
                             error.id()
                         }
                     };
-                    let Some(key) = task_keys.remove(&id) else { continue };
+                    let Some((key, in_state)) = task_keys.remove(&id) else { continue };
+                    catch_up.handled(in_state, &self.handled, &subscriber);
                     let next = busy_keys.get_mut(&key).and_then(VecDeque::pop_front);
                     match next {
                         Some(entry) => {
@@ -105,17 +192,29 @@ impl WatchLoop {
                         }
                     }
                 }
-                entry = self.watcher.next(), if room => {
-                    let Some(entry) = entry else {
-                        tracing::warn!(subscriber = %self.dispatcher.context.name,
-                            "connection closed; watch loop ends");
-                        break;
+                event = self.watcher.next_event(), if room => {
+                    let entry = match event {
+                        Some(WatchEvent::Entry(entry)) => entry,
+                        Some(WatchEvent::CaughtUp(read)) => {
+                            catch_up.watcher_caught_up(read, &self.handled, &subscriber);
+                            continue;
+                        }
+                        Some(WatchEvent::StartedOver) => {
+                            catch_up.started_over(&self.handled);
+                            continue;
+                        }
+                        None => {
+                            tracing::warn!(subscriber = %subscriber,
+                                "connection closed; watch loop ends");
+                            break;
+                        }
                     };
-                    if let Some(queue) = busy_keys.get_mut(entry.key()) {
+                    let entry = (entry, catch_up.taken());
+                    if let Some(queue) = busy_keys.get_mut(entry.0.key()) {
                         queue.push_back(entry);
                         waiting += 1;
                     } else {
-                        busy_keys.insert(entry.key().to_owned(), VecDeque::new());
+                        busy_keys.insert(entry.0.key().to_owned(), VecDeque::new());
                         self.spawn_call(&mut calls, &mut task_keys, entry);
                     }
                 }
@@ -129,32 +228,32 @@ impl WatchLoop {
     fn spawn_call(
         &self,
         calls: &mut JoinSet<()>,
-        task_keys: &mut HashMap<task::Id, String>,
-        entry: KvMessage,
+        task_keys: &mut HashMap<task::Id, (String, bool)>,
+        (entry, in_state): (KvMessage, bool),
     ) {
         let dispatcher = self.dispatcher.clone();
         let key = entry.key().to_owned();
         // The id is recorded before the loop next polls the set, so no finished task is missed.
         let task = calls.spawn(async move { dispatcher.dispatch_guarded(entry).await });
-        task_keys.insert(task.id(), key);
+        task_keys.insert(task.id(), (key, in_state));
     }
 }
 
-/// The next entry, or `None` on cancellation or when the connection is closed for good.
-async fn next_entry(
+/// The next event, or `None` on cancellation or when the connection is closed for good.
+async fn next_event(
     watcher: &mut KvWatcher,
     cancel: &CancellationToken,
     dispatcher: &Dispatcher,
-) -> Option<KvMessage> {
-    let entry = tokio::select! {
+) -> Option<WatchEvent> {
+    let event = tokio::select! {
         biased;
         () = cancel.cancelled() => return None,
-        entry = watcher.next() => entry,
+        event = watcher.next_event() => event,
     };
-    if entry.is_none() {
+    if event.is_none() {
         tracing::warn!(subscriber = %dispatcher.context.name, "connection closed; watch loop ends");
     }
-    entry
+    event
 }
 
 impl Dispatcher {

@@ -208,6 +208,18 @@ pub enum Error {
     /// Listening for the shutdown signals failed.
     #[error("could not listen for shutdown signals")]
     Signal(#[source] std::io::Error),
+
+    /// Start-up waited for the watches and views to catch up with their buckets (see
+    /// [`App::wait_for_catch_up`](crate::App::wait_for_catch_up)), and some had not within the
+    /// timeout.
+    #[error("not caught up within {timeout:?}:\n  - {}", behind.join("\n  - "))]
+    CatchUpTimeout {
+        /// How long start-up waited.
+        timeout: Duration,
+        /// One line per watch still behind: the subscriber or view, its bucket and pattern,
+        /// and how many entries the server still held for it.
+        behind: Vec<String>,
+    },
 }
 
 /// Connection failures that retrying could have fixed get a hint on where to look; with TLS
@@ -305,6 +317,9 @@ pub enum WatchError {
         /// How long the watch waited for the connection.
         waited: std::time::Duration,
     },
+    /// The connection closed for good before a view had caught up with its bucket.
+    #[error("the NATS connection closed before the view caught up")]
+    ClosedBeforeCaughtUp,
 }
 
 /// Why a handler or hook call did not succeed.

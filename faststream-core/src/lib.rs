@@ -30,9 +30,9 @@
 //! | registry | [`registry`] | what the macros register, sorted and checked for duplicates |
 //! | handler, dispatch | [`handler`], `dispatch` | async fns made callable; the loop feeding a handler from a watch |
 //! | extractors | [`extract`] | handler and hook arguments built from a message |
-//! | context | [`AppContext`], [`SubscriberContext`] | what extractors read besides the message: state, broker |
+//! | context | [`AppContext`], [`SubscriberContext`] | what extractors read besides the message: state, views, broker |
 //! | broker | [`NatsBroker`] | the connection, credentials and the bucket cache |
-//! | Key-Value | [`kv`] | buckets, watch settings, messages and the resumable [`KvWatcher`] |
+//! | Key-Value | [`kv`] | buckets, watch settings, messages, the resumable [`KvWatcher`] and the live [`KvView`] |
 //! | errors | [`error`] | every error type, each keeping its cause |
 //!
 //! Each module imports only from the layers below it, so, for example, `kv` knows nothing of
@@ -58,6 +58,7 @@ mod logging;
 pub mod registry;
 mod signal;
 mod state;
+mod views;
 
 pub use app::App;
 pub use broker::{NatsBroker, DEFAULT_NATS_URL};
@@ -65,7 +66,7 @@ pub use context::{AppContext, SubscriberContext};
 pub use error::{Error, Result};
 pub use extract::{Json, Path, State};
 pub use faststream_macros::{after_shutdown, after_startup, on_shutdown, on_startup, subscriber};
-pub use kv::{KeyValue, KvMessage, KvWatch, KvWatcher, Operation};
+pub use kv::{KeyValue, KvMessage, KvView, KvWatch, KvWatcher, Operation};
 pub use registry::HookStage;
 
 /// What the macros' generated code reaches for. Not public API.

@@ -14,10 +14,11 @@ use bucket_cache::{BucketCache, Declare};
 use faststream_rules::KeyPattern;
 use settings::ConnectSettings;
 
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::kv::bucket::BucketConfig;
 use crate::kv::key_value::KeyValue;
 use crate::kv::options::KvWatch;
+use crate::kv::view::{self, Decode, KvView};
 use crate::kv::watcher::{KvWatcher, ReconnectSignal};
 
 /// The URL used when `NATS_URL` is not set.
@@ -347,6 +348,109 @@ impl NatsBroker {
         self.watch(&pattern, options, Watcher::Direct).await
     }
 
+    /// A live view of the keys matching `pattern` in a bucket, values decoded from JSON into
+    /// `T`; returns once the view holds the bucket's state. `watch` is the bucket's name or a
+    /// [`KvWatch`] (for `declare(false)`, `timeout`, `inactive_threshold`; options that change
+    /// what is delivered, such as `include_history`, do not apply to a view and are an error).
+    /// See [`KvView`] for what it holds.
+    ///
+    /// ```no_run
+    /// # async fn demo(broker: faststream_core::NatsBroker) -> anyhow::Result<()> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Route {
+    ///     upstream: String,
+    /// }
+    ///
+    /// let routes = broker.kv_view::<Route>("routing", "routes.>").await?;
+    /// if let Some(route) = routes.get("routes.checkout") {
+    ///     println!("checkout goes to {}", route.upstream);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn kv_view<T>(&self, watch: impl Into<KvWatch>, pattern: &str) -> Result<KvView<T>>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        self.caught_up_view(watch.into(), pattern, view::json())
+            .await
+    }
+
+    /// A live view of raw values, like [`kv_view`](Self::kv_view) without decoding.
+    pub async fn kv_view_raw(
+        &self,
+        watch: impl Into<KvWatch>,
+        pattern: &str,
+    ) -> Result<KvView<bytes::Bytes>> {
+        self.caught_up_view(watch.into(), pattern, view::raw())
+            .await
+    }
+
+    /// A live view whose values `decode` makes (text, protobuf, ...), like
+    /// [`kv_view`](Self::kv_view). A value `decode` rejects leaves its key out of the view.
+    ///
+    /// ```no_run
+    /// # async fn demo(broker: faststream_core::NatsBroker) -> anyhow::Result<()> {
+    /// let names = broker
+    ///     .kv_view_decoded("users", "names.*", |value| String::from_utf8(value.to_vec()))
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn kv_view_decoded<T, E>(
+        &self,
+        watch: impl Into<KvWatch>,
+        pattern: &str,
+        decode: impl Fn(&bytes::Bytes) -> std::result::Result<T, E> + Send + Sync + 'static,
+    ) -> Result<KvView<T>>
+    where
+        T: Send + Sync + 'static,
+        E: Into<BoxError>,
+    {
+        let decode: Decode<T> = std::sync::Arc::new(move |value| decode(value).map_err(Into::into));
+        self.caught_up_view(watch.into(), pattern, decode).await
+    }
+
+    async fn caught_up_view<T: Send + Sync + 'static>(
+        &self,
+        watch: KvWatch,
+        pattern: &str,
+        decode: Decode<T>,
+    ) -> Result<KvView<T>> {
+        let bucket = watch.bucket().to_owned();
+        let view = self.start_view(watch, pattern, decode).await?;
+        view.wait_caught_up().await.map_err(|source| Error::Watch {
+            watcher: "view".to_owned(),
+            bucket,
+            key: pattern.to_owned(),
+            source: Box::new(source),
+        })?;
+        Ok(view)
+    }
+
+    /// Starts a view; it is filled in the background (see `KvView::wait_caught_up`).
+    pub(crate) async fn start_view<T: Send + Sync + 'static>(
+        &self,
+        watch: KvWatch,
+        pattern: &str,
+        decode: Decode<T>,
+    ) -> Result<KvView<T>> {
+        let pattern = KeyPattern::parse(pattern)?;
+        watch.validate_for_view()?;
+        let store = self.watched_bucket(&watch).await?;
+        // Without limit markers the server says nothing when a key ages out.
+        let config = &store.store().stream.cached_info().config;
+        let ttl = (!config.max_age.is_zero() && config.subject_delete_marker_ttl.is_none())
+            .then_some(config.max_age);
+        let watcher = self.watch(&pattern, watch, Watcher::View).await?;
+        Ok(KvView::start(
+            watcher,
+            pattern.as_str().to_owned(),
+            decode,
+            ttl,
+        ))
+    }
+
     /// The bucket a watch is on, declared or only looked up as its settings say.
     pub(crate) async fn watched_bucket(&self, options: &KvWatch) -> Result<KeyValue> {
         self.declare(options.bucket(), Declare::for_watch(options))
@@ -371,6 +475,10 @@ impl NatsBroker {
             Watcher::Direct => (
                 "kv_watch".to_owned(),
                 format!("faststream watch {}", pattern.as_str()),
+            ),
+            Watcher::View => (
+                "view".to_owned(),
+                format!("faststream view {}", pattern.as_str()),
             ),
         };
         KvWatcher::start(
@@ -452,6 +560,8 @@ pub(crate) enum Watcher<'a> {
     Subscriber(&'a str),
     /// A [`NatsBroker::kv_watch`] caller.
     Direct,
+    /// A [`KvView`].
+    View,
 }
 
 /// Delay before reconnect attempt `attempts`: 0, then 2 ms doubling up to 1 s (async-nats's

@@ -18,6 +18,7 @@ pub use crate::error::Rejection;
 use crate::broker::NatsBroker;
 use crate::context::{AppContext, SubscriberContext};
 use crate::kv::message::KvMessage;
+use crate::kv::view::KvView;
 
 /// A type a `#[subscriber]` handler can take as an argument, built from each message.
 ///
@@ -37,7 +38,7 @@ use crate::kv::message::KvMessage;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an argument of a `#[subscriber]` handler",
     label = "not an extractor",
-    note = "handler arguments may be `String`, `Vec<u8>`, `bytes::Bytes`, `Json<T>`, `Path<T>`, `KvMessage`, `NatsBroker` or `State<T>`, or a type implementing `faststream_core::extract::FromKvMessage`"
+    note = "handler arguments may be `String`, `Vec<u8>`, `bytes::Bytes`, `Json<T>`, `Path<T>`, `KvMessage`, `NatsBroker`, `State<T>` or `KvView<T>`, or a type implementing `faststream_core::extract::FromKvMessage`"
 )]
 pub trait FromKvMessage: Sized {
     /// Builds the argument from the message; an `Err` skips the handler for this message.
@@ -56,7 +57,7 @@ pub trait FromKvMessage: Sized {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an argument of a lifecycle hook",
     label = "not a hook argument",
-    note = "hook arguments may be `NatsBroker` or `State<T>`, or a type implementing `faststream_core::extract::FromHookContext`"
+    note = "hook arguments may be `NatsBroker`, `State<T>` or `KvView<T>`, or a type implementing `faststream_core::extract::FromHookContext`"
 )]
 pub trait FromHookContext: Sized {
     /// Builds the argument; an `Err` fails the hook with that reason.
@@ -163,6 +164,73 @@ impl<T: Clone + Send + Sync + 'static> FromHookContext for State<T> {
             Ok(())
         } else {
             Err(missing_state::<T>())
+        }
+    }
+}
+
+fn missing_view<T>() -> String {
+    format!(
+        "no view of `{}`: declare it with `App::with_kv_view`",
+        type_name::<T>()
+    )
+}
+
+fn view_not_started<T>() -> String {
+    format!(
+        "`KvView<{}>` is not available in on_startup hooks: views start after connecting (take \
+         it in an after_startup hook)",
+        type_name::<T>()
+    )
+}
+
+/// The live view of `T` declared with [`App::with_kv_view`](crate::App::with_kv_view), caught up
+/// before any handler runs. One view per value type, as with [`State<T>`].
+///
+/// ```
+/// use faststream_core::{subscriber, KvView};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Flag {
+///     enabled: bool,
+/// }
+///
+/// #[subscriber("orders.*", kv_watch = "shop")]
+/// async fn on_order(order: String, flags: KvView<Flag>) {
+///     if flags.get("orders.audit").is_some_and(|flag| flag.enabled) {
+///         println!("audit: {order}");
+///     }
+/// }
+/// // App::new(broker).with_kv_view::<Flag>("flags", ">")
+/// ```
+impl<T: Send + Sync + 'static> FromKvMessage for KvView<T> {
+    fn from_kv_message(_: &KvMessage, context: &SubscriberContext) -> Result<Self, Rejection> {
+        Self::from_hook_context(&context.app)
+    }
+
+    fn check(context: &SubscriberContext) -> Result<(), String> {
+        <Self as FromHookContext>::check(&context.app)
+    }
+}
+
+impl<T: Send + Sync + 'static> FromHookContext for KvView<T> {
+    fn from_hook_context(context: &AppContext) -> Result<Self, Rejection> {
+        match context.kv_view::<T>() {
+            Some(view) => Ok(view.clone()),
+            None => Err(Rejection::new(
+                <Self as FromHookContext>::check(context)
+                    .err()
+                    .unwrap_or_else(view_not_started::<T>),
+            )),
+        }
+    }
+
+    fn check(context: &AppContext) -> Result<(), String> {
+        if !context.declares_kv_view::<T>() {
+            Err(missing_view::<T>())
+        } else if !context.kv_views_started() {
+            Err(view_not_started::<T>())
+        } else {
+            Ok(())
         }
     }
 }

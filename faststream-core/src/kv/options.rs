@@ -235,6 +235,54 @@ impl KvWatch {
     }
 }
 
+impl KvWatch {
+    /// Checks the settings for a [`KvView`](crate::KvView), which holds each key's latest value:
+    /// the options that change what is delivered do not apply to it.
+    pub(crate) fn validate_for_view(&self) -> Result<()> {
+        let mut problems = self.problems();
+        let view_problem = |option: &str, why: &str| {
+            format!(
+                "`{option}` does not apply to a view, which holds each key's latest value: {why}"
+            )
+        };
+        if self.include_history {
+            problems.push(view_problem(
+                "include_history",
+                "earlier revisions are replaced at once",
+            ));
+        }
+        if self.updates_only {
+            problems.push(view_problem(
+                "updates_only",
+                "a view starts with the bucket's state",
+            ));
+        }
+        if self.ignore_deletes {
+            problems.push(view_problem(
+                "ignore_deletes",
+                "deleted keys would keep stale values",
+            ));
+        }
+        if self.headers_only || self.meta_only {
+            problems.push(view_problem(
+                "headers_only / meta_only",
+                "a view needs the values",
+            ));
+        }
+        if self.max_workers != 1 {
+            problems.push(view_problem("max_workers", "no handler runs"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidWatch {
+                bucket: self.bucket.to_string(),
+                problems,
+            })
+        }
+    }
+}
+
 impl From<&'static str> for KvWatch {
     fn from(bucket: &'static str) -> Self {
         Self::new(bucket)

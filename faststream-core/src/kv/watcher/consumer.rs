@@ -35,6 +35,8 @@ pub(super) struct Created {
     pub(super) position: Position,
     /// The stream is not the one the previous position belonged to.
     pub(super) new_stream: bool,
+    /// Messages the consumer had to deliver when created.
+    pub(super) initial_pending: u64,
 }
 
 pub(super) struct CreateFailure {
@@ -200,5 +202,6 @@ pub(super) async fn create(attempt: Attempt) -> Result<Created, CreateFailure> {
         subscriber,
         position,
         new_stream,
+        initial_pending: info.num_pending,
     })
 }

@@ -19,8 +19,18 @@
 //! - checks, before each creation, that the bucket's stream is still the one its position
 //!   belongs to, and starts over on a new one (bucket deleted and created again);
 //! - drops entries at or below the last delivered revision, so nothing is delivered twice;
-//! - deletes the consumers it replaces and the attempts left unanswered, so none leak.
+//! - deletes the consumers it replaces and the attempts left unanswered, so none leak;
+//! - knows when it has delivered the bucket's state as of its start (caught up), and says so
+//!   in its event stream and its [`WatchStatus`].
+//!
+//! Caught up means: the consumer had nothing to deliver when created, or a message arrived with
+//! nothing pending after it, as nats.go and async-nats define it. A watch whose reader is
+//! slower than the bucket's writers is therefore not caught up until it catches up for real,
+//! which is the truth; a count of the messages pending at creation would not do: a key
+//! overwritten during the catch-up loses its old message before it is sent, and the count
+//! would be reached with that key's new value still to come.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,9 +45,12 @@ use tokio::task::JoinHandle;
 
 mod consumer;
 mod delivery;
+mod status;
 
 use consumer::{create, delete_consumer, next_delay, Attempt, CreateFailure, Created};
 use delivery::{operation, parse_reply};
+use status::StatusWriter;
+pub use status::{CatchUp, WatchEvent, WatchPhase, WatchStatus};
 
 use super::key_value::KeyValue;
 use super::message::{KvMessage, MessageParts, Operation};
@@ -91,6 +104,15 @@ pub struct KvWatcher {
     closed: bool,
     /// `None` once the connection's owner is gone.
     reconnects: Option<ReconnectSignal>,
+    /// Events to yield before reading on (a catch-up, a start over).
+    events: VecDeque<WatchEvent>,
+    /// Where the watch stands, for readers in other tasks.
+    status: StatusWriter,
+    /// The catch-up being counted: since when, and entries yielded so far.
+    catch_up_started: Instant,
+    catch_up_entries: u64,
+    /// The last catch-up announced was for the current state (reset when starting over).
+    caught_up_announced: bool,
 }
 
 /// Where the watch stands: what a re-created consumer must start after.
@@ -145,6 +167,7 @@ struct ActiveConsumer {
     name: String,
     subscriber: async_nats::Subscriber,
     consumer_sequence: u64,
+
     /// When the server was last heard from (an entry, a heartbeat, flow control).
     last_heard: tokio::time::Instant,
     /// Fires at the earliest moment the watch could have been silent for `timeout`. One timer
@@ -154,12 +177,13 @@ struct ActiveConsumer {
 }
 
 impl ActiveConsumer {
-    fn new(name: String, subscriber: async_nats::Subscriber, timeout: Duration) -> Self {
+    fn new(created: Created, timeout: Duration) -> Self {
         let now = tokio::time::Instant::now();
         Self {
-            name,
-            subscriber,
+            name: created.name,
+            subscriber: created.subscriber,
             consumer_sequence: 0,
+
             last_heard: now,
             silence: Box::pin(tokio::time::sleep_until(now + timeout)),
         }
@@ -203,6 +227,11 @@ impl KvWatcher {
             missing: None,
             closed: false,
             reconnects: Some(reconnects),
+            events: VecDeque::new(),
+            status: StatusWriter::new(),
+            catch_up_started: Instant::now(),
+            catch_up_entries: 0,
+            caught_up_announced: false,
         };
         // Start-up fails rather than waiting without bound for a connection.
         let attempt = watcher.attempt(Some(watcher.options.timeout));
@@ -231,6 +260,18 @@ impl KvWatcher {
         self.position.last_revision
     }
 
+    /// Whether the watch has delivered the bucket's state as of its start: see
+    /// [`WatchEvent::CaughtUp`]. True from the start on an empty bucket and with
+    /// `updates_only`.
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up_announced || self.position.caught_up
+    }
+
+    /// A handle on this watch's progress (caught up, lag, phase) for other tasks.
+    pub fn status(&self) -> WatchStatus {
+        self.status.reader()
+    }
+
     /// The next entry; `None` only once the connection is closed for good.
     ///
     /// Cancel-safe: dropping the future before it completes loses no entry (an entry is taken
@@ -238,6 +279,43 @@ impl KvWatcher {
     /// in `select!`; a consumer being created meanwhile goes on being created.
     pub async fn next(&mut self) -> Option<KvMessage> {
         loop {
+            if let WatchEvent::Entry(entry) = self.next_event().await? {
+                return Some(entry);
+            }
+        }
+    }
+
+    /// The next entry or change of state ([`WatchEvent::CaughtUp`], [`WatchEvent::StartedOver`]);
+    /// `None` only once the connection is closed for good. Cancel-safe, like
+    /// [`next`](Self::next).
+    ///
+    /// ```no_run
+    /// # async fn demo(broker: faststream_core::NatsBroker) -> anyhow::Result<()> {
+    /// use faststream_core::kv::WatchEvent;
+    /// use faststream_core::KvWatch;
+    ///
+    /// let mut watcher = broker.kv_watch("routes.>", KvWatch::new("routing")).await?;
+    /// let mut routes = std::collections::HashMap::new();
+    /// while let Some(event) = watcher.next_event().await {
+    ///     match event {
+    ///         WatchEvent::Entry(entry) => {
+    ///             routes.insert(entry.key().to_owned(), entry.into_value());
+    ///         }
+    ///         WatchEvent::CaughtUp(catch_up) => {
+    ///             println!("{} routes loaded in {:?}", catch_up.entries, catch_up.elapsed);
+    ///             break;
+    ///         }
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn next_event(&mut self) -> Option<WatchEvent> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Some(event);
+            }
             let Some(active) = self.active.as_mut() else {
                 if !self.wait_for_consumer().await {
                     return None;
@@ -274,15 +352,35 @@ impl KvWatcher {
             match received {
                 None => {
                     self.closed = true;
+                    self.status.set_phase(WatchPhase::Closed);
                     return None;
                 }
                 Some(message) => {
                     active.last_heard = tokio::time::Instant::now();
-                    if let Some(entry) = self.read(message).await {
-                        return Some(entry);
+                    let entry = self.read(message).await;
+                    if let Some(entry) = entry {
+                        if !self.caught_up_announced {
+                            self.catch_up_entries += 1;
+                        }
+                        self.check_caught_up();
+                        return Some(WatchEvent::Entry(entry));
                     }
+                    self.check_caught_up();
                 }
             }
+        }
+    }
+
+    /// Queues the catch-up event the first time the position says the state is delivered.
+    fn check_caught_up(&mut self) {
+        if self.position.caught_up && !self.caught_up_announced {
+            self.caught_up_announced = true;
+            let catch_up = CatchUp {
+                entries: self.catch_up_entries,
+                elapsed: self.catch_up_started.elapsed(),
+            };
+            self.status.caught_up(catch_up);
+            self.events.push_back(WatchEvent::CaughtUp(catch_up));
         }
     }
 
@@ -399,6 +497,7 @@ impl KvWatcher {
             tracing::warn!(bucket = %self.bucket, filter = %self.filter_subject,
                 "the NATS connection is closed; the watch ends");
             self.closed = true;
+            self.status.set_phase(WatchPhase::Closed);
             return;
         }
         if let WatchError::BucketMissing { stream } = &failure.error {
@@ -451,15 +550,30 @@ impl KvWatcher {
         self.missing = None;
         self.delay = Duration::ZERO;
         self.position = created.position;
+        // The first stream of a watch is not a start over: nothing was delivered from another.
+        if created.new_stream {
+            self.caught_up_announced = false;
+            self.catch_up_started = Instant::now();
+            self.catch_up_entries = 0;
+            self.status.started_over();
+            self.events.push_back(WatchEvent::StartedOver);
+        }
+        self.status.set_phase(if self.caught_up_announced {
+            WatchPhase::Live
+        } else {
+            WatchPhase::CatchingUp
+        });
+        if !self.caught_up_announced {
+            self.status.set_pending(created.initial_pending);
+        }
+        self.check_caught_up();
         // A reconnection before this consumer was made is no reason to re-create it.
         if let Some(reconnects) = self.reconnects.as_mut() {
             reconnects.mark_unchanged();
         }
-        let replaced = self.active.replace(ActiveConsumer::new(
-            created.name,
-            created.subscriber,
-            self.options.timeout,
-        ));
+        let replaced = self
+            .active
+            .replace(ActiveConsumer::new(created, self.options.timeout));
         if let Some(replaced) = replaced {
             self.retire(replaced);
         }
@@ -471,6 +585,7 @@ impl KvWatcher {
 
     fn retire_active(&mut self) {
         if let Some(active) = self.active.take() {
+            self.status.set_phase(WatchPhase::Recreating);
             self.retire(active);
         }
     }
@@ -524,6 +639,7 @@ impl KvWatcher {
             return None;
         }
         active.consumer_sequence = delivery.consumer_sequence;
+        self.status.set_pending(delivery.pending);
         if delivery.pending == 0 {
             self.position.caught_up = true;
         }

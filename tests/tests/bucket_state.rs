@@ -1,0 +1,575 @@
+//! Bucket state: a watch knows when it has delivered the bucket's state (caught up), the app can
+//! hold its `after_startup` hooks until every subscriber has handled it, and `KvView` keeps a
+//! live, typed map of a bucket.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use common::EVENT_TIMEOUT;
+use common::{connected_broker, jetstream, on_each_server, startup_error, Recorder, RunningApp};
+use faststream_core::kv::{BucketConfig, WatchEvent};
+use faststream_core::{App, Error, KvView, KvWatch, NatsBroker, State};
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+
+/// Writes `keys` keys (`k.0`, `k.1`, ...) `revisions` times each, pipelined; returns the last
+/// revision.
+async fn fill(
+    js: &async_nats::jetstream::Context,
+    bucket: &str,
+    keys: u64,
+    revisions: u64,
+) -> anyhow::Result<u64> {
+    let mut last = 0;
+    for round in 0..revisions {
+        let mut acks = Vec::new();
+        for key in 0..keys {
+            let subject = format!("$KV.{bucket}.k.{key}");
+            acks.push(js.publish(subject, format!("{round}").into()).await?);
+            if acks.len() == 1000 {
+                for ack in acks.drain(..) {
+                    last = last.max(ack.await?.sequence);
+                }
+            }
+        }
+        for ack in acks {
+            last = last.max(ack.await?.sequence);
+        }
+    }
+    Ok(last)
+}
+
+/// Reads events until the watch is caught up; returns the entries read and the catch-up.
+async fn read_until_caught_up(
+    watcher: &mut faststream_core::KvWatcher,
+) -> anyhow::Result<(u64, faststream_core::kv::CatchUp)> {
+    let mut entries = 0;
+    let caught_up = tokio::time::timeout(EVENT_TIMEOUT * 2, async {
+        loop {
+            match watcher.next_event().await {
+                Some(WatchEvent::Entry(_)) => entries += 1,
+                Some(WatchEvent::CaughtUp(catch_up)) => return Ok(catch_up),
+                Some(other) => anyhow::bail!("unexpected event {other:?}"),
+                None => anyhow::bail!("the watch ended"),
+            }
+        }
+    })
+    .await
+    .context("no catch-up")??;
+    Ok((entries, caught_up))
+}
+
+#[tokio::test]
+async fn an_empty_bucket_and_updates_only_are_caught_up_at_once() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let broker = connected_broker(&server).await?;
+        let mut watcher = broker.kv_watch(">", KvWatch::new("empty")).await?;
+        assert!(watcher.is_caught_up());
+        let status = watcher.status();
+        let (entries, catch_up) = read_until_caught_up(&mut watcher).await?;
+        assert_eq!((entries, catch_up.entries), (0, 0));
+        assert!(status.is_caught_up());
+        assert_eq!(status.pending(), 0);
+
+        let store = broker.key_value("full").await?;
+        store.put("a", "1".into()).await?;
+        let mut updates = broker
+            .kv_watch(">", KvWatch::new("full").updates_only(true))
+            .await?;
+        let (entries, _) = read_until_caught_up(&mut updates).await?;
+        assert_eq!(entries, 0);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn catch_up_counts_the_state_of_10000_keys_and_the_whole_history() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let js = jetstream(&server).await?;
+        let broker = connected_broker(&server).await?;
+        broker
+            .key_value_with(BucketConfig::new("big").history(3))
+            .await?;
+        fill(&js, "big", 10_000, 1).await?;
+
+        let mut latest = broker.kv_watch("k.>", KvWatch::new("big")).await?;
+        let status = latest.status();
+        let (entries, catch_up) = read_until_caught_up(&mut latest).await?;
+        assert_eq!((entries, catch_up.entries), (10_000, 10_000));
+        assert_eq!(status.caught_up().await, Some(catch_up));
+        assert_eq!(status.pending(), 0);
+
+        // Two more revisions of the first 2,000 keys: 14,000 retained in all.
+        fill(&js, "big", 2_000, 2).await?;
+        let mut history = broker
+            .kv_watch("k.>", KvWatch::new("big").include_history(true))
+            .await?;
+        let (entries, _) = read_until_caught_up(&mut history).await?;
+        assert_eq!(entries, 14_000);
+        // Afterwards, changes arrive as entries with nothing pending.
+        broker
+            .key_value("big")
+            .await?
+            .put("k.1", "new".into())
+            .await?;
+        let next = history.get_one(EVENT_TIMEOUT).await.context("the change")?;
+        assert_eq!((next.key(), next.delta()), ("k.1", 0));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn catch_up_ends_under_a_steady_writer() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let js = jetstream(&server).await?;
+        let broker = connected_broker(&server).await?;
+        broker.key_value("busy").await?;
+        fill(&js, "busy", 3_000, 1).await?;
+        // A writer keeps overwriting keys during the catch-up (history 1: an overwritten
+        // value is gone before it is sent). The reader is faster, so it catches up, and by
+        // then it has seen every key.
+        let writer = tokio::spawn({
+            let js = js.clone();
+            async move {
+                for n in 0u64.. {
+                    let ack = js
+                        .publish(format!("$KV.busy.k.{}", n % 3_000), "w".into())
+                        .await;
+                    if ack.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }
+        });
+        let mut watcher = broker.kv_watch("k.>", KvWatch::new("busy")).await?;
+        let mut keys = std::collections::HashSet::new();
+        let outcome = tokio::time::timeout(EVENT_TIMEOUT * 2, async {
+            loop {
+                match watcher.next_event().await {
+                    Some(WatchEvent::Entry(entry)) => {
+                        keys.insert(entry.key().to_owned());
+                    }
+                    Some(WatchEvent::CaughtUp(catch_up)) => return Some(catch_up),
+                    _ => return None,
+                }
+            }
+        })
+        .await;
+        writer.abort();
+        let catch_up = outcome.context("no catch-up")?.context("the watch ended")?;
+        let missing: Vec<_> = (0..3_000)
+            .map(|key| format!("k.{key}"))
+            .filter(|key| !keys.contains(key))
+            .collect();
+        // nats-server 2.9 counts `pending` short by a key or two when keys are rewritten
+        // during a last-per-subject catch-up; 2.10+ count them.
+        let allowed = if server.binary().version_at_least(2, 10) {
+            0
+        } else {
+            5
+        };
+        assert!(
+            missing.len() <= allowed,
+            "keys not seen when caught up ({catch_up:?}): {missing:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+mod startup {
+    use super::*;
+
+    /// Handles slowly, so that an app not waiting for the catch-up would run its hooks first.
+    pub async fn slow_count(State(handled): State<Arc<AtomicU64>>) {
+        tokio::time::sleep(Duration::from_micros(100)).await;
+        handled.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub async fn record_handled(
+        State(handled): State<Arc<AtomicU64>>,
+        State(events): State<Recorder>,
+    ) {
+        events.push(format!(
+            "after_startup saw {}",
+            handled.load(Ordering::SeqCst)
+        ));
+    }
+
+    pub async fn never_returns() {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[tokio::test]
+async fn after_startup_hooks_wait_until_every_subscriber_has_handled_its_state(
+) -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let js = jetstream(&server).await?;
+        connected_broker(&server).await?.key_value("seeded").await?;
+        fill(&js, "seeded", 2_000, 1).await?;
+        for workers in [1, 8] {
+            let handled = Arc::new(AtomicU64::new(0));
+            let events = Recorder::default();
+            let app = App::new(NatsBroker::new(server.url()))
+                .without_registered()
+                .with_state(Arc::clone(&handled))
+                .with_state(events.clone())
+                .wait_for_catch_up(EVENT_TIMEOUT)
+                .subscriber(
+                    "slow",
+                    "k.*",
+                    KvWatch::new("seeded").max_workers(workers),
+                    startup::slow_count,
+                )
+                .hook(
+                    faststream_core::HookStage::AfterStartup,
+                    "record",
+                    startup::record_handled,
+                );
+            let running = RunningApp::spawn(app);
+            let seen = events
+                .wait_for("the hook", |events| !events.is_empty())
+                .await?;
+            running.stop().await??;
+            assert_eq!(seen, ["after_startup saw 2000"], "max_workers {workers}");
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_watch_still_behind_at_the_catch_up_timeout_fails_start_up() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let store = connected_broker(&server).await?.key_value("stuck").await?;
+        store.put("a", "1".into()).await?;
+        store.put("b", "2".into()).await?;
+        let app = App::new(NatsBroker::new(server.url()))
+            .without_registered()
+            .wait_for_catch_up(Duration::from_millis(500))
+            .shutdown_timeout(Duration::from_millis(200))
+            .subscriber(
+                "stuck_one",
+                ">",
+                KvWatch::new("stuck"),
+                startup::never_returns,
+            );
+        let error = startup_error(app).await?;
+        let Error::CatchUpTimeout { timeout, behind } = &error else {
+            anyhow::bail!("expected CatchUpTimeout, got {error:?}");
+        };
+        assert_eq!(*timeout, Duration::from_millis(500));
+        assert_eq!(behind.len(), 1, "{behind:?}");
+        assert!(behind[0].contains("stuck_one"), "{error}");
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Flag {
+    enabled: bool,
+}
+
+/// Waits until `done` holds for the view, checking at each change.
+async fn wait_for_view<T>(
+    view: &mut KvView<T>,
+    what: &str,
+    done: impl Fn(&KvView<T>) -> bool,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(EVENT_TIMEOUT, async {
+        while !done(view) {
+            view.changed().await?;
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .with_context(|| format!("waiting for {what}: {view:?}"))?
+}
+
+#[tokio::test]
+async fn a_view_holds_decoded_values_and_follows_changes() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let broker = connected_broker(&server).await?;
+        let store = broker.key_value("flags").await?;
+        store
+            .put("checkout.new-ui", r#"{"enabled":true}"#.into())
+            .await?;
+        store
+            .put("search.v2", r#"{"enabled":false}"#.into())
+            .await?;
+        store.put("gone", r#"{"enabled":true}"#.into()).await?;
+        store.delete("gone").await?;
+
+        let mut flags: KvView<Flag> = broker.kv_view("flags", ">").await?;
+        assert_eq!(flags.keys(), ["checkout.new-ui", "search.v2"]);
+        assert!(flags
+            .get("checkout.new-ui")
+            .is_some_and(|flag| flag.enabled));
+        assert_eq!(flags.revision(), 4);
+        assert!(flags.status().is_caught_up());
+
+        // A value that does not decode leaves the key out: no stale value.
+        store.put("search.v2", "not json".into()).await?;
+        wait_for_view(&mut flags, "the bad value", |view| view.len() == 1).await?;
+        assert_eq!(flags.get("search.v2"), None);
+        let revision = store.put("search.v2", r#"{"enabled":true}"#.into()).await?;
+        wait_for_view(&mut flags, "the good value", |view| {
+            view.revision() == revision
+        })
+        .await?;
+        assert!(flags.get("search.v2").is_some_and(|flag| flag.enabled));
+
+        let snapshot = flags.snapshot();
+        store.purge("checkout.new-ui").await?;
+        wait_for_view(&mut flags, "the purge", |view| view.len() == 1).await?;
+        // The snapshot taken before still shows its revision.
+        assert_eq!((snapshot.len(), snapshot.revision()), (2, revision));
+        let mut pairs: Vec<_> = snapshot
+            .iter()
+            .map(|(key, flag)| (key.to_owned(), flag.enabled))
+            .collect();
+        pairs.sort();
+        assert_eq!(
+            pairs,
+            [
+                ("checkout.new-ui".to_owned(), true),
+                ("search.v2".to_owned(), true)
+            ]
+        );
+
+        let raw = broker.kv_view_raw("flags", "search.*").await?;
+        assert_eq!(
+            raw.get("search.v2").as_deref(),
+            Some(&bytes::Bytes::from(r#"{"enabled":true}"#))
+        );
+        let text = broker
+            .kv_view_decoded("flags", ">", |value| String::from_utf8(value.to_vec()))
+            .await?;
+        assert_eq!(text.len(), 1);
+
+        let error = broker
+            .kv_view::<Flag>(KvWatch::new("flags").include_history(true), ">")
+            .await
+            .err()
+            .context("include_history should be refused")?;
+        assert!(matches!(error, Error::InvalidWatch { .. }), "{error}");
+        assert!(error.to_string().contains("include_history"), "{error}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_view_under_a_writer_equals_the_bucket_across_a_server_restart() -> anyhow::Result<()> {
+    on_each_server(|mut server| async move {
+        let broker = connected_broker(&server).await?;
+        let store = broker
+            .key_value_with(BucketConfig::new("live").history(5))
+            .await?;
+        for key in 0..50 {
+            store
+                .put(format!("k.{key}"), key.to_string().into())
+                .await?;
+        }
+        let view = broker.kv_view_raw("live", ">").await?;
+        assert_eq!(view.len(), 50);
+
+        // Puts and deletes over 100 keys, going on through the restart.
+        let writer = tokio::spawn({
+            let store = store.clone();
+            async move {
+                for n in 0u64..3_000 {
+                    let key = format!("k.{}", (n * 7) % 100);
+                    loop {
+                        let written = if n % 5 == 0 {
+                            store.delete(&key).await.map(|_| ())
+                        } else {
+                            store.put(&key, n.to_string().into()).await.map(|_| ())
+                        };
+                        if written.is_ok() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        let mut changes = view.clone();
+        wait_for_view(&mut changes, "some writes", |view| view.revision() > 500).await?;
+        server.restart().await?;
+        tokio::time::timeout(Duration::from_secs(60), writer)
+            .await
+            .context("the writer did not finish")??;
+
+        let last = store.put("k.final", "done".into()).await?;
+        wait_for_view(
+            &mut changes,
+            &format!("the last write, revision {last}"),
+            |view| view.revision() == last,
+        )
+        .await?;
+        let mut expected = std::collections::BTreeMap::new();
+        let mut keys = store.keys().await?;
+        while let Some(key) = keys.next().await {
+            let key = key?;
+            if let Some(value) = store.get(&key).await? {
+                expected.insert(key, value);
+            }
+        }
+        let actual: std::collections::BTreeMap<_, _> = view
+            .snapshot()
+            .iter()
+            .map(|(key, value)| (key.to_owned(), (**value).clone()))
+            .collect();
+        assert_eq!(actual, expected);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_view_drops_keys_older_than_the_bucket_ttl_when_the_server_says_nothing(
+) -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let broker = connected_broker(&server).await?;
+        let store = broker
+            .key_value_with(BucketConfig::new("short").ttl(Duration::from_secs(1)))
+            .await?;
+        let mut view = broker.kv_view_raw("short", ">").await?;
+        store.put("session", "x".into()).await?;
+        wait_for_view(&mut view, "the put", |view| view.len() == 1).await?;
+        let written = std::time::Instant::now();
+        wait_for_view(&mut view, "the expiry", |view| view.is_empty()).await?;
+        let lived = written.elapsed();
+        assert!(
+            lived >= Duration::from_millis(800),
+            "dropped after {lived:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+mod with_views {
+    use super::*;
+
+    pub async fn on_order(order: String, flags: KvView<Flag>, State(events): State<Recorder>) {
+        let audited = flags.get("audit").is_some_and(|flag| flag.enabled);
+        events.push(format!("{order} audited={audited}"));
+    }
+
+    pub async fn started(flags: KvView<Flag>, State(events): State<Recorder>) {
+        events.push(format!("started with {} flags", flags.len()));
+    }
+
+    pub async fn too_early(_flags: KvView<Flag>) {}
+}
+
+#[tokio::test]
+async fn handlers_and_hooks_take_the_views_the_app_declares() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let broker = connected_broker(&server).await?;
+        let flags = broker.key_value("app-flags").await?;
+        flags.put("audit", r#"{"enabled":true}"#.into()).await?;
+        let orders = broker.key_value("orders").await?;
+
+        let events = Recorder::default();
+        let app = App::new(NatsBroker::new(server.url()))
+            .without_registered()
+            .with_state(events.clone())
+            .with_kv_view::<Flag>("app-flags", ">")
+            .subscriber(
+                "on_order",
+                "o.*",
+                KvWatch::new("orders"),
+                with_views::on_order,
+            )
+            .hook(
+                faststream_core::HookStage::AfterStartup,
+                "started",
+                with_views::started,
+            );
+        let running = RunningApp::spawn(app);
+        events.wait_for_event("started with 1 flags").await?;
+        orders.put("o.1", "book".into()).await?;
+        events.wait_for_event("book audited=true").await?;
+        flags.put("audit", r#"{"enabled":false}"#.into()).await?;
+        // The view follows; a later order sees the change.
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        let mut n = 2;
+        loop {
+            orders
+                .put(format!("o.{n}"), format!("pen{n}").into())
+                .await?;
+            let seen = events
+                .wait_for_event(&format!("pen{n} audited=false"))
+                .await;
+            if seen.is_ok() || tokio::time::Instant::now() > deadline {
+                seen?;
+                break;
+            }
+            n += 1;
+        }
+        running.stop().await??;
+
+        // Misuse is found before connecting, all of it at once.
+        let error = startup_error(
+            App::new(NatsBroker::new("nats://127.0.0.1:1"))
+                .without_registered()
+                .with_state(Recorder::default())
+                .with_kv_view::<Flag>("app-flags", ">")
+                .with_kv_view::<Flag>("other", ">")
+                .with_kv_view::<String>("bad bucket", ">")
+                .subscriber(
+                    "needs_view",
+                    "o.*",
+                    KvWatch::new("orders"),
+                    with_views::too_early,
+                )
+                .hook(
+                    faststream_core::HookStage::OnStartup,
+                    "early",
+                    with_views::too_early,
+                )
+                .hook(
+                    faststream_core::HookStage::AfterStartup,
+                    "fine",
+                    with_views::started,
+                ),
+        )
+        .await?;
+        let text = error.to_string();
+        assert!(matches!(error, Error::Setup { .. }), "{text}");
+        assert!(text.contains("one view per value type"), "{text}");
+        assert!(text.contains("bad bucket"), "{text}");
+        assert!(text.contains("not available in on_startup hooks"), "{text}");
+        let missing = startup_error(
+            App::new(NatsBroker::new("nats://127.0.0.1:1"))
+                .without_registered()
+                .subscriber(
+                    "needs_view",
+                    "o.*",
+                    KvWatch::new("orders"),
+                    with_views::too_early,
+                ),
+        )
+        .await?;
+        assert!(
+            missing
+                .to_string()
+                .contains("declare it with `App::with_kv_view`"),
+            "{missing}"
+        );
+        Ok(())
+    })
+    .await
+}
