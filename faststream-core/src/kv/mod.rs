@@ -2,6 +2,7 @@
 //! handle, watch settings, the messages a watch yields and the resumable watcher itself.
 
 pub(crate) mod bucket;
+pub(crate) mod features;
 pub(crate) mod key_value;
 pub(crate) mod message;
 pub(crate) mod options;
