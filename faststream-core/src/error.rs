@@ -169,14 +169,40 @@ pub enum Error {
     KeyValue {
         /// The bucket.
         bucket: String,
-        /// `get`, `put`, `create`, `update`, `delete`, `purge`, ...
+        /// `get`, `put`, `create`, `update`, `delete`, `purge`, ... (`create_with_ttl` and
+        /// `purge_with_ttl` are `create` and `purge`).
         operation: &'static str,
         /// The key.
         key: String,
-        /// A [`NameError`] for an invalid key, else the async-nats error (downcast it to, e.g.,
+        /// A [`NameError`] for an invalid key, a [`TtlError`] for a TTL refused before any
+        /// request, else the async-nats error (downcast it to, e.g.,
         /// `async_nats::jetstream::kv::CreateError` for its kind).
         #[source]
         source: BoxError,
+    },
+
+    /// A feature needs a newer nats-server than the one connected; no request was made.
+    ///
+    /// ```
+    /// let error = faststream_core::Error::ServerTooOld {
+    ///     feature: "limit markers (BucketConfig::limit_markers)",
+    ///     required: "2.11",
+    ///     server: "2.9.10".into(),
+    /// };
+    /// assert_eq!(
+    ///     error.to_string(),
+    ///     "limit markers (BucketConfig::limit_markers) need nats-server 2.11 or newer; \
+    ///      the server is 2.9.10"
+    /// );
+    /// ```
+    #[error("{feature} need nats-server {required} or newer; the server is {server}")]
+    ServerTooOld {
+        /// What was asked for, with the method that asks for it.
+        feature: &'static str,
+        /// The oldest server version that has it, `major.minor`.
+        required: &'static str,
+        /// The version the server reported (`unknown` if it reported none).
+        server: String,
     },
 
     /// A bucket-wide operation (status, listing keys) failed.
@@ -289,6 +315,25 @@ pub enum DeclareBucketError {
     NotKeyValue {
         /// The stream's name.
         stream: String,
+    },
+}
+
+/// Why a key operation with a TTL was refused before any request; the
+/// [`source`](std::error::Error::source) of an [`Error::KeyValue`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TtlError {
+    /// The bucket's stream does not allow per-message TTLs.
+    #[error(
+        "the bucket does not allow per-key TTLs: declare it with \
+         `BucketConfig::limit_markers`"
+    )]
+    NotAllowed,
+    /// The TTL is under a second: NATS counts TTLs in whole seconds, and refuses zero.
+    #[error("the TTL must be at least 1s, got {ttl:?}")]
+    TooShort {
+        /// The TTL asked for.
+        ttl: Duration,
     },
 }
 

@@ -49,6 +49,7 @@ impl BucketCache {
     ) -> Result<KeyValue> {
         if let Declare::Exactly(config) = declare {
             config.validate()?;
+            config.check_server(&jetstream.client().server_info().version)?;
         } else {
             faststream_rules::validate_bucket(bucket)?;
         }
@@ -57,7 +58,7 @@ impl BucketCache {
             if let Declare::Exactly(config) = declare {
                 declared.check(config)?;
             }
-            return Ok(KeyValue::new(declared.store.clone()));
+            return Ok(KeyValue::new(declared.store.clone(), jetstream.client()));
         }
         let declared = match bucket::lookup(jetstream, bucket).await? {
             Some(existing) => {
@@ -90,7 +91,7 @@ impl BucketCache {
                 created
             }
         };
-        let store = KeyValue::new(declared.store.clone());
+        let store = KeyValue::new(declared.store.clone(), jetstream.client());
         buckets.insert(bucket.to_owned(), declared);
         Ok(store)
     }

@@ -12,10 +12,10 @@ use crate::kv::message::{KvMessage, Operation};
 
 /// The value decoded from JSON into `T`.
 ///
-/// `DEL` and `PURGE` have no value. For them the handler is called only if `T` can be absent:
-/// `Json<Option<U>>` receives `None`; any other `Json<T>` handler is skipped for them (logged at
-/// debug level). A value that is not valid JSON for `T` is logged with serde's error, and the
-/// watch goes on.
+/// `DEL`, `PURGE` and `EXPIRED` have no value. For them the handler is called only if `T` can be
+/// absent: `Json<Option<U>>` receives `None`; any other `Json<T>` handler is skipped for them
+/// (logged at debug level). A value that is not valid JSON for `T` is logged with serde's error,
+/// and the watch goes on.
 ///
 /// ```
 /// use faststream_core::{subscriber, Json};

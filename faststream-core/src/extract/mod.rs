@@ -70,7 +70,7 @@ pub trait FromHookContext: Sized {
     }
 }
 
-/// The value as UTF-8 text (empty for `DEL` and `PURGE`). Non-UTF-8 values are rejected.
+/// The value as UTF-8 text (empty for `DEL`, `PURGE` and `EXPIRED`). Non-UTF-8 values are rejected.
 impl FromKvMessage for String {
     fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
         std::str::from_utf8(message.value())
@@ -79,14 +79,14 @@ impl FromKvMessage for String {
     }
 }
 
-/// The value's bytes, copied (empty for `DEL` and `PURGE`).
+/// The value's bytes, copied (empty for `DEL`, `PURGE` and `EXPIRED`).
 impl FromKvMessage for Vec<u8> {
     fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
         Ok(message.value().to_vec())
     }
 }
 
-/// The value's bytes, shared without copying (empty for `DEL` and `PURGE`).
+/// The value's bytes, shared without copying (empty for `DEL`, `PURGE` and `EXPIRED`).
 impl FromKvMessage for Bytes {
     fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
         Ok(message.value().clone())

@@ -10,11 +10,19 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, stream};
 
 use crate::error::{DeclareBucketError, Error, Result};
+use crate::kv::features::{self, LIMIT_MARKERS_SINCE};
 
 pub use async_nats::jetstream::stream::{Placement, Republish, StorageType};
 
 /// The most revisions per key a bucket can keep (ADR-8).
 pub const MAX_HISTORY: i64 = 64;
+
+/// The shortest time the server keeps a limit marker (it refuses a shorter
+/// `subject_delete_marker_ttl`).
+const MIN_MARKER_TTL: Duration = Duration::from_secs(1);
+
+/// How [`BucketConfig::limit_markers`] is named in [`Error::ServerTooOld`].
+const LIMIT_MARKERS: &str = "limit markers (BucketConfig::limit_markers)";
 
 /// A bucket's configuration, with FastStream's `key_value` parameters.
 ///
@@ -45,6 +53,7 @@ pub struct BucketConfig {
     placement: Option<Placement>,
     republish: Option<Republish>,
     direct: bool,
+    limit_markers: Option<Duration>,
 }
 
 impl BucketConfig {
@@ -62,6 +71,7 @@ impl BucketConfig {
             placement: None,
             republish: None,
             direct: true,
+            limit_markers: None,
         }
     }
 
@@ -140,6 +150,32 @@ impl BucketConfig {
         self
     }
 
+    /// Allow per-key TTLs ([`KeyValue::create_with_ttl`](crate::KeyValue::create_with_ttl),
+    /// [`purge_with_ttl`](crate::KeyValue::purge_with_ttl)) and have the server write a limit
+    /// marker when a key ages out, by the bucket's [`ttl`](Self::ttl) or its own TTL: watchers
+    /// then see the expiry as an [`Operation::Expired`](crate::Operation::Expired) entry instead
+    /// of the key silently vanishing. `marker_ttl` is how long the marker itself is kept, at
+    /// least 1 s (the server's minimum); the server also raises any shorter per-key TTL to it.
+    ///
+    /// Needs nats-server 2.11 or newer: declaring the bucket on an older server is
+    /// [`Error::ServerTooOld`] before any request. Sets the stream's `allow_msg_ttl` and
+    /// `subject_delete_marker_ttl`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use faststream_core::kv::BucketConfig;
+    ///
+    /// let sessions = BucketConfig::new("sessions").limit_markers(Duration::from_secs(60));
+    /// assert!(sessions.validate().is_ok());
+    /// let too_short = BucketConfig::new("sessions").limit_markers(Duration::from_millis(500));
+    /// assert!(too_short.validate().is_err());
+    /// ```
+    #[must_use]
+    pub fn limit_markers(mut self, marker_ttl: Duration) -> Self {
+        self.limit_markers = Some(marker_ttl);
+        self
+    }
+
     /// Checks names and ranges without contacting the server.
     pub fn validate(&self) -> Result<()> {
         faststream_rules::validate_bucket(&self.bucket)?;
@@ -167,6 +203,21 @@ impl BucketConfig {
         if self.ttl == Some(Duration::ZERO) {
             return invalid("ttl must be longer than zero (leave it unset for no TTL)".into());
         }
+        if let Some(marker_ttl) = self.limit_markers.filter(|ttl| *ttl < MIN_MARKER_TTL) {
+            return invalid(format!(
+                "limit_markers must be at least {MIN_MARKER_TTL:?} (the server's minimum for \
+                 how long a marker is kept), got {marker_ttl:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that the server, which reported `server_version`, has what this configuration
+    /// asks for.
+    pub(crate) fn check_server(&self, server_version: &str) -> Result<()> {
+        if self.limit_markers.is_some() {
+            features::require(LIMIT_MARKERS, LIMIT_MARKERS_SINCE, server_version)?;
+        }
         Ok(())
     }
 
@@ -189,6 +240,8 @@ impl BucketConfig {
             num_replicas: self.replicas,
             discard: stream::DiscardPolicy::New,
             placement: self.placement.clone(),
+            allow_message_ttl: self.limit_markers.is_some(),
+            subject_delete_marker_ttl: self.limit_markers,
             ..Default::default()
         }
     }
@@ -262,7 +315,17 @@ impl BucketConfig {
             existing.allow_direct.to_string(),
             wanted.allow_direct.to_string(),
         );
+        compare("limit_markers", markers(existing), markers(&wanted));
         differences
+    }
+}
+
+/// A stream's per-message TTL and marker settings, as [`BucketConfig::differences`] shows them.
+fn markers(config: &stream::Config) -> String {
+    match (config.subject_delete_marker_ttl, config.allow_message_ttl) {
+        (Some(marker_ttl), _) => format!("{marker_ttl:?}"),
+        (None, true) => "none (per-key TTLs allowed)".to_owned(),
+        (None, false) => "none".to_owned(),
     }
 }
 
@@ -392,4 +455,57 @@ pub(crate) async fn create(
         bucket: config.bucket.clone(),
         source: DeclareBucketError::Create(error),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_markers() {
+        let config = BucketConfig::new("b").limit_markers(Duration::from_secs(1));
+        assert!(config.validate().is_ok());
+        let stream = config.to_stream_config();
+        assert!(stream.allow_message_ttl);
+        assert_eq!(
+            stream.subject_delete_marker_ttl,
+            Some(Duration::from_secs(1))
+        );
+        let plain = BucketConfig::new("b").to_stream_config();
+        assert!(!plain.allow_message_ttl);
+        assert_eq!(plain.subject_delete_marker_ttl, None);
+
+        let error = BucketConfig::new("b")
+            .limit_markers(Duration::from_millis(999))
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidBucketConfig { problem, .. }
+                if problem.starts_with("limit_markers must be at least 1s") && problem.ends_with("got 999ms")),
+            "{error}"
+        );
+
+        assert_eq!(
+            config.differences(&plain),
+            ["limit_markers: existing none, requested 1s"]
+        );
+        assert_eq!(
+            BucketConfig::new("b").differences(&stream),
+            ["limit_markers: existing 1s, requested none"]
+        );
+        assert!(config.differences(&stream).is_empty());
+    }
+
+    #[test]
+    fn limit_markers_need_2_11() {
+        let config = BucketConfig::new("b").limit_markers(Duration::from_secs(1));
+        assert!(config.check_server("2.11.0").is_ok());
+        assert!(BucketConfig::new("b").check_server("2.9.10").is_ok());
+        let error = config.check_server("2.9.10").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "limit markers (BucketConfig::limit_markers) need nats-server 2.11 or newer; the \
+             server is 2.9.10"
+        );
+    }
 }

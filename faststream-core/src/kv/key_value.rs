@@ -1,9 +1,12 @@
 //! `KeyValue`: a bucket handle whose key operations check the key before any request.
 
+use std::time::Duration;
+
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TtlError};
+use crate::kv::features::{self, LIMIT_MARKERS_SINCE};
 
 /// A bucket: async-nats's [`kv::Store`] whose key operations check the key against the NATS
 /// rules first, so an invalid key is an error naming it, before any request (async-nats lets
@@ -23,11 +26,13 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct KeyValue {
     store: kv::Store,
+    // For the server's version: per-key TTLs need nats-server 2.11.
+    client: async_nats::Client,
 }
 
 impl KeyValue {
-    pub(crate) fn new(store: kv::Store) -> Self {
-        Self { store }
+    pub(crate) fn new(store: kv::Store, client: async_nats::Client) -> Self {
+        Self { store, client }
     }
 
     /// The async-nats store, for anything this type does not wrap.
@@ -70,6 +75,30 @@ impl KeyValue {
 
     fn check(&self, operation: &'static str, key: &str) -> Result<()> {
         faststream_rules::validate_key(key).map_err(self.failed(operation, key))
+    }
+
+    /// Refuses a TTL operation that cannot work, before any request: a TTL under a second, a
+    /// server older than 2.11, or a bucket whose stream (as it was when looked up) does not
+    /// allow per-message TTLs.
+    fn check_ttl(
+        &self,
+        operation: &'static str,
+        feature: &'static str,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<()> {
+        if ttl < Duration::from_secs(1) {
+            return Err(self.failed(operation, key)(TtlError::TooShort { ttl }));
+        }
+        features::require(
+            feature,
+            LIMIT_MARKERS_SINCE,
+            &self.client.server_info().version,
+        )?;
+        if !self.store.stream.cached_info().config.allow_message_ttl {
+            return Err(self.failed(operation, key)(TtlError::NotAllowed));
+        }
+        Ok(())
     }
 
     fn failed<'a, E>(
@@ -139,6 +168,47 @@ impl KeyValue {
             .map_err(self.failed("create", key))
     }
 
+    /// Like [`create`](Self::create), and the value lives for `ttl`: when it ages out, the
+    /// server removes it and writes a limit marker, which watchers see as
+    /// [`Operation::Expired`](crate::Operation::Expired).
+    ///
+    /// NATS counts TTLs in whole seconds (the fraction is dropped), and the server raises a
+    /// TTL shorter than the bucket's marker TTL to it. Needs a bucket declared with
+    /// [`BucketConfig::limit_markers`](crate::kv::BucketConfig::limit_markers) and nats-server
+    /// 2.11 or newer; otherwise, and for a TTL under a second, an error before any request:
+    /// [`Error::ServerTooOld`], or [`Error::KeyValue`] caused by a [`TtlError`].
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use faststream_core::kv::BucketConfig;
+    ///
+    /// # async fn demo(broker: faststream_core::NatsBroker) -> anyhow::Result<()> {
+    /// let config = BucketConfig::new("sessions").limit_markers(Duration::from_secs(60));
+    /// let sessions = broker.key_value_with(config).await?;
+    /// sessions.create_with_ttl("abc", "alice".into(), Duration::from_secs(3600)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn create_with_ttl(
+        &self,
+        key: impl AsRef<str>,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<u64> {
+        let key = key.as_ref();
+        self.check("create", key)?;
+        self.check_ttl(
+            "create",
+            "per-key TTLs (KeyValue::create_with_ttl)",
+            key,
+            ttl,
+        )?;
+        self.store
+            .create_with_ttl(key, value, ttl)
+            .await
+            .map_err(self.failed("create", key))
+    }
+
     /// Writes `value` only if the latest revision of `key` is `revision`; returns the new one.
     pub async fn update(&self, key: impl AsRef<str>, value: Bytes, revision: u64) -> Result<u64> {
         let key = key.as_ref();
@@ -165,6 +235,19 @@ impl KeyValue {
         self.check("purge", key)?;
         self.store
             .purge(key)
+            .await
+            .map_err(self.failed("purge", key))
+    }
+
+    /// Like [`purge`](Self::purge), and the purge marker itself is removed after `ttl`, leaving
+    /// the key with no entry at all (no further marker follows). Whole seconds, the same
+    /// requirements and the same errors as [`create_with_ttl`](Self::create_with_ttl).
+    pub async fn purge_with_ttl(&self, key: impl AsRef<str>, ttl: Duration) -> Result<()> {
+        let key = key.as_ref();
+        self.check("purge", key)?;
+        self.check_ttl("purge", "per-key TTLs (KeyValue::purge_with_ttl)", key, ttl)?;
+        self.store
+            .purge_with_ttl(key, ttl)
             .await
             .map_err(self.failed("purge", key))
     }

@@ -17,15 +17,24 @@ pub enum Operation {
     Delete,
     /// The key was purged (its history dropped); the value is empty.
     Purge,
+    /// The key aged out, by the bucket's `ttl` or its own TTL
+    /// ([`KeyValue::create_with_ttl`](crate::KeyValue::create_with_ttl)), and the server wrote
+    /// a limit marker in its place; the value is empty. Only buckets declared with
+    /// [`BucketConfig::limit_markers`](crate::kv::BucketConfig::limit_markers) (nats-server 2.11
+    /// or newer) get markers; in other buckets an expired key vanishes without an entry.
+    Expired,
 }
 
 impl Operation {
-    /// `PUT`, `DEL` or `PURGE`, as NATS writes them in the `KV-Operation` header.
+    /// `PUT`, `DEL` or `PURGE`, as NATS writes them in the `KV-Operation` header, or `EXPIRED`
+    /// (NATS writes no `KV-Operation` for an expiry: the server's marker says
+    /// `Nats-Marker-Reason: MaxAge` instead).
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Put => "PUT",
             Operation::Delete => "DEL",
             Operation::Purge => "PURGE",
+            Operation::Expired => "EXPIRED",
         }
     }
 }
@@ -36,6 +45,9 @@ impl fmt::Display for Operation {
     }
 }
 
+/// async-nats reports an expiry marker as [`kv::Operation::Purge`], so entries read through
+/// async-nats (for example [`KeyValue::entry`](crate::KeyValue::entry)) never say `Expired`;
+/// only watches do.
 impl From<kv::Operation> for Operation {
     fn from(operation: kv::Operation) -> Self {
         match operation {
@@ -83,7 +95,7 @@ impl KvMessage {
         &self.key
     }
 
-    /// The raw value; empty for `DEL` and `PURGE`.
+    /// The raw value; empty for `DEL`, `PURGE` and `EXPIRED`.
     pub fn value(&self) -> &Bytes {
         &self.value
     }
@@ -103,7 +115,7 @@ impl KvMessage {
         self.created
     }
 
-    /// `Put`, `Delete` or `Purge`.
+    /// `Put`, `Delete`, `Purge` or `Expired`.
     pub fn operation(&self) -> Operation {
         self.operation
     }

@@ -3,6 +3,7 @@
 //! live views a watcher keeps.
 
 pub(crate) mod bucket;
+pub(crate) mod features;
 pub(crate) mod key_value;
 pub(crate) mod message;
 pub(crate) mod options;

@@ -103,7 +103,8 @@ impl KvWatch {
         self
     }
 
-    /// Never call the handler for `DEL` and `PURGE` entries.
+    /// Never call the handler for `DEL`, `PURGE` and `EXPIRED` entries (every entry that is not
+    /// a `PUT`).
     #[must_use]
     pub fn ignore_deletes(mut self, ignore_deletes: bool) -> Self {
         self.ignore_deletes = ignore_deletes;
