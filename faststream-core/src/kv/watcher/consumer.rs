@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_nats::connection::State as ConnectionState;
 use async_nats::jetstream::consumer::push;
 use async_nats::jetstream::context::GetStreamErrorKind;
-use async_nats::jetstream::stream::ConsumerErrorKind;
+use async_nats::jetstream::stream::{ConsumerErrorKind, LastRawMessageErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 
 use super::{Position, CONNECTION_POLL, FIRST_REWATCH_DELAY, MAX_REWATCH_DELAY};
@@ -93,6 +93,26 @@ pub(super) async fn delete_consumer(
         }
         delay = next_delay(delay, MAX_REWATCH_DELAY);
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// The revision of the last entry of the keys `filter` matches (0 if there is none): the head
+/// a catch-up must reach. One request to the stream's leader, so it is not behind the watch.
+/// `None` if the lookup failed.
+pub(super) async fn head_revision(
+    jetstream: &jetstream::Context,
+    stream_name: &str,
+    filter: &str,
+) -> Option<u64> {
+    let stream = jetstream.get_stream_no_info(stream_name).await.ok()?;
+    match stream.get_last_raw_message_by_subject(filter).await {
+        Ok(message) => Some(message.sequence),
+        Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Some(0),
+        Err(error) => {
+            tracing::debug!(stream = stream_name, filter, error = %chain(&error),
+                "head lookup failed");
+            None
+        }
     }
 }
 

@@ -23,12 +23,14 @@
 //! - knows when it has delivered the bucket's state as of its start (caught up), and says so
 //!   in its event stream and its [`WatchStatus`].
 //!
-//! Caught up means: the consumer had nothing to deliver when created, or a message arrived with
-//! nothing pending after it, as nats.go and async-nats define it. A watch whose reader is
-//! slower than the bucket's writers is therefore not caught up until it catches up for real,
-//! which is the truth; a count of the messages pending at creation would not do: a key
-//! overwritten during the catch-up loses its old message before it is sent, and the count
-//! would be reached with that key's new value still to come.
+//! Caught up means the watch has reached the head of the bucket: every entry that existed
+//! when it started (or its newer value) has been delivered. nats.go and async-nats take a
+//! message with nothing pending after it as the sign; but when keys are rewritten during a
+//! latest-per-key catch-up, nats-server (2.9 and 2.15 alike) reports nothing pending while
+//! their new values are still to come. So that sign only starts a check: one request for the
+//! last revision of the watched keys, and the watch is caught up once it has read that far. A
+//! reader slower than the bucket's writers is therefore not caught up until it catches up for
+//! real.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -47,7 +49,9 @@ mod consumer;
 mod delivery;
 mod status;
 
-use consumer::{create, delete_consumer, next_delay, Attempt, CreateFailure, Created};
+use consumer::{
+    create, delete_consumer, head_revision, next_delay, Attempt, CreateFailure, Created,
+};
 use delivery::{operation, parse_reply};
 use status::StatusWriter;
 pub use status::{CatchUp, WatchEvent, WatchPhase, WatchStatus};
@@ -113,6 +117,11 @@ pub struct KvWatcher {
     catch_up_entries: u64,
     /// The last catch-up announced was for the current state (reset when starting over).
     caught_up_announced: bool,
+    /// Looking up the head of the watched keys, to confirm a catch-up; `None` in the result:
+    /// the lookup failed.
+    head_check: Option<JoinHandle<Option<u64>>>,
+    /// The head found by the last check, when the watch had not reached it yet.
+    head_target: Option<u64>,
 }
 
 /// Where the watch stands: what a re-created consumer must start after.
@@ -232,6 +241,8 @@ impl KvWatcher {
             catch_up_started: Instant::now(),
             catch_up_entries: 0,
             caught_up_announced: false,
+            head_check: None,
+            head_target: None,
         };
         // Start-up fails rather than waiting without bound for a connection.
         let attempt = watcher.attempt(Some(watcher.options.timeout));
@@ -316,6 +327,15 @@ impl KvWatcher {
             if let Some(event) = self.events.pop_front() {
                 return Some(event);
             }
+            if self
+                .head_check
+                .as_ref()
+                .is_some_and(JoinHandle::is_finished)
+            {
+                let head = finished_check(&mut self.head_check).await;
+                self.head_checked(head);
+                continue;
+            }
             let Some(active) = self.active.as_mut() else {
                 if !self.wait_for_consumer().await {
                     return None;
@@ -346,6 +366,11 @@ impl KvWatcher {
                             self.rewatch(format_args!("the connection was re-established"));
                             continue;
                         }
+                        head = finished_check(&mut self.head_check),
+                            if self.head_check.is_some() => {
+                            self.head_checked(head);
+                            continue;
+                        }
                     }
                 }
             };
@@ -369,6 +394,39 @@ impl KvWatcher {
                 }
             }
         }
+    }
+
+    /// Looks up the head of the watched keys in the background (one at a time).
+    fn start_head_check(&mut self) {
+        if self.head_check.is_some() {
+            return;
+        }
+        let jetstream = self.jetstream.clone();
+        let stream = self.stream_name.clone();
+        let filter = self.filter_subject.clone();
+        self.head_check = Some(tokio::spawn(async move {
+            head_revision(&jetstream, &stream, &filter).await
+        }));
+    }
+
+    /// Caught up if the watch has read as far as the head found; a failed lookup trusts the
+    /// server's count instead.
+    fn head_checked(&mut self, head: Option<u64>) {
+        let read = self.position.last_revision.unwrap_or(0);
+        match head {
+            Some(head) if head > read => {
+                tracing::debug!(bucket = %self.bucket, filter = %self.filter_subject, head, read,
+                    "nothing pending, but the head is further: catching up on");
+                self.head_target = Some(head);
+            }
+            Some(_) => self.position.caught_up = true,
+            None => {
+                tracing::debug!(bucket = %self.bucket, filter = %self.filter_subject,
+                    "could not look up the head of the watched keys; trusting the server's count");
+                self.position.caught_up = true;
+            }
+        }
+        self.check_caught_up();
     }
 
     /// Queues the catch-up event the first time the position says the state is delivered.
@@ -552,6 +610,10 @@ impl KvWatcher {
         self.position = created.position;
         // The first stream of a watch is not a start over: nothing was delivered from another.
         if created.new_stream {
+            if let Some(check) = self.head_check.take() {
+                check.abort();
+            }
+            self.head_target = None;
             self.caught_up_announced = false;
             self.catch_up_started = Instant::now();
             self.catch_up_entries = 0;
@@ -640,8 +702,15 @@ impl KvWatcher {
         }
         active.consumer_sequence = delivery.consumer_sequence;
         self.status.set_pending(delivery.pending);
-        if delivery.pending == 0 {
-            self.position.caught_up = true;
+        if !self.position.caught_up {
+            if self
+                .head_target
+                .is_some_and(|head| delivery.stream_sequence >= head)
+            {
+                self.position.caught_up = true;
+            } else if delivery.pending == 0 {
+                self.start_head_check();
+            }
         }
         if self
             .position
@@ -731,6 +800,9 @@ impl Drop for KvWatcher {
         if let Some(creating) = self.creating.take() {
             creating.abort();
         }
+        if let Some(check) = self.head_check.take() {
+            check.abort();
+        }
         self.retire_active();
         // An aborted or failed attempt's consumer may exist.
         if !self.unconfirmed.is_empty() {
@@ -738,6 +810,17 @@ impl Drop for KvWatcher {
             self.delete_consumers(names);
         }
     }
+}
+
+/// The result of the head check in `slot`, emptying it; never completes if there is none.
+async fn finished_check(slot: &mut Option<JoinHandle<Option<u64>>>) -> Option<u64> {
+    let Some(check) = slot.as_mut() else {
+        return std::future::pending().await;
+    };
+    // Awaiting a `&mut JoinHandle` is cancel-safe: the check goes on without us.
+    let head = check.await.ok().flatten();
+    *slot = None;
+    head
 }
 
 /// Completes when the connection has been re-established; never if the broker is gone.
