@@ -585,3 +585,31 @@ async fn a_view_drops_a_key_when_its_expiry_marker_arrives() -> anyhow::Result<(
     })
     .await
 }
+
+#[tokio::test]
+async fn a_view_reloads_a_bucket_that_was_created_again_and_drops_what_vanished(
+) -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let broker = connected_broker(&server).await?;
+        let config = BucketConfig::new("again").history(2);
+        let store = broker.key_value_with(config.clone()).await?;
+        store.put("a", "1".into()).await?;
+        store.put("b", "2".into()).await?;
+        let mut view = broker.kv_view_raw("again", ">").await?;
+        assert_eq!(view.keys(), ["a", "b"]);
+
+        // Deleted and created again behind the broker's back, with other keys.
+        let js = jetstream(&server).await?;
+        js.delete_stream("KV_again").await?;
+        let other = connected_broker(&server).await?;
+        let fresh = other.key_value_with(config).await?;
+        fresh.put("c", "3".into()).await?;
+        wait_for_view(&mut view, "the new bucket's state", |view| {
+            view.keys() == ["c"]
+        })
+        .await?;
+        assert_eq!(view.revision(), 1);
+        Ok(())
+    })
+    .await
+}
