@@ -19,6 +19,15 @@ async fn every_workload_runs_and_prints_json() -> anyhow::Result<()> {
         (vec!["latency", "20"], vec!["latency_p50_vs_raw"]),
         (vec!["slow", "100", "10"], vec!["slow_64_workers_vs_1"]),
         (vec!["keys", "100"], vec!["peak_rss_10k_keys_vs_raw"]),
+        (
+            vec!["view", "300", "50", "1000", "0.2"],
+            vec![
+                "view_catchup_vs_raw",
+                "view_catchup_cpu_vs_raw",
+                "view_get_p99_writer_vs_idle",
+                "view_writer_puts_per_s",
+            ],
+        ),
     ] {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kv_bench"))
             .args(&args)

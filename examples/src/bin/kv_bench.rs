@@ -10,7 +10,13 @@
 //! cargo run --release -p examples --bin kv_bench -- latency 500
 //! cargo run --release -p examples --bin kv_bench -- slow 2000 1000
 //! cargo run --release -p examples --bin kv_bench -- keys 10000
+//! cargo run --release -p examples --bin kv_bench -- view 100000 10000 10000 2
 //! ```
+//!
+//! `view N K RATE SECONDS`: bucket state. A `KvView`'s catch-up over `N` keys against a raw
+//! `watch_with_history` (counting, and decoding into a `HashMap`), with the RSS each adds per
+//! key; then `get` on a view of `K` keys for `SECONDS`, idle and while a writer on its own
+//! connection changes `RATE` keys a second.
 //!
 //! Every consumer runs in its own process (this binary, started with `consume ...`), so that
 //! its peak RSS and CPU time are its own; the parent writes the data first. To profile one
@@ -19,15 +25,18 @@
 //! ```text
 //! kv_bench prefill bench 20000 1000
 //! kv_bench consume replay faststream-rs bench 20000     # or async-nats-raw
+//! kv_bench prefill-view bench 100000
+//! kv_bench catchup faststream-rs-view bench 100000     # or async-nats-raw, ...
 //! ```
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use faststream_core::{subscriber, App, KvWatch, NatsBroker, State};
+use faststream_core::kv::WatchEvent;
+use faststream_core::{subscriber, App, KvView, KvWatch, NatsBroker, State};
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
@@ -334,11 +343,314 @@ async fn latency(implementation: &str, m: usize) -> anyhow::Result<Value> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Bucket state: a KvView's catch-up, memory per key, and reads while a writer changes the bucket.
+// ---------------------------------------------------------------------------------------------
+
+/// A view over `k.*` decoded from JSON (`kv_view::<Flag>`).
+const VIEW: &str = "faststream-rs-view";
+/// The same view without decoding (`kv_view_raw`): separates decoding from the map's cost.
+const VIEW_RAW: &str = "faststream-rs-view-raw";
+/// FastStream's own watch (`kv_watch`, what the view reads), counting entries until
+/// `CaughtUp`: separates the watch from the view's map.
+const WATCH: &str = "faststream-rs-watch";
+/// A raw `watch_with_history(">")`, counting entries until one has `seen_current`.
+const RAW_COUNT: &str = "async-nats-raw";
+/// The same, decoding each value into `Flag` and inserting it into a `std` `HashMap`: what a
+/// user would write by hand.
+const RAW_MAP: &str = "async-nats-raw-map";
+
+/// The value of every key in the view workloads, e.g. `{"enabled":true,"n":123}`.
+#[derive(serde::Deserialize)]
+struct Flag {
+    enabled: bool,
+    n: u64,
+}
+
+fn flag_json(n: u64) -> bytes::Bytes {
+    format!(r#"{{"enabled":true,"n":{n}}}"#).into()
+}
+
+/// A small xorshift generator: random keys without a dependency, a few cycles per number.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// This process's resident set, from `/proc/self/statm`.
+fn rss_bytes() -> anyhow::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .context("/proc/self/statm has no resident field")?
+        .parse()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Ok(pages * u64::try_from(page).unwrap_or(4096))
+}
+
+/// `catchup IMPL BUCKET N`: connects, then times getting every key's latest value of a bucket
+/// holding `n` keys (bucket lookup, watch and catch-up); RSS is taken after connecting and
+/// again once caught up, with the map (and the watch) still held.
+async fn view_catchup(implementation: &str, n: usize) -> anyhow::Result<Value> {
+    let bucket = bucket();
+    let broker = NatsBroker::new(url());
+    let mut client = None;
+    if implementation.starts_with(FRAMEWORK) {
+        broker.connect().await?;
+    } else {
+        client = Some(async_nats::connect(url()).await?);
+    }
+    let rss_before = rss_bytes()?;
+    let (cpu_before, _) = usage();
+    let started = Instant::now();
+    // What each side holds once caught up, kept until RSS is read.
+    let held: Box<dyn std::any::Any>;
+    let keys = match (implementation, client) {
+        (VIEW, _) => {
+            let view = broker
+                .kv_view::<Flag>(KvWatch::new(bucket.clone()), ">")
+                .await?;
+            let keys = view.len();
+            held = Box::new(view);
+            keys
+        }
+        (VIEW_RAW, _) => {
+            let view = broker
+                .kv_view_raw(KvWatch::new(bucket.clone()), ">")
+                .await?;
+            let keys = view.len();
+            held = Box::new(view);
+            keys
+        }
+        (WATCH, _) => {
+            let mut watcher = broker.kv_watch(">", KvWatch::new(bucket.clone())).await?;
+            let mut seen = 0;
+            loop {
+                match tokio::time::timeout(TIMEOUT, watcher.next_event())
+                    .await?
+                    .context("watch ended")?
+                {
+                    WatchEvent::Entry(entry) => {
+                        std::hint::black_box(&entry);
+                        seen += 1;
+                    }
+                    WatchEvent::CaughtUp(_) => break,
+                    WatchEvent::StartedOver => seen = 0,
+                    _ => {}
+                }
+            }
+            held = Box::new(watcher);
+            seen
+        }
+        (RAW_COUNT | RAW_MAP, Some(client)) => {
+            let store = async_nats::jetstream::new(client)
+                .get_key_value(&bucket)
+                .await?;
+            let mut watch = store.watch_with_history(">").await?;
+            let mut map = std::collections::HashMap::new();
+            let mut seen = 0;
+            let decode = implementation == RAW_MAP;
+            loop {
+                let entry = tokio::time::timeout(TIMEOUT, watch.next())
+                    .await?
+                    .context("watch ended")??;
+                seen += 1;
+                if decode {
+                    use async_nats::jetstream::kv::Operation;
+                    match (
+                        entry.operation,
+                        serde_json::from_slice::<Flag>(&entry.value),
+                    ) {
+                        (Operation::Put, Ok(flag)) => {
+                            map.insert(entry.key, flag);
+                        }
+                        _ => {
+                            map.remove(&entry.key);
+                        }
+                    }
+                } else {
+                    std::hint::black_box(&entry);
+                }
+                if entry.seen_current {
+                    break;
+                }
+            }
+            let keys = if decode { map.len() } else { seen };
+            held = Box::new((map, watch, store));
+            keys
+        }
+        other => anyhow::bail!("unknown view consumer {other:?}"),
+    };
+    let took = started.elapsed();
+    let (cpu_after, peak_rss_kib) = usage();
+    let rss_delta = rss_bytes()?.saturating_sub(rss_before);
+    anyhow::ensure!(keys == n, "{implementation} saw {keys} keys, expected {n}");
+    drop(held);
+    Ok(json!({
+        "impl": implementation,
+        "mode": "view_catchup",
+        "n": n,
+        "seconds": took.as_secs_f64(),
+        "keys_per_s": n as f64 / took.as_secs_f64(),
+        "cpu_s": cpu_after.saturating_sub(cpu_before).as_secs_f64(),
+        "rss_delta_kib": rss_delta / 1024,
+        "bytes_per_key": rss_delta as f64 / n as f64,
+        "peak_rss_kib": peak_rss_kib,
+    }))
+}
+
+/// Gets timed together: one `Instant` pair per batch, so the clock's own cost (about 20 ns a
+/// read) stays out of the per-get figure.
+const GET_BATCH: usize = 32;
+
+/// Calls `view.get` on random keys for `duration` on this thread; returns the number of gets,
+/// the time taken and every batch's time in nanoseconds.
+fn read_loop(
+    view: &KvView<Flag>,
+    keys: &[String],
+    duration: Duration,
+) -> (u64, Duration, Vec<u64>) {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut batches = Vec::with_capacity(1 << 20);
+    let mut hits = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        let batch = Instant::now();
+        for _ in 0..GET_BATCH {
+            if let Some(flag) = view.get(&keys[rng.below(keys.len())]) {
+                hits += u64::from(flag.enabled) + (flag.n & 1);
+            }
+        }
+        batches.push(u64::try_from(batch.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    }
+    std::hint::black_box(hits);
+    let reads = (batches.len() * GET_BATCH) as u64;
+    (reads, started.elapsed(), batches)
+}
+
+/// Puts `rate` changes a second to random keys of the bucket, in batches every 10 ms (publishes
+/// pipelined, then their acks awaited), until `stop`; returns the puts acknowledged and the
+/// time taken.
+async fn write_paced(
+    js: async_nats::jetstream::Context,
+    keys: usize,
+    rate: usize,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(u64, Duration)> {
+    const TICK: Duration = Duration::from_millis(10);
+    let per_tick = (rate / 100).max(1);
+    let bucket = bucket();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut ticker = tokio::time::interval(TICK);
+    let mut acks = Vec::with_capacity(per_tick);
+    let mut written = 0;
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        ticker.tick().await;
+        for _ in 0..per_tick {
+            let subject = format!("$KV.{bucket}.k.{}", rng.below(keys));
+            acks.push(js.publish(subject, flag_json(rng.next() % 1000)).await?);
+        }
+        for ack in acks.drain(..) {
+            ack.await?;
+            written += 1;
+        }
+    }
+    Ok((written, started.elapsed()))
+}
+
+/// `viewget MODE BUCKET K RATE SECONDS`: a view over the bucket's `k` keys, caught up; a thread
+/// calls `get` on random keys for `seconds` while (MODE `writer`) a task on its own connection
+/// changes `rate` keys a second, or (MODE `idle`) nothing changes.
+async fn view_reads(mode: &str, keys: usize, rate: usize, seconds: f64) -> anyhow::Result<Value> {
+    let broker = NatsBroker::new(url());
+    broker.connect().await?;
+    let view = broker.kv_view::<Flag>(KvWatch::new(bucket()), ">").await?;
+    anyhow::ensure!(
+        view.len() == keys,
+        "the view has {} keys, expected {keys}",
+        view.len()
+    );
+    let names: Vec<String> = (0..keys).map(|i| format!("k.{i}")).collect();
+    let revision_before = view.revision();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = match mode {
+        "writer" => {
+            let js = async_nats::jetstream::new(async_nats::connect(url()).await?);
+            Some(tokio::spawn(write_paced(js, keys, rate, Arc::clone(&stop))))
+        }
+        "idle" => None,
+        other => anyhow::bail!("unknown read mode {other:?}"),
+    };
+    let reader_view = view.clone();
+    let duration = Duration::from_secs_f64(seconds);
+    let (reads, took, mut batches) =
+        tokio::task::spawn_blocking(move || read_loop(&reader_view, &names, duration)).await?;
+    stop.store(true, Ordering::Relaxed);
+    let (written, write_time) = match writer {
+        Some(writer) => writer.await??,
+        None => (0, Duration::ZERO),
+    };
+    anyhow::ensure!(!batches.is_empty(), "no reads");
+    batches.sort_unstable();
+    let percentile = |p: f64| batches[((batches.len() as f64 * p) as usize).min(batches.len() - 1)];
+    let per_get = |nanos: u64| nanos as f64 / GET_BATCH as f64;
+    Ok(json!({
+        "impl": VIEW,
+        "mode": format!("view_get_{mode}"),
+        "keys": keys,
+        "seconds": took.as_secs_f64(),
+        "reads_per_s": reads as f64 / took.as_secs_f64(),
+        "measured": format!("one Instant pair per batch of {GET_BATCH} gets on random keys; \
+            p50/p99 are batch time / {GET_BATCH}, max_batch_ns the slowest whole batch \
+            (an upper bound of the slowest get)"),
+        "get_p50_ns": per_get(percentile(0.5)),
+        "get_p99_ns": per_get(percentile(0.99)),
+        "get_p999_ns": per_get(percentile(0.999)),
+        "max_batch_ns": batches[batches.len() - 1],
+        "writer_target_per_s": if mode == "writer" { rate } else { 0 },
+        "writer_puts_per_s": if written > 0 {
+            written as f64 / write_time.as_secs_f64()
+        } else {
+            0.0
+        },
+        "view_revisions_advanced": view.revision().saturating_sub(revision_before),
+    }))
+}
+
+/// Writes one entry `{"enabled":true,"n":i}` to each of `keys` keys `k.0` ... of a fresh bucket.
+async fn prefill_flags(bucket: &str, keys: usize) -> anyhow::Result<()> {
+    prefill_with(bucket, keys, keys, |i| flag_json(i as u64)).await
+}
+
+// ---------------------------------------------------------------------------------------------
 // The orchestrator.
 // ---------------------------------------------------------------------------------------------
 
 /// Writes `n` entries over `keys` keys to a fresh bucket with history 64.
 async fn prefill(bucket: &str, n: usize, keys: usize) -> anyhow::Result<()> {
+    prefill_with(bucket, n, keys, |i| format!("v{i}").into()).await
+}
+
+/// Writes `n` entries over `keys` keys `k.0` ... to a fresh bucket with history 64, entry `i`
+/// with the value `value(i)` (publishes pipelined, 512 acks outstanding).
+async fn prefill_with(
+    bucket: &str,
+    n: usize,
+    keys: usize,
+    value: impl Fn(usize) -> bytes::Bytes,
+) -> anyhow::Result<()> {
     let client = async_nats::connect(url()).await?;
     let js = async_nats::jetstream::new(client);
     let _ = js.delete_stream(format!("KV_{bucket}")).await;
@@ -350,7 +662,7 @@ async fn prefill(bucket: &str, n: usize, keys: usize) -> anyhow::Result<()> {
     let mut acks = Vec::with_capacity(512);
     for i in 0..n {
         let subject = format!("$KV.{bucket}.k.{}", i % keys);
-        acks.push(js.publish(subject, format!("v{i}").into()).await?);
+        acks.push(js.publish(subject, value(i)).await?);
         if acks.len() == 512 {
             for ack in acks.drain(..) {
                 ack.await?;
@@ -479,6 +791,9 @@ struct Sizes {
     latency: usize,
     slow: (usize, usize),
     keys: usize,
+    /// Keys of the catch-up bucket, keys of the read bucket, writer changes a second, seconds
+    /// of reading.
+    view: (usize, usize, usize, f64),
 }
 
 async fn run_all(sizes: Sizes, with_python: bool, only: Option<&str>) -> anyhow::Result<()> {
@@ -592,6 +907,134 @@ async fn run_all(sizes: Sizes, with_python: bool, only: Option<&str>) -> anyhow:
         );
     }
 
+    if wanted("view") {
+        let (n, keys, rate, seconds) = sizes.view;
+        let bucket = format!("bench_view_{pid}");
+        prefill_flags(&bucket, n).await?;
+        let runs = compare(
+            &[VIEW, RAW_COUNT, RAW_MAP, VIEW_RAW, WATCH],
+            REPEATS,
+            |implementation| {
+                let args = [
+                    "catchup".to_owned(),
+                    implementation,
+                    bucket.clone(),
+                    n.to_string(),
+                ];
+                async move { child(&args).await }
+            },
+        )
+        .await?;
+        drop_bucket(&bucket).await?;
+        let (view, raw, raw_map, view_raw, watch) =
+            (&runs[0], &runs[1], &runs[2], &runs[3], &runs[4]);
+        // Speed ratios: raw time / view time, so above 1 the view is faster.
+        let speed = |of: &Runs, against: &Runs| against.median("seconds") / of.median("seconds");
+        let best = |of: &Runs, against: &Runs| against.lowest("seconds") / of.lowest("seconds");
+        summary.insert("view_catchup_vs_raw".into(), json!(speed(view, raw)));
+        summary.insert("view_catchup_best_vs_raw".into(), json!(best(view, raw)));
+        summary.insert(
+            "view_catchup_cpu_vs_raw".into(),
+            json!(raw.median("cpu_s") / view.median("cpu_s")),
+        );
+        summary.insert(
+            "view_catchup_vs_raw_map".into(),
+            json!(speed(view, raw_map)),
+        );
+        summary.insert(
+            "view_raw_catchup_vs_raw".into(),
+            json!(speed(view_raw, raw)),
+        );
+        summary.insert("watch_catchup_vs_raw".into(), json!(speed(watch, raw)));
+        summary.insert(
+            "view_bytes_per_key".into(),
+            json!(view.median("bytes_per_key")),
+        );
+        summary.insert(
+            "raw_map_bytes_per_key".into(),
+            json!(raw_map.median("bytes_per_key")),
+        );
+        eprintln!(
+            "view catch-up, {n} keys (median of {REPEATS}; best): kv_view {:.3} s ({:.3}), \
+             raw watch {:.3} s ({:.3}), raw watch + serde + HashMap {:.3} s ({:.3}), \
+             kv_view_raw {:.3} s ({:.3}), kv_watch alone {:.3} s ({:.3}); raw/view {:.2}x \
+             (best {:.2}x)",
+            view.median("seconds"),
+            view.lowest("seconds"),
+            raw.median("seconds"),
+            raw.lowest("seconds"),
+            raw_map.median("seconds"),
+            raw_map.lowest("seconds"),
+            view_raw.median("seconds"),
+            view_raw.lowest("seconds"),
+            watch.median("seconds"),
+            watch.lowest("seconds"),
+            speed(view, raw),
+            best(view, raw),
+        );
+        eprintln!(
+            "CPU time of the catch-up (median): kv_view {:.3} s, raw watch {:.3} s, \
+             raw watch + serde + HashMap {:.3} s, kv_view_raw {:.3} s, kv_watch alone {:.3} s",
+            view.median("cpu_s"),
+            raw.median("cpu_s"),
+            raw_map.median("cpu_s"),
+            view_raw.median("cpu_s"),
+            watch.median("cpu_s"),
+        );
+        eprintln!(
+            "memory per key (RSS after catch-up - before, / {n}): kv_view {:.0} B, \
+             raw HashMap<String, Flag> {:.0} B, kv_view_raw {:.0} B",
+            view.median("bytes_per_key"),
+            raw_map.median("bytes_per_key"),
+            view_raw.median("bytes_per_key"),
+        );
+
+        let bucket = format!("bench_view_get_{pid}");
+        prefill_flags(&bucket, keys).await?;
+        let runs = compare(&["idle", "writer"], REPEATS, |mode| {
+            let args = [
+                "viewget".to_owned(),
+                mode,
+                bucket.clone(),
+                keys.to_string(),
+                rate.to_string(),
+                seconds.to_string(),
+            ];
+            async move { child(&args).await }
+        })
+        .await?;
+        drop_bucket(&bucket).await?;
+        let (idle, writer) = (&runs[0], &runs[1]);
+        for (name, runs) in [("idle", idle), ("writer", writer)] {
+            for field in ["get_p50_ns", "get_p99_ns", "reads_per_s"] {
+                summary.insert(format!("view_{field}_{name}"), json!(runs.median(field)));
+            }
+        }
+        summary.insert(
+            "view_get_p99_writer_vs_idle".into(),
+            json!(writer.median("get_p99_ns") / idle.median("get_p99_ns")),
+        );
+        summary.insert(
+            "view_writer_puts_per_s".into(),
+            json!(writer.median("writer_puts_per_s")),
+        );
+        eprintln!(
+            "view get, {keys} keys, {seconds} s per run (median of {REPEATS}; batches of \
+             {GET_BATCH} timed together): idle p50 {:.0} ns p99 {:.0} ns, {:.1} M gets/s; \
+             writer at {:.0}/s (target {rate}/s): p50 {:.0} ns p99 {:.0} ns, {:.1} M gets/s; \
+             slowest batch of {GET_BATCH} {:.1} us idle, {:.1} us writer",
+            idle.median("get_p50_ns"),
+            idle.median("get_p99_ns"),
+            idle.median("reads_per_s") / 1e6,
+            writer.median("writer_puts_per_s"),
+            writer.median("get_p50_ns"),
+            writer.median("get_p99_ns"),
+            writer.median("reads_per_s") / 1e6,
+            idle.median("max_batch_ns") / 1e3,
+            writer.median("max_batch_ns") / 1e3,
+        );
+    }
+
     emit(&json!({ "summary": summary }));
     Ok(())
 }
@@ -628,16 +1071,37 @@ async fn main() -> anyhow::Result<()> {
             let bucket = required(&args, 1)?;
             prefill(bucket, arg(&args, 2, 20_000)?, arg(&args, 3, 1_000)?).await?;
         }
+        Some("prefill-view") => {
+            // `prefill-view BUCKET N`: N keys of JSON flags, for `catchup ...` alone.
+            prefill_flags(required(&args, 1)?, arg(&args, 2, 100_000)?).await?;
+        }
+        Some("catchup") => {
+            // `catchup IMPL BUCKET N`: one view catch-up consumer.
+            let _ = BUCKET.set(required(&args, 2)?.to_owned());
+            emit(&view_catchup(required(&args, 1)?, arg(&args, 3, 0usize)?).await?);
+        }
+        Some("viewget") => {
+            // `viewget idle|writer BUCKET K RATE SECONDS`: reads from a view.
+            let _ = BUCKET.set(required(&args, 2)?.to_owned());
+            let (keys, rate) = (arg(&args, 3, 10_000usize)?, arg(&args, 4, 10_000usize)?);
+            emit(&view_reads(required(&args, 1)?, keys, rate, arg(&args, 5, 2.0)?).await?);
+        }
         Some("latency") if args.len() == 4 => {
             let _ = BUCKET.set(required(&args, 2)?.to_owned());
             emit(&latency(required(&args, 1)?, arg(&args, 3, 500)?).await?);
         }
-        Some(mode @ ("replay" | "latency" | "slow" | "keys")) => {
+        Some(mode @ ("replay" | "latency" | "slow" | "keys" | "view")) => {
             let sizes = Sizes {
                 replay: (arg(&args, 1, 20_000)?, arg(&args, 2, 1_000)?),
                 latency: arg(&args, 1, 500)?,
                 slow: (arg(&args, 1, 20_000)?, arg(&args, 2, 1_000)?),
                 keys: arg(&args, 1, 10_000)?,
+                view: (
+                    arg(&args, 1, 100_000)?,
+                    arg(&args, 2, 10_000)?,
+                    arg(&args, 3, 10_000)?,
+                    arg(&args, 4, 2.0)?,
+                ),
             };
             run_all(sizes, with_python, Some(mode)).await?;
         }
@@ -647,11 +1111,13 @@ async fn main() -> anyhow::Result<()> {
                 latency: 500,
                 slow: (20_000, 1_000),
                 keys: 10_000,
+                view: (100_000, 10_000, 10_000, 2.0),
             };
             run_all(sizes, with_python, None).await?;
         }
         Some(other) => anyhow::bail!(
-            "unknown workload `{other}`; expected replay N KEYS, latency M, slow N KEYS or keys K"
+            "unknown workload `{other}`; expected replay N KEYS, latency M, slow N KEYS, keys K \
+             or view N K RATE SECONDS"
         ),
     }
     Ok(())
