@@ -284,6 +284,12 @@ impl KvWatch {
     }
 }
 
+impl From<String> for KvWatch {
+    fn from(bucket: String) -> Self {
+        Self::new(bucket)
+    }
+}
+
 impl From<&'static str> for KvWatch {
     fn from(bucket: &'static str) -> Self {
         Self::new(bucket)

@@ -12,6 +12,9 @@
 //! server's timestamp of each entry (clock skew between the server and this host shifts it).
 //! After the bucket's stream is replaced (deleted and created again), the view goes on showing
 //! the old state while it loads the new one, then switches to it whole.
+//!
+//! Reading the watch and applying its entries run in two tasks, handing over batches, so that a
+//! catch-up takes about as long as the watch alone rather than the sum of both.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::message::{KvMessage, Operation};
 use super::watcher::{KvWatcher, WatchEvent, WatchStatus};
@@ -30,6 +33,8 @@ use crate::error::{chain, BoxError, WatchError};
 
 /// How many entries already received are applied before the state is published.
 const MAX_BATCH: usize = 4096;
+/// Batches read ahead of the one being applied.
+const BATCHES_AHEAD: usize = 2;
 
 /// Turns a value into the view's value type.
 pub(crate) type Decode<T> = Arc<dyn Fn(&Bytes) -> Result<T, BoxError> + Send + Sync>;
@@ -114,11 +119,10 @@ impl<T> Default for ViewState<T> {
     }
 }
 
-/// One key's value, with what expiry needs.
+/// One key's value, and its revision (which tells an expiry deadline still applies).
 struct Slot<T> {
     value: Arc<T>,
     revision: u64,
-    created: SystemTime,
 }
 
 impl<T> Clone for Slot<T> {
@@ -126,7 +130,6 @@ impl<T> Clone for Slot<T> {
         Self {
             value: Arc::clone(&self.value),
             revision: self.revision,
-            created: self.created,
         }
     }
 }
@@ -360,11 +363,41 @@ struct Expiry {
     deadlines: BinaryHeap<Reverse<(SystemTime, u64, Arc<str>)>>,
 }
 
+/// Reads the watch in batches (whatever has arrived, up to [`MAX_BATCH`]) for the keeper; ends
+/// with the watch, or when the keeper is gone.
+async fn read_batches(mut watcher: KvWatcher, batches: mpsc::Sender<Vec<WatchEvent>>) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = batches.closed() => return,
+            event = watcher.next_event() => event,
+        };
+        let Some(first) = first else { return };
+        let mut batch = vec![first];
+        let mut ended = false;
+        while batch.len() < MAX_BATCH {
+            match watcher.next_event().now_or_never() {
+                Some(Some(event)) => batch.push(event),
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        if batches.send(batch).await.is_err() || ended {
+            return;
+        }
+    }
+}
+
 impl<T: Send + Sync + 'static> Keeper<T> {
-    async fn run(mut self, mut watcher: KvWatcher) {
+    async fn run(mut self, watcher: KvWatcher) {
+        let (sender, mut batches) = mpsc::channel(BATCHES_AHEAD);
+        let reader = tokio::spawn(read_batches(watcher, sender));
         loop {
             let next_deadline = self.expiry.as_ref().and_then(Expiry::next_deadline);
-            let event = tokio::select! {
+            let batch = tokio::select! {
                 biased;
                 () = self.changes.closed() => break,
                 () = sleep_until(next_deadline), if next_deadline.is_some() => {
@@ -373,29 +406,19 @@ impl<T: Send + Sync + 'static> Keeper<T> {
                     }
                     continue;
                 }
-                event = watcher.next_event() => event,
+                batch = batches.recv() => batch,
             };
-            let Some(event) = event else { break };
-            let mut changed = self.apply(event);
-            // Whatever else has arrived goes into the same publication.
-            let mut ended = false;
-            for _ in 0..MAX_BATCH {
-                match watcher.next_event().now_or_never() {
-                    Some(Some(event)) => changed |= self.apply(event),
-                    Some(None) => {
-                        ended = true;
-                        break;
-                    }
-                    None => break,
-                }
+            let Some(batch) = batch else { break };
+            let mut changed = false;
+            for event in batch {
+                changed |= self.apply(event);
             }
             if changed && self.caught_up {
                 self.publish();
             }
-            if ended {
-                break;
-            }
         }
+        // Dropping the watcher deletes its consumer.
+        reader.abort();
         tracing::debug!(bucket = %self.shared.bucket, pattern = %self.shared.pattern,
             "view stopped");
     }
@@ -450,23 +473,16 @@ impl<T: Send + Sync + 'static> Keeper<T> {
                 return;
             }
         };
-        let slot = Slot {
-            value,
-            revision,
-            created: entry.created(),
-        };
-        let key: Arc<str> = match self.working.entries.get_key_value(key) {
-            Some((existing, _)) => Arc::clone(existing),
-            None => Arc::from(key),
-        };
+        // A fresh key costs an allocation; looking the old one up to share it costs more.
+        let key: Arc<str> = Arc::from(key);
         if let Some(expiry) = self.expiry.as_mut() {
-            expiry.track(&key, &slot);
+            expiry.track(&key, revision, entry.created());
         }
-        self.working.entries.insert(key, slot);
+        self.working.entries.insert(key, Slot { value, revision });
         if let Some(expiry) = self.expiry.as_mut() {
             // Rewritten keys leave stale deadlines behind; keep them to about the live keys.
             if expiry.deadlines.len() > 2 * self.working.entries.len() + 1024 {
-                expiry.rebuild(&self.working.entries);
+                expiry.drop_stale(&self.working.entries);
             }
         }
     }
@@ -503,20 +519,18 @@ impl<T: Send + Sync + 'static> Keeper<T> {
 }
 
 impl Expiry {
-    fn track<T>(&mut self, key: &Arc<str>, slot: &Slot<T>) {
-        self.deadlines.push(Reverse((
-            slot.created + self.ttl,
-            slot.revision,
-            Arc::clone(key),
-        )));
+    fn track(&mut self, key: &Arc<str>, revision: u64, created: SystemTime) {
+        self.deadlines
+            .push(Reverse((created + self.ttl, revision, Arc::clone(key))));
     }
 
-    /// One deadline per live key.
-    fn rebuild<T>(&mut self, entries: &imbl::HashMap<Arc<str>, Slot<T>>) {
-        self.deadlines.clear();
-        for (key, slot) in entries {
-            self.track(key, slot);
-        }
+    /// Keeps only the deadlines of the keys' current revisions.
+    fn drop_stale<T>(&mut self, entries: &imbl::HashMap<Arc<str>, Slot<T>>) {
+        self.deadlines.retain(|Reverse((_, revision, key))| {
+            entries
+                .get(&**key)
+                .is_some_and(|slot| slot.revision == *revision)
+        });
     }
 
     fn next_deadline(&self) -> Option<SystemTime> {
