@@ -13,28 +13,34 @@
 //! After the bucket's stream is replaced (deleted and created again), the view goes on showing
 //! the old state while it loads the new one, then switches to it whole.
 //!
-//! Reading the watch and applying its entries run in two tasks, handing over batches, so that a
-//! catch-up takes about as long as the watch alone rather than the sum of both.
+//! Reading the watch and applying its entries run side by side, handing over batches: the
+//! reader is a task on the caller's runtime (it owns the watch, the expiry timer and notices
+//! when every clone of the view is gone); the keeper, which decodes and builds the map, runs on
+//! a thread of its own, so that a catch-up takes about as long as the watch alone rather than
+//! the sum of both (a task woken by another runs after it on the same worker, so two tasks
+//! would not overlap).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use super::message::{KvMessage, Operation};
 use super::watcher::{KvWatcher, WatchEvent, WatchStatus};
 use crate::error::{chain, BoxError, WatchError};
 
-/// How many entries already received are applied before the state is published.
-const MAX_BATCH: usize = 4096;
+/// How many entries already received are handed over (and applied before the state is
+/// published) at once.
+const MAX_BATCH: usize = 512;
 /// Batches read ahead of the one being applied.
-const BATCHES_AHEAD: usize = 2;
+const BATCHES_AHEAD: usize = 8;
 
 /// Turns a value into the view's value type.
 pub(crate) type Decode<T> = Arc<dyn Fn(&Bytes) -> Result<T, BoxError> + Send + Sync>;
@@ -157,6 +163,12 @@ impl<T: Send + Sync + 'static> KvView<T> {
             status: watcher.status(),
             ready,
         });
+        let changes_sender = Arc::new(changes_sender);
+        let next_deadline = Arc::new(NextDeadline {
+            nanos: AtomicU64::new(NO_DEADLINE),
+            moved: Notify::new(),
+        });
+        let (inputs, received) = mpsc::channel(BATCHES_AHEAD);
         let keeper = Keeper {
             shared: Arc::clone(&shared),
             decode,
@@ -166,10 +178,26 @@ impl<T: Send + Sync + 'static> KvView<T> {
                 deadlines: BinaryHeap::new(),
             }),
             caught_up: false,
-            changes: changes_sender,
+            changes: Arc::clone(&changes_sender),
             ready: ready_sender,
+            next_deadline: Arc::clone(&next_deadline),
         };
-        tokio::spawn(keeper.run(watcher));
+        let reader = Reader {
+            inputs,
+            views: changes_sender,
+            next_deadline,
+        };
+        let spawned = std::thread::Builder::new()
+            .name("faststream-view".to_owned())
+            .spawn(move || keeper.run(received));
+        match spawned {
+            Ok(_) => {
+                tokio::spawn(reader.run(watcher));
+            }
+            // The keeper is gone with the closure: the view stays empty and never catches up.
+            Err(error) => tracing::error!(bucket = %shared.bucket, %error,
+                "could not start the view's thread"),
+        }
         Self { shared, changes }
     }
 }
@@ -342,7 +370,33 @@ impl<T> fmt::Debug for KvViewSnapshot<T> {
     }
 }
 
-/// The task keeping a view: applies the watch's entries and publishes the state.
+/// What the reader hands the keeper.
+enum Input {
+    /// Events read from the watch, in order.
+    Events(Vec<WatchEvent>),
+    /// The earliest expiry deadline has passed.
+    Expire,
+}
+
+/// `Keeper::next_deadline` when there is none.
+const NO_DEADLINE: u64 = u64::MAX;
+
+/// The task reading a view's watch for its keeper.
+struct Reader {
+    inputs: mpsc::Sender<Input>,
+    /// The views' change channel: closed once every clone of the view is gone.
+    views: Arc<watch::Sender<()>>,
+    next_deadline: Arc<NextDeadline>,
+}
+
+/// The keeper's earliest expiry deadline, in nanoseconds since the Unix epoch, and a wake-up
+/// for the reader's timer when it moves.
+struct NextDeadline {
+    nanos: AtomicU64,
+    moved: Notify,
+}
+
+/// The thread keeping a view: applies the watch's entries and publishes the state.
 struct Keeper<T> {
     shared: Arc<Shared<T>>,
     decode: Decode<T>,
@@ -352,8 +406,10 @@ struct Keeper<T> {
     /// Publishing waits for the first catch-up, and for the catch-up after a start over, so
     /// readers never see half a state.
     caught_up: bool,
-    changes: watch::Sender<()>,
+    changes: Arc<watch::Sender<()>>,
     ready: watch::Sender<bool>,
+    /// Its earliest expiry deadline, for the reader's timer.
+    next_deadline: Arc<NextDeadline>,
 }
 
 /// Keys to drop when they outlive the bucket's `ttl`, by deadline (lazily: a key rewritten
@@ -363,62 +419,79 @@ struct Expiry {
     deadlines: BinaryHeap<Reverse<(SystemTime, u64, Arc<str>)>>,
 }
 
-/// Reads the watch in batches (whatever has arrived, up to [`MAX_BATCH`]) for the keeper; ends
-/// with the watch, or when the keeper is gone.
-async fn read_batches(mut watcher: KvWatcher, batches: mpsc::Sender<Vec<WatchEvent>>) {
-    loop {
-        let first = tokio::select! {
-            biased;
-            () = batches.closed() => return,
-            event = watcher.next_event() => event,
-        };
-        let Some(first) = first else { return };
-        let mut batch = vec![first];
-        let mut ended = false;
-        while batch.len() < MAX_BATCH {
-            match watcher.next_event().now_or_never() {
-                Some(Some(event)) => batch.push(event),
-                Some(None) => {
-                    ended = true;
-                    break;
+impl Reader {
+    /// Reads the watch in batches (whatever has arrived, up to [`MAX_BATCH`]) for the keeper,
+    /// and tells it when an expiry deadline passes; ends with the watch, or once every clone of
+    /// the view is gone (dropping the watcher deletes its consumer, and the keeper's thread
+    /// ends with the channel).
+    async fn run(self, mut watcher: KvWatcher) {
+        let mut expired_at = NO_DEADLINE;
+        loop {
+            let deadline = self.next_deadline.nanos.load(Ordering::Acquire);
+            // Told once per deadline: the keeper moves it on when it has expired what is due.
+            let timer = (deadline != NO_DEADLINE && deadline != expired_at).then_some(deadline);
+            let first = tokio::select! {
+                biased;
+                () = self.views.closed() => return,
+                () = self.next_deadline.moved.notified() => continue,
+                () = sleep_until(timer), if timer.is_some() => {
+                    expired_at = deadline;
+                    if self.inputs.send(Input::Expire).await.is_err() {
+                        return;
+                    }
+                    continue;
                 }
-                None => break,
+                event = watcher.next_event() => event,
+            };
+            let Some(first) = first else { return };
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            batch.push(first);
+            let mut ended = false;
+            while batch.len() < MAX_BATCH {
+                match watcher.next_event().now_or_never() {
+                    Some(Some(event)) => batch.push(event),
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                }
             }
-        }
-        if batches.send(batch).await.is_err() || ended {
-            return;
+            if self.inputs.send(Input::Events(batch)).await.is_err() || ended {
+                return;
+            }
         }
     }
 }
 
 impl<T: Send + Sync + 'static> Keeper<T> {
-    async fn run(mut self, watcher: KvWatcher) {
-        let (sender, mut batches) = mpsc::channel(BATCHES_AHEAD);
-        let reader = tokio::spawn(read_batches(watcher, sender));
-        loop {
-            let next_deadline = self.expiry.as_ref().and_then(Expiry::next_deadline);
-            let batch = tokio::select! {
-                biased;
-                () = self.changes.closed() => break,
-                () = sleep_until(next_deadline), if next_deadline.is_some() => {
-                    if self.expire() && self.caught_up {
-                        self.publish();
+    fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
+        while let Some(input) = inputs.blocking_recv() {
+            let changed = match input {
+                Input::Events(batch) => {
+                    let mut changed = false;
+                    for event in batch {
+                        changed |= self.apply(event);
                     }
-                    continue;
+                    changed
                 }
-                batch = batches.recv() => batch,
+                Input::Expire => self.expire(),
             };
-            let Some(batch) = batch else { break };
-            let mut changed = false;
-            for event in batch {
-                changed |= self.apply(event);
-            }
             if changed && self.caught_up {
                 self.publish();
             }
+            let deadline = self
+                .expiry
+                .as_ref()
+                .and_then(Expiry::next_deadline)
+                .and_then(|deadline| deadline.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(NO_DEADLINE, |since| {
+                    u64::try_from(since.as_nanos()).unwrap_or(NO_DEADLINE)
+                });
+            if self.next_deadline.nanos.swap(deadline, Ordering::AcqRel) != deadline {
+                self.next_deadline.moved.notify_one();
+            }
         }
-        // Dropping the watcher deletes its consumer.
-        reader.abort();
         tracing::debug!(bucket = %self.shared.bucket, pattern = %self.shared.pattern,
             "view stopped");
     }
@@ -462,7 +535,12 @@ impl<T: Send + Sync + 'static> Keeper<T> {
             self.working.entries.remove(key);
             return;
         }
-        let value = match (self.decode)(entry.value()) {
+        // A decoder that panics fails that value, not the view.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (self.decode)(entry.value())
+        }))
+        .unwrap_or_else(|_| Err("the decoder panicked".into()));
+        let value = match decoded {
             Ok(value) => Arc::new(value),
             Err(error) => {
                 tracing::warn!(bucket = %self.shared.bucket, key, revision,
@@ -540,9 +618,11 @@ impl Expiry {
     }
 }
 
-/// Sleeps until `deadline` by the system clock (the server's timestamps are wall-clock time).
-async fn sleep_until(deadline: Option<SystemTime>) {
+/// Sleeps until `deadline` (nanoseconds since the Unix epoch) by the system clock: the
+/// server's timestamps are wall-clock time.
+async fn sleep_until(deadline: Option<u64>) {
     let wait = deadline
+        .map(|nanos| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
         .and_then(|deadline| deadline.duration_since(SystemTime::now()).ok())
         .unwrap_or(Duration::ZERO);
     tokio::time::sleep(wait).await;
