@@ -51,9 +51,8 @@ pub(crate) struct WatchLoop {
 /// Counts the entries of the bucket's state still being handled, and announces the catch-up
 /// once the watcher has read the state and the last of them is done.
 struct CatchUpTracker {
-    started: Instant,
-    /// The watcher's catch-up has been seen: entries read from now on are changes.
-    read: Option<CatchUp>,
+    /// The watcher's catch-up, and when it was seen: entries read from then on are changes.
+    read: Option<(CatchUp, Instant)>,
     /// Entries of the state taken and not yet handled.
     outstanding: usize,
     announced: bool,
@@ -62,7 +61,6 @@ struct CatchUpTracker {
 impl CatchUpTracker {
     fn new() -> Self {
         Self {
-            started: Instant::now(),
             read: None,
             outstanding: 0,
             announced: false,
@@ -84,7 +82,7 @@ impl CatchUpTracker {
     }
 
     fn watcher_caught_up(&mut self, catch_up: CatchUp, signal: &HandledSignal, subscriber: &str) {
-        self.read = Some(catch_up);
+        self.read = Some((catch_up, Instant::now()));
         self.announce_if_done(signal, subscriber);
     }
 
@@ -94,14 +92,17 @@ impl CatchUpTracker {
     }
 
     fn announce_if_done(&mut self, signal: &HandledSignal, subscriber: &str) {
-        let Some(read) = self.read else { return };
+        let Some((read, seen)) = self.read else {
+            return;
+        };
         if self.announced || self.outstanding > 0 {
             return;
         }
         self.announced = true;
+        // From the start of the watch, as the watcher counts, to the last call's end.
         let handled = CatchUp {
             entries: read.entries,
-            elapsed: self.started.elapsed(),
+            elapsed: read.elapsed + seen.elapsed(),
         };
         tracing::info!(subscriber, entries = handled.entries, read_in = ?read.elapsed,
             handled_in = ?handled.elapsed,
