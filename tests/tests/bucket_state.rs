@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use common::EVENT_TIMEOUT;
-use common::{connected_broker, jetstream, on_each_server, startup_error, Recorder, RunningApp};
+use common::{
+    connected_broker, jetstream, on_each_server, on_each_server_since, startup_error, Recorder,
+    RunningApp,
+};
 use faststream_core::kv::{BucketConfig, WatchEvent};
 use faststream_core::{App, Error, KvView, KvWatch, NatsBroker, State};
 use futures_util::StreamExt as _;
@@ -562,10 +565,7 @@ async fn handlers_and_hooks_take_the_views_the_app_declares() -> anyhow::Result<
 
 #[tokio::test]
 async fn a_view_drops_a_key_when_its_expiry_marker_arrives() -> anyhow::Result<()> {
-    on_each_server(|server| async move {
-        if !server.binary().version_at_least(2, 11) {
-            return Ok(());
-        }
+    on_each_server_since(2, 11, |server| async move {
         let broker = connected_broker(&server).await?;
         let store = broker
             .key_value_with(BucketConfig::new("leases").limit_markers(Duration::from_secs(1)))

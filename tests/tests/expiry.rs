@@ -6,7 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connected_broker, on_each_server, record_entry, Recorder, RunningApp, EVENT_TIMEOUT};
+use common::{
+    connected_broker, on_each_server, on_each_server_since, record_entry, Recorder, RunningApp,
+    EVENT_TIMEOUT,
+};
 use faststream_core::error::TtlError;
 use faststream_core::kv::BucketConfig;
 use faststream_core::{App, Error, KvMessage, KvWatch, NatsBroker, Operation, State};
@@ -36,10 +39,7 @@ async fn wait_until_gone(store: &faststream_core::KeyValue, key: &str) -> anyhow
 
 #[tokio::test]
 async fn delete_purge_and_expiry_arrive_told_apart() -> anyhow::Result<()> {
-    on_each_server(|server| async move {
-        if !server.binary().version_at_least(2, 11) {
-            return Ok(());
-        }
+    on_each_server_since(2, 11, |server| async move {
         let broker = connected_broker(&server).await?;
         let store = broker
             .key_value_with(
@@ -127,10 +127,7 @@ async fn delete_purge_and_expiry_arrive_told_apart() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_bucket_ttl_expiry_with_markers_arrives_as_expired() -> anyhow::Result<()> {
-    on_each_server(|server| async move {
-        if !server.binary().version_at_least(2, 11) {
-            return Ok(());
-        }
+    on_each_server_since(2, 11, |server| async move {
         let broker = connected_broker(&server).await?;
         let store = broker
             .key_value_with(

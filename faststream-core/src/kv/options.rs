@@ -189,7 +189,11 @@ impl KvWatch {
     /// Checks the settings without contacting the server; every problem, the bucket name
     /// included, is listed in the [`Error::InvalidWatch`].
     pub fn validate(&self) -> Result<()> {
-        let problems = self.problems();
+        self.invalid_if_any(self.problems())
+    }
+
+    /// `Ok` without problems, else the error listing them.
+    fn invalid_if_any(&self, problems: Vec<String>) -> Result<()> {
         if problems.is_empty() {
             Ok(())
         } else {
@@ -273,14 +277,7 @@ impl KvWatch {
         if self.max_workers != 1 {
             problems.push(view_problem("max_workers", "no handler runs"));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidWatch {
-                bucket: self.bucket.to_string(),
-                problems,
-            })
-        }
+        self.invalid_if_any(problems)
     }
 }
 

@@ -43,6 +43,26 @@ where
     Ok(())
 }
 
+/// [`on_each_server`] for a feature of nats-server `major.minor` and later: older servers are
+/// skipped (their refusal is tested on its own).
+pub async fn on_each_server_since<F, Fut>(major: u32, minor: u32, test: F) -> anyhow::Result<()>
+where
+    F: Fn(NatsServer) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    on_each_server(|server| {
+        let run = server.binary().version_at_least(major, minor);
+        let test = run.then(|| test(server));
+        async move {
+            match test {
+                Some(test) => test.await,
+                None => Ok(()),
+            }
+        }
+    })
+    .await
+}
+
 /// Events recorded by handlers and hooks, in order; tests wait for a condition on them.
 #[derive(Clone)]
 pub struct Recorder {
