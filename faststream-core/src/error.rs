@@ -365,6 +365,9 @@ pub enum WatchError {
     /// The connection closed for good before a view had caught up with its bucket.
     #[error("the NATS connection closed before the view caught up")]
     ClosedBeforeCaughtUp,
+    /// The thread that keeps a view's map could not be started.
+    #[error("could not start the view's thread")]
+    ViewThread(#[source] std::io::Error),
 }
 
 /// Why a handler or hook call did not succeed.

@@ -442,13 +442,16 @@ impl NatsBroker {
         let config = &store.store().stream.cached_info().config;
         let ttl = (!config.max_age.is_zero() && config.subject_delete_marker_ttl.is_none())
             .then_some(config.max_age);
+        let bucket = watch.bucket().to_owned();
         let watcher = self.watch(&pattern, watch, Watcher::View).await?;
-        Ok(KvView::start(
-            watcher,
-            pattern.as_str().to_owned(),
-            decode,
-            ttl,
-        ))
+        KvView::start(watcher, pattern.as_str().to_owned(), decode, ttl).map_err(|source| {
+            Error::Watch {
+                watcher: "view".to_owned(),
+                bucket,
+                key: pattern.as_str().to_owned(),
+                source: Box::new(source),
+            }
+        })
     }
 
     /// The bucket a watch is on, declared or only looked up as its settings say.

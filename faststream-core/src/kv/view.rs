@@ -146,14 +146,14 @@ impl<T> Clone for Slot<T> {
 pub struct ViewClosed;
 
 impl<T: Send + Sync + 'static> KvView<T> {
-    /// Starts keeping a view with `watcher` in a task of its own; `ttl` is the bucket's, when
-    /// the server does not report expiries itself.
+    /// Starts keeping a view with `watcher` (a reading task and a keeping thread); `ttl` is the
+    /// bucket's, when the server does not report expiries itself.
     pub(crate) fn start(
         watcher: KvWatcher,
         pattern: String,
         decode: Decode<T>,
         ttl: Option<Duration>,
-    ) -> Self {
+    ) -> Result<Self, WatchError> {
         let (changes_sender, changes) = watch::channel(());
         let (ready_sender, ready) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -187,18 +187,12 @@ impl<T: Send + Sync + 'static> KvView<T> {
             views: changes_sender,
             next_deadline,
         };
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("faststream-view".to_owned())
-            .spawn(move || keeper.run(received));
-        match spawned {
-            Ok(_) => {
-                tokio::spawn(reader.run(watcher));
-            }
-            // The keeper is gone with the closure: the view stays empty and never catches up.
-            Err(error) => tracing::error!(bucket = %shared.bucket, %error,
-                "could not start the view's thread"),
-        }
-        Self { shared, changes }
+            .spawn(move || keeper.run(received))
+            .map_err(WatchError::ViewThread)?;
+        tokio::spawn(reader.run(watcher));
+        Ok(Self { shared, changes })
     }
 }
 

@@ -176,7 +176,6 @@ struct ActiveConsumer {
     name: String,
     subscriber: async_nats::Subscriber,
     consumer_sequence: u64,
-
     /// When the server was last heard from (an entry, a heartbeat, flow control).
     last_heard: tokio::time::Instant,
     /// Fires at the earliest moment the watch could have been silent for `timeout`. One timer
@@ -192,7 +191,6 @@ impl ActiveConsumer {
             name: created.name,
             subscriber: created.subscriber,
             consumer_sequence: 0,
-
             last_heard: now,
             silence: Box::pin(tokio::time::sleep_until(now + timeout)),
         }
@@ -607,7 +605,10 @@ impl KvWatcher {
         }
         self.missing = None;
         self.delay = Duration::ZERO;
+        // A head check may have completed the catch-up while this consumer was being made.
+        let caught_up = self.position.caught_up && !created.new_stream;
         self.position = created.position;
+        self.position.caught_up |= caught_up;
         // The first stream of a watch is not a start over: nothing was delivered from another.
         if created.new_stream {
             if let Some(check) = self.head_check.take() {
