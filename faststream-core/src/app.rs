@@ -22,7 +22,7 @@ use crate::error::{chain, Error, HandlerError, Result};
 use crate::handler::{call_catching_panics, BoxedHandler, BoxedHook, Handler, Hook};
 use crate::kv::options::KvWatch;
 use crate::kv::view::{self, Decode};
-use crate::kv::watcher::{CatchUp, WatchStatus};
+use crate::kv::watcher::WatchStatus;
 use crate::registry::{HookSpec, HookStage, Registry, Scope, SubscriberSpec};
 use crate::signal::ShutdownSignals;
 use crate::state::StateMap;
@@ -67,7 +67,7 @@ pub struct App {
 struct ViewStarter {
     description: String,
     start: Box<
-        dyn FnOnce(NatsBroker) -> futures_util::future::BoxFuture<'static, Result<StartedView>>
+        dyn FnOnce(NatsBroker) -> futures_util::future::BoxFuture<'static, Result<CatchUpWait>>
             + Send,
     >,
 }
@@ -78,11 +78,12 @@ impl std::fmt::Debug for ViewStarter {
     }
 }
 
-/// A view started and filling.
-struct StartedView {
+/// A watch or view that start-up may wait for: what it is, where it stands, and whether it
+/// has caught up (for a subscriber: handled its bucket's state; for a view: holds it).
+struct CatchUpWait {
     description: String,
     status: WatchStatus,
-    ready: tokio::sync::watch::Receiver<bool>,
+    done: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How long the parts of a running app may take.
@@ -228,10 +229,10 @@ impl App {
             start: Box::new(move |broker: NatsBroker| {
                 Box::pin(async move {
                     let view = broker.start_view(watch, &pattern, decode).await?;
-                    let started = StartedView {
+                    let started = CatchUpWait {
                         description: starter_description,
                         status: view.status().clone(),
-                        ready: view.ready(),
+                        done: view.ready(),
                     };
                     // Declared once, started once: the slot is empty.
                     let _ = slot.set(view);
@@ -420,11 +421,8 @@ struct Prepared {
 struct RunningWatch {
     name: Arc<str>,
     handle: JoinHandle<()>,
-    /// What the watch and its pattern are, for a catch-up timeout's error.
-    description: String,
-    status: WatchStatus,
     /// Set once the subscriber has handled its bucket's state.
-    handled: tokio::sync::watch::Receiver<Option<CatchUp>>,
+    catch_up: CatchUpWait,
 }
 
 /// How far start-up got.
@@ -635,7 +633,13 @@ impl Runtime {
                 () = requested.cancelled() => {
                     return Ok(interrupted("waiting for the watches to catch up"))
                 }
-                caught_up = wait_for_catch_up(watches, timeout) => caught_up?,
+                caught_up = wait_for_catch_up(
+                    watches.iter().map(|watch| &watch.catch_up),
+                    timeout,
+                ) => {
+                    caught_up?;
+                    tracing::info!(watches = watches.len(), "every watch has caught up");
+                }
             }
         }
         if let Some(interrupted) = self
@@ -746,28 +750,7 @@ impl Runtime {
             .timeouts
             .catch_up
             .unwrap_or(DEFAULT_VIEW_CATCH_UP_TIMEOUT);
-        let all_ready = futures_util::future::join_all(started.iter().map(|view| {
-            let mut ready = view.ready.clone();
-            async move {
-                let _ = ready.wait_for(|ready| *ready).await;
-            }
-        }));
-        if tokio::time::timeout(timeout, all_ready).await.is_ok() {
-            return Ok(());
-        }
-        let behind = started
-            .iter()
-            .filter(|view| !*view.ready.borrow())
-            .map(|view| {
-                format!(
-                    "{}: {} entries still pending on the server ({:?})",
-                    view.description,
-                    view.status.pending(),
-                    view.status.phase()
-                )
-            })
-            .collect();
-        Err(Error::CatchUpTimeout { timeout, behind })
+        wait_for_catch_up(started.iter(), timeout).await
     }
 
     /// Creates every watch, then spawns its loop, pushing each to `running` as it starts (the
@@ -795,7 +778,7 @@ impl Runtime {
                 subscriber.kv_watch.bucket()
             );
             let status = watcher.status();
-            let handled = Arc::new(HandledSignal::new(None));
+            let handled = Arc::new(HandledSignal::new(false));
             let watch_loop = WatchLoop {
                 max_workers: subscriber.kv_watch.max_workers,
                 dispatcher: Dispatcher {
@@ -810,9 +793,11 @@ impl Runtime {
             running.push(RunningWatch {
                 name,
                 handle,
-                description,
-                status,
-                handled: handled.subscribe(),
+                catch_up: CatchUpWait {
+                    description,
+                    status,
+                    done: handled.subscribe(),
+                },
             });
         }
         Ok(())
@@ -842,31 +827,32 @@ impl Runtime {
     }
 }
 
-/// Waits until every watch has handled its bucket's state, up to `timeout`; the error names
-/// each watch still behind.
-async fn wait_for_catch_up(watches: &[RunningWatch], timeout: Duration) -> Result<()> {
-    let all_handled = futures_util::future::join_all(watches.iter().map(|watch| {
-        let mut handled = watch.handled.clone();
+/// Waits until every one of `waits` has caught up, up to `timeout`; the error names each one
+/// still behind and how far.
+async fn wait_for_catch_up<'a>(
+    waits: impl Iterator<Item = &'a CatchUpWait> + Clone,
+    timeout: Duration,
+) -> Result<()> {
+    let all_done = futures_util::future::join_all(waits.clone().map(|wait| {
+        let mut done = wait.done.clone();
         async move {
-            // An error means the loop ended (connection closed for good): nothing to wait for.
-            let _ = handled.wait_for(Option::is_some).await;
+            // An error means the watch ended (connection closed for good): nothing to wait for.
+            let _ = done.wait_for(|done| *done).await;
         }
     }));
-    if tokio::time::timeout(timeout, all_handled).await.is_ok() {
-        tracing::info!(watches = watches.len(), "every watch has caught up");
+    if tokio::time::timeout(timeout, all_done).await.is_ok() {
         return Ok(());
     }
-    let behind = watches
-        .iter()
-        .filter(|watch| watch.handled.borrow().is_none())
-        .map(|watch| {
-            let status = &watch.status;
+    let behind = waits
+        .filter(|wait| !*wait.done.borrow())
+        .map(|wait| {
+            let status = &wait.status;
             let read = if status.is_caught_up() {
-                "read its state, handlers still busy".to_owned()
+                "read its bucket's state, still handling it".to_owned()
             } else {
                 format!("{} entries still pending on the server", status.pending())
             };
-            format!("{}: {read} ({:?})", watch.description, status.phase())
+            format!("{}: {read} ({:?})", wait.description, status.phase())
         })
         .collect();
     Err(Error::CatchUpTimeout { timeout, behind })

@@ -36,9 +36,9 @@ use crate::handler::{call_catching_panics, panic_message, BoxedHandler};
 use crate::kv::message::KvMessage;
 use crate::kv::watcher::{CatchUp, KvWatcher, WatchEvent};
 
-/// Set by a watch loop once its subscriber has handled the bucket's state (`None` again while
+/// Set by a watch loop once its subscriber has handled the bucket's state (`false` again while
 /// it handles a new stream's state after a start over).
-pub(crate) type HandledSignal = tokio::sync::watch::Sender<Option<CatchUp>>;
+pub(crate) type HandledSignal = tokio::sync::watch::Sender<bool>;
 
 /// One subscriber's loop over its watcher.
 pub(crate) struct WatchLoop {
@@ -88,7 +88,7 @@ impl CatchUpTracker {
 
     fn started_over(&mut self, signal: &HandledSignal) {
         *self = Self::new();
-        signal.send_replace(None);
+        signal.send_replace(false);
     }
 
     fn announce_if_done(&mut self, signal: &HandledSignal, subscriber: &str) {
@@ -108,7 +108,7 @@ impl CatchUpTracker {
             handled_in = ?handled.elapsed,
             "subscriber `{subscriber}` caught up: handled the {} entries of its bucket's state in {:?}",
             handled.entries, handled.elapsed);
-        signal.send_replace(Some(handled));
+        signal.send_replace(true);
     }
 }
 
