@@ -429,8 +429,8 @@ pub(crate) async fn lookup(
 /// Creates the bucket's stream. Creating an existing stream with an identical configuration
 /// succeeds, so two services declaring the same bucket at once both succeed. If another
 /// process created it meanwhile with another configuration (the server says the name is in
-/// use), the bucket is looked up again and returned as it is; the caller checks it against
-/// what it asked for.
+/// use, or, from 2.9 in a race, that the subjects overlap), the bucket is looked up again and
+/// returned as it is; the caller checks it against what it asked for.
 pub(crate) async fn create(
     jetstream: &jetstream::Context,
     config: &BucketConfig,
@@ -440,12 +440,15 @@ pub(crate) async fn create(
         Ok(stream) => return Ok(DeclaredBucket::from_stream(&config.bucket, stream)),
         Err(error) => error,
     };
-    let name_in_use = matches!(
+    // nats-server 2.9 may answer a creation racing another with "subjects overlap" rather than
+    // "name in use": both mean the stream may have just been created, so look it up.
+    let created_meanwhile = matches!(
         error.kind(),
         jetstream::context::CreateStreamErrorKind::JetStream(js)
             if js.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST
+                || js.error_code() == jetstream::ErrorCode::STREAM_SUBJECT_OVERLAP
     );
-    if name_in_use {
+    if created_meanwhile {
         if let Some(existing) = lookup(jetstream, &config.bucket).await? {
             tracing::debug!(bucket = %config.bucket, "bucket created meanwhile by another client");
             return Ok(existing);
