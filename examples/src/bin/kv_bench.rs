@@ -786,6 +786,23 @@ where
     Ok(results.into_iter().map(Runs).collect())
 }
 
+/// [`compare`] over child processes: `kv_bench <command> <variant> <bucket> <extra...>` for each
+/// variant.
+async fn compare_children(
+    variants: &[&str],
+    repeats: usize,
+    command: &str,
+    bucket: &str,
+    extra: &[String],
+) -> anyhow::Result<Vec<Runs>> {
+    compare(variants, repeats, |variant| {
+        let mut args = vec![command.to_owned(), variant, bucket.to_owned()];
+        args.extend_from_slice(extra);
+        async move { child(&args).await }
+    })
+    .await
+}
+
 struct Sizes {
     replay: (usize, usize),
     latency: usize,
@@ -839,15 +856,13 @@ async fn run_all(sizes: Sizes, with_python: bool, only: Option<&str>) -> anyhow:
         let broker = NatsBroker::new(url());
         broker.connect().await?;
         broker.key_value(&bucket).await?;
-        let runs = compare(&[FRAMEWORK, RAW], LATENCY_REPEATS, |implementation| {
-            let args = [
-                "latency".to_owned(),
-                implementation,
-                bucket.clone(),
-                m.clone(),
-            ];
-            async move { child(&args).await }
-        })
+        let runs = compare_children(
+            &[FRAMEWORK, RAW],
+            LATENCY_REPEATS,
+            "latency",
+            &bucket,
+            std::slice::from_ref(&m),
+        )
         .await?;
         drop_bucket(&bucket).await?;
         let (framework, raw) = (&runs[0], &runs[1]);
@@ -911,18 +926,12 @@ async fn run_all(sizes: Sizes, with_python: bool, only: Option<&str>) -> anyhow:
         let (n, keys, rate, seconds) = sizes.view;
         let bucket = format!("bench_view_{pid}");
         prefill_flags(&bucket, n).await?;
-        let runs = compare(
+        let runs = compare_children(
             &[VIEW, RAW_COUNT, RAW_MAP, VIEW_RAW, WATCH],
             REPEATS,
-            |implementation| {
-                let args = [
-                    "catchup".to_owned(),
-                    implementation,
-                    bucket.clone(),
-                    n.to_string(),
-                ];
-                async move { child(&args).await }
-            },
+            "catchup",
+            &bucket,
+            &[n.to_string()],
         )
         .await?;
         drop_bucket(&bucket).await?;
@@ -991,18 +1000,9 @@ async fn run_all(sizes: Sizes, with_python: bool, only: Option<&str>) -> anyhow:
 
         let bucket = format!("bench_view_get_{pid}");
         prefill_flags(&bucket, keys).await?;
-        let runs = compare(&["idle", "writer"], REPEATS, |mode| {
-            let args = [
-                "viewget".to_owned(),
-                mode,
-                bucket.clone(),
-                keys.to_string(),
-                rate.to_string(),
-                seconds.to_string(),
-            ];
-            async move { child(&args).await }
-        })
-        .await?;
+        let extra = [keys.to_string(), rate.to_string(), seconds.to_string()];
+        let runs =
+            compare_children(&["idle", "writer"], REPEATS, "viewget", &bucket, &extra).await?;
         drop_bucket(&bucket).await?;
         let (idle, writer) = (&runs[0], &runs[1]);
         for (name, runs) in [("idle", idle), ("writer", writer)] {
