@@ -16,5 +16,7 @@ mod names;
 mod stage;
 
 pub use limits::{MAX_HANDLER_ARGS, MAX_WORKERS};
-pub use names::{validate_bucket, validate_key, KeyPattern, NameError, PathParam};
+pub use names::{
+    validate_bucket, validate_group, validate_key, KeyPattern, NameError, PathParam, MAX_GROUP_NAME,
+};
 pub use stage::HookStage;

@@ -55,6 +55,38 @@ pub fn validate_bucket(bucket: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// The longest consumer-group name: the group's server objects are named after the bucket and
+/// the group, and stream names must stay short enough to be file names on every server.
+pub const MAX_GROUP_NAME: usize = 64;
+
+/// Checks a consumer-group name (`KvWatch::group`): one to [`MAX_GROUP_NAME`] of
+/// `A-Z a-z 0-9 _ -`, the characters of a bucket name, since the group names server streams.
+///
+/// ```
+/// assert!(faststream_rules::validate_group("billing-v2").is_ok());
+/// assert!(faststream_rules::validate_group("billing.eu").is_err());
+/// ```
+pub fn validate_group(group: &str) -> Result<(), NameError> {
+    if group.is_empty() {
+        return Err(NameError::new(
+            "invalid group name ``: a group name may not be empty".into(),
+        ));
+    }
+    if let Some(bad) = group.chars().find(|c| !is_bucket_char(*c)) {
+        return Err(NameError::new(format!(
+            "invalid group name `{group}`: character `{bad}` is not allowed \
+             (a group name uses only A-Z, a-z, 0-9, `_` and `-`)"
+        )));
+    }
+    if group.len() > MAX_GROUP_NAME {
+        return Err(NameError::new(format!(
+            "invalid group name `{group}`: {} characters, at most {MAX_GROUP_NAME} are allowed",
+            group.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a concrete key (no wildcards, no placeholders), as given to `put` or `get`.
 ///
 /// ```

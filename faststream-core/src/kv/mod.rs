@@ -4,6 +4,7 @@
 
 pub(crate) mod bucket;
 pub(crate) mod features;
+pub mod group;
 pub(crate) mod key_value;
 pub(crate) mod message;
 pub(crate) mod options;
@@ -11,6 +12,7 @@ pub(crate) mod view;
 pub(crate) mod watcher;
 
 pub use bucket::{BucketConfig, Placement, Republish, StorageType, MAX_HISTORY};
+pub use group::GroupSettings;
 pub use key_value::KeyValue;
 pub use message::{KvMessage, Operation};
 pub use options::{KvWatch, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_WATCH_TIMEOUT, MAX_WORKERS};

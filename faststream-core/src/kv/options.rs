@@ -6,6 +6,7 @@ use std::time::Duration;
 pub use faststream_rules::MAX_WORKERS;
 
 use crate::error::{Error, Result};
+use crate::kv::group::GroupSettings;
 
 /// The default [`KvWatch::timeout`].
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,6 +48,8 @@ pub struct KvWatch {
     pub(crate) inactive_threshold: Duration,
     pub(crate) timeout: Duration,
     pub(crate) max_workers: usize,
+    /// `Some`: the subscriber is a member of this consumer group.
+    pub(crate) group: Option<GroupSettings>,
 }
 
 /// Where a new watch starts.
@@ -74,6 +77,7 @@ impl KvWatch {
             inactive_threshold: DEFAULT_INACTIVE_THRESHOLD,
             timeout: DEFAULT_WATCH_TIMEOUT,
             max_workers: 1,
+            group: None,
         }
     }
 
@@ -153,6 +157,27 @@ impl KvWatch {
     pub fn max_workers(mut self, workers: usize) -> Self {
         self.max_workers = workers;
         self
+    }
+
+    /// Makes the subscriber a member of a consumer group on this bucket and key pattern:
+    /// the instances of a service that run it share the changes (each handled by one of them),
+    /// the changes of a key are handled one at a time and in revision order across all of
+    /// them, and progress is kept on the server, so a member started later goes on where the
+    /// group left off. `"billing"` gives the default settings; see [`GroupSettings`] for the
+    /// rest. Needs nats-server 2.11 or newer. Also `#[subscriber(.., group = "billing")]`.
+    ///
+    /// What a group starts from is chosen as for a watch: the latest value of each key (the
+    /// default), every retained revision (`include_history`) or only later changes
+    /// (`updates_only`). `max_workers` is per instance.
+    #[must_use]
+    pub fn group(mut self, group: impl Into<GroupSettings>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// The consumer group the subscriber is a member of, if any.
+    pub fn group_settings(&self) -> Option<&GroupSettings> {
+        self.group.as_ref()
     }
 
     /// The bucket's name.
@@ -236,6 +261,9 @@ impl KvWatch {
                 self.max_workers
             ));
         }
+        if let Some(group) = &self.group {
+            problems.extend(group.problems());
+        }
         problems
     }
 }
@@ -276,6 +304,12 @@ impl KvWatch {
         }
         if self.max_workers != 1 {
             problems.push(view_problem("max_workers", "no handler runs"));
+        }
+        if self.group.is_some() {
+            problems.push(view_problem(
+                "group",
+                "every instance's view holds every key",
+            ));
         }
         self.invalid_if_any(problems)
     }

@@ -1,0 +1,19 @@
+//! Consumer groups: the instances of a service share a bucket's changes.
+//!
+//! Built from nats-server's own parts (2.11+), with no other coordinator:
+//! - a **mirror** of the bucket's stream, filtered to the group's keys, whose subject transform
+//!   puts each key in a fixed partition (`p.<partition>.<key>`); a mirror keeps the bucket's
+//!   sequence numbers and times, so a message is still the bucket's revision;
+//! - one **durable pull consumer per partition**, `max_ack_pending` 1 (a partition's changes
+//!   one at a time, in order, retries included) and a pinned-client priority group: the server
+//!   delivers to one member at a time and moves the pin when that member goes quiet;
+//! - a **members bucket** where each member heartbeats; every member computes the same
+//!   assignment of partitions from it and pulls only its own;
+//! - a **dead-letter stream** for the changes given up.
+
+pub(crate) mod settings;
+
+pub use settings::{
+    GroupSettings, DEFAULT_BACKOFF, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_PARTITIONS,
+    DEFAULT_SESSION_TIMEOUT, MAX_PARTITIONS,
+};
