@@ -17,9 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{NatsBroker, Watcher};
 use crate::context::{AppContext, SubscriberContext};
-use crate::dispatch::{Dispatcher, HandledSignal, WatchLoop};
+use crate::dispatch::group_member::GroupMember;
+use crate::dispatch::watch_loop::{HandledSignal, WatchLoop};
+use crate::dispatch::Dispatcher;
 use crate::error::{chain, Error, HandlerError, Result};
 use crate::handler::{call_catching_panics, BoxedHandler, BoxedHook, Handler, Hook};
+use crate::kv::group::GroupSettings;
 use crate::kv::options::KvWatch;
 use crate::kv::view::{self, Decode};
 use crate::kv::watcher::WatchStatus;
@@ -82,7 +85,8 @@ impl std::fmt::Debug for ViewStarter {
 /// has caught up (for a subscriber: handled its bucket's state; for a view: holds it).
 struct CatchUpWait {
     description: String,
-    status: WatchStatus,
+    /// `None` for a group member, which waits only to join.
+    status: Option<WatchStatus>,
     done: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -231,7 +235,7 @@ impl App {
                     let view = broker.start_view(watch, &pattern, decode).await?;
                     let started = CatchUpWait {
                         description: starter_description,
-                        status: view.status().clone(),
+                        status: Some(view.status().clone()),
                         done: view.ready(),
                     };
                     // Declared once, started once: the slot is empty.
@@ -761,6 +765,10 @@ impl Runtime {
         running: &mut Vec<RunningWatch>,
     ) -> Result<()> {
         for subscriber in subscribers {
+            if let Some(settings) = subscriber.kv_watch.group.clone() {
+                running.push(self.join_group(subscriber, settings).await?);
+                continue;
+            }
             let name = Arc::clone(&subscriber.context.name);
             let watcher = self
                 .app
@@ -795,12 +803,60 @@ impl Runtime {
                 handle,
                 catch_up: CatchUpWait {
                     description,
-                    status,
+                    status: Some(status),
                     done: handled.subscribe(),
                 },
             });
         }
         Ok(())
+    }
+
+    /// Creates or joins a subscriber's consumer group and spawns the member. Start-up may wait
+    /// for it to join, not for the group's backlog: that is shared with the other members.
+    async fn join_group(
+        &self,
+        subscriber: Prepared,
+        settings: GroupSettings,
+    ) -> Result<RunningWatch> {
+        let name = Arc::clone(&subscriber.context.name);
+        let watch = &subscriber.kv_watch;
+        let (layout, declared) = self
+            .app
+            .broker
+            .declare_group(&subscriber.context.pattern, watch, &settings)
+            .await?;
+        let description = format!(
+            "subscriber `{name}` (group `{}` on `{}` in bucket `{}`)",
+            settings.name(),
+            subscriber.context.pattern(),
+            watch.bucket()
+        );
+        let joined = Arc::new(HandledSignal::new(false));
+        let member = GroupMember {
+            max_workers: watch.max_workers,
+            without_values: watch.without_values(),
+            ignore_deletes: watch.ignore_deletes,
+            dispatcher: Dispatcher {
+                context: subscriber.context,
+                handler: subscriber.handler,
+                handler_timeout: self.timeouts.handler,
+            },
+            context: self.app.broker.jetstream()?,
+            layout,
+            settings,
+            declared,
+            joined: Arc::clone(&joined),
+        };
+        let handle = tokio::spawn(member.run(self.cancel.clone()));
+        Ok(RunningWatch {
+            name,
+            handle,
+            catch_up: CatchUpWait {
+                description,
+                status: None,
+                done: joined.subscribe(),
+            },
+        })
     }
 
     /// Stops every watch loop: no new entry is started; the handlers in flight get until
@@ -846,7 +902,9 @@ async fn wait_for_catch_up<'a>(
     let behind = waits
         .filter(|wait| !*wait.done.borrow())
         .map(|wait| {
-            let status = &wait.status;
+            let Some(status) = &wait.status else {
+                return format!("{}: has not joined its group", wait.description);
+            };
             let read = if status.is_caught_up() {
                 "read its bucket's state, still handling it".to_owned()
             } else {

@@ -231,6 +231,18 @@ pub enum Error {
         source: Box<WatchError>,
     },
 
+    /// A consumer group could not be set up, joined, read or deleted.
+    #[error("consumer group `{group}` on bucket `{bucket}`: {source}")]
+    Group {
+        /// The bucket.
+        bucket: String,
+        /// The group's name.
+        group: String,
+        /// Which step failed, with its cause.
+        #[source]
+        source: Box<GroupError>,
+    },
+
     /// Listening for the shutdown signals failed.
     #[error("could not listen for shutdown signals")]
     Signal(#[source] std::io::Error),
@@ -368,6 +380,77 @@ pub enum WatchError {
     /// The thread that keeps a view's map could not be started.
     #[error("could not start the view's thread")]
     ViewThread(#[source] std::io::Error),
+}
+
+/// The step of setting up, joining, reading or deleting a consumer group that failed; the
+/// [`source`](std::error::Error::source) of an [`Error::Group`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// The group was created with other settings than this member's. Each difference names the
+    /// setting, the group's value and this member's: delete the group
+    /// ([`KvGroup::delete`](crate::kv::KvGroup::delete)) to start it afresh with new ones.
+    #[error("it was created with other settings than this member's: {}", differences.join("; "))]
+    SettingsDiffer {
+        /// One sentence per setting that differs.
+        differences: Vec<String>,
+    },
+    /// A stream of the group's name exists but was not made for this group.
+    #[error("stream `{stream}` exists but is not this group's copy of the bucket")]
+    NotAGroup {
+        /// The stream's name.
+        stream: String,
+    },
+    /// The group does not exist (looked up, not created).
+    #[error("it does not exist (its stream `{stream}` was not found)")]
+    NotFound {
+        /// The group's stream.
+        stream: String,
+    },
+    /// A request about one of the group's streams failed.
+    #[error("could not {operation} stream `{stream}`")]
+    Stream {
+        /// `look up`, `create`, `delete`, `read`.
+        operation: &'static str,
+        /// The stream.
+        stream: String,
+        /// The async-nats error.
+        #[source]
+        source: BoxError,
+    },
+    /// A request about one of the group's partition consumers failed.
+    #[error("could not {operation} the consumer of partition {partition}")]
+    Consumer {
+        /// `create`, `read`, `unpin`.
+        operation: &'static str,
+        /// The partition.
+        partition: u16,
+        /// The async-nats error.
+        #[source]
+        source: BoxError,
+    },
+    /// The members bucket could not be created or read.
+    #[error("could not {operation} the members bucket `{bucket}`")]
+    Members {
+        /// `create`, `read`, `join`.
+        operation: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The async-nats error.
+        #[source]
+        source: BoxError,
+    },
+    /// A dead letter could not be read, replayed or discarded.
+    #[error("could not {operation} dead letter {sequence}")]
+    DeadLetter {
+        /// `replay`, `discard`, `read`.
+        operation: &'static str,
+        /// Its sequence in the dead-letter stream.
+        sequence: u64,
+        /// What failed.
+        #[source]
+        source: BoxError,
+    },
 }
 
 /// Why a handler or hook call did not succeed.

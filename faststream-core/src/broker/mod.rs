@@ -16,6 +16,10 @@ use settings::ConnectSettings;
 
 use crate::error::{BoxError, Error, Result};
 use crate::kv::bucket::BucketConfig;
+use crate::kv::features;
+use crate::kv::group::declare::{self, DeclaredGroup, GroupSpec};
+use crate::kv::group::layout::GroupLayout;
+use crate::kv::group::{GroupSettings, KvGroup};
 use crate::kv::key_value::KeyValue;
 use crate::kv::options::KvWatch;
 use crate::kv::view::{self, Decode, KvView};
@@ -346,6 +350,48 @@ impl NatsBroker {
         let pattern = KeyPattern::parse(pattern)?;
         options.validate()?;
         self.watch(&pattern, options, Watcher::Direct).await
+    }
+
+    /// The consumer group `group` on `bucket`, to see its members, partitions, pending work
+    /// and dead letters, or to delete it (see [`KvGroup`]). The group must exist: it is created
+    /// by its first member (a subscriber with [`KvWatch::group`]).
+    pub async fn kv_group(&self, bucket: &str, group: &str) -> Result<KvGroup> {
+        faststream_rules::validate_bucket(bucket)?;
+        faststream_rules::validate_group(group)?;
+        KvGroup::open(self.jetstream()?, bucket, group).await
+    }
+
+    /// Creates or joins the consumer group of a subscriber whose settings passed validation;
+    /// refuses a server older than 2.11 before any request.
+    pub(crate) async fn declare_group(
+        &self,
+        pattern: &KeyPattern,
+        watch: &KvWatch,
+        settings: &GroupSettings,
+    ) -> Result<(GroupLayout, DeclaredGroup)> {
+        let jetstream = self.jetstream()?;
+        features::require(
+            "consumer groups (`KvWatch::group`)",
+            features::GROUPS_SINCE,
+            &jetstream.client().server_info().version,
+        )?;
+        let store = self.watched_bucket(watch).await?;
+        let layout = GroupLayout::new(watch.bucket(), settings.name());
+        let spec = GroupSpec {
+            layout: layout.clone(),
+            pattern: pattern.as_str().to_owned(),
+            filter: pattern.filter().to_owned(),
+            start: watch.start_at(),
+            settings: settings.clone(),
+        };
+        let declared = declare::declare(&jetstream, &store.store().stream, &spec)
+            .await
+            .map_err(|source| Error::Group {
+                bucket: watch.bucket().to_owned(),
+                group: settings.name().to_owned(),
+                source: Box::new(source),
+            })?;
+        Ok((layout, declared))
     }
 
     /// A live view of the keys matching `pattern` in a bucket, values decoded from JSON into

@@ -10,6 +10,13 @@ pub(crate) const LIMIT_MARKERS_SINCE: Version = Version {
     text: "2.11",
 };
 
+/// The oldest nats-server with pull-consumer priority groups and pinned clients (ADR-42).
+pub(crate) const GROUPS_SINCE: Version = Version {
+    major: 2,
+    minor: 11,
+    text: "2.11",
+};
+
 /// A `major.minor` server version that a feature needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Version {

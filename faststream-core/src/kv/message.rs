@@ -209,7 +209,7 @@ impl From<MessageParts> for KvMessage {
     }
 }
 
-fn system_time(time: time::OffsetDateTime) -> SystemTime {
+pub(crate) fn system_time(time: time::OffsetDateTime) -> SystemTime {
     u64::try_from(time.unix_timestamp_nanos())
         .map(|nanos| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
         .unwrap_or(SystemTime::UNIX_EPOCH)

@@ -12,7 +12,7 @@ pub(crate) mod view;
 pub(crate) mod watcher;
 
 pub use bucket::{BucketConfig, Placement, Republish, StorageType, MAX_HISTORY};
-pub use group::GroupSettings;
+pub use group::{GroupSettings, KvGroup};
 pub use key_value::KeyValue;
 pub use message::{KvMessage, Operation};
 pub use options::{KvWatch, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_WATCH_TIMEOUT, MAX_WORKERS};

@@ -11,8 +11,16 @@
 //!   assignment of partitions from it and pulls only its own;
 //! - a **dead-letter stream** for the changes given up.
 
+mod admin;
+pub(crate) mod dead_letters;
+pub(crate) mod declare;
+pub(crate) mod layout;
+pub(crate) mod membership;
+pub(crate) mod partition;
 pub(crate) mod settings;
 
+pub use admin::{GroupInfo, KvGroup, MemberInfo, PartitionInfo};
+pub use dead_letters::DeadLetter;
 pub use settings::{
     GroupSettings, DEFAULT_BACKOFF, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_PARTITIONS,
     DEFAULT_SESSION_TIMEOUT, MAX_PARTITIONS,

@@ -34,7 +34,7 @@ pub(super) struct Delivery {
 /// first, as async-nats does. Unlike async-nats (which reports `MaxAge` as a purge), an expiry
 /// is its own [`Operation::Expired`]. An unknown reason counts as a purge: the key's
 /// value is gone whatever the reason.
-pub(super) fn operation(headers: Option<&HeaderMap>) -> Operation {
+pub(crate) fn operation(headers: Option<&HeaderMap>) -> Operation {
     let Some(headers) = headers else {
         return Operation::Put;
     };

@@ -52,7 +52,8 @@ mod status;
 use consumer::{
     create, delete_consumer, head_revision, next_delay, Attempt, CreateFailure, Created,
 };
-use delivery::{operation, parse_reply};
+pub(crate) use delivery::operation;
+use delivery::parse_reply;
 use status::StatusWriter;
 pub use status::{CatchUp, WatchEvent, WatchPhase, WatchStatus};
 

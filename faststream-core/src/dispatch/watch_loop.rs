@@ -1,4 +1,4 @@
-//! Dispatch: one task per subscriber that hands each entry of its [`KvWatcher`] to the
+//! The watch loop: one task per subscriber that hands each entry of its [`KvWatcher`] to the
 //! handler. It sits above `kv`, which knows nothing of handlers: the watcher yields entries,
 //! and this loop decides when and how each becomes a handler call.
 //!
@@ -22,17 +22,13 @@
 //! read before the watcher's catch-up have finished.
 
 use std::collections::{HashMap, VecDeque};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures_util::FutureExt as _;
 use tokio::task::{self, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::context::SubscriberContext;
-use crate::error::{chain, HandlerError};
-use crate::handler::{call_catching_panics, panic_message, BoxedHandler};
+use super::Dispatcher;
 use crate::kv::message::KvMessage;
 use crate::kv::watcher::{CatchUp, KvWatcher, WatchEvent};
 
@@ -110,15 +106,6 @@ impl CatchUpTracker {
             handled.entries, handled.elapsed);
         signal.send_replace(true);
     }
-}
-
-/// Calls the handler for one entry and logs the outcome.
-#[derive(Clone)]
-pub(crate) struct Dispatcher {
-    pub(crate) context: Arc<SubscriberContext>,
-    pub(crate) handler: BoxedHandler,
-    /// How long one handler call may take before it is abandoned; `None`: no limit.
-    pub(crate) handler_timeout: Option<Duration>,
 }
 
 impl WatchLoop {
@@ -255,63 +242,4 @@ async fn next_event(
         tracing::warn!(subscriber = %dispatcher.context.name, "connection closed; watch loop ends");
     }
     event
-}
-
-impl Dispatcher {
-    /// [`dispatch`](Self::dispatch), with a panic anywhere in it caught and logged, so it can
-    /// stop neither the key nor the subscriber.
-    async fn dispatch_guarded(&self, message: KvMessage) {
-        let (key, revision) = (message.key().to_owned(), message.revision());
-        let dispatched = AssertUnwindSafe(self.dispatch(message))
-            .catch_unwind()
-            .await;
-        if let Err(payload) = dispatched {
-            tracing::error!(subscriber = %self.context.name, key, revision,
-                panic = panic_message(&*payload),
-                "{key} | {revision} - panic outside the handler (dropping or logging its call); the watch goes on");
-        }
-    }
-
-    async fn dispatch(&self, message: KvMessage) {
-        let (bucket, key, revision) = (message.bucket(), message.key(), message.revision());
-        let subscriber = &*self.context.name;
-        tracing::debug!(subscriber, operation = %message.operation(),
-            "{bucket} | {key} | {revision} - Received");
-
-        let call = call_catching_panics(|| self.handler.call(&message, &self.context));
-        let outcome = match self.handler_timeout {
-            None => call.await,
-            Some(limit) => match tokio::time::timeout(limit, call).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    tracing::error!(
-                        subscriber, bucket, key, revision, timeout = ?limit,
-                        "{bucket} | {key} | {revision} - handler timed out; abandoned"
-                    );
-                    return;
-                }
-            },
-        };
-        match outcome {
-            Ok(()) => {
-                tracing::debug!(subscriber, "{bucket} | {key} | {revision} - Processed");
-            }
-            Err(HandlerError::Rejected(rejection)) if rejection.is_skip() => {
-                tracing::debug!(subscriber, reason = %rejection,
-                    "{bucket} | {key} | {revision} - Skipped");
-            }
-            Err(HandlerError::Rejected(rejection)) => tracing::error!(
-                subscriber, bucket, key, revision, reason = %chain(&rejection),
-                "{bucket} | {key} | {revision} - could not decode the entry; handler not called"
-            ),
-            Err(HandlerError::Failed(error)) => tracing::error!(
-                subscriber, bucket, key, revision, error = %chain(&*error),
-                "{bucket} | {key} | {revision} - handler failed"
-            ),
-            Err(HandlerError::Panicked { message }) => tracing::error!(
-                subscriber, bucket, key, revision, panic = %message,
-                "{bucket} | {key} | {revision} - handler panicked"
-            ),
-        }
-    }
 }

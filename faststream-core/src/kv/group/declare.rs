@@ -1,0 +1,330 @@
+//! Creating a group on the server, or joining the one that exists: its partitioned mirror of
+//! the bucket, one consumer per partition, the members bucket and the dead-letter stream.
+//!
+//! Every step is idempotent, so members starting together all succeed. What the group was
+//! created with is recorded in its stream's metadata; a member with other settings is refused
+//! with every difference named, rather than quietly watching something else.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PriorityPolicy};
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::stream::{
+    self, DiscardPolicy, RetentionPolicy, Source, SubjectTransform,
+};
+use async_nats::jetstream::{self, kv};
+
+use super::layout::{GroupLayout, PRIORITY_GROUP};
+use super::settings::GroupSettings;
+use crate::error::GroupError;
+use crate::kv::options::StartAt;
+
+/// How many dead letters a group keeps before the oldest go.
+pub(crate) const DEAD_LETTERS_KEPT: i64 = 100_000;
+/// How long a new group waits for its mirror to copy the bucket before creating its consumers
+/// (so that "the latest value of each key" is taken over the whole bucket).
+const MIRROR_CATCH_UP: Duration = Duration::from_secs(10);
+
+const META_BUCKET: &str = "faststream.group.bucket";
+const META_GROUP: &str = "faststream.group.name";
+const META_PATTERN: &str = "faststream.group.pattern";
+const META_START: &str = "faststream.group.start";
+const META_PARTITIONS: &str = "faststream.group.partitions";
+const META_SESSION: &str = "faststream.group.session_timeout_ms";
+
+/// What a member asks of its group.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupSpec {
+    pub(crate) layout: GroupLayout,
+    /// The key pattern as written (`orders.{id}`).
+    pub(crate) pattern: String,
+    /// Its NATS filter (`orders.*`).
+    pub(crate) filter: String,
+    pub(crate) start: StartAt,
+    pub(crate) settings: GroupSettings,
+}
+
+impl GroupSpec {
+    /// The settings recorded when the group is created, by metadata key, with a label for
+    /// error messages.
+    fn recorded(&self) -> Vec<(&'static str, &'static str, String)> {
+        vec![
+            (META_BUCKET, "bucket", self.layout.bucket.clone()),
+            (META_GROUP, "group", self.layout.group.clone()),
+            (META_PATTERN, "key pattern", self.pattern.clone()),
+            (META_START, "start", start_name(self.start).to_owned()),
+            (
+                META_PARTITIONS,
+                "partitions",
+                self.settings.partitions.to_string(),
+            ),
+            (
+                META_SESSION,
+                "session_timeout (ms)",
+                self.settings.session_timeout.as_millis().to_string(),
+            ),
+        ]
+    }
+}
+
+fn start_name(start: StartAt) -> &'static str {
+    match start {
+        StartAt::LatestPerKey => "latest value of each key",
+        StartAt::Beginning => "include_history",
+        StartAt::NewOnly => "updates_only",
+    }
+}
+
+/// The server objects of a joined group.
+#[derive(Debug, Clone)]
+pub(crate) struct DeclaredGroup {
+    pub(crate) stream: stream::Stream,
+    pub(crate) members: kv::Store,
+}
+
+/// Creates the group if it does not exist, else checks it was created with `spec`'s settings.
+/// `bucket` is the watched bucket's stream.
+pub(crate) async fn declare(
+    jetstream: &jetstream::Context,
+    bucket: &stream::Stream,
+    spec: &GroupSpec,
+) -> Result<DeclaredGroup, GroupError> {
+    let bucket_config = &bucket.cached_info().config;
+    let layout = &spec.layout;
+    let stream = match jetstream.get_stream(&layout.stream).await {
+        Ok(stream) => {
+            check_recorded(&stream, spec)?;
+            stream
+        }
+        Err(error) if is_not_found(&error) => create_stream(jetstream, bucket, spec).await?,
+        Err(error) => return Err(stream_error("look up", &layout.stream, error)),
+    };
+    create_consumers(&stream, spec).await?;
+    let members = members_bucket(jetstream, spec, bucket_config.num_replicas).await?;
+    dead_stream(jetstream, layout, bucket_config.num_replicas).await?;
+    Ok(DeclaredGroup { stream, members })
+}
+
+/// Whether a stream lookup failed because the stream does not exist.
+pub(crate) fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(error.kind(), GetStreamErrorKind::JetStream(js)
+        if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+fn stream_error(
+    operation: &'static str,
+    stream: &str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> GroupError {
+    GroupError::Stream {
+        operation,
+        stream: stream.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+fn check_recorded(stream: &stream::Stream, spec: &GroupSpec) -> Result<(), GroupError> {
+    let metadata = &stream.cached_info().config.metadata;
+    if !metadata.contains_key(META_GROUP) {
+        return Err(GroupError::NotAGroup {
+            stream: spec.layout.stream.clone(),
+        });
+    }
+    let differences = differences(metadata, spec);
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(GroupError::SettingsDiffer { differences })
+    }
+}
+
+fn differences(metadata: &HashMap<String, String>, spec: &GroupSpec) -> Vec<String> {
+    spec.recorded()
+        .into_iter()
+        .filter_map(|(key, label, ours)| {
+            let theirs = metadata.get(key).map_or("(none)", String::as_str);
+            (theirs != ours)
+                .then(|| format!("{label}: the group has `{theirs}`, this member `{ours}`"))
+        })
+        .collect()
+}
+
+async fn create_stream(
+    jetstream: &jetstream::Context,
+    bucket: &stream::Stream,
+    spec: &GroupSpec,
+) -> Result<stream::Stream, GroupError> {
+    let layout = &spec.layout;
+    let bucket_info = bucket.cached_info();
+    let bucket_config = &bucket_info.config;
+    let (src, dest) = layout.transform(&spec.filter, spec.settings.partitions);
+    // Updates only: the mirror starts after the bucket's last message as of now.
+    let start_sequence = if spec.start == StartAt::NewOnly {
+        let last = match bucket.clone().info().await {
+            Ok(info) => info.state.last_sequence,
+            Err(_) => bucket_info.state.last_sequence,
+        };
+        Some(last + 1)
+    } else {
+        None
+    };
+    let config = stream::Config {
+        name: layout.stream.clone(),
+        description: Some(format!(
+            "faststream consumer group `{}`: `{}` of bucket `{}` in {} partitions",
+            layout.group, spec.pattern, layout.bucket, spec.settings.partitions
+        )),
+        mirror: Some(Source {
+            name: bucket_info.config.name.clone(),
+            start_sequence,
+            subject_transforms: vec![SubjectTransform {
+                source: src,
+                destination: dest,
+            }],
+            ..Default::default()
+        }),
+        retention: RetentionPolicy::Limits,
+        // As much as the bucket keeps: its history per key and its age limit.
+        max_messages_per_subject: bucket_config.max_messages_per_subject,
+        max_age: bucket_config.max_age,
+        storage: bucket_config.storage,
+        num_replicas: bucket_config.num_replicas,
+        discard: DiscardPolicy::Old,
+        metadata: spec
+            .recorded()
+            .into_iter()
+            .map(|(key, _, value)| (key.to_owned(), value))
+            .collect(),
+        ..Default::default()
+    };
+    let stream = match jetstream.create_stream(config).await {
+        Ok(stream) => stream,
+        // Another member created it meanwhile, perhaps with other settings.
+        Err(create_error) => match jetstream.get_stream(&layout.stream).await {
+            Ok(stream) => {
+                check_recorded(&stream, spec)?;
+                return Ok(stream);
+            }
+            Err(_) => return Err(stream_error("create", &layout.stream, create_error)),
+        },
+    };
+    wait_for_mirror(stream.clone(), &layout.stream).await;
+    Ok(stream)
+}
+
+/// Waits, boundedly, until the new mirror has copied what the bucket holds.
+async fn wait_for_mirror(mut stream: stream::Stream, name: &str) {
+    let started = Instant::now();
+    while started.elapsed() < MIRROR_CATCH_UP {
+        if let Ok(info) = stream.info().await {
+            if let Some(mirror) = &info.mirror {
+                if mirror.active.is_some() && mirror.lag == 0 {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(stream = name, waited = ?MIRROR_CATCH_UP,
+        "the group's mirror has not copied the bucket yet; its consumers start anyway");
+}
+
+/// The consumer of each partition: one change in flight at a time (so a partition's changes
+/// stay in order, retries included), one pinned member at a time.
+async fn create_consumers(stream: &stream::Stream, spec: &GroupSpec) -> Result<(), GroupError> {
+    let settings = &spec.settings;
+    let deliver_policy = match spec.start {
+        StartAt::LatestPerKey => DeliverPolicy::LastPerSubject,
+        // Updates only: the mirror itself starts after the bucket's state.
+        StartAt::Beginning | StartAt::NewOnly => DeliverPolicy::All,
+    };
+    let creations = (0..settings.partitions).map(|partition| {
+        let config = pull::Config {
+            durable_name: Some(GroupLayout::consumer(partition)),
+            description: Some(format!(
+                "faststream group `{}`, partition {partition}",
+                spec.layout.group
+            )),
+            filter_subject: GroupLayout::partition_filter(partition),
+            deliver_policy,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: settings.session_timeout,
+            max_deliver: -1,
+            max_ack_pending: 1,
+            priority_groups: vec![PRIORITY_GROUP.to_owned()],
+            priority_policy: PriorityPolicy::PinnedClient,
+            priority_timeout: settings.session_timeout,
+            ..Default::default()
+        };
+        async move {
+            stream
+                .get_or_create_consumer::<pull::Config>(&GroupLayout::consumer(partition), config)
+                .await
+                .map(drop)
+                .map_err(|source| GroupError::Consumer {
+                    operation: "create",
+                    partition,
+                    source: Box::new(source),
+                })
+        }
+    });
+    for created in futures_util::future::join_all(creations).await {
+        created?;
+    }
+    Ok(())
+}
+
+/// The bucket where members heartbeat: one key per member, gone after a few missed beats.
+async fn members_bucket(
+    jetstream: &jetstream::Context,
+    spec: &GroupSpec,
+    replicas: usize,
+) -> Result<kv::Store, GroupError> {
+    let name = &spec.layout.members_bucket;
+    if let Ok(store) = jetstream.get_key_value(name).await {
+        return Ok(store);
+    }
+    let config = kv::Config {
+        bucket: name.clone(),
+        description: format!("faststream group `{}`: members", spec.layout.group),
+        history: 1,
+        max_age: spec.settings.session_timeout * 4,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    match jetstream.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        Err(create_error) => jetstream
+            .get_key_value(name)
+            .await
+            .map_err(|_| GroupError::Members {
+                operation: "create",
+                bucket: name.clone(),
+                source: Box::new(create_error),
+            }),
+    }
+}
+
+async fn dead_stream(
+    jetstream: &jetstream::Context,
+    layout: &GroupLayout,
+    replicas: usize,
+) -> Result<stream::Stream, GroupError> {
+    let config = stream::Config {
+        name: layout.dead_stream.clone(),
+        description: Some(format!(
+            "faststream group `{}`: the changes given up",
+            layout.group
+        )),
+        subjects: vec![layout.dead_subjects()],
+        max_messages: DEAD_LETTERS_KEPT,
+        discard: DiscardPolicy::Old,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    jetstream
+        .get_or_create_stream(config)
+        .await
+        .map_err(|source| stream_error("create", &layout.dead_stream, source))
+}

@@ -1,0 +1,290 @@
+//! The pull loop of one partition, written against the consumer's next-message API rather
+//! than async-nats's `messages()`: a member must know the moment it loses the server's pin
+//! (to stop starting calls), which that stream hides, and `fetch`/`batch` refuse pinned
+//! consumers.
+//!
+//! One pull request is kept waiting at a time: `{batch, expires, idle_heartbeat, group, id}`,
+//! with the pin id once the server has given one. It is renewed when it expires (status 408),
+//! when its batch is used up, after any other status, and in any case after its expiry plus a
+//! grace period (a status lost in a reconnect). The expiry is well under the pin timeout, so a
+//! pinned member keeps its pin while idle. A pull carrying a pin that is no longer valid gets
+//! status 423 at once: the pin is lost.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use async_nats::{Client, Subscriber};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+
+use super::layout::{split_subject, GroupLayout, PRIORITY_GROUP};
+use crate::kv::message::{KvMessage, MessageParts};
+use crate::kv::watcher::operation;
+
+/// Messages asked for per pull request: with one change in flight per partition the server
+/// sends them one at a time anyway; a larger batch only saves requests.
+const BATCH: usize = 256;
+/// Added to a pull's expiry before it is given up as lost.
+const PULL_GRACE: Duration = Duration::from_secs(1);
+
+/// What a partition's pull loop yields.
+#[derive(Debug)]
+pub(crate) enum Pulled {
+    /// A change to handle, with the server's delivery count.
+    Change(Box<GroupDelivery>),
+    /// The server moved the partition's pin to another member.
+    PinLost,
+    /// The connection is closed for good.
+    Closed,
+}
+
+/// A change delivered by the group, and how to settle it with the server.
+#[derive(Debug)]
+pub(crate) struct GroupDelivery {
+    pub(crate) message: KvMessage,
+    /// The attempt this delivery is (1 for the first), counted by the server, so it survives
+    /// the member that made the earlier attempts.
+    pub(crate) attempt: u64,
+    /// The consumer-side sequence, to recognise a redelivery of the change in hand.
+    pub(crate) stream_sequence: u64,
+    ack: Acker,
+}
+
+/// Settles one delivery: acknowledges it, asks for it again later, or terminates it.
+#[derive(Debug, Clone)]
+pub(crate) struct Acker {
+    message: jetstream::Message,
+}
+
+impl GroupDelivery {
+    pub(crate) fn acker(&self) -> Acker {
+        self.ack.clone()
+    }
+}
+
+impl Acker {
+    /// Done: the server records it and sends the partition's next change.
+    pub(crate) async fn ack(&self) -> Result<(), async_nats::Error> {
+        self.message.ack().await
+    }
+
+    /// Not done: deliver it again after `delay` (to whichever member holds the pin then).
+    pub(crate) async fn retry_after(&self, delay: Duration) -> Result<(), async_nats::Error> {
+        self.message.ack_with(AckKind::Nak(Some(delay))).await
+    }
+
+    /// Still working on it: restarts the server's ack wait.
+    pub(crate) async fn progress(&self) -> Result<(), async_nats::Error> {
+        self.message.ack_with(AckKind::Progress).await
+    }
+
+    /// Given up: never deliver it again.
+    pub(crate) async fn terminate(&self) -> Result<(), async_nats::Error> {
+        self.message.ack_with(AckKind::Term).await
+    }
+}
+
+/// The pull loop of one partition.
+#[derive(Debug)]
+pub(crate) struct PartitionPuller {
+    client: Client,
+    context: jetstream::Context,
+    partition: u16,
+    next_subject: String,
+    inbox: String,
+    subscription: Subscriber,
+    /// The pin id the server gave, while this member believes it holds the pin.
+    pin: Option<String>,
+    /// Shared with calls waiting to start: cleared when the pin is lost.
+    pinned: Arc<AtomicBool>,
+    expires: Duration,
+    idle_heartbeat: Duration,
+    remaining: usize,
+    repull_at: Instant,
+    bucket: Arc<str>,
+    without_values: bool,
+}
+
+impl PartitionPuller {
+    pub(crate) async fn start(
+        context: jetstream::Context,
+        layout: &GroupLayout,
+        partition: u16,
+        session_timeout: Duration,
+        without_values: bool,
+    ) -> Result<Self, async_nats::SubscribeError> {
+        let client = context.client();
+        let inbox = client.new_inbox();
+        let subscription = client.subscribe(inbox.clone()).await?;
+        // Pulls renewed at least three times per pin timeout.
+        let expires = session_timeout / 3;
+        Ok(Self {
+            next_subject: format!(
+                "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+                layout.stream,
+                GroupLayout::consumer(partition)
+            ),
+            client,
+            context,
+            partition,
+            inbox,
+            subscription,
+            pin: None,
+            pinned: Arc::new(AtomicBool::new(false)),
+            expires,
+            idle_heartbeat: expires / 3,
+            remaining: 0,
+            repull_at: Instant::now(),
+            bucket: Arc::from(layout.bucket.as_str()),
+            without_values,
+        })
+    }
+
+    /// Cleared the moment this member learns it lost the pin.
+    pub(crate) fn pinned_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.pinned)
+    }
+
+    /// The pin id held, if any, for the member's heartbeat.
+    pub(crate) fn pin(&self) -> Option<&str> {
+        self.pin.as_deref()
+    }
+
+    /// The next change or pin loss. Cancel-safe: a pull request is sent in one step, and what
+    /// arrives stays in the subscription.
+    pub(crate) async fn next(&mut self) -> Pulled {
+        loop {
+            if self.remaining == 0 || Instant::now() >= self.repull_at {
+                self.pull().await;
+            }
+            let message = tokio::select! {
+                message = self.subscription.next() => message,
+                () = tokio::time::sleep_until(self.repull_at.into()) => {
+                    self.remaining = 0;
+                    continue;
+                }
+            };
+            let Some(message) = message else {
+                return Pulled::Closed;
+            };
+            if let Some(status) = message.status {
+                match status.as_u16() {
+                    // Idle heartbeat: the pull is still waiting.
+                    100 => {}
+                    423 => {
+                        self.remaining = 0;
+                        if self.lose_pin() {
+                            return Pulled::PinLost;
+                        }
+                    }
+                    // 408 expired, 409 (leadership change, max waiting, ...), 404: pull again.
+                    _ => self.remaining = 0,
+                }
+                continue;
+            }
+            self.remaining = self.remaining.saturating_sub(1);
+            if let Some(delivery) = self.delivery(message) {
+                return Pulled::Change(Box::new(delivery));
+            }
+        }
+    }
+
+    fn lose_pin(&mut self) -> bool {
+        self.pinned.store(false, Ordering::SeqCst);
+        self.pin.take().is_some()
+    }
+
+    async fn pull(&mut self) {
+        let mut request = serde_json::json!({
+            "batch": BATCH,
+            "expires": nanos(self.expires),
+            "idle_heartbeat": nanos(self.idle_heartbeat),
+            "group": PRIORITY_GROUP,
+        });
+        if let Some(pin) = &self.pin {
+            request["id"] = serde_json::Value::String(pin.clone());
+        }
+        self.repull_at = Instant::now() + self.expires + PULL_GRACE;
+        let payload = Bytes::from(request.to_string());
+        match self
+            .client
+            .publish_with_reply(self.next_subject.clone(), self.inbox.clone(), payload)
+            .await
+        {
+            Ok(()) => self.remaining = BATCH,
+            // The client is closed; the subscription ends too, which `next` reports.
+            Err(error) => {
+                tracing::debug!(partition = self.partition, error = %error, "pull request not sent");
+                self.repull_at = Instant::now() + self.idle_heartbeat;
+            }
+        }
+    }
+
+    fn delivery(&mut self, message: async_nats::Message) -> Option<GroupDelivery> {
+        let message = jetstream::Message {
+            message,
+            context: self.context.clone(),
+        };
+        let pin = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get("Nats-Pin-Id"))
+            .map(|pin| pin.as_str().to_owned());
+        if let Some(pin) = pin {
+            if self.pin.as_deref() != Some(pin.as_str()) {
+                tracing::debug!(partition = self.partition, pin, "pinned to this member");
+                self.pin = Some(pin);
+            }
+            self.pinned.store(true, Ordering::SeqCst);
+        }
+        let info = message.info().ok()?;
+        let (stream_sequence, delivered, pending, published) = (
+            info.stream_sequence,
+            info.delivered,
+            info.pending,
+            info.published,
+        );
+        let (_, key) = split_subject(&message.subject)?;
+        let key = key.to_owned();
+        let value_size = message.payload.len();
+        let parts = MessageParts {
+            bucket: Arc::clone(&self.bucket),
+            key,
+            value: if self.without_values {
+                Bytes::new()
+            } else {
+                message.payload.clone()
+            },
+            value_size,
+            revision: stream_sequence,
+            delta: pending,
+            created: published,
+            operation: operation(message.headers.as_ref()),
+        };
+        Some(GroupDelivery {
+            message: KvMessage::from(parts),
+            attempt: u64::try_from(delivered).unwrap_or(1).max(1),
+            stream_sequence,
+            ack: Acker { message },
+        })
+    }
+
+    /// Gives the pin back if this member holds it, so the next member is pinned at once
+    /// instead of after the pin timeout.
+    pub(crate) async fn release(mut self, stream: &jetstream::stream::Stream) {
+        let _ = self.subscription.unsubscribe().await;
+        if self.lose_pin() {
+            let consumer = GroupLayout::consumer(self.partition);
+            if let Err(error) = stream.unpin_consumer(&consumer, PRIORITY_GROUP).await {
+                tracing::debug!(partition = self.partition, error = %error,
+                    "could not give the pin back; the next member is pinned after the pin timeout");
+            }
+        }
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
