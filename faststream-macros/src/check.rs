@@ -15,17 +15,20 @@ use syn::{Expr, LitInt, LitStr};
 use crate::parse::HandlerFn;
 
 pub(crate) use options::{sort_options, Known, Sorted};
-pub(crate) use values::{key_pattern, kv_watch, max_workers, order};
+pub(crate) use values::{group, key_pattern, kv_watch, max_workers, order};
 #[cfg(test)]
-pub(crate) use values::{KEY_NOT_LITERAL, ORDER_NOT_INTEGER};
+pub(crate) use values::{GROUP_NOT_LITERAL, KEY_NOT_LITERAL, ORDER_NOT_INTEGER};
 
-/// A validated `#[subscriber("key", kv_watch = .., max_workers = ..)]`.
+/// A validated `#[subscriber("key", kv_watch = .., max_workers = .., group = ..)]`.
 pub(crate) struct Subscriber {
     /// The watch pattern, a fresh literal with the span of the one written.
     pub(crate) key: LitStr,
     pub(crate) kv_watch: KvWatch,
     /// `max_workers = N` as a `usize` literal, applied on top of the `kv_watch` settings.
     pub(crate) max_workers: Option<LitInt>,
+    /// `group = "name"`, a checked consumer-group name, applied on top of the `kv_watch`
+    /// settings (after `max_workers`).
+    pub(crate) group: Option<LitStr>,
 }
 
 /// The `kv_watch = ..` option: where the watch settings come from.

@@ -7,7 +7,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::ext::IdentExt;
-use syn::{FnArg, Ident, LitStr, ReturnType, Signature};
+use syn::{FnArg, Ident, LitInt, LitStr, ReturnType, Signature};
 
 use crate::check::{Hook, KvWatch, KvWatchSource, Subscriber};
 use crate::parse::HandlerFn;
@@ -45,8 +45,9 @@ pub(crate) fn subscriber(subscriber: &Subscriber, handler: &HandlerFn) -> TokenS
         key,
         kv_watch,
         max_workers,
+        group,
     } = subscriber;
-    let kv_watch = kv_watch_closure(kv_watch, max_workers.as_ref());
+    let kv_watch = kv_watch_closure(kv_watch, max_workers.as_ref(), group.as_ref());
     let boxed = constructor(&handler.sig, "handler");
     registration(
         handler,
@@ -75,20 +76,34 @@ pub(crate) fn hook(hook: &Hook, handler: &HandlerFn) -> TokenStream {
     )
 }
 
-/// The `|| -> KvWatch { .. }` closure that builds the watch settings, with `max_workers` from the
-/// attribute applied on top of them. The return type carries the span of the `kv_watch` name, so
-/// a mismatched type reads "expected `KvWatch` because of return type" at `kv_watch`, not under
-/// the whole attribute.
-fn kv_watch_closure(kv_watch: &KvWatch, max_workers: Option<&syn::LitInt>) -> TokenStream {
-    let body = match &kv_watch.source {
-        KvWatchSource::Bucket(bucket) => quote!(::faststream_core::KvWatch::new(#bucket)),
-        KvWatchSource::Expression(expr) => quote!(#expr),
-    };
-    let body = match max_workers {
-        Some(workers) => quote!((#body).max_workers(#workers)),
-        None => body,
-    };
+/// The `|| -> KvWatch { .. }` closure that builds the watch settings, with `max_workers` and
+/// `group` from the attribute applied on top of them (so they replace any set in a `kv_watch`
+/// expression). The type carries the span of the `kv_watch` name, so a value of the wrong type
+/// is reported at `kv_watch` ("expected `KvWatch` because of return type", or "expected due to
+/// this" when options are applied), not under the whole attribute.
+fn kv_watch_closure(
+    kv_watch: &KvWatch,
+    max_workers: Option<&LitInt>,
+    group: Option<&LitStr>,
+) -> TokenStream {
     let ty = quote_spanned!(kv_watch.name_span=> ::faststream_core::KvWatch);
+    let mut options = TokenStream::new();
+    if let Some(workers) = max_workers {
+        options.extend(quote!(.max_workers(#workers)));
+    }
+    if let Some(group) = group {
+        options.extend(quote!(.group(#group)));
+    }
+    let body = match &kv_watch.source {
+        KvWatchSource::Bucket(bucket) => quote!(::faststream_core::KvWatch::new(#bucket) #options),
+        KvWatchSource::Expression(expr) if options.is_empty() => quote!(#expr),
+        // Bound to a typed variable first: a value of another type is then a mismatch at
+        // `kv_watch`, rather than "no method named `max_workers`" under the whole attribute.
+        KvWatchSource::Expression(expr) => {
+            let watch = Ident::new("watch", Span::mixed_site());
+            quote!(let #watch: #ty = #expr; #watch #options)
+        }
+    };
     quote!(|| -> #ty { #body })
 }
 

@@ -45,12 +45,23 @@ mod subscriber;
 /// // Any expression of type `KvWatch` works too:
 /// #[subscriber("audit.>", kv_watch = KvWatch::new(AUDIT_BUCKET))]
 /// async fn on_audit(entry: KvMessage) {}
+///
+/// // Shorthands: the same as `kv_watch = KvWatch::new("shop").max_workers(8).group("billing")`.
+/// #[subscriber("orders.{id}", kv_watch = "shop", max_workers = 8, group = "billing")]
+/// async fn bill(entry: KvMessage) {}
 /// ```
 ///
 /// - The first argument, a string literal, is the watch pattern: `.`-separated tokens where `*`
 ///   matches one token, a final `>` matches the rest and `{name}` is a named path parameter.
 /// - `kv_watch` (required) is the bucket: a string literal, checked at compile time, or an
 ///   expression of type `faststream_core::KvWatch`.
+/// - `max_workers` (optional), an integer literal from 1 to 4096: `KvWatch::max_workers`.
+/// - `group` (optional), a string literal holding a consumer-group name, checked at compile
+///   time: `KvWatch::group` with the group's default settings. For a name that is not a literal,
+///   or other settings, call `.group(..)` in a `kv_watch` expression instead.
+///
+/// `max_workers` and `group` are applied on top of the `kv_watch` value, expression or not, and
+/// replace what it set.
 ///
 /// The function must be a free `async fn` without generic parameters or `impl Trait` arguments.
 /// Each argument type must be an extractor, and the return type a supported handler output.

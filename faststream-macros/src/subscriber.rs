@@ -1,5 +1,6 @@
-//! `#[subscriber("key", kv_watch = BUCKET, max_workers = N)]`: its options, which parts are
-//! required, and the order of its errors; the work is done by `parse`, `check` and `emit`.
+//! `#[subscriber("key", kv_watch = BUCKET, max_workers = N, group = "name")]`: its options,
+//! which parts are required, and the order of its errors; the work is done by `parse`, `check`
+//! and `emit`.
 
 use proc_macro2::{Span, TokenStream};
 
@@ -15,7 +16,7 @@ const MISSING_KEY: &str =
 const MISSING_KV_WATCH: &str =
     "`kv_watch = \"bucket\"` is required: write `#[subscriber(\"key\", kv_watch = \"bucket\")]`";
 
-const KNOWN: [Known; 2] = [
+const KNOWN: [Known; 3] = [
     Known {
         name: "kv_watch",
         usage: "`kv_watch = \"bucket\"`",
@@ -23,6 +24,10 @@ const KNOWN: [Known; 2] = [
     Known {
         name: "max_workers",
         usage: "`max_workers = 8`",
+    },
+    Known {
+        name: "group",
+        usage: "`group = \"billing\"`",
     },
 ];
 
@@ -39,10 +44,10 @@ fn generate(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
 
 /// Checks every part on its own, so that one bad value hides no other. The errors come in the
 /// order of the attribute: the key, the unknown, repeated or valueless options, then the values
-/// of `kv_watch` and `max_workers`.
+/// of `kv_watch`, `max_workers` and `group`.
 fn check_args(args: SubscriberArgs) -> syn::Result<Subscriber> {
     let Sorted {
-        slots: [kv_watch, max_workers],
+        slots: [kv_watch, max_workers, group],
         problems,
     } = check::sort_options(args.options, &KNOWN);
     let key = args.key.as_ref().map(check::key_pattern);
@@ -50,6 +55,7 @@ fn check_args(args: SubscriberArgs) -> syn::Result<Subscriber> {
     let max_workers = max_workers
         .map(|(expr, _)| check::max_workers(&expr))
         .transpose();
+    let group = group.map(|(expr, _)| check::group(&expr)).transpose();
     let (key, kv_watch) = match (key, kv_watch) {
         (Some(key), Some(kv_watch)) => (key, kv_watch),
         (Some(key), None) => (key, Err(missing(MISSING_KV_WATCH))),
@@ -58,16 +64,19 @@ fn check_args(args: SubscriberArgs) -> syn::Result<Subscriber> {
         (None, None) => {
             return Err(followed_by(
                 missing(MISSING_KEY),
-                join(problems, max_workers),
+                join(problems, join(max_workers, group)),
             ))
         }
     };
-    let (key, ((), (kv_watch, max_workers))) =
-        join(key, join(problems, join(kv_watch, max_workers)))?;
+    let (key, ((), (kv_watch, (max_workers, group)))) = join(
+        key,
+        join(problems, join(kv_watch, join(max_workers, group))),
+    )?;
     Ok(Subscriber {
         key,
         kv_watch,
         max_workers,
+        group,
     })
 }
 
@@ -79,7 +88,7 @@ fn missing(message: &str) -> syn::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::KEY_NOT_LITERAL;
+    use crate::check::{GROUP_NOT_LITERAL, KEY_NOT_LITERAL};
     use quote::quote;
 
     fn run(args: TokenStream) -> Result<String, Vec<String>> {
@@ -160,6 +169,93 @@ mod tests {
     }
 
     #[test]
+    fn group_is_applied_to_the_watch() {
+        let out = run(quote!("a", kv_watch = "b", group = "billing")).expect("ok");
+        assert!(
+            out.contains("{ :: faststream_core :: KvWatch :: new (\"b\") . group (\"billing\") }"),
+            "{out}"
+        );
+        // With `max_workers`, in any order: `max_workers` first, then `group`.
+        let out = run(quote!(
+            "a",
+            group = "billing",
+            kv_watch = "b",
+            max_workers = 8
+        ))
+        .expect("ok");
+        assert!(
+            out.contains(". max_workers (8usize) . group (\"billing\") }"),
+            "{out}"
+        );
+        // On an expression: bound as a `KvWatch` first, so a wrong type is reported at it.
+        let out = run(quote!("a", kv_watch = KvWatch::new(B), group = "billing")).expect("ok");
+        assert!(
+            out.contains(
+                "{ let watch : :: faststream_core :: KvWatch = KvWatch :: new (B) ; \
+                 watch . group (\"billing\") }"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn group_must_be_a_valid_literal_name() {
+        let errors = run(quote!("a", kv_watch = "b", group = "bill.ing")).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "invalid group name `bill.ing`: character `.` is not allowed \
+              (a group name uses only A-Z, a-z, 0-9, `_` and `-`)"
+            ]
+        );
+        let errors = run(quote!("a", kv_watch = "b", group = "")).unwrap_err();
+        assert!(errors[0].starts_with("invalid group name ``"), "{errors:?}");
+        let long = "g".repeat(faststream_rules::MAX_GROUP_NAME + 1);
+        let errors = run(quote!("a", kv_watch = "b", group = #long)).unwrap_err();
+        assert!(errors[0].ends_with("at most 64 are allowed"), "{errors:?}");
+        let longest = "g".repeat(faststream_rules::MAX_GROUP_NAME);
+        assert!(run(quote!("a", kv_watch = "b", group = #longest)).is_ok());
+        for bad in [
+            quote!(GROUP),
+            quote!(1),
+            quote!(GroupSettings::new("billing")),
+            quote!(b"billing"),
+        ] {
+            let errors = run(quote!("a", kv_watch = "b", group = #bad)).unwrap_err();
+            assert_eq!(errors, [GROUP_NOT_LITERAL], "{bad}");
+        }
+        assert_eq!(
+            run(quote!("a", kv_watch = "b", group)).unwrap_err(),
+            ["`group` needs a value: write `group = \"billing\"`"]
+        );
+        assert_eq!(
+            run(quote!("a", kv_watch = "b", group = "x", group = "y")).unwrap_err(),
+            ["`group` is set more than once"]
+        );
+    }
+
+    #[test]
+    fn group_errors_come_with_the_others() {
+        let errors = run(quote!(
+            "a",
+            kv_watch = "my.bucket",
+            max_workers = 0,
+            group = "bill.ing"
+        ))
+        .unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("invalid bucket name"), "{errors:?}");
+        assert!(errors[1].starts_with("`max_workers` must be"), "{errors:?}");
+        assert!(errors[2].starts_with("invalid group name"), "{errors:?}");
+        // Without the key and the bucket too.
+        let errors = run(quote!(group = GROUP, max_workers = 0)).unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors[0], MISSING_KEY);
+        assert!(errors[1].starts_with("`max_workers` must be"), "{errors:?}");
+        assert_eq!(errors[2], GROUP_NOT_LITERAL);
+    }
+
+    #[test]
     fn passes_an_expression_through() {
         let out = run(quote!("a", kv_watch = KvWatch::new(BUCKET).history(true))).expect("ok");
         assert!(
@@ -197,8 +293,9 @@ mod tests {
             errors[0].starts_with("invalid key pattern `a..b`"),
             "{errors:?}"
         );
-        assert!(errors[1]
-            .starts_with("unknown option `foo`; expected one of: `kv_watch`, `max_workers`"));
+        assert!(errors[1].starts_with(
+            "unknown option `foo`; expected one of: `kv_watch`, `max_workers`, `group`"
+        ));
         assert_eq!(errors[2], "`kv_watch` is set more than once");
         assert!(
             errors[3].starts_with("invalid bucket name `my.bucket`"),

@@ -11,6 +11,11 @@ use super::{KvWatch, KvWatchSource};
 pub(crate) const KEY_NOT_LITERAL: &str =
     "the key to watch must be a string literal, e.g. `\"users.{id}\"` or `\"audit.>\"`";
 
+pub(crate) const GROUP_NOT_LITERAL: &str =
+    "`group` must be a string literal, e.g. `group = \"billing\"`; for a constant or a \
+     `GroupSettings`, call `.group(..)` on the watch instead: \
+     `kv_watch = KvWatch::new(\"bucket\").group(..)`";
+
 pub(crate) const ORDER_NOT_INTEGER: &str =
     "`order` must be an integer literal, e.g. `order = 10` or `order = -1`";
 
@@ -69,6 +74,22 @@ pub(crate) fn max_workers(expr: &Expr) -> syn::Result<LitInt> {
             Ok(LitInt::new(&format!("{workers}usize"), lit.span()))
         }
         _ => Err(invalid()),
+    }
+}
+
+/// `group = "billing"`: a string literal holding a valid consumer-group name, checked with the
+/// rule `KvWatch::group` applies at start-up.
+pub(crate) fn group(expr: &Expr) -> syn::Result<LitStr> {
+    match peel(expr) {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => {
+            let group = lit.value();
+            faststream_rules::validate_group(&group)
+                .map_err(|error| syn::Error::new(lit.span(), error))?;
+            Ok(LitStr::new(&group, lit.span()))
+        }
+        other => Err(syn::Error::new_spanned(other, GROUP_NOT_LITERAL)),
     }
 }
 
