@@ -260,7 +260,11 @@ impl PartitionTask {
                             }
                             Some(_) => hand_back.push_back(delivery.acker()),
                             None if self.stop.is_cancelled() => hand_back.push_back(delivery.acker()),
-                            None => in_flight = self.start(delivery, &pinned).await,
+                            None => {
+                                in_flight = self.start(delivery, &pinned).await;
+                                // Progress only for calls that outlast a third of the ack wait.
+                                progress.reset();
+                            }
                         }
                     }
                     Pulled::PinLost => {

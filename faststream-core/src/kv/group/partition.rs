@@ -26,6 +26,8 @@ use crate::kv::watcher::operation;
 /// Messages asked for per pull request: with one change in flight per partition the server
 /// sends them one at a time anyway; a larger batch only saves requests.
 const BATCH: usize = 256;
+/// How long a member giving a partition back waits for the server to end its waiting pull.
+const UNPIN_DRAIN: Duration = Duration::from_millis(500);
 /// Added to a pull's expiry before it is given up as lost.
 const PULL_GRACE: Duration = Duration::from_secs(1);
 
@@ -272,14 +274,38 @@ impl PartitionPuller {
     }
 
     /// Gives the pin back if this member holds it, so the next member is pinned at once
-    /// instead of after the pin timeout.
+    /// instead of after the pin timeout. A change the server sent before it processed the
+    /// unpin (it sends the next one as soon as the last is acknowledged) is handed back, not
+    /// left to wait for its ack wait: the subscription is read until the server answers the
+    /// waiting pull with the pin's end.
     pub(crate) async fn release(mut self, stream: &jetstream::stream::Stream) {
-        let _ = self.subscription.unsubscribe().await;
         if self.lose_pin() {
             let consumer = GroupLayout::consumer(self.partition);
-            if let Err(error) = stream.unpin_consumer(&consumer, PRIORITY_GROUP).await {
-                tracing::debug!(partition = self.partition, error = %error,
-                    "could not give the pin back; the next member is pinned after the pin timeout");
+            match stream.unpin_consumer(&consumer, PRIORITY_GROUP).await {
+                Ok(()) => self.hand_back_in_transit().await,
+                Err(error) => tracing::debug!(partition = self.partition, error = %error,
+                    "could not give the pin back; the next member is pinned after the pin timeout"),
+            }
+        }
+        let _ = self.subscription.unsubscribe().await;
+    }
+
+    async fn hand_back_in_transit(&mut self) {
+        let deadline = tokio::time::Instant::now() + UNPIN_DRAIN;
+        while let Ok(Some(message)) =
+            tokio::time::timeout_at(deadline, self.subscription.next()).await
+        {
+            match message.status.map(|status| status.as_u16()) {
+                Some(100) => continue,
+                // The waiting pull ended (423 wrong pin, 408, 409): nothing more comes.
+                Some(_) => break,
+                None => {
+                    let message = jetstream::Message {
+                        message,
+                        context: self.context.clone(),
+                    };
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                }
             }
         }
     }
