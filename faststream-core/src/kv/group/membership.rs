@@ -112,6 +112,11 @@ impl Membership {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch = None;
         let mut rewatch_at = Instant::now();
+        // No assignment until the members already there are known (the watch has delivered
+        // them, which its delivery of this member's own first heartbeat shows), so a member
+        // joining does not briefly claim every partition.
+        let joined_at = Instant::now();
+        let mut settled = false;
         loop {
             if watch.is_none() && Instant::now() >= rewatch_at {
                 match self.store.watch_all().await {
@@ -134,6 +139,7 @@ impl Membership {
                 entry = next_entry(&mut watch), if watch.is_some() => match entry {
                     Some(Ok(entry)) => match entry.operation {
                         kv::Operation::Put => {
+                            settled |= entry.key == *self.id || entry.delta == 0;
                             let age = (OffsetDateTime::now_utc() - entry.created)
                                 .try_into()
                                 .unwrap_or(Duration::ZERO);
@@ -155,7 +161,9 @@ impl Membership {
                     }
                 },
             }
-            self.reassign(&mut last_seen, heard_back);
+            if settled || joined_at.elapsed() >= self.session_timeout {
+                self.reassign(&mut last_seen, heard_back);
+            }
         }
         self.assignment.send_replace(Assignment::default());
         if let Err(error) = self.store.delete(&*self.id).await {
