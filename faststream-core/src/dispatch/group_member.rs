@@ -10,9 +10,9 @@
 //!   mid-call counts that attempt, and the limit holds across members. Past the limit, or at
 //!   once for a value the handler's arguments cannot be built from, the change is given up:
 //!   kept as a dead letter, logged, and terminated so the key moves on.
-//! - **A call starts only while this member holds the partition's pin.** The pin is checked
-//!   when the call would start (after waiting for a worker); a change whose pin was lost
-//!   meanwhile is handed back at once. While a call runs, the member tells the server it is
+//! - **A call starts only while this member holds the partition's pin and is connected.** Both
+//!   are checked when the call would start (after waiting for a worker); a change whose pin
+//!   was lost meanwhile is handed back at once. While a call runs, the member tells the server it is
 //!   still working on it, so it is not delivered to anyone else.
 //! - **Giving a partition up** (reassigned, or shutting down): no new call starts, the call in
 //!   flight finishes and is settled, then the pin is given back so the next member starts at
@@ -329,12 +329,15 @@ impl PartitionTask {
         let pinned = Arc::clone(pinned);
         let timeout = settings.call_timeout;
         let call_message = message.clone();
+        let client = self.shared.context.client();
         let call = async move {
             let Ok(_permit) = workers.acquire_owned().await else {
                 return Attempt::NotStarted;
             };
-            // A lease, not a fence: checked as late as possible.
-            if !pinned.load(Ordering::SeqCst) {
+            // The pin is a lease, not a fence: checked as late as possible. Without a
+            // connection the lease may lapse unseen, so no call starts then either.
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            if !pinned.load(Ordering::SeqCst) || !connected {
                 return Attempt::NotStarted;
             }
             Attempt::Called(
