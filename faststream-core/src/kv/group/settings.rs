@@ -112,7 +112,8 @@ impl GroupSettings {
     }
 
     /// How long one call may run (default 30 s): a call still running is cancelled and counts
-    /// as a failed attempt.
+    /// as a failed attempt. It replaces the app's
+    /// [`handler_timeout`](crate::App::handler_timeout) for the group's subscriber.
     #[must_use]
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
