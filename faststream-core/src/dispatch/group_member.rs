@@ -14,9 +14,10 @@
 //!   are checked when the call would start (after waiting for a worker); a change whose pin
 //!   was lost meanwhile is handed back at once. While a call runs, the member tells the server it is
 //!   still working on it, so it is not delivered to anyone else.
-//! - **Giving a partition up** (reassigned, or shutting down): no new call starts, the call in
-//!   flight finishes and is settled, then the pin is given back so the next member starts at
-//!   once.
+//! - **Giving a partition up** (reassigned, or shutting down): no new pull, the pin is given
+//!   back at once (the server then sends this member nothing more of the partition, and pins
+//!   the next member), the change in hand (or one the server had sent just before) is handled
+//!   and settled here, then the next member starts at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -218,15 +219,21 @@ impl PartitionTask {
             }
         };
         tracing::debug!(partition = self.partition, member = %shared.member, "pulling partition");
-        let puller = self.pull(puller).await;
-        puller.release(&shared.stream).await;
+        let (puller, mut hand_back) = self.pull(puller).await;
+        // Handed back once the pin is given back: before, the server could deliver them to
+        // this member again.
+        let arrived = puller.release().await;
+        hand_back.extend(arrived.iter().map(GroupDelivery::acker));
+        for acker in hand_back {
+            let _ = acker.retry_after(Duration::ZERO).await;
+        }
         self.report_pin(None);
         tracing::debug!(partition = self.partition, member = %shared.member, "partition handed over");
     }
 
     /// Handles the partition until stopped with nothing in flight; returns the puller to be
-    /// released.
-    async fn pull(&self, mut puller: PartitionPuller) -> PartitionPuller {
+    /// released and the changes to hand back once it is.
+    async fn pull(&self, mut puller: PartitionPuller) -> (PartitionPuller, VecDeque<Acker>) {
         let pinned = puller.pinned_flag();
         let mut in_flight: Option<InFlight> = None;
         // Changes received that this member will not start (stopping, or pin lost meanwhile):
@@ -243,28 +250,41 @@ impl PartitionTask {
                         self.settle(done, attempt).await;
                     }
                 }
-                () = self.stop.cancelled(), if in_flight.is_none() => break,
+                // Giving the partition up: the pin goes back first, so that the server sends
+                // this member nothing more; then what it had sent before is handled here (it is
+                // this member's: nobody else gets the partition until it is settled).
+                () = self.stop.cancelled(), if in_flight.is_none() => {
+                    puller.give_back_pin(&self.shared.stream).await;
+                    for delivery in puller.fence().await {
+                        match in_flight {
+                            None => in_flight = self.start(delivery, &pinned).await,
+                            Some(_) => self.received(delivery, &mut in_flight, &mut hand_back),
+                        }
+                    }
+                    if in_flight.is_none() {
+                        break;
+                    }
+                }
+                // With a call in flight, before the call is settled: else settling it makes the
+                // server send the partition's next change here, after this member stopped
+                // reading, and that change waits for the ack wait before going to the next one.
+                () = self.stop.cancelled(), if !puller.is_released() => {
+                    puller.give_back_pin(&self.shared.stream).await;
+                }
                 _ = progress.tick(), if in_flight.is_some() => {
                     if let Some(current) = &in_flight {
                         let _ = current.acker.progress().await;
                     }
                 }
-                pulled = puller.next() => match pulled {
+                pulled = puller.next(), if !puller.is_released() => match pulled {
                     Pulled::Change(delivery) => {
                         let delivery = *delivery;
-                        match &mut in_flight {
-                            // The change in hand, delivered again: settle the newest delivery.
-                            Some(current) if current.stream_sequence == delivery.stream_sequence => {
-                                current.acker = delivery.acker();
-                                current.attempt = delivery.attempt;
-                            }
-                            Some(_) => hand_back.push_back(delivery.acker()),
-                            None if self.stop.is_cancelled() => hand_back.push_back(delivery.acker()),
-                            None => {
-                                in_flight = self.start(delivery, &pinned).await;
-                                // Progress only for calls that outlast a third of the ack wait.
-                                progress.reset();
-                            }
+                        if in_flight.is_none() {
+                            in_flight = self.start(delivery, &pinned).await;
+                            // Progress only for calls that outlast a third of the ack wait.
+                            progress.reset();
+                        } else {
+                            self.received(delivery, &mut in_flight, &mut hand_back);
                         }
                     }
                     Pulled::PinLost => {
@@ -282,8 +302,8 @@ impl PartitionTask {
                 self.report_pin(pin.clone());
                 reported = pin;
             }
-            if !hand_back.is_empty() && (self.stop.is_cancelled() || !pinned.load(Ordering::SeqCst))
-            {
+            // Once the pin is lost, the server delivers them to the next member.
+            if !hand_back.is_empty() && !pinned.load(Ordering::SeqCst) {
                 while let Some(acker) = hand_back.pop_front() {
                     let _ = acker.retry_after(Duration::ZERO).await;
                 }
@@ -292,12 +312,24 @@ impl PartitionTask {
         if let Some(current) = in_flight.take() {
             hand_back.push_back(current.acker);
         }
-        // Handed back after the pin is given up would be better, but the puller is needed for
-        // that; handing back now redelivers to this member's pull at worst, which is ended.
-        for acker in hand_back {
-            let _ = acker.retry_after(Duration::ZERO).await;
+        (puller, hand_back)
+    }
+
+    /// A change received while one is in hand: the change in hand delivered again (settle the
+    /// newest delivery), or another one, to hand back.
+    fn received(
+        &self,
+        delivery: GroupDelivery,
+        in_flight: &mut Option<InFlight>,
+        hand_back: &mut VecDeque<Acker>,
+    ) {
+        match in_flight {
+            Some(current) if current.stream_sequence == delivery.stream_sequence => {
+                current.acker = delivery.acker();
+                current.attempt = delivery.attempt;
+            }
+            _ => hand_back.push_back(delivery.acker()),
         }
-        puller
     }
 
     /// Starts the call for a change, or settles it at once (ignored deletion, attempts used up).

@@ -56,9 +56,10 @@ pub(crate) fn assign(partitions: u16, members: &[Arc<str>], me: &str) -> Vec<u16
 
 /// A fresh member id: the host, the process and a unique suffix, as one key token.
 ///
-/// The suffix is the whole NUID of a new inbox: its first 12 characters are a prefix shared by
-/// every id the process generates, only the last 10 change from one to the next, so any part
-/// of the prefix alone would give every member of one process (several apps) the same id.
+/// The suffix is the whole NUID of a new inbox. Not a prefix of it: async-nats draws every
+/// inbox of the process from one NUID generator, whose first 12 characters stay the same for
+/// the process's life (only the last 10, a sequence, change), so a prefix would give every
+/// member in one process the same id.
 pub(crate) fn member_id(client: &async_nats::Client) -> Arc<str> {
     let unique = client.new_inbox();
     let unique = unique.rsplit('.').next().unwrap_or_default();
@@ -240,6 +241,19 @@ mod tests {
 
     fn members(ids: &[&str]) -> Vec<Arc<str>> {
         ids.iter().map(|id| Arc::from(*id)).collect()
+    }
+
+    #[tokio::test]
+    async fn ids_differ_within_a_process() {
+        // Connecting is not needed to make inboxes.
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("127.0.0.1:1")
+            .await
+            .expect("client");
+        let ids: std::collections::HashSet<Arc<str>> =
+            (0..100).map(|_| member_id(&client)).collect();
+        assert_eq!(ids.len(), 100);
     }
 
     #[test]

@@ -9,6 +9,16 @@
 //! grace period (a status lost in a reconnect). The expiry is well under the pin timeout, so a
 //! pinned member keeps its pin while idle. A pull carrying a pin that is no longer valid gets
 //! status 423 at once: the pin is lost.
+//!
+//! Giving the partition up goes pin first ([`PartitionPuller::give_back_pin`]): once the pin
+//! is given back, the server answers this member's waiting pull requests with 423 instead of
+//! delivering on them, so settling the last change cannot make it send the next one here; and
+//! [`PartitionPuller::fence`] collects what it had sent before, for this member to handle.
+//! Unsubscribing first would not do: a change the server had already sent (right after this
+//! member's last acknowledgement, say) would be dropped unread, and would wait for the ack
+//! wait, a session timeout, before going to the next member, an attempt used up. A member that
+//! never held the partition's pin has none to give back: a change the server sends it at the
+//! very moment it unsubscribes still waits for the ack wait.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +27,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, AckKind};
 use async_nats::{Client, Subscriber};
 use bytes::Bytes;
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 
 use super::layout::{split_subject, GroupLayout, PRIORITY_GROUP};
 use crate::kv::message::{KvMessage, MessageParts};
@@ -26,8 +36,6 @@ use crate::kv::watcher::operation;
 /// Messages asked for per pull request: with one change in flight per partition the server
 /// sends them one at a time anyway; a larger batch only saves requests.
 const BATCH: usize = 256;
-/// How long a member giving a partition back waits for the server to end its waiting pull.
-const UNPIN_DRAIN: Duration = Duration::from_millis(500);
 /// Added to a pull's expiry before it is given up as lost.
 const PULL_GRACE: Duration = Duration::from_secs(1);
 
@@ -107,6 +115,10 @@ pub(crate) struct PartitionPuller {
     repull_at: Instant,
     bucket: Arc<str>,
     without_values: bool,
+    /// Set once the pin is given back: no more pulls are sent.
+    released: bool,
+    /// The pin given back, for the fence.
+    given_back: Option<String>,
 }
 
 impl PartitionPuller {
@@ -141,6 +153,8 @@ impl PartitionPuller {
             repull_at: Instant::now(),
             bucket: Arc::from(layout.bucket.as_str()),
             without_values,
+            released: false,
+            given_back: None,
         })
     }
 
@@ -273,41 +287,98 @@ impl PartitionPuller {
         })
     }
 
-    /// Gives the pin back if this member holds it, so the next member is pinned at once
-    /// instead of after the pin timeout. A change the server sent before it processed the
-    /// unpin (it sends the next one as soon as the last is acknowledged) is handed back, not
-    /// left to wait for its ack wait: the subscription is read until the server answers the
-    /// waiting pull with the pin's end.
-    pub(crate) async fn release(mut self, stream: &jetstream::stream::Stream) {
-        if self.lose_pin() {
-            let consumer = GroupLayout::consumer(self.partition);
-            match stream.unpin_consumer(&consumer, PRIORITY_GROUP).await {
-                Ok(()) => self.hand_back_in_transit().await,
-                Err(error) => tracing::debug!(partition = self.partition, error = %error,
-                    "could not give the pin back; the next member is pinned after the pin timeout"),
-            }
-        }
-        let _ = self.subscription.unsubscribe().await;
+    /// Whether the pin was given back: [`next`](Self::next) must not be called any more (it
+    /// would pull again, and could be pinned again).
+    pub(crate) fn is_released(&self) -> bool {
+        self.released
     }
 
-    async fn hand_back_in_transit(&mut self) {
-        let deadline = tokio::time::Instant::now() + UNPIN_DRAIN;
-        while let Ok(Some(message)) =
-            tokio::time::timeout_at(deadline, self.subscription.next()).await
-        {
-            match message.status.map(|status| status.as_u16()) {
-                Some(100) => continue,
-                // The waiting pull ended (423 wrong pin, 408, 409): nothing more comes.
-                Some(_) => break,
-                None => {
-                    let message = jetstream::Message {
-                        message,
-                        context: self.context.clone(),
-                    };
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
-                }
+    /// Gives the pin back if this member holds it, so that the next member is pinned at once
+    /// instead of after the pin timeout, and stops pulling. From then on the server answers this
+    /// member's waiting pull requests with 423 rather than delivering on them: a member giving
+    /// the partition up with a call in flight does this before it settles the call, so that
+    /// settling does not send the partition's next change here. The change in hand may still
+    /// be handled: nobody else gets the partition's changes until it is settled.
+    pub(crate) async fn give_back_pin(&mut self, stream: &jetstream::stream::Stream) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
+        let Some(pin) = self.pin.take() else {
+            return;
+        };
+        let consumer = GroupLayout::consumer(self.partition);
+        if let Err(error) = stream.unpin_consumer(&consumer, PRIORITY_GROUP).await {
+            tracing::debug!(partition = self.partition, error = %error,
+                "could not give the pin back; the next member is pinned after the pin timeout");
+        }
+        self.given_back = Some(pin);
+    }
+
+    /// After [`give_back_pin`](Self::give_back_pin): waits until the server has sent everything
+    /// it delivered on this member's pull requests before the pin was given back (a change sent
+    /// just after this member's last acknowledgement, say), and returns it. It is this member's
+    /// to handle: nobody else gets the partition's changes until it is settled. A no-wait pull
+    /// carrying the old pin is answered at once with a status (the pin no longer matches), and
+    /// the consumer sends its answers and deliveries through one queue, in order: once the
+    /// answer is in, so are those deliveries. Waits at most [`PULL_GRACE`] for the answer.
+    /// Returns nothing after the first call, or if this member held no pin.
+    pub(crate) async fn fence(&mut self) -> Vec<GroupDelivery> {
+        let Some(pin) = self.given_back.take() else {
+            return Vec::new();
+        };
+        let mut arrived = Vec::new();
+        let inbox = self.client.new_inbox();
+        if let Ok(mut answer) = self.client.subscribe(inbox.clone()).await {
+            let request = serde_json::json!({
+                "batch": 1,
+                "no_wait": true,
+                "group": PRIORITY_GROUP,
+                "id": pin,
+            });
+            let sent = self
+                .client
+                .publish_with_reply(
+                    self.next_subject.clone(),
+                    inbox,
+                    Bytes::from(request.to_string()),
+                )
+                .await;
+            let answered = match sent {
+                Ok(()) => tokio::time::timeout(PULL_GRACE, answer.next())
+                    .await
+                    .ok()
+                    .flatten(),
+                Err(_) => None,
+            };
+            let _ = answer.unsubscribe().await;
+            match answered {
+                None => tracing::debug!(partition = self.partition,
+                    "no answer to the hand-over fence; a change sent here meanwhile may wait for the ack wait"),
+                Some(message) if message.status.is_none() => arrived.extend(self.delivery(message)),
+                Some(_) => {}
             }
         }
+        // Received before the answer, so already in the subscription.
+        while let Some(Some(message)) = self.subscription.next().now_or_never() {
+            if message.status.is_none() {
+                arrived.extend(self.delivery(message));
+            }
+        }
+        arrived
+    }
+
+    /// Ends the pull: unsubscribes, and returns the changes that arrived and were not handled
+    /// (none once the pin is given back and [`fence`](Self::fence) has run), to be handed back.
+    pub(crate) async fn release(mut self) -> Vec<GroupDelivery> {
+        let _ = self.subscription.unsubscribe().await;
+        // The subscription is closed: what it holds can still be read, then it ends.
+        let mut arrived = Vec::new();
+        while let Some(message) = self.subscription.next().await {
+            if message.status.is_none() {
+                arrived.extend(self.delivery(message));
+            }
+        }
+        arrived
     }
 }
 
