@@ -621,6 +621,13 @@ impl Runtime {
             () = requested.cancelled() => return Ok(interrupted("connecting")),
             connected = self.app.broker.connect() => connected?,
         }
+        if subscribers
+            .iter()
+            .any(|subscriber| subscriber.kv_watch.group.is_some())
+        {
+            // Before anything is declared or started: an old server fails start-up cleanly.
+            self.app.broker.require_groups()?;
+        }
         let declared = async {
             self.declare_buckets(&subscribers).await?;
             self.start_views(views).await?;

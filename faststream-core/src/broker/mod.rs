@@ -361,6 +361,15 @@ impl NatsBroker {
         KvGroup::open(self.jetstream()?, bucket, group).await
     }
 
+    /// [`Error::ServerTooOld`] if the connected server cannot run consumer groups.
+    pub(crate) fn require_groups(&self) -> Result<()> {
+        features::require(
+            "consumer groups (`KvWatch::group`)",
+            features::GROUPS_SINCE,
+            &self.client()?.server_info().version,
+        )
+    }
+
     /// Creates or joins the consumer group of a subscriber whose settings passed validation;
     /// refuses a server older than 2.11 before any request.
     pub(crate) async fn declare_group(
@@ -369,12 +378,8 @@ impl NatsBroker {
         watch: &KvWatch,
         settings: &GroupSettings,
     ) -> Result<(GroupLayout, DeclaredGroup)> {
+        self.require_groups()?;
         let jetstream = self.jetstream()?;
-        features::require(
-            "consumer groups (`KvWatch::group`)",
-            features::GROUPS_SINCE,
-            &jetstream.client().server_info().version,
-        )?;
         let store = self.watched_bucket(watch).await?;
         let layout = GroupLayout::new(watch.bucket(), settings.name());
         let spec = GroupSpec {
