@@ -1285,8 +1285,14 @@ async fn servers_before_2_11_refuse_groups() -> anyhow::Result<()> {
         let store = broker.key_value(BUCKET).await?;
         store.put("orders.1", "x".into()).await?;
         let calls = Calls::default();
-        let error =
-            startup_error(member_app(&server, "m1", &calls, group_watch("billing", 4))).await?;
+        // A plain subscriber beside the member: it must not start either.
+        let app = member_app(&server, "m1", &calls, group_watch("billing", 4)).subscriber(
+            "plain",
+            PATTERN,
+            KvWatch::new(BUCKET),
+            handle,
+        );
+        let error = startup_error(app).await?;
         let text = error.to_string();
         match &error {
             Error::ServerTooOld {
