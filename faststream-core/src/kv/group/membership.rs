@@ -55,15 +55,15 @@ pub(crate) fn assign(partitions: u16, members: &[Arc<str>], me: &str) -> Vec<u16
 }
 
 /// A fresh member id: the host, the process and a unique suffix, as one key token.
+///
+/// The suffix is the whole NUID of a new inbox: its first 12 characters are a prefix shared by
+/// every id the process generates, only the last 10 change from one to the next, so any part
+/// of the prefix alone would give every member of one process (several apps) the same id.
 pub(crate) fn member_id(client: &async_nats::Client) -> Arc<str> {
     let unique = client.new_inbox();
     let unique = unique.rsplit('.').next().unwrap_or_default();
     let host = hostname();
-    let id = format!(
-        "{host}-{}-{}",
-        std::process::id(),
-        &unique[..unique.len().min(8)]
-    );
+    let id = format!("{host}-{}-{unique}", std::process::id());
     id.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
