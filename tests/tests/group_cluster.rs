@@ -8,15 +8,17 @@
 //! which the error reports with what the cluster says of the streams and consumers; the
 //! records and the nodes' logs are copied to `group_cluster/` in the target's temporary
 //! directory:
-//! - after the group stream's leader is killed, the new leader (elected ~5 s later) does not
-//!   restart the mirror: `mirror.active` stays `None` with `lag` 0 and the group's stream stops
-//!   growing for the 40 s the test waits (seen in 3 runs of about 25);
-//! - after a partition consumer's leader change the consumer's next delivery is the last
+//! - not a failure, a delay: after the node leading the group's stream (or the bucket's) is
+//!   killed, the mirror sometimes stays inactive (`mirror.active` `None`, `lag` 0, the group's
+//!   stream not growing) for ~45-50 s before the server restarts it (about 1 run in 5), hence
+//!   the 60 s bound;
+//! - a loss: after a partition consumer's leader change the consumer's next delivery is the last
 //!   message of each key at that moment, then on: older changes not yet delivered are skipped,
 //!   the consumer sequence going on without a gap (e.g. stream sequence 1080 then 1667, 87
 //!   changes of one partition lost; 2463 then 2498). This is what `DeliverLastPerSubject`
-//!   (the group's default start) does at creation, applied again; seen in 4 runs of about 20,
-//!   never in 6 runs of a group with `include_history` (`DeliverAll`).
+//!   (the group's default start) does at creation, applied again; seen in 4 runs of about 20
+//!   before the pull loop stopped spinning on 503s, in 1 run of about 20 since, and never in 6
+//!   runs of a group with `include_history` (`DeliverAll`).
 
 mod common;
 mod group_support;
@@ -46,8 +48,12 @@ const HANDLER_DELAY: Duration = Duration::from_millis(2);
 const WRITE_PERIOD: Duration = Duration::from_millis(5);
 /// From a kill or a restart to every partition handled again: elections, a member's
 /// hand-over that waits for a request timeout (5 s) while the cluster elects, the session
-/// timeout.
-const RESUME_BOUND: Duration = Duration::from_secs(25);
+/// timeout; usually under 20 s. But when the node leading the group's stream (or the bucket's,
+/// where the mirror reads) dies, the server sometimes restarts the mirror only ~45-50 s later
+/// (its retry backoff, seen in about 1 run in 5): nothing is lost, changes wait.
+const RESUME_BOUND: Duration = Duration::from_secs(60);
+/// How long a test waits for every partition to be handled again.
+const RESUME_WAIT: Duration = Duration::from_secs(75);
 const WAIT: Duration = Duration::from_secs(40);
 
 /// An in-process member: an app running until stopped.
@@ -275,7 +281,7 @@ async fn wait_resumed(
     writer: &Writer,
 ) -> anyhow::Result<(Duration, Duration)> {
     let waited = records
-        .wait_for(what, WAIT, |records| {
+        .wait_for(what, RESUME_WAIT, |records| {
             resumed(records, partition_of, at).is_some()
         })
         .await;
@@ -283,9 +289,29 @@ async fn wait_resumed(
         Ok(records) => resumed(&records, partition_of, at).context("resumed"),
         Err(error) => {
             let puts = writer.puts.load(std::sync::atomic::Ordering::Relaxed);
-            Err(error.context(format!("{puts} puts; {}", diagnose(js).await)))
+            let diagnosis = diagnose(js).await;
+            let mirror = mirror_recovery(js).await;
+            Err(error.context(format!("{puts} puts; {mirror}\n{diagnosis}")))
         }
     }
+}
+
+/// After a failure: whether the group's mirror becomes active again within a minute more.
+async fn mirror_recovery(js: &async_nats::jetstream::Context) -> String {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Ok(stream) = js.get_stream(STREAM).await {
+            let mirror = stream.cached_info().mirror.as_ref();
+            if mirror.is_some_and(|mirror| mirror.active.is_some()) {
+                return format!(
+                    "the group's mirror was active again {:?} later",
+                    started.elapsed()
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    "the group's mirror still inactive a minute later".to_owned()
 }
 
 /// Whether the changes not handled are in the bucket's stream and in the group's.
@@ -347,8 +373,8 @@ async fn diagnose(js: &async_nats::jetstream::Context) -> String {
     lines.join("\n")
 }
 
-/// Writes the records and the revisions written to `group_cluster/` in the target's
-/// temporary directory, for a look after a failure.
+/// After a failure: writes the records and the revisions written to `group_cluster/` in the
+/// target's temporary directory.
 fn dump(records: &[Record], written: &BTreeMap<String, Vec<u64>>) -> anyhow::Result<()> {
     use std::fmt::Write as _;
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("group_cluster");
@@ -366,11 +392,11 @@ fn dump(records: &[Record], written: &BTreeMap<String, Vec<u64>>) -> anyhow::Res
     Ok(())
 }
 
-/// Ignored by default: on nats-server 2.15.1 about one run in five or six fails for reasons on
-/// the server side, kept by the diagnostics this test prints and copies (see the module
-/// comment). Run it with `cargo test -p tests --test group_cluster -- --ignored`.
+/// Ignored by default: on nats-server 2.15.1 about one run in twenty loses changes on the
+/// server side (see the module comment); the diagnostics this test prints and copies show
+/// which. Run it with `cargo test -p tests --test group_cluster -- --ignored`.
 #[tokio::test]
-#[ignore = "server-side failures on nats-server 2.15.1 in ~1 run of 5-6; see the module comment"]
+#[ignore = "nats-server 2.15.1 loses changes in ~1 run of 20 (a partition consumer's leader change); see the module comment"]
 async fn a_group_on_an_r3_bucket_survives_its_stream_and_consumer_leaders_being_killed(
 ) -> anyhow::Result<()> {
     faststream_testing::init_test_logging();
@@ -508,10 +534,10 @@ async fn run(binary: &ServerBinary, cluster: &mut NatsCluster) -> anyhow::Result
         );
     }
     let handled = records.wait_for_all_handled(&written, WAIT).await;
-    dump(&records.snapshot(), &written)?;
     let records = match handled {
         Ok(records) => records,
         Err(error) => {
+            dump(&records.snapshot(), &written)?;
             let missing = group_support::missing(&records.snapshot(), &written);
             return Err(error.context(format!(
                 "{}\n{}",
@@ -526,7 +552,13 @@ async fn run(binary: &ServerBinary, cluster: &mut NatsCluster) -> anyhow::Result
     }
     // A change may be handled again when its acknowledgement was lost with a leader: only
     // right after the call that handled it (exact repeats; order is checked with them once).
-    let checked = check_calls(&records, &written, None, |_, _, _| true, false)?;
+    let checked = match check_calls(&records, &written, None, |_, _, _| true, false) {
+        Ok(checked) => checked,
+        Err(error) => {
+            dump(&records, &written)?;
+            return Err(error);
+        }
+    };
     let total: usize = written.values().map(Vec::len).sum();
     let unacknowledged = total - acknowledged.values().map(Vec::len).sum::<usize>();
     eprintln!(
