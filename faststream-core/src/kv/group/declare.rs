@@ -25,6 +25,9 @@ pub(crate) const DEAD_LETTERS_KEPT: i64 = 100_000;
 /// How long a new group waits for its mirror to copy the bucket before creating its consumers
 /// (so that "the latest value of each key" is taken over the whole bucket).
 const MIRROR_CATCH_UP: Duration = Duration::from_secs(10);
+/// How long a lookup of the group's stream is retried while it goes unanswered (each attempt
+/// waits for the request timeout, 5 s by default).
+const LOOKUP_RETRY: Duration = Duration::from_secs(30);
 
 const META_BUCKET: &str = "faststream.group.bucket";
 const META_GROUP: &str = "faststream.group.name";
@@ -92,7 +95,7 @@ pub(crate) async fn declare(
 ) -> Result<DeclaredGroup, GroupError> {
     let bucket_config = &bucket.cached_info().config;
     let layout = &spec.layout;
-    let stream = match jetstream.get_stream(&layout.stream).await {
+    let stream = match look_up(jetstream, &layout.stream).await {
         Ok(stream) => {
             check_recorded(&stream, spec)?;
             stream
@@ -104,6 +107,28 @@ pub(crate) async fn declare(
     let members = members_bucket(jetstream, spec, bucket_config.num_replicas).await?;
     dead_stream(jetstream, layout, bucket_config.num_replicas).await?;
     Ok(DeclaredGroup { stream, members })
+}
+
+/// Looks a stream up, retrying for up to [`LOOKUP_RETRY`] while the request goes unanswered:
+/// in a cluster, the info request for a stream another member is creating (or whose leader is
+/// being elected) can time out rather than fail, and members start together.
+async fn look_up(
+    jetstream: &jetstream::Context,
+    name: &str,
+) -> Result<stream::Stream, jetstream::context::GetStreamError> {
+    let started = Instant::now();
+    loop {
+        match jetstream.get_stream(name).await {
+            Err(error)
+                if matches!(error.kind(), GetStreamErrorKind::Request)
+                    && started.elapsed() < LOOKUP_RETRY =>
+            {
+                tracing::debug!(stream = name, error = %error, "looking up the group's stream; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            looked_up => return looked_up,
+        }
+    }
 }
 
 /// Whether a stream lookup failed because the stream does not exist.
@@ -201,7 +226,7 @@ async fn create_stream(
     let stream = match jetstream.create_stream(config).await {
         Ok(stream) => stream,
         // Another member created it meanwhile, perhaps with other settings.
-        Err(create_error) => match jetstream.get_stream(&layout.stream).await {
+        Err(create_error) => match look_up(jetstream, &layout.stream).await {
             Ok(stream) => {
                 check_recorded(&stream, spec)?;
                 return Ok(stream);

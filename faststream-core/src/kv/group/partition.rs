@@ -195,6 +195,15 @@ impl PartitionPuller {
                             return Pulled::PinLost;
                         }
                     }
+                    // No responders: the consumer has no leader (an election after a node
+                    // died) or does not exist. The server answers at once, so pulling again
+                    // at once would be a busy loop of requests against a cluster that is
+                    // electing; the next pull goes after an idle-heartbeat interval (no pull
+                    // is outstanding; `remaining` only holds the loop until `repull_at`).
+                    503 => {
+                        self.remaining = 1;
+                        self.repull_at = Instant::now() + self.idle_heartbeat;
+                    }
                     // 408 expired, 409 (leadership change, max waiting, ...), 404: pull again.
                     _ => self.remaining = 0,
                 }
