@@ -210,8 +210,13 @@ async fn create_stream(
             ..Default::default()
         }),
         retention: RetentionPolicy::Limits,
-        // As much as the bucket keeps: its history per key and its age limit.
-        max_messages_per_subject: bucket_config.max_messages_per_subject,
+        // As much as the bucket keeps: its history per key and its age limit; starting from
+        // the latest value of each key, one per key until the bucket's state is copied.
+        max_messages_per_subject: if spec.start == StartAt::LatestPerKey {
+            1
+        } else {
+            bucket_config.max_messages_per_subject
+        },
         max_age: bucket_config.max_age,
         storage: bucket_config.storage,
         num_replicas: bucket_config.num_replicas,
@@ -223,7 +228,8 @@ async fn create_stream(
             .collect(),
         ..Default::default()
     };
-    let stream = match jetstream.create_stream(config).await {
+    let history = bucket_config.max_messages_per_subject;
+    let stream = match jetstream.create_stream(config.clone()).await {
         Ok(stream) => stream,
         // Another member created it meanwhile, perhaps with other settings.
         Err(create_error) => match look_up(jetstream, &layout.stream).await {
@@ -235,6 +241,18 @@ async fn create_stream(
         },
     };
     wait_for_mirror(stream.clone(), &layout.stream).await;
+    if config.max_messages_per_subject != history {
+        // The latest value of each key is copied: from now on keep what the bucket keeps.
+        let config = stream::Config {
+            max_messages_per_subject: history,
+            ..config
+        };
+        return jetstream
+            .update_stream(config)
+            .await
+            .map_err(|source| stream_error("update", &layout.stream, source))
+            .map(|_| stream);
+    }
     Ok(stream)
 }
 
@@ -259,11 +277,11 @@ async fn wait_for_mirror(mut stream: stream::Stream, name: &str) {
 /// stay in order, retries included), one pinned member at a time.
 async fn create_consumers(stream: &stream::Stream, spec: &GroupSpec) -> Result<(), GroupError> {
     let settings = &spec.settings;
-    let deliver_policy = match spec.start {
-        StartAt::LatestPerKey => DeliverPolicy::LastPerSubject,
-        // Updates only: the mirror itself starts after the bucket's state.
-        StartAt::Beginning | StartAt::NewOnly => DeliverPolicy::All,
-    };
+    // Where the group starts is the mirror's business (one revision per key until the state is
+    // copied; or from after the bucket's last message): the consumers deliver all it holds.
+    // Not "deliver last per subject": nats-server 2.15.1 was seen to apply that policy again
+    // after a consumer's leader changed, skipping changes not yet delivered.
+    let deliver_policy = DeliverPolicy::All;
     let creations = (0..settings.partitions).map(|partition| {
         let config = pull::Config {
             durable_name: Some(GroupLayout::consumer(partition)),
