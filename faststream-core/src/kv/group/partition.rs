@@ -312,17 +312,15 @@ impl PartitionPuller {
         if std::mem::replace(&mut self.released, true) {
             return;
         }
-        // Without a pin id this member may still hold the pin: the server pins a puller before
-        // its first delivery, which is what carries the id. It is given back all the same (the
-        // partition is this member's, so no other member should hold it; one that did would
-        // only be pinned again), else the next member waits out the pin timeout.
-        let pin = self.pin.take();
+        let Some(pin) = self.pin.take() else {
+            return;
+        };
         let consumer = GroupLayout::consumer(self.partition);
         if let Err(error) = stream.unpin_consumer(&consumer, PRIORITY_GROUP).await {
             tracing::debug!(partition = self.partition, error = %error,
                 "could not give the pin back; the next member is pinned after the pin timeout");
         }
-        self.given_back = pin;
+        self.given_back = Some(pin);
     }
 
     /// After [`give_back_pin`](Self::give_back_pin): waits until the server has sent everything
