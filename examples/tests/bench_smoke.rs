@@ -11,7 +11,7 @@ async fn every_workload_runs_and_prints_json() -> anyhow::Result<()> {
         .next_back()
         .context("no nats-server")?;
     let server = NatsServer::start(&binary).await?;
-    for (args, summary_keys) in [
+    let mut workloads = vec![
         (
             vec!["replay", "200", "20"],
             vec!["replay_throughput_vs_raw", "cpu_per_entry_vs_raw"],
@@ -28,7 +28,24 @@ async fn every_workload_runs_and_prints_json() -> anyhow::Result<()> {
                 "view_writer_puts_per_s",
             ],
         ),
-    ] {
+    ];
+    // Consumer groups need nats-server 2.11; one run of each side (about 12 s, most of it the
+    // takeover after a member is killed, which waits for the 2 s session timeout).
+    if binary.version_at_least(2, 11) {
+        workloads.push((
+            vec!["group", "500", "50", "300", "100", "4", "16", "1000", "1"],
+            vec![
+                "group_throughput_vs_raw_pull",
+                "plain_watch_throughput_vs_raw_pull",
+                "group_3_members_vs_1",
+                "group_3_members_vs_1_default_partitions",
+                "group_rebalance_handled_s",
+                "group_handover_all_s",
+                "group_takeover_all_s",
+            ],
+        ));
+    }
+    for (args, summary_keys) in workloads {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kv_bench"))
             .args(&args)
             .env("NATS_URL", server.url())

@@ -11,12 +11,33 @@
 //! cargo run --release -p examples --bin kv_bench -- slow 2000 1000
 //! cargo run --release -p examples --bin kv_bench -- keys 10000
 //! cargo run --release -p examples --bin kv_bench -- view 100000 10000 10000 2
+//! cargo run --release -p examples --bin kv_bench -- group 50000 1000 40000 10000 8 48 2000 3
 //! ```
 //!
 //! `view N K RATE SECONDS`: bucket state. A `KvView`'s catch-up over `N` keys against a raw
 //! `watch_with_history` (counting, and decoding into a `HashMap`), with the RSS each adds per
 //! key; then `get` on a view of `K` keys for `SECONDS`, idle and while a writer on its own
 //! connection changes `RATE` keys a second.
+//!
+//! `group N KEYS SLOW_N SLOW_KEYS SLOW_WORKERS SLOW_PARTITIONS RATE REPEATS`: consumer groups
+//! (nats-server 2.11+), every group with `session_timeout` 2 s, each run on a fresh bucket in a
+//! process of its own, `REPEATS` runs of each side, alternating:
+//! - a writer puts `N` changes over `KEYS` keys as fast as it can (pipelined) while the
+//!   consumer handles them (counts, returns `Ok`), timed from the first put to the last change
+//!   handled: one group member against a raw durable pull consumer on `KV_<bucket>` (explicit
+//!   acks, one per message) and, for information, the plain watch subscriber and the group's
+//!   design built with async-nats alone (a partitioned mirror read by one pull consumer, or by
+//!   one per partition with `max_ack_pending` 1);
+//! - the same with a handler awaiting 1 ms, `SLOW_N` changes over `SLOW_KEYS` keys: three
+//!   members (three apps in one process) against one, `max_workers` `SLOW_WORKERS` on each
+//!   and `SLOW_PARTITIONS` partitions; then with `max_workers` 16 and the default 16
+//!   partitions, which bound the calls at once whatever the members;
+//! - membership changes while a writer changes `RATE` random keys of `KEYS` a second: a second
+//!   member joins (rebalance), it stops (graceful hand-over), a member in a child process is
+//!   killed with SIGKILL (takeover); the time until the survivor handles the moved partitions.
+//!
+//! With `NATS_SERVER_PID` set (the server on this machine), the live runs also report the
+//! server's CPU time.
 //!
 //! Every consumer runs in its own process (this binary, started with `consume ...`), so that
 //! its peak RSS and CPU time are its own; the parent writes the data first. To profile one
@@ -35,8 +56,9 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use faststream_core::kv::group::{GroupInfo, GroupSettings, KvGroup, DEFAULT_PARTITIONS};
 use faststream_core::kv::WatchEvent;
-use faststream_core::{subscriber, App, KvView, KvWatch, NatsBroker, State};
+use faststream_core::{subscriber, App, HookStage, KvView, KvWatch, NatsBroker, State};
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
@@ -635,6 +657,667 @@ async fn prefill_flags(bucket: &str, keys: usize) -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Consumer groups: live traffic through group members, and the times of membership changes.
+// ---------------------------------------------------------------------------------------------
+
+/// Members of a consumer group (`KvWatch::group`), each an `App` with its own connection.
+const GROUP: &str = "faststream-rs-group";
+/// A durable pull consumer on the bucket's stream `KV_<bucket>`, explicit acks, reading
+/// `messages()` and acknowledging each message.
+const RAW_PULL: &str = "async-nats-raw-pull";
+/// Today's plain watch subscriber (`KvWatch::new(bucket)` without a group).
+const PLAIN: &str = "faststream-rs-plain-watch";
+/// For information, the group's design without faststream-rs: a partitioned mirror of the
+/// bucket made with async-nats, read by one raw pull consumer ...
+const RAW_MIRROR: &str = "async-nats-raw-pull-mirror";
+/// ... or by one raw pull consumer per partition with `max_ack_pending` 1, as a group's.
+const RAW_PARTITIONS: &str = "async-nats-raw-pull-partitions";
+/// The group of every group workload (each run has a fresh bucket, so a fresh group).
+const GROUP_NAME: &str = "bench";
+/// The session timeout of every group workload (the default is 5 s): the membership changes
+/// take about that long; the others start sooner (members heartbeat every fifth of it).
+const GROUP_SESSION: Duration = Duration::from_secs(2);
+/// How long a group workload waits for members to join, balance or take over.
+const GROUP_WAIT: Duration = Duration::from_secs(60);
+
+/// One live-traffic run: a writer puts `n` changes over `keys` keys as fast as it can while
+/// `members` consumers handle them, each with `workers` calls at once, the handler awaiting
+/// `handler_ms` (0: it only counts).
+#[derive(Debug, Clone, Copy)]
+struct LiveRun {
+    n: usize,
+    keys: usize,
+    members: usize,
+    workers: usize,
+    partitions: u16,
+    handler_ms: u64,
+}
+
+impl LiveRun {
+    fn args(&self) -> Vec<String> {
+        [
+            self.n,
+            self.keys,
+            self.members,
+            self.workers,
+            usize::from(self.partitions),
+            usize::try_from(self.handler_ms).unwrap_or(usize::MAX),
+        ]
+        .map(|value| value.to_string())
+        .to_vec()
+    }
+
+    fn parse(args: &[String], from: usize) -> anyhow::Result<Self> {
+        Ok(Self {
+            n: arg(args, from, 20_000)?,
+            keys: arg(args, from + 1, 1_000)?,
+            members: arg(args, from + 2, 1)?,
+            workers: arg(args, from + 3, 1)?,
+            partitions: arg(args, from + 4, DEFAULT_PARTITIONS)?,
+            handler_ms: arg(args, from + 5, 0)?,
+        })
+    }
+}
+
+/// How long the slow handler awaits.
+#[derive(Clone, Copy)]
+struct HandlerDelay(Duration);
+
+/// Each app's `after_startup` hook reports here: with `wait_for_catch_up`, a group member has
+/// joined and a plain watch has caught up.
+#[derive(Clone)]
+struct Started(mpsc::UnboundedSender<()>);
+
+async fn report_started(State(started): State<Started>) {
+    let _ = started.0.send(());
+}
+
+/// The fast handler: counts and returns `Ok`.
+async fn count(msg: String, State(progress): State<Arc<Progress>>) -> anyhow::Result<()> {
+    std::hint::black_box(msg);
+    progress.handled_one();
+    Ok(())
+}
+
+/// The slow handler: awaits the delay, then counts.
+async fn count_slowly(
+    msg: String,
+    State(progress): State<Arc<Progress>>,
+    State(delay): State<HandlerDelay>,
+) -> anyhow::Result<()> {
+    std::hint::black_box(msg);
+    tokio::time::sleep(delay.0).await;
+    progress.handled_one();
+    Ok(())
+}
+
+/// An app running in a task of this process, stopped gracefully through `stop`.
+struct RunningApp {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<faststream_core::Result<()>>,
+}
+
+impl RunningApp {
+    fn spawn(app: App) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// The watch of a group member of the live workloads.
+fn group_watch(bucket: &str, run: &LiveRun) -> KvWatch {
+    KvWatch::new(bucket.to_owned())
+        .include_history(true)
+        .declare(false)
+        .max_workers(run.workers)
+        .group(
+            GroupSettings::new(GROUP_NAME)
+                .partitions(run.partitions)
+                .session_timeout(GROUP_SESSION),
+        )
+}
+
+/// Starts `run.members` apps with the counting handler on `watch`, and waits until each has
+/// started (joined its group, or caught up).
+async fn start_counting_apps(
+    watch: &KvWatch,
+    run: &LiveRun,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<Vec<RunningApp>> {
+    let (started, mut reports) = mpsc::unbounded_channel();
+    let mut apps = Vec::with_capacity(run.members);
+    for _ in 0..run.members {
+        let app = App::new(NatsBroker::new(url()))
+            .without_registered()
+            .without_default_logging()
+            .wait_for_catch_up(GROUP_WAIT)
+            .with_state(Arc::clone(progress))
+            .with_state(HandlerDelay(Duration::from_millis(run.handler_ms)))
+            .with_state(Started(started.clone()))
+            .hook(HookStage::AfterStartup, "started", report_started);
+        let app = if run.handler_ms == 0 {
+            app.subscriber("count", "k.*", watch.clone(), count)
+        } else {
+            app.subscriber("count", "k.*", watch.clone(), count_slowly)
+        };
+        apps.push(RunningApp::spawn(app));
+    }
+    for _ in 0..run.members {
+        tokio::time::timeout(GROUP_WAIT, reports.recv())
+            .await
+            .context("an app did not start")?
+            .context("an app ended while starting")?;
+    }
+    Ok(apps)
+}
+
+/// Waits until `info` shows `members` members, the partitions assigned to them balanced (within
+/// one) and, if `pinned`, each pinned to the member it is assigned to.
+async fn wait_balanced(group: &KvGroup, members: usize, pinned: bool) -> anyhow::Result<GroupInfo> {
+    let started = Instant::now();
+    loop {
+        let info = group.info().await?;
+        if is_balanced(&info, members, pinned) {
+            return Ok(info);
+        }
+        anyhow::ensure!(
+            started.elapsed() < GROUP_WAIT,
+            "the group did not balance over {members} members in {GROUP_WAIT:?}: {info:?}"
+        );
+        // Not faster: each `info()` leaves an ephemeral consumer on the members bucket for 30 s
+        // (it lists the keys with an ordered consumer); polled every 20 ms for a minute, the
+        // server refused more ("maximum consumers limit reached", members included).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn is_balanced(info: &GroupInfo, members: usize, pinned: bool) -> bool {
+    let partitions = info.partitions.len();
+    let (least, most) = (partitions / members, partitions.div_ceil(members));
+    let assigned: usize = info
+        .members
+        .iter()
+        .map(|member| member.partitions.len())
+        .sum();
+    info.members.len() == members
+        && assigned == partitions
+        && info
+            .members
+            .iter()
+            .all(|member| (least..=most).contains(&member.partitions.len()))
+        && (!pinned
+            || info.partitions.iter().all(|partition| {
+                info.members.iter().any(|member| {
+                    partition.pinned_to.as_deref() == Some(member.id.as_str())
+                        && member.partitions.contains(&partition.partition)
+                })
+            }))
+}
+
+/// Reads a raw pull consumer with `messages()` in a task: decodes each value, counts it and
+/// acknowledges it.
+async fn spawn_raw_reader(
+    consumer: async_nats::jetstream::consumer::PullConsumer,
+    progress: Arc<Progress>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let mut messages = consumer.messages().await?;
+    Ok(tokio::spawn(async move {
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|error| anyhow::anyhow!("{error}"))?;
+            std::hint::black_box(String::from_utf8(message.payload.to_vec())?);
+            progress.handled_one();
+            message
+                .ack()
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+        }
+        Ok(())
+    }))
+}
+
+/// The raw async-nats consumers: [`RAW_PULL`], one durable pull consumer on `KV_<bucket>`; or,
+/// on a partitioned mirror of the bucket made with async-nats (the subject transform a group
+/// uses, `partitions` partitions), [`RAW_MIRROR`], one pull consumer, or [`RAW_PARTITIONS`], one
+/// per partition with `max_ack_pending` 1. Explicit acks, every change from the start.
+async fn start_raw(
+    implementation: &str,
+    bucket: &str,
+    partitions: u16,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    use async_nats::jetstream::stream;
+    let js = async_nats::jetstream::new(async_nats::connect(url()).await?);
+    let (stream, filters): (stream::Stream, Vec<(String, i64)>) = if implementation == RAW_PULL {
+        let stream = js.get_stream(format!("KV_{bucket}")).await?;
+        (stream, vec![(format!("$KV.{bucket}.k.*"), 0)])
+    } else {
+        let mirror = js
+            .create_stream(stream::Config {
+                name: format!("RAWG_{bucket}"),
+                mirror: Some(stream::Source {
+                    name: format!("KV_{bucket}"),
+                    subject_transforms: vec![stream::SubjectTransform {
+                        source: format!("$KV.{bucket}.k.*"),
+                        destination: format!(
+                            "p.{{{{partition({partitions})}}}}.k.{{{{wildcard(1)}}}}"
+                        ),
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?;
+        let filters = if implementation == RAW_PARTITIONS {
+            (0..partitions).map(|p| (format!("p.{p}.>"), 1)).collect()
+        } else {
+            vec![("p.>".to_owned(), 0)]
+        };
+        (mirror, filters)
+    };
+    let mut tasks = Vec::with_capacity(filters.len());
+    for (index, (filter_subject, max_ack_pending)) in filters.into_iter().enumerate() {
+        let consumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some(format!("raw{index}")),
+                filter_subject,
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                max_ack_pending,
+                ..Default::default()
+            })
+            .await?;
+        tasks.push(spawn_raw_reader(consumer, Arc::clone(progress)).await?);
+    }
+    Ok(tasks)
+}
+
+/// CPU time (user + system) of the process `NATS_SERVER_PID` names, if it is set and readable:
+/// on one machine, the server's share of a workload's cost.
+fn server_cpu() -> Option<Duration> {
+    let pid: u32 = std::env::var("NATS_SERVER_PID").ok()?.parse().ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command in parentheses: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    Some(Duration::from_secs_f64(
+        ticks as f64 / per_second.max(1) as f64,
+    ))
+}
+
+/// `grouplive IMPL PREFIX N KEYS MEMBERS WORKERS PARTITIONS HANDLER_MS`: on a fresh bucket
+/// `PREFIX_<pid>`, starts the consumers (group members, a raw pull consumer or plain watch
+/// subscribers) and waits until they are ready; then a writer on its own connection puts `N`
+/// changes over `KEYS` keys as fast as it can (pipelined, 512 acks outstanding). Timed from
+/// before the first put to the last change handled, so a group's copy into its mirror counts.
+async fn group_live(implementation: &str, prefix: &str, run: LiveRun) -> anyhow::Result<Value> {
+    let bucket = format!("{prefix}_{}", std::process::id());
+    anyhow::ensure!(
+        run.n <= run.keys * usize::try_from(faststream_core::kv::MAX_HISTORY).unwrap_or(1),
+        "{} changes over {} keys exceed the bucket's history: some would never be delivered",
+        run.n,
+        run.keys
+    );
+    prefill(&bucket, 0, run.keys).await?;
+    let broker = NatsBroker::new(url());
+    broker.connect().await?;
+    let progress = Arc::new(Progress {
+        handled: AtomicUsize::new(0),
+        target: run.n,
+        done: Notify::new(),
+    });
+    let (cpu_before, _) = usage();
+    let (apps, raw) = match implementation {
+        GROUP => {
+            let apps = start_counting_apps(&group_watch(&bucket, &run), &run, &progress).await?;
+            let group = broker.kv_group(&bucket, GROUP_NAME).await?;
+            wait_balanced(&group, run.members, false).await?;
+            (apps, Vec::new())
+        }
+        PLAIN => {
+            let watch = KvWatch::new(bucket.clone())
+                .include_history(true)
+                .declare(false)
+                .max_workers(run.workers);
+            (
+                start_counting_apps(&watch, &run, &progress).await?,
+                Vec::new(),
+            )
+        }
+        RAW_PULL | RAW_MIRROR | RAW_PARTITIONS => (
+            Vec::new(),
+            start_raw(implementation, &bucket, run.partitions, &progress).await?,
+        ),
+        other => anyhow::bail!("unknown live consumer {other:?}"),
+    };
+    let js = async_nats::jetstream::new(async_nats::connect(url()).await?);
+    let server_before = server_cpu();
+    let started = Instant::now();
+    let writer = {
+        let bucket = bucket.clone();
+        tokio::spawn(async move {
+            write_pipelined(&js, &bucket, run.n, run.keys, |i| format!("v{i}").into()).await?;
+            anyhow::Ok(started.elapsed())
+        })
+    };
+    tokio::time::timeout(TIMEOUT, progress.done.notified())
+        .await
+        .context("the consumers did not handle every change")?;
+    let took = started.elapsed();
+    let server_after = server_cpu();
+    let write_time = writer.await??;
+    let (cpu_after, peak_rss_kib) = usage();
+    for app in apps {
+        app.stop().await?;
+    }
+    for task in raw {
+        task.abort();
+    }
+    if implementation == GROUP {
+        broker.kv_group(&bucket, GROUP_NAME).await?.delete().await?;
+    }
+    if matches!(implementation, RAW_MIRROR | RAW_PARTITIONS) {
+        let client = async_nats::connect(url()).await?;
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(format!("RAWG_{bucket}"))
+            .await;
+    }
+    drop_bucket(&bucket).await?;
+    Ok(json!({
+        "impl": implementation,
+        "mode": if run.handler_ms == 0 { "group_live" } else { "group_slow" },
+        "n": run.n,
+        "keys": run.keys,
+        "members": if matches!(implementation, GROUP | PLAIN) { run.members } else { 1 },
+        "max_workers": if matches!(implementation, GROUP | PLAIN) { json!(run.workers) } else { Value::Null },
+        "partitions": if matches!(implementation, GROUP | RAW_MIRROR | RAW_PARTITIONS) {
+            json!(run.partitions)
+        } else {
+            Value::Null
+        },
+        "handler_ms": run.handler_ms,
+        "seconds": took.as_secs_f64(),
+        "msgs_per_s": run.n as f64 / took.as_secs_f64(),
+        "writer_puts_per_s": run.n as f64 / write_time.as_secs_f64(),
+        "cpu_s": cpu_after.saturating_sub(cpu_before).as_secs_f64(),
+        "server_cpu_s": server_before
+            .zip(server_after)
+            .map(|(before, after)| after.saturating_sub(before).as_secs_f64()),
+        "session_timeout_s": if implementation == GROUP {
+            json!(GROUP_SESSION.as_secs_f64())
+        } else {
+            Value::Null
+        },
+        "peak_rss_kib": peak_rss_kib,
+    }))
+}
+
+/// What one app of the membership workload handled: when, and which key (`k.<index>`).
+#[derive(Default)]
+struct Handled(std::sync::Mutex<Vec<(Instant, u32)>>);
+
+impl Handled {
+    fn len(&self) -> usize {
+        self.0.lock().map_or(0, |log| log.len())
+    }
+
+    /// The first time, from entry `from` on and not before `since`, a change of each of
+    /// `partitions` was handled (`partition_of` maps a key's index to its partition).
+    fn first_per_partition(
+        &self,
+        from: usize,
+        since: Instant,
+        partitions: &[u16],
+        partition_of: &std::collections::HashMap<u32, u16>,
+    ) -> std::collections::HashMap<u16, Instant> {
+        let mut first = std::collections::HashMap::new();
+        let Ok(log) = self.0.lock() else {
+            return first;
+        };
+        for (at, key) in log.iter().skip(from) {
+            if *at < since {
+                continue;
+            }
+            if let Some(partition) = partition_of.get(key) {
+                if partitions.contains(partition) {
+                    first.entry(*partition).or_insert(*at);
+                }
+            }
+        }
+        first
+    }
+}
+
+/// The handler of the membership workload: awaits 1 ms (so that members are busy when they
+/// join, stop or die), then records the change.
+async fn track(message: faststream_core::KvMessage, State(handled): State<Arc<Handled>>) {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let key = message
+        .key()
+        .strip_prefix("k.")
+        .and_then(|index| index.parse().ok());
+    if let (Some(key), Ok(mut log)) = (key, handled.0.lock()) {
+        log.push((Instant::now(), key));
+    }
+}
+
+/// The watch of every member of the membership workload (`max_workers` 16: a member can use
+/// all its partitions).
+fn membership_watch(bucket: &str) -> KvWatch {
+    KvWatch::new(bucket.to_owned())
+        .declare(false)
+        .max_workers(16)
+        .group(
+            GroupSettings::new(GROUP_NAME)
+                .partitions(DEFAULT_PARTITIONS)
+                .session_timeout(GROUP_SESSION),
+        )
+}
+
+/// A member of the membership workload in this process, recording what it handles.
+fn tracking_member(bucket: &str, handled: &Arc<Handled>, started: &Started) -> App {
+    App::new(NatsBroker::new(url()))
+        .without_registered()
+        .without_default_logging()
+        .wait_for_catch_up(GROUP_WAIT)
+        .with_state(Arc::clone(handled))
+        .with_state(started.clone())
+        .hook(HookStage::AfterStartup, "started", report_started)
+        .subscriber("track", "k.*", membership_watch(bucket), track)
+}
+
+/// `groupmember BUCKET`: a member of the membership workload's group in a process of its own,
+/// handling changes (doing nothing with them) until it is stopped or killed.
+async fn group_member(bucket: &str) -> anyhow::Result<()> {
+    async fn ignore(message: faststream_core::KvMessage) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        std::hint::black_box(message);
+    }
+    App::new(NatsBroker::new(url()))
+        .without_registered()
+        .without_default_logging()
+        .subscriber("ignore", "k.*", membership_watch(bucket), ignore)
+        .run()
+        .await?;
+    Ok(())
+}
+
+/// Waits until `handled` (from entry `from` on) holds a change handled after `since` in each
+/// of `partitions`; returns the seconds from `since` to the first such change and to the
+/// last partition's first.
+async fn wait_handled(
+    handled: &Handled,
+    from: usize,
+    since: Instant,
+    partitions: &[u16],
+    partition_of: &std::collections::HashMap<u32, u16>,
+) -> anyhow::Result<(f64, f64)> {
+    loop {
+        let first = handled.first_per_partition(from, since, partitions, partition_of);
+        if first.len() == partitions.len() {
+            let seconds = |at: Option<&Instant>| {
+                at.map_or(f64::NAN, |at| at.duration_since(since).as_secs_f64())
+            };
+            return Ok((seconds(first.values().min()), seconds(first.values().max())));
+        }
+        anyhow::ensure!(
+            since.elapsed() < GROUP_WAIT,
+            "partitions {partitions:?} not all handled after {GROUP_WAIT:?}: {:?} were",
+            first.keys().collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The key index -> partition map of a group, read from its mirror's subjects
+/// (`p.<partition>.k.<index>`).
+async fn partitions_of_keys(
+    bucket: &str,
+    keys: usize,
+) -> anyhow::Result<std::collections::HashMap<u32, u16>> {
+    let js = async_nats::jetstream::new(async_nats::connect(url()).await?);
+    let stream = js.get_stream(format!("KVG_{bucket}_{GROUP_NAME}")).await?;
+    let mut subjects = stream.info_with_subjects("p.>").await?;
+    let mut map = std::collections::HashMap::with_capacity(keys);
+    while let Some(subject) = subjects.next().await {
+        let (subject, _) = subject?;
+        let mut tokens = subject.split('.').skip(1);
+        let partition = tokens.next().and_then(|token| token.parse().ok());
+        let key = tokens.nth(1).and_then(|token| token.parse().ok());
+        if let (Some(partition), Some(key)) = (partition, key) {
+            map.insert(key, partition);
+        }
+    }
+    anyhow::ensure!(
+        map.len() == keys,
+        "the mirror has {} of {keys} keys",
+        map.len()
+    );
+    Ok(map)
+}
+
+/// The partitions assigned to the member other than `other`.
+fn partitions_of_newcomer(info: &GroupInfo, other: &str) -> anyhow::Result<(String, Vec<u16>)> {
+    info.members
+        .iter()
+        .find(|member| member.id != other)
+        .map(|member| (member.id.clone(), member.partitions.clone()))
+        .with_context(|| format!("no second member in {info:?}"))
+}
+
+/// `grouptimes IMPL PREFIX KEYS RATE`: membership changes on a fresh bucket of `KEYS` keys
+/// while a writer changes `RATE` random keys a second, each member with the session timeout
+/// [`GROUP_SESSION`] and a handler awaiting 1 ms (`max_workers` 16):
+/// - rebalance: member B (an app in this process) joins member A's group; seconds from its
+///   start until it has joined, until B has handled a change of each partition it took
+///   over, and until `info()` shows the partitions balanced and pinned (heartbeats, which
+///   carry the pins, are written every fifth of the session timeout);
+/// - graceful hand-over: B stops; seconds until A handles a change of one of B's partitions,
+///   and of each;
+/// - takeover: member C (this binary, `groupmember`, in a child process) joins and is killed
+///   with SIGKILL once balanced; seconds until A handles a change of one of C's partitions,
+///   and of each.
+async fn group_times(prefix: &str, keys: usize, rate: usize) -> anyhow::Result<Value> {
+    let bucket = format!("{prefix}_{}", std::process::id());
+    let _ = BUCKET.set(bucket.clone());
+    prefill_flags(&bucket, keys).await?;
+    let broker = NatsBroker::new(url());
+    broker.connect().await?;
+    let (started, mut reports) = mpsc::unbounded_channel();
+    let started = Started(started);
+
+    // Member A, then the writer.
+    let handled_a = Arc::new(Handled::default());
+    let a = RunningApp::spawn(tracking_member(&bucket, &handled_a, &started));
+    tokio::time::timeout(GROUP_WAIT, reports.recv())
+        .await
+        .context("member A did not join")?;
+    let group = broker.kv_group(&bucket, GROUP_NAME).await?;
+    let partition_of = partitions_of_keys(&bucket, keys).await?;
+    let info = wait_balanced(&group, 1, false).await?;
+    let a_id = info.members[0].id.clone();
+    let stop_writer = Arc::new(AtomicBool::new(false));
+    let js = async_nats::jetstream::new(async_nats::connect(url()).await?);
+    let writer = tokio::spawn(write_paced(js, keys, rate, Arc::clone(&stop_writer)));
+    wait_balanced(&group, 1, true).await?;
+
+    // Rebalance: B joins.
+    let handled_b = Arc::new(Handled::default());
+    let since = Instant::now();
+    let b = RunningApp::spawn(tracking_member(&bucket, &handled_b, &started));
+    tokio::time::timeout(GROUP_WAIT, reports.recv())
+        .await
+        .context("member B did not join")?;
+    let joined = since.elapsed().as_secs_f64();
+    // B's partitions as the balanced assignment says (its first heartbeat, written before it
+    // has read the others', may claim every partition).
+    let info = wait_balanced(&group, 2, false).await?;
+    let (_, moved) = partitions_of_newcomer(&info, &a_id)?;
+    let (_, rebalance_handled) = wait_handled(&handled_b, 0, since, &moved, &partition_of).await?;
+    let info = wait_balanced(&group, 2, true).await?;
+    let rebalance_info = since.elapsed().as_secs_f64();
+
+    // Graceful hand-over: B stops.
+    let (_, moved) = partitions_of_newcomer(&info, &a_id)?;
+    let from = handled_a.len();
+    let since = Instant::now();
+    b.stop().await?;
+    let stopped = since.elapsed().as_secs_f64();
+    let (handover_first, handover_all) =
+        wait_handled(&handled_a, from, since, &moved, &partition_of).await?;
+    wait_balanced(&group, 1, true).await?;
+
+    // Takeover: C joins in a child process, then dies without leaving.
+    let mut c = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["groupmember", &bucket])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let info = wait_balanced(&group, 2, true).await?;
+    let (_, moved) = partitions_of_newcomer(&info, &a_id)?;
+    let from = handled_a.len();
+    let since = Instant::now();
+    c.start_kill()?;
+    let (takeover_first, takeover_all) =
+        wait_handled(&handled_a, from, since, &moved, &partition_of).await?;
+    let _ = c.wait().await;
+
+    stop_writer.store(true, Ordering::Relaxed);
+    let (written, write_time) = writer.await??;
+    a.stop().await?;
+    group.delete().await?;
+    drop_bucket(&bucket).await?;
+    Ok(json!({
+        "impl": GROUP,
+        "mode": "group_times",
+        "keys": keys,
+        "partitions": DEFAULT_PARTITIONS,
+        "session_timeout_s": GROUP_SESSION.as_secs_f64(),
+        "writer_puts_per_s": written as f64 / write_time.as_secs_f64(),
+        "rebalance_joined_s": joined,
+        "rebalance_handled_s": rebalance_handled,
+        "rebalance_info_s": rebalance_info,
+        "handover_stop_s": stopped,
+        "handover_first_s": handover_first,
+        "handover_all_s": handover_all,
+        "takeover_first_s": takeover_first,
+        "takeover_all_s": takeover_all,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
 // The orchestrator.
 // ---------------------------------------------------------------------------------------------
 
@@ -659,6 +1342,18 @@ async fn prefill_with(
     broker
         .key_value_with(faststream_core::kv::BucketConfig::new(bucket).history(64))
         .await?;
+    write_pipelined(&js, bucket, n, keys, value).await
+}
+
+/// Puts `n` entries over `keys` keys `k.0` ... of `bucket`, entry `i` with the value
+/// `value(i)`, as fast as the server takes them: publishes pipelined, 512 acks outstanding.
+async fn write_pipelined(
+    js: &async_nats::jetstream::Context,
+    bucket: &str,
+    n: usize,
+    keys: usize,
+    value: impl Fn(usize) -> bytes::Bytes,
+) -> anyhow::Result<()> {
     let mut acks = Vec::with_capacity(512);
     for i in 0..n {
         let subject = format!("$KV.{bucket}.k.{}", i % keys);
@@ -811,6 +1506,54 @@ struct Sizes {
     /// Keys of the catch-up bucket, keys of the read bucket, writer changes a second, seconds
     /// of reading.
     view: (usize, usize, usize, f64),
+    group: GroupSizes,
+}
+
+/// The sizes of the group workloads: `group N KEYS SLOW_N SLOW_KEYS SLOW_WORKERS
+/// SLOW_PARTITIONS RATE REPEATS`.
+#[derive(Debug, Clone, Copy)]
+struct GroupSizes {
+    /// Changes and keys of the live-traffic runs with the fast handler.
+    n: usize,
+    keys: usize,
+    /// Changes and keys of the slow-handler runs, `max_workers` of every member and partitions
+    /// of their group. 40,000 changes: three members handle 20,000 in about 2 s, of which the
+    /// start and the draining of the last partitions are a noticeable part.
+    slow_n: usize,
+    slow_keys: usize,
+    slow_workers: usize,
+    slow_partitions: u16,
+    /// Changes a second written during the membership changes.
+    rate: usize,
+    /// Runs of each side of each comparison.
+    repeats: usize,
+}
+
+impl GroupSizes {
+    const DEFAULT: Self = Self {
+        n: 50_000,
+        keys: 1_000,
+        slow_n: 40_000,
+        slow_keys: 10_000,
+        slow_workers: 8,
+        slow_partitions: 48,
+        rate: 2_000,
+        repeats: REPEATS,
+    };
+
+    fn parse(args: &[String]) -> anyhow::Result<Self> {
+        let default = Self::DEFAULT;
+        Ok(Self {
+            n: arg(args, 1, default.n)?,
+            keys: arg(args, 2, default.keys)?,
+            slow_n: arg(args, 3, default.slow_n)?,
+            slow_keys: arg(args, 4, default.slow_keys)?,
+            slow_workers: arg(args, 5, default.slow_workers)?,
+            slow_partitions: arg(args, 6, default.slow_partitions)?,
+            rate: arg(args, 7, default.rate)?,
+            repeats: arg(args, 8, default.repeats)?,
+        })
+    }
 }
 
 async fn run_all(sizes: Sizes, with_python: bool, only: Option<&str>) -> anyhow::Result<()> {
@@ -1035,7 +1778,227 @@ async fn run_all(sizes: Sizes, with_python: bool, only: Option<&str>) -> anyhow:
         );
     }
 
+    if wanted("group") {
+        // Groups need nats-server 2.11; run alone, an older server fails with the reason.
+        let version = async_nats::connect(url()).await?.server_info().version;
+        let at_least_2_11 = {
+            let mut parts = version
+                .split('.')
+                .map(|part| part.parse::<u32>().unwrap_or(0));
+            (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 11)
+        };
+        if only.is_some() || at_least_2_11 {
+            run_group(sizes.group, &mut summary).await?;
+        } else {
+            eprintln!("(skipped the group workloads: nats-server {version}, groups need 2.11)");
+        }
+    }
+
     emit(&json!({ "summary": summary }));
+    Ok(())
+}
+
+/// The values of `field` in run order (times `scale`), for the figures printed beside the
+/// medians.
+fn each(runs: &Runs, field: &str, scale: f64) -> String {
+    let values: Vec<String> = runs
+        .0
+        .iter()
+        .map(|run| format!("{:.0}", number(run, field) * scale))
+        .collect();
+    values.join(", ")
+}
+
+/// The consumer-group workloads: one member against raw pull consumers (and the plain watch)
+/// on live traffic; three members against one with a slow handler; the times of membership
+/// changes. Each run in a child process of its own, on a fresh bucket (so a fresh group,
+/// deleted after).
+async fn run_group(
+    sizes: GroupSizes,
+    summary: &mut serde_json::Map<String, Value>,
+) -> anyhow::Result<()> {
+    let prefix = format!("bench_group_{}", std::process::id());
+    let GroupSizes {
+        n, keys, repeats, ..
+    } = sizes;
+    let throughput = |runs: &Runs| runs.median("msgs_per_s");
+    let rate = |runs: &Runs| {
+        format!(
+            "{:.0}/s ({})",
+            throughput(runs),
+            each(runs, "msgs_per_s", 1.0)
+        )
+    };
+
+    // One member against raw async-nats, a fast handler.
+    let fast = LiveRun {
+        n,
+        keys,
+        members: 1,
+        workers: 1,
+        partitions: DEFAULT_PARTITIONS,
+        handler_ms: 0,
+    };
+    let runs = compare_children(
+        &[GROUP, RAW_PULL, PLAIN, RAW_MIRROR, RAW_PARTITIONS],
+        repeats,
+        "grouplive",
+        &prefix,
+        &fast.args(),
+    )
+    .await?;
+    let (group, raw, plain, mirror, partitions) =
+        (&runs[0], &runs[1], &runs[2], &runs[3], &runs[4]);
+    let vs = |of: &Runs, against: &Runs| throughput(of) / throughput(against);
+    summary.insert("group_throughput_vs_raw_pull".into(), json!(vs(group, raw)));
+    summary.insert(
+        "plain_watch_throughput_vs_raw_pull".into(),
+        json!(vs(plain, raw)),
+    );
+    summary.insert(
+        "group_throughput_vs_plain_watch".into(),
+        json!(vs(group, plain)),
+    );
+    summary.insert(
+        "group_throughput_vs_raw_partitions".into(),
+        json!(vs(group, partitions)),
+    );
+    eprintln!(
+        "group, live traffic: {n} changes over {keys} keys, a writer putting them pipelined (512 \
+         acks outstanding) while the consumer handles them (counts, returns Ok); timed from the \
+         first put to the last change handled, so a group's copy into its mirror counts (median \
+         of {repeats}; each run): 1 group member ({DEFAULT_PARTITIONS} partitions, max_workers \
+         1) {}; raw durable pull consumer on KV_<bucket>, ack per message {}; plain watch \
+         subscriber {}; group/raw {:.2}x (target >= 0.9x), plain/raw {:.2}x, group/plain \
+         {:.2}x",
+        rate(group),
+        rate(raw),
+        rate(plain),
+        vs(group, raw),
+        vs(plain, raw),
+        vs(group, plain),
+    );
+    eprintln!(
+        "  the group's design without faststream-rs (a partitioned mirror made with async-nats): \
+         one raw pull consumer on the mirror {} ({:.2}x raw); one raw pull consumer per \
+         partition, max_ack_pending 1 {} ({:.2}x raw); group/that {:.2}x",
+        rate(mirror),
+        vs(mirror, raw),
+        rate(partitions),
+        vs(partitions, raw),
+        vs(group, partitions),
+    );
+
+    let per_change = |runs: &Runs, field: &str| runs.median(field) * 1e6 / n as f64;
+    if !per_change(group, "server_cpu_s").is_nan() {
+        eprintln!(
+            "  CPU per change (median; the consumer's process includes the writer, the server's \
+             from NATS_SERVER_PID): group {:.1} us + server {:.1} us, raw pull {:.1} us + {:.1} \
+             us, plain watch {:.1} us + {:.1} us, raw pull on the mirror {:.1} us + {:.1} us, \
+             raw per partition {:.1} us + {:.1} us",
+            per_change(group, "cpu_s"),
+            per_change(group, "server_cpu_s"),
+            per_change(raw, "cpu_s"),
+            per_change(raw, "server_cpu_s"),
+            per_change(plain, "cpu_s"),
+            per_change(plain, "server_cpu_s"),
+            per_change(mirror, "cpu_s"),
+            per_change(mirror, "server_cpu_s"),
+            per_change(partitions, "cpu_s"),
+            per_change(partitions, "server_cpu_s"),
+        );
+    }
+
+    // Three members against one, a handler awaiting 1 ms.
+    let slow = |members, workers, partitions| LiveRun {
+        n: sizes.slow_n,
+        keys: sizes.slow_keys,
+        members,
+        workers,
+        partitions,
+        handler_ms: 1,
+    };
+    let members = |workers: usize, partitions: u16| {
+        let prefix = prefix.clone();
+        compare(&["1", "3"], repeats, move |members| {
+            let mut args = vec!["grouplive".to_owned(), GROUP.to_owned(), prefix.clone()];
+            args.extend(slow(members.parse().unwrap_or(1), workers, partitions).args());
+            async move { child(&args).await }
+        })
+    };
+    let (workers, partitions) = (sizes.slow_workers, sizes.slow_partitions);
+    let runs = members(workers, partitions).await?;
+    let (one, three) = (&runs[0], &runs[1]);
+    summary.insert("group_3_members_vs_1".into(), json!(vs(three, one)));
+    eprintln!(
+        "group, slow handler (awaits 1 ms), {} changes over {} keys, live as above; max_workers \
+         {workers} on every member of both sides and {partitions} partitions, so that one member \
+         is bound by its workers and each of three holds {} partitions for its {workers} workers \
+         (median of {repeats}; each run): 1 member {}, 3 members (3 apps in one process) {}; 3/1 \
+         {:.2}x (target >= 2.5x)",
+        sizes.slow_n,
+        sizes.slow_keys,
+        usize::from(partitions).div_ceil(3),
+        rate(one),
+        rate(three),
+        vs(three, one),
+    );
+    let runs = members(16, DEFAULT_PARTITIONS).await?;
+    let (one, three) = (&runs[0], &runs[1]);
+    summary.insert(
+        "group_3_members_vs_1_default_partitions".into(),
+        json!(vs(three, one)),
+    );
+    eprintln!(
+        "  the same with max_workers 16 and the default {DEFAULT_PARTITIONS} partitions: one \
+         change in flight per partition, so at most {DEFAULT_PARTITIONS} calls at once however \
+         many members: 1 member {}, 3 members {}; 3/1 {:.2}x",
+        rate(one),
+        rate(three),
+        vs(three, one),
+    );
+
+    // Membership changes.
+    let extra = [keys.to_string(), sizes.rate.to_string()];
+    let runs = compare_children(&[GROUP], repeats, "grouptimes", &prefix, &extra).await?;
+    let times = &runs[0];
+    for field in [
+        "rebalance_handled_s",
+        "rebalance_info_s",
+        "handover_first_s",
+        "handover_all_s",
+        "takeover_first_s",
+        "takeover_all_s",
+    ] {
+        summary.insert(format!("group_{field}"), json!(times.median(field)));
+    }
+    let ms = |field: &str| {
+        format!(
+            "{:.0} ms ({})",
+            times.median(field) * 1e3,
+            each(times, field, 1e3)
+        )
+    };
+    eprintln!(
+        "group membership changes: {DEFAULT_PARTITIONS} partitions, session_timeout {:?} (the \
+         default is {:?}), members awaiting 1 ms per change with max_workers 16, a writer \
+         changing {} random keys of {keys} a second (median of {repeats}; each run): rebalance \
+         (a 2nd member starts): joined {}, handled a change of each partition it took over {}, \
+         info() balanced and pinned {} (heartbeats every {:?}); graceful hand-over (it stops): \
+         the survivor handles a change of one of its partitions {}, of each {}; takeover (a \
+         member in a child process killed with SIGKILL): one {}, each {}",
+        GROUP_SESSION,
+        faststream_core::kv::group::DEFAULT_SESSION_TIMEOUT,
+        sizes.rate,
+        ms("rebalance_joined_s"),
+        ms("rebalance_handled_s"),
+        ms("rebalance_info_s"),
+        GROUP_SESSION / 5,
+        ms("handover_first_s"),
+        ms("handover_all_s"),
+        ms("takeover_first_s"),
+        ms("takeover_all_s"),
+    );
     Ok(())
 }
 
@@ -1086,11 +2049,26 @@ async fn main() -> anyhow::Result<()> {
             let (keys, rate) = (arg(&args, 3, 10_000usize)?, arg(&args, 4, 10_000usize)?);
             emit(&view_reads(required(&args, 1)?, keys, rate, arg(&args, 5, 2.0)?).await?);
         }
+        Some("grouplive") => {
+            // `grouplive IMPL PREFIX N KEYS MEMBERS WORKERS PARTITIONS HANDLER_MS`: one
+            // live-traffic run on a fresh bucket.
+            let run = LiveRun::parse(&args, 3)?;
+            emit(&group_live(required(&args, 1)?, required(&args, 2)?, run).await?);
+        }
+        Some("grouptimes") => {
+            // `grouptimes IMPL PREFIX KEYS RATE`: membership changes on a fresh bucket.
+            let (keys, rate) = (arg(&args, 3, 1_000usize)?, arg(&args, 4, 2_000usize)?);
+            emit(&group_times(required(&args, 2)?, keys, rate).await?);
+        }
+        Some("groupmember") => {
+            // `groupmember BUCKET`: a member of the membership workload's group until killed.
+            group_member(required(&args, 1)?).await?;
+        }
         Some("latency") if args.len() == 4 => {
             let _ = BUCKET.set(required(&args, 2)?.to_owned());
             emit(&latency(required(&args, 1)?, arg(&args, 3, 500)?).await?);
         }
-        Some(mode @ ("replay" | "latency" | "slow" | "keys" | "view")) => {
+        Some(mode @ ("replay" | "latency" | "slow" | "keys" | "view" | "group")) => {
             let sizes = Sizes {
                 replay: (arg(&args, 1, 20_000)?, arg(&args, 2, 1_000)?),
                 latency: arg(&args, 1, 500)?,
@@ -1102,6 +2080,11 @@ async fn main() -> anyhow::Result<()> {
                     arg(&args, 3, 10_000)?,
                     arg(&args, 4, 2.0)?,
                 ),
+                group: if mode == "group" {
+                    GroupSizes::parse(&args)?
+                } else {
+                    GroupSizes::DEFAULT
+                },
             };
             run_all(sizes, with_python, Some(mode)).await?;
         }
@@ -1112,12 +2095,14 @@ async fn main() -> anyhow::Result<()> {
                 slow: (20_000, 1_000),
                 keys: 10_000,
                 view: (100_000, 10_000, 10_000, 2.0),
+                group: GroupSizes::DEFAULT,
             };
             run_all(sizes, with_python, None).await?;
         }
         Some(other) => anyhow::bail!(
-            "unknown workload `{other}`; expected replay N KEYS, latency M, slow N KEYS, keys K \
-             or view N K RATE SECONDS"
+            "unknown workload `{other}`; expected replay N KEYS, latency M, slow N KEYS, keys K, \
+             view N K RATE SECONDS or group N KEYS SLOW_N SLOW_KEYS SLOW_WORKERS \
+             SLOW_PARTITIONS RATE REPEATS"
         ),
     }
     Ok(())
