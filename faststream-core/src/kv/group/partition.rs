@@ -117,6 +117,10 @@ pub(crate) struct PartitionPuller {
     without_values: bool,
     /// Set once the pin is given back: no more pulls are sent.
     released: bool,
+    /// Whether a pull request of this member may still be waiting on the server.
+    outstanding: bool,
+    /// Set by [`give_back_pin`](Self::give_back_pin) for [`fence`](Self::fence) to run.
+    fence_due: bool,
     /// The pin given back, for the fence.
     given_back: Option<String>,
 }
@@ -154,6 +158,8 @@ impl PartitionPuller {
             bucket: Arc::from(layout.bucket.as_str()),
             without_values,
             released: false,
+            outstanding: false,
+            fence_due: false,
             given_back: None,
         })
     }
@@ -179,6 +185,7 @@ impl PartitionPuller {
                 message = self.subscription.next() => message,
                 () = tokio::time::sleep_until(self.repull_at.into()) => {
                     self.remaining = 0;
+                    self.outstanding = false;
                     continue;
                 }
             };
@@ -186,6 +193,8 @@ impl PartitionPuller {
                 return Pulled::Closed;
             };
             if let Some(status) = message.status {
+                // Any answer but a heartbeat ends the pull request.
+                self.outstanding &= status.as_u16() == 100;
                 match status.as_u16() {
                     // Idle heartbeat: the pull is still waiting.
                     100 => {}
@@ -210,6 +219,7 @@ impl PartitionPuller {
                 continue;
             }
             self.remaining = self.remaining.saturating_sub(1);
+            self.outstanding &= self.remaining > 0;
             if let Some(delivery) = self.delivery(message) {
                 return Pulled::Change(Box::new(delivery));
             }
@@ -238,7 +248,10 @@ impl PartitionPuller {
             .publish_with_reply(self.next_subject.clone(), self.inbox.clone(), payload)
             .await
         {
-            Ok(()) => self.remaining = BATCH,
+            Ok(()) => {
+                self.remaining = BATCH;
+                self.outstanding = true;
+            }
             // The client is closed; the subscription ends too, which `next` reports.
             Err(error) => {
                 tracing::debug!(partition = self.partition, error = %error, "pull request not sent");
@@ -309,10 +322,13 @@ impl PartitionPuller {
     /// settling does not send the partition's next change here. The change in hand may still
     /// be handled: nobody else gets the partition's changes until it is settled.
     pub(crate) async fn give_back_pin(&mut self, stream: &jetstream::stream::Stream) {
-        if std::mem::replace(&mut self.released, true) {
-            return;
-        }
+        self.released = true;
         let Some(pin) = self.pin.take() else {
+            // The pin's id is not known: nothing was delivered to this member yet. It may be
+            // pinned all the same, and a first change may be on its way; it cannot unpin a pin
+            // it cannot tell from another member's, so [`fence`] reads until its waiting pull
+            // request ends instead.
+            self.fence_due |= self.outstanding;
             return;
         };
         let consumer = GroupLayout::consumer(self.partition);
@@ -321,6 +337,7 @@ impl PartitionPuller {
                 "could not give the pin back; the next member is pinned after the pin timeout");
         }
         self.given_back = Some(pin);
+        self.fence_due = true;
     }
 
     /// After [`give_back_pin`](Self::give_back_pin): waits until the server has sent everything
@@ -332,8 +349,11 @@ impl PartitionPuller {
     /// answer is in, so are those deliveries. Waits at most [`PULL_GRACE`] for the answer.
     /// Returns nothing after the first call, or if this member held no pin.
     pub(crate) async fn fence(&mut self) -> Vec<GroupDelivery> {
-        let Some(pin) = self.given_back.take() else {
+        if !std::mem::replace(&mut self.fence_due, false) {
             return Vec::new();
+        }
+        let Some(pin) = self.given_back.take() else {
+            return self.until_pull_ends().await;
         };
         let mut arrived = Vec::new();
         let inbox = self.client.new_inbox();
@@ -374,6 +394,32 @@ impl PartitionPuller {
             }
         }
         arrived
+    }
+
+    /// Reads what arrives until this member's waiting pull request ends (expires, at most a
+    /// third of the session timeout, or is answered otherwise), stopping early at a change:
+    /// that change is this member's to handle, and it carries the pin's id, so the pin can then
+    /// be given back properly.
+    async fn until_pull_ends(&mut self) -> Vec<GroupDelivery> {
+        while self.outstanding {
+            let next = tokio::time::timeout_at(self.repull_at.into(), self.subscription.next());
+            let Ok(Some(message)) = next.await else {
+                break;
+            };
+            match message.status {
+                Some(status) if status.as_u16() == 100 => {}
+                Some(_) => break,
+                None => {
+                    self.remaining = self.remaining.saturating_sub(1);
+                    self.outstanding = self.remaining > 0;
+                    if let Some(delivery) = self.delivery(message) {
+                        return vec![delivery];
+                    }
+                }
+            }
+        }
+        self.outstanding = false;
+        Vec::new()
     }
 
     /// Ends the pull: unsubscribes, and returns the changes that arrived and were not handled
