@@ -392,11 +392,7 @@ fn dump(records: &[Record], written: &BTreeMap<String, Vec<u64>>) -> anyhow::Res
     Ok(())
 }
 
-/// Ignored by default: on nats-server 2.15.1 about one run in twenty loses changes on the
-/// server side (see the module comment); the diagnostics this test prints and copies show
-/// which. Run it with `cargo test -p tests --test group_cluster -- --ignored`.
 #[tokio::test]
-#[ignore = "nats-server 2.15.1 loses changes in ~1 run of 20 (a partition consumer's leader change); see the module comment"]
 async fn a_group_on_an_r3_bucket_survives_its_stream_and_consumer_leaders_being_killed(
 ) -> anyhow::Result<()> {
     faststream_testing::init_test_logging();
