@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use common::{Recorder, RunningApp, EVENT_TIMEOUT};
+use common::{cluster_jetstream, Recorder, RunningApp, EVENT_TIMEOUT};
 use faststream_core::kv::BucketConfig;
 use faststream_core::{App, KvMessage, KvWatch, NatsBroker, State};
 use faststream_testing::NatsCluster;
@@ -41,22 +41,6 @@ fn revision(event: &str) -> u64 {
         .rsplit_once('@')
         .and_then(|(_, revision)| revision.parse().ok())
         .unwrap_or(0)
-}
-
-/// A JetStream context with every node's URL, which reconnects to whichever is up.
-async fn cluster_jetstream(
-    cluster: &NatsCluster,
-) -> anyhow::Result<async_nats::jetstream::Context> {
-    let addresses = cluster
-        .urls()
-        .iter()
-        .map(|url| url.parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()?;
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(addresses)
-        .await?;
-    Ok(async_nats::jetstream::new(client))
 }
 
 /// The index of the node leading the bucket's stream.

@@ -121,19 +121,10 @@ async fn handle(message: KvMessage, State(recording): State<Recording>) {
 
 /// A JetStream context with every node's URL, which reconnects to whichever is up; short
 /// requests, retried by the callers (a request to a leader that just died is not answered).
-async fn cluster_jetstream(
+async fn short_cluster_jetstream(
     cluster: &NatsCluster,
 ) -> anyhow::Result<async_nats::jetstream::Context> {
-    let addresses = cluster
-        .urls()
-        .iter()
-        .map(|url| url.parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()?;
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(addresses)
-        .await?;
-    let mut jetstream = async_nats::jetstream::new(client);
+    let mut jetstream = common::cluster_jetstream(cluster).await?;
     jetstream.set_timeout(Duration::from_secs(1));
     Ok(jetstream)
 }
@@ -468,7 +459,7 @@ async fn run(binary: &ServerBinary, cluster: &mut NatsCluster) -> anyhow::Result
     }
     let formed = started.elapsed();
 
-    let js = cluster_jetstream(cluster).await?;
+    let js = short_cluster_jetstream(cluster).await?;
     let store = js.get_key_value(BUCKET).await?;
     let writer = Writer::start(store, KEYS, WRITE_PERIOD, true);
     records.wait_for_ends(200, EVENT_TIMEOUT).await?;

@@ -182,6 +182,22 @@ impl Setup {
         Member::start(&self.server.url(), name, session_timeout, &self.dir)
     }
 
+    /// Waits until each of `m0`, `m1` and `m2` has handled `count` changes.
+    async fn wait_until_each_handled(&self, count: usize) -> anyhow::Result<()> {
+        self.records
+            .wait_for("every member handling changes", WAIT, |records| {
+                ["m0", "m1", "m2"].iter().all(|member| {
+                    records
+                        .iter()
+                        .filter(|r| r.is_end() && r.member == *member)
+                        .count()
+                        >= count
+                })
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn wait_for_group(&self, members: usize) -> anyhow::Result<()> {
         group_support::wait_for_group(&self.broker, BUCKET, GROUP, members, PARTITIONS, WAIT)
             .await
@@ -218,18 +234,7 @@ async fn a_member_killed_under_a_writer_loses_nothing() -> anyhow::Result<()> {
         setup.wait_for_group(3).await?;
         let writer = Writer::start(setup.store.clone(), KEYS, WRITE_PERIOD, false);
         // Running for a while, each member handling its share.
-        setup
-            .records
-            .wait_for("every member handling changes", WAIT, |records| {
-                ["m0", "m1", "m2"].iter().all(|member| {
-                    records
-                        .iter()
-                        .filter(|r| r.is_end() && r.member == *member)
-                        .count()
-                        >= 100
-                })
-            })
-            .await?;
+        setup.wait_until_each_handled(100).await?;
 
         // Killed as soon as it is seen in a call, to catch it mid-call (often, not always:
         // a 2 ms call may end before the signal lands).
@@ -314,18 +319,7 @@ async fn a_member_stopped_with_sigterm_hands_over_at_once() -> anyhow::Result<()
         }
         setup.wait_for_group(3).await?;
         let writer = Writer::start(setup.store.clone(), KEYS, WRITE_PERIOD, false);
-        setup
-            .records
-            .wait_for("every member handling changes", WAIT, |records| {
-                ["m0", "m1", "m2"].iter().all(|member| {
-                    records
-                        .iter()
-                        .filter(|r| r.is_end() && r.member == *member)
-                        .count()
-                        >= 100
-                })
-            })
-            .await?;
+        setup.wait_until_each_handled(100).await?;
 
         let stopped_at = now_nanos();
         members[1].terminate()?;

@@ -291,3 +291,19 @@ pub async fn assert_watch_guarantees(
     assert_eq!(per_key.len() as u64, keys);
     Ok(())
 }
+
+/// A JetStream context with every node's URL of `cluster`, which reconnects to whichever is up.
+pub async fn cluster_jetstream(
+    cluster: &faststream_testing::NatsCluster,
+) -> anyhow::Result<async_nats::jetstream::Context> {
+    let addresses = cluster
+        .urls()
+        .iter()
+        .map(|url| url.parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(addresses)
+        .await?;
+    Ok(async_nats::jetstream::new(client))
+}

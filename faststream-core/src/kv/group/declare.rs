@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PriorityPolicy};
-use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::context::{
+    CreateKeyValueErrorKind, CreateStreamErrorKind, GetStreamErrorKind,
+};
+use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::stream::{
     self, DiscardPolicy, RetentionPolicy, Source, SubjectTransform,
 };
@@ -301,15 +304,38 @@ async fn create_consumers(stream: &stream::Stream, spec: &GroupSpec) -> Result<(
             ..Default::default()
         };
         async move {
-            stream
-                .get_or_create_consumer::<pull::Config>(&GroupLayout::consumer(partition), config)
-                .await
-                .map(drop)
-                .map_err(|source| GroupError::Consumer {
-                    operation: "create",
-                    partition,
-                    source: Box::new(source),
-                })
+            // As for the lookup: in a cluster a creation can go unanswered (members creating the
+            // same consumers at once, an election, a loaded machine); it is idempotent, so asked
+            // again.
+            let started = Instant::now();
+            loop {
+                let created = stream
+                    .get_or_create_consumer::<pull::Config>(
+                        &GroupLayout::consumer(partition),
+                        config.clone(),
+                    )
+                    .await;
+                match created {
+                    Ok(_) => return Ok(()),
+                    Err(error)
+                        if matches!(
+                            error.kind(),
+                            ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request
+                        ) && started.elapsed() < LOOKUP_RETRY =>
+                    {
+                        tracing::debug!(partition, error = %error,
+                            "creating a partition consumer; retrying");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(source) => {
+                        return Err(GroupError::Consumer {
+                            operation: "create",
+                            partition,
+                            source: Box::new(source),
+                        })
+                    }
+                }
+            }
         }
     });
     for created in futures_util::future::join_all(creations).await {
@@ -336,16 +362,25 @@ async fn members_bucket(
         num_replicas: replicas,
         ..Default::default()
     };
-    match jetstream.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        Err(create_error) => jetstream
-            .get_key_value(name)
-            .await
-            .map_err(|_| GroupError::Members {
-                operation: "create",
-                bucket: name.clone(),
-                source: Box::new(create_error),
-            }),
+    let started = Instant::now();
+    loop {
+        match jetstream.create_key_value(config.clone()).await {
+            Ok(store) => return Ok(store),
+            Err(create_error) => {
+                if let Ok(store) = jetstream.get_key_value(name).await {
+                    return Ok(store);
+                }
+                let unanswered = create_error.kind() == CreateKeyValueErrorKind::TimedOut;
+                if !unanswered || started.elapsed() >= LOOKUP_RETRY {
+                    return Err(GroupError::Members {
+                        operation: "create",
+                        bucket: name.clone(),
+                        source: Box::new(create_error),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
     }
 }
 
@@ -366,8 +401,19 @@ async fn dead_stream(
         num_replicas: replicas,
         ..Default::default()
     };
-    jetstream
-        .get_or_create_stream(config)
-        .await
-        .map_err(|source| stream_error("create", &layout.dead_stream, source))
+    let started = Instant::now();
+    loop {
+        match jetstream.get_or_create_stream(config.clone()).await {
+            Err(error)
+                if error.kind() == CreateStreamErrorKind::TimedOut
+                    && started.elapsed() < LOOKUP_RETRY =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            created => {
+                return created
+                    .map_err(|source| stream_error("create", &layout.dead_stream, source))
+            }
+        }
+    }
 }
