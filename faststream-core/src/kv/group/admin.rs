@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use futures_util::StreamExt as _;
 
 use super::dead_letters::{self, DeadLetter};
@@ -219,33 +219,40 @@ impl KvGroup {
                 source,
             })
         };
-        let store = self
+        // Read through the stream's subject list and last-message requests: listing the keys
+        // the Key-Value way would create a consumer on the server at every call.
+        let members_stream = format!("KV_{}", self.layout.members_bucket);
+        let stream = self
             .context
-            .get_key_value(&self.layout.members_bucket)
+            .get_stream(&members_stream)
             .await
             .map_err(|error| members_error(Box::new(error)))?;
         let session = self.session_timeout().await?;
-        let mut keys = store
-            .keys()
+        let prefix = format!("$KV.{}.", self.layout.members_bucket);
+        let mut subjects = stream
+            .info_with_subjects(format!("{prefix}>"))
             .await
             .map_err(|error| members_error(Box::new(error)))?;
         let mut members = Vec::new();
-        while let Some(key) = keys.next().await {
-            let Ok(key) = key else { continue };
-            let Ok(Some(entry)) = store.entry(&key).await else {
+        while let Some(subject) = subjects.next().await {
+            let (subject, _) = subject.map_err(|error| members_error(Box::new(error)))?;
+            let Some(key) = subject.strip_prefix(&prefix).map(str::to_owned) else {
                 continue;
             };
-            if entry.operation != kv::Operation::Put {
+            let Ok(message) = stream.get_last_raw_message_by_subject(&subject).await else {
+                continue;
+            };
+            if crate::kv::watcher::operation(Some(&message.headers)) != crate::Operation::Put {
                 continue;
             }
-            let last_seen = crate::kv::message::system_time(entry.created);
+            let last_seen = crate::kv::message::system_time(message.time);
             let fresh = SystemTime::now()
                 .duration_since(last_seen)
                 .map_or(true, |age| age < session);
             if !fresh {
                 continue;
             }
-            let heartbeat: Heartbeat = serde_json::from_slice(&entry.value).unwrap_or_default();
+            let heartbeat: Heartbeat = serde_json::from_slice(&message.payload).unwrap_or_default();
             members.push((
                 MemberInfo {
                     id: key,
