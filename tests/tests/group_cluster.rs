@@ -37,15 +37,15 @@ use group_support::{between, check_calls, now_nanos, Record, Records, Writer};
 const BUCKET: &str = "orders";
 const GROUP: &str = "billing";
 const STREAM: &str = "KVG_orders_billing";
-const PARTITIONS: u16 = 8;
+const PARTITIONS: u16 = 16;
 /// Enough keys that no revision written in a run leaves the bucket's history (64 a key): what
 /// the bucket holds at the end is every change written, and a change not handled can be
 /// looked up in the bucket and in the group's stream.
 const KEYS: u64 = 400;
 const SESSION: Duration = Duration::from_secs(2);
 const HANDLER_DELAY: Duration = Duration::from_millis(2);
-/// ~200 puts a second (fewer while a leader is elected: the writer retries).
-const WRITE_PERIOD: Duration = Duration::from_millis(5);
+/// ~50 puts a second (fewer while a leader is elected: the writer retries).
+const WRITE_PERIOD: Duration = Duration::from_millis(20);
 /// From a kill or a restart to every partition handled again: elections, a member's
 /// hand-over that waits for a request timeout (5 s) while the cluster elects, the session
 /// timeout; usually under 20 s. But when the node leading the group's stream (or the bucket's,
@@ -55,6 +55,8 @@ const RESUME_BOUND: Duration = Duration::from_secs(60);
 /// How long a test waits for every partition to be handled again.
 const RESUME_WAIT: Duration = Duration::from_secs(75);
 const WAIT: Duration = Duration::from_secs(40);
+/// How long the end waits for every change written to be handled.
+const DRAIN_WAIT: Duration = Duration::from_secs(90);
 
 /// An in-process member: an app running until stopped.
 struct Member {
@@ -520,7 +522,9 @@ async fn run(binary: &ServerBinary, cluster: &mut NatsCluster) -> anyhow::Result
             "{key}: acknowledged puts {lost:?} not in the bucket"
         );
     }
-    let handled = records.wait_for_all_handled(&written, WAIT).await;
+    // After a mirror restart (up to ~50 s late) a backlog drains one change per partition
+    // at a time, each acknowledgement replicated to three nodes.
+    let handled = records.wait_for_all_handled(&written, DRAIN_WAIT).await;
     let records = match handled {
         Ok(records) => records,
         Err(error) => {
