@@ -182,6 +182,22 @@ impl Setup {
         Member::start(&self.server.url(), name, session_timeout, &self.dir)
     }
 
+    /// Starts members `m0`, `m1` and `m2` and a writer, and returns once each member has
+    /// handled 100 changes.
+    async fn three_members_under_a_writer(
+        &self,
+        session_timeout: Duration,
+    ) -> anyhow::Result<(Vec<Member>, Writer)> {
+        let mut members = Vec::new();
+        for name in ["m0", "m1", "m2"] {
+            members.push(self.member(name, session_timeout)?);
+        }
+        self.wait_for_group(3).await?;
+        let writer = Writer::start(self.store.clone(), KEYS, WRITE_PERIOD, false);
+        self.wait_until_each_handled(100).await?;
+        Ok((members, writer))
+    }
+
     /// Waits until each of `m0`, `m1` and `m2` has handled `count` changes.
     async fn wait_until_each_handled(&self, count: usize) -> anyhow::Result<()> {
         self.records
@@ -227,14 +243,8 @@ async fn a_member_killed_under_a_writer_loses_nothing() -> anyhow::Result<()> {
         const TAKEOVER_BOUND: Duration = Duration::from_secs(8);
         let started = Instant::now();
         let setup = Setup::new(server, "sigkill").await?;
-        let mut members = Vec::new();
-        for name in ["m0", "m1", "m2"] {
-            members.push(setup.member(name, SESSION)?);
-        }
-        setup.wait_for_group(3).await?;
-        let writer = Writer::start(setup.store.clone(), KEYS, WRITE_PERIOD, false);
         // Running for a while, each member handling its share.
-        setup.wait_until_each_handled(100).await?;
+        let (mut members, writer) = setup.three_members_under_a_writer(SESSION).await?;
 
         // Killed as soon as it is seen in a call, to catch it mid-call (often, not always:
         // a 2 ms call may end before the signal lands).
@@ -313,13 +323,7 @@ async fn a_member_stopped_with_sigterm_hands_over_at_once() -> anyhow::Result<()
         const HAND_OVER_BOUND: Duration = Duration::from_millis(2500);
         let started = Instant::now();
         let setup = Setup::new(server, "sigterm").await?;
-        let mut members = Vec::new();
-        for name in ["m0", "m1", "m2"] {
-            members.push(setup.member(name, SESSION)?);
-        }
-        setup.wait_for_group(3).await?;
-        let writer = Writer::start(setup.store.clone(), KEYS, WRITE_PERIOD, false);
-        setup.wait_until_each_handled(100).await?;
+        let (mut members, writer) = setup.three_members_under_a_writer(SESSION).await?;
 
         let stopped_at = now_nanos();
         members[1].terminate()?;
