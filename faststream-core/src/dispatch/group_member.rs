@@ -297,10 +297,9 @@ impl PartitionTask {
                     }
                 },
             }
-            let pin = puller.pin().map(str::to_owned);
-            if pin != reported {
-                self.report_pin(pin.clone());
-                reported = pin;
+            if puller.pin() != reported.as_deref() {
+                reported = puller.pin().map(str::to_owned);
+                self.report_pin(reported.clone());
             }
             // Once the pin is lost, the server delivers them to the next member.
             if !hand_back.is_empty() && !pinned.load(Ordering::SeqCst) {
