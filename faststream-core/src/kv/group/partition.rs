@@ -269,11 +269,11 @@ impl PartitionPuller {
             .headers
             .as_ref()
             .and_then(|headers| headers.get("Nats-Pin-Id"))
-            .map(|pin| pin.as_str().to_owned());
+            .map(|pin| pin.as_str());
         if let Some(pin) = pin {
-            if self.pin.as_deref() != Some(pin.as_str()) {
+            if self.pin.as_deref() != Some(pin) {
                 tracing::debug!(partition = self.partition, pin, "pinned to this member");
-                self.pin = Some(pin);
+                self.pin = Some(pin.to_owned());
             }
             self.pinned.store(true, Ordering::SeqCst);
         }
