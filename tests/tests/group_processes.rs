@@ -6,6 +6,7 @@
 mod common;
 mod group_support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -198,6 +199,44 @@ impl Setup {
         Ok((members, writer))
     }
 
+    /// The keys `m1` held when it was stopped or killed at `at`, once each was handled by
+    /// another member, with the first and last of those takeovers.
+    async fn m1_keys_moved(
+        &self,
+        at: u64,
+        what: &str,
+    ) -> anyhow::Result<(BTreeSet<String>, Duration, Duration)> {
+        let held = keys_held(&self.records.snapshot(), "m1", at);
+        anyhow::ensure!(!held.is_empty(), "m1 held no key");
+        let records = self
+            .records
+            .wait_for(what, WAIT, |records| {
+                first_and_last(&taken_over(records, &held, "m1", at)).is_some()
+            })
+            .await?;
+        let (first, last) =
+            first_and_last(&taken_over(&records, &held, "m1", at)).context("taken over")?;
+        Ok((held, first, last))
+    }
+
+    /// Some more changes under the writer with `m0` and `m2`, then the writer stopped, every
+    /// change written handled, and `m0` and `m2` stopped: the records, what was written and
+    /// the number of dead letters.
+    async fn finish(
+        &self,
+        writer: Writer,
+        members: &mut [Member],
+    ) -> anyhow::Result<(Vec<Record>, BTreeMap<String, Vec<u64>>, u64)> {
+        let ends = group_support::ends(&self.records.snapshot());
+        self.records.wait_for_ends(ends + 400, WAIT).await?;
+        let written = writer.stop().await?;
+        let records = self.records.wait_for_all_handled(&written, WAIT).await?;
+        let dead_letters = self.dead_letters().await?;
+        members[0].stop().await?;
+        members[2].stop().await?;
+        Ok((records, written, dead_letters))
+    }
+
     /// Waits until each of `m0`, `m1` and `m2` has handled `count` changes.
     async fn wait_until_each_handled(&self, count: usize) -> anyhow::Result<()> {
         self.records
@@ -260,24 +299,10 @@ async fn a_member_killed_under_a_writer_loses_nothing() -> anyhow::Result<()> {
             .await?;
         let killed_at = now_nanos();
         members[1].kill().await?;
-        let held = keys_held(&setup.records.snapshot(), "m1", killed_at);
-        anyhow::ensure!(!held.is_empty(), "m1 held no key");
-        let records = setup
-            .records
-            .wait_for("m1's keys taken over", WAIT, |records| {
-                first_and_last(&taken_over(records, &held, "m1", killed_at)).is_some()
-            })
+        let (held, first, last) = setup
+            .m1_keys_moved(killed_at, "m1's keys taken over")
             .await?;
-        let (first, last) =
-            first_and_last(&taken_over(&records, &held, "m1", killed_at)).context("taken over")?;
-        // Some more under the writer with two members, then everything written handled.
-        let ends = group_support::ends(&records);
-        setup.records.wait_for_ends(ends + 400, WAIT).await?;
-        let written = writer.stop().await?;
-        let records = setup.records.wait_for_all_handled(&written, WAIT).await?;
-        let dead_letters = setup.dead_letters().await?;
-        members[0].stop().await?;
-        members[2].stop().await?;
+        let (records, written, dead_letters) = setup.finish(writer, &mut members).await?;
 
         let checked = check_calls(
             &records,
@@ -327,26 +352,13 @@ async fn a_member_stopped_with_sigterm_hands_over_at_once() -> anyhow::Result<()
 
         let stopped_at = now_nanos();
         members[1].terminate()?;
-        let held = keys_held(&setup.records.snapshot(), "m1", stopped_at);
-        anyhow::ensure!(!held.is_empty(), "m1 held no key");
-        let records = setup
-            .records
-            .wait_for("m1's keys handed over", WAIT, |records| {
-                first_and_last(&taken_over(records, &held, "m1", stopped_at)).is_some()
-            })
+        let (held, first, last) = setup
+            .m1_keys_moved(stopped_at, "m1's keys handed over")
             .await?;
-        let (first, last) = first_and_last(&taken_over(&records, &held, "m1", stopped_at))
-            .context("handed over")?;
         let status = members[1].exited().await?;
         let exited = group_support::between(stopped_at, now_nanos());
         anyhow::ensure!(status.success(), "m1 exited with {status}");
-        let ends = group_support::ends(&records);
-        setup.records.wait_for_ends(ends + 400, WAIT).await?;
-        let written = writer.stop().await?;
-        let records = setup.records.wait_for_all_handled(&written, WAIT).await?;
-        let dead_letters = setup.dead_letters().await?;
-        members[0].stop().await?;
-        members[2].stop().await?;
+        let (records, written, dead_letters) = setup.finish(writer, &mut members).await?;
 
         let checked = check_calls(&records, &written, None, |_, _, _| false, false)
             .with_context(|| format!("member logs in {}", setup.dir.display()))?;
