@@ -6,7 +6,7 @@ use async_nats::jetstream;
 use futures_util::StreamExt as _;
 
 use super::dead_letters::{self, DeadLetter};
-use super::declare::is_not_found;
+use super::declare::{is_not_found, META_PARTITIONS, META_PATTERN, META_SESSION};
 use super::layout::{GroupLayout, PRIORITY_GROUP};
 use super::membership::Heartbeat;
 use crate::error::{Error, GroupError, Result};
@@ -140,15 +140,17 @@ impl KvGroup {
     pub async fn info(&self) -> Result<GroupInfo> {
         let stream = self.stream().await?;
         let metadata = &stream.cached_info().config.metadata;
-        let pattern = metadata
-            .get("faststream.group.pattern")
-            .cloned()
-            .unwrap_or_default();
+        let pattern = metadata.get(META_PATTERN).cloned().unwrap_or_default();
         let partitions: u16 = metadata
-            .get("faststream.group.partitions")
+            .get(META_PARTITIONS)
             .and_then(|count| count.parse().ok())
             .unwrap_or_default();
-        let members = self.members().await?;
+        let session = metadata
+            .get(META_SESSION)
+            .and_then(|ms| ms.parse().ok())
+            .map(std::time::Duration::from_millis)
+            .unwrap_or(super::DEFAULT_SESSION_TIMEOUT);
+        let members = self.members(session).await?;
         let mut infos = Vec::with_capacity(usize::from(partitions));
         for partition in 0..partitions {
             let mut consumer: jetstream::consumer::PullConsumer = stream
@@ -210,8 +212,9 @@ impl KvGroup {
         })
     }
 
-    /// The live members and their heartbeats.
-    async fn members(&self) -> Result<Vec<(MemberInfo, Heartbeat)>> {
+    /// The members heard from within `session` (the group's session timeout), with their
+    /// heartbeats.
+    async fn members(&self, session: std::time::Duration) -> Result<Vec<(MemberInfo, Heartbeat)>> {
         let members_error = |source: Box<dyn std::error::Error + Send + Sync>| {
             self.error(GroupError::Members {
                 operation: "read",
@@ -227,7 +230,6 @@ impl KvGroup {
             .get_stream(&members_stream)
             .await
             .map_err(|error| members_error(Box::new(error)))?;
-        let session = self.session_timeout().await?;
         let prefix = format!("$KV.{}.", self.layout.members_bucket);
         let mut subjects = stream
             .info_with_subjects(format!("{prefix}>"))
@@ -271,18 +273,6 @@ impl KvGroup {
         }
         members.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         Ok(members)
-    }
-
-    async fn session_timeout(&self) -> Result<std::time::Duration> {
-        let stream = self.stream().await?;
-        Ok(stream
-            .cached_info()
-            .config
-            .metadata
-            .get("faststream.group.session_timeout_ms")
-            .and_then(|ms| ms.parse().ok())
-            .map(std::time::Duration::from_millis)
-            .unwrap_or(super::DEFAULT_SESSION_TIMEOUT))
     }
 
     /// The changes given up, oldest first.

@@ -34,10 +34,10 @@ const LOOKUP_RETRY: Duration = Duration::from_secs(30);
 
 const META_BUCKET: &str = "faststream.group.bucket";
 const META_GROUP: &str = "faststream.group.name";
-const META_PATTERN: &str = "faststream.group.pattern";
+pub(crate) const META_PATTERN: &str = "faststream.group.pattern";
 const META_START: &str = "faststream.group.start";
-const META_PARTITIONS: &str = "faststream.group.partitions";
-const META_SESSION: &str = "faststream.group.session_timeout_ms";
+pub(crate) const META_PARTITIONS: &str = "faststream.group.partitions";
+pub(crate) const META_SESSION: &str = "faststream.group.session_timeout_ms";
 
 /// What a member asks of its group.
 #[derive(Debug, Clone)]
