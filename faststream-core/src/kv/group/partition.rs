@@ -57,7 +57,8 @@ pub(crate) struct GroupDelivery {
     /// The attempt this delivery is (1 for the first), counted by the server, so it survives
     /// the member that made the earlier attempts.
     pub(crate) attempt: u64,
-    /// The consumer-side sequence, to recognise a redelivery of the change in hand.
+    /// The stream sequence (the bucket revision), to recognise a redelivery of the change in
+    /// hand.
     pub(crate) stream_sequence: u64,
     ack: Acker,
 }
