@@ -26,6 +26,11 @@ use crate::kv::group::GroupSettings;
 use crate::kv::options::KvWatch;
 use crate::kv::view::{self, Decode};
 use crate::kv::watcher::WatchStatus;
+use crate::observe::health::Stage;
+use crate::observe::http::{Endpoints, HttpServer};
+use crate::observe::metrics::{GroupMetrics, Source};
+use crate::observe::prometheus::MetricsCollector;
+use crate::observe::{Observer, SubscriberObserver, HTTP_ADDR_VAR};
 use crate::registry::{HookSpec, HookStage, Registry, Scope, SubscriberSpec};
 use crate::signal::ShutdownSignals;
 use crate::state::StateMap;
@@ -62,8 +67,22 @@ pub struct App {
     default_logging: bool,
     views: ViewSlots,
     view_starters: Vec<ViewStarter>,
+    observability: Observability,
     /// Problems found while building the app, reported with the others before connecting.
     problems: Vec<String>,
+}
+
+/// Where metrics, health and traces go.
+#[derive(Debug, Default)]
+struct Observability {
+    /// The address of the HTTP endpoints, if set in code.
+    http: Option<String>,
+    /// How long a connection blip or a watch re-creation may last before readiness drops.
+    readiness_grace: Option<Duration>,
+    /// The service's own registry, served on `/metrics` with the app's metrics.
+    registry: Option<prometheus_client::registry::Registry>,
+    #[cfg(feature = "otlp")]
+    otlp: Option<crate::otlp::Otlp>,
 }
 
 /// Starts one declared view and puts it in its slot.
@@ -119,8 +138,81 @@ impl App {
             default_logging: true,
             views: ViewSlots::default(),
             view_starters: Vec::new(),
+            observability: Observability::default(),
             problems: Vec::new(),
         }
+    }
+
+    /// Serves `GET /metrics` (Prometheus text), `GET /health/live` and `GET /health/ready` on
+    /// `addr` (`host:port`; port 0 picks a free one) from the start of the lifecycle to its
+    /// end. Without it, the address comes from the `FASTSTREAM_HTTP_ADDR` environment
+    /// variable; with neither, nothing is served. An address that cannot be bound fails
+    /// start-up with [`Error::HttpBind`] naming it.
+    ///
+    /// `/health/ready` answers 200 only while the app is started (its `after_startup` hooks
+    /// done), connected to NATS and every subscriber live (caught up, its handler too; a
+    /// consumer-group member joined, holding partitions or not); 503 otherwise, with a JSON
+    /// body naming each subscriber's state. The README lists the metrics.
+    ///
+    /// ```no_run
+    /// use faststream_core::{App, NatsBroker};
+    ///
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// App::new(NatsBroker::from_env())
+    ///     .http("0.0.0.0:9464")
+    ///     .run()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn http(mut self, addr: impl Into<String>) -> Self {
+        self.observability.http = Some(addr.into());
+        self
+    }
+
+    /// How long the connection to NATS may be down, or a watch re-create its consumer, before
+    /// `/health/ready` reports it (default 2 s), so a blip or a leader election does not take
+    /// the service out of rotation.
+    #[must_use]
+    pub fn readiness_grace(mut self, grace: Duration) -> Self {
+        self.observability.readiness_grace = Some(grace);
+        self
+    }
+
+    /// Serves the metrics of `registry` on `/metrics` too, so a service's own metrics come
+    /// from the same endpoint as the app's.
+    ///
+    /// ```no_run
+    /// use faststream_core::prometheus_client::metrics::counter::Counter;
+    /// use faststream_core::prometheus_client::registry::Registry;
+    /// use faststream_core::{App, NatsBroker};
+    ///
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let orders: Counter = Counter::default();
+    /// let mut registry = Registry::default();
+    /// registry.register("shop_orders", "Orders seen", orders.clone());
+    /// App::new(NatsBroker::from_env())
+    ///     .http("127.0.0.1:9464")
+    ///     .prometheus_registry(registry)
+    ///     .run()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn prometheus_registry(mut self, registry: prometheus_client::registry::Registry) -> Self {
+        self.observability.registry = Some(registry);
+        self
+    }
+
+    /// Exports the per-entry spans and the metrics over OTLP (the `otlp` feature); see
+    /// [`otlp`](crate::otlp).
+    #[cfg(feature = "otlp")]
+    #[must_use]
+    pub fn otlp(mut self, otlp: crate::otlp::Otlp) -> Self {
+        self.observability.otlp = Some(otlp);
+        self
     }
 
     /// Adds shared state, read by handlers and hooks with [`State<T>`](crate::State). One value
@@ -374,10 +466,32 @@ impl App {
 
     /// Runs until `shutdown` completes, then shuts down gracefully.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let observability = self.observability;
+        #[cfg(feature = "otlp")]
+        let otlp = observability.otlp;
         if self.default_logging {
+            #[cfg(feature = "otlp")]
+            crate::logging::init_default(otlp.as_ref());
+            #[cfg(not(feature = "otlp"))]
             crate::logging::init_default();
         }
         let registry = Registry::collect(&self.scope, self.subscribers, self.hooks)?;
+        let http_addr = observability.http.or_else(|| {
+            std::env::var(HTTP_ADDR_VAR)
+                .ok()
+                .filter(|addr| !addr.trim().is_empty())
+        });
+        #[cfg(feature = "otlp")]
+        let exported = http_addr.is_some() || otlp.is_some();
+        #[cfg(not(feature = "otlp"))]
+        let exported = http_addr.is_some();
+        let grace = observability
+            .readiness_grace
+            .unwrap_or(crate::observe::health::DEFAULT_GRACE);
+        let observer = Observer::new(self.broker.clone(), exported, grace);
+        // Before any subscriber is bound, which takes the OTLP histogram.
+        #[cfg(feature = "otlp")]
+        let _exported = otlp.as_ref().map(|otlp| otlp.export(&observer.metrics));
         let runtime = Runtime {
             app: AppContext {
                 broker: self.broker,
@@ -388,20 +502,46 @@ impl App {
             registry,
             timeouts: self.timeouts,
             cancel: CancellationToken::new(),
+            observer,
         };
         let subscribers = runtime.prepare(self.problems)?;
         runtime.log_registry(&self.view_starters);
+        let server = match http_addr {
+            Some(addr) => {
+                let mut metrics_registry = observability.registry.unwrap_or_default();
+                metrics_registry.register_collector(Box::new(MetricsCollector(
+                    runtime.observer.metrics.clone(),
+                )));
+                let endpoints = Endpoints {
+                    registry: Arc::new(metrics_registry),
+                    health: runtime.observer.health.clone(),
+                };
+                Some(HttpServer::start(&addr, endpoints).await?)
+            }
+            None => None,
+        };
 
         // The lifecycle polls `requested` at every stage, so a shutdown asked for while starting
         // stops what had started the documented way instead of dropping it mid-call.
         let requested = CancellationToken::new();
         let lifecycle = runtime.lifecycle(subscribers, self.view_starters, requested.clone());
         let mut lifecycle = std::pin::pin!(lifecycle);
-        tokio::select! {
-            result = &mut lifecycle => return result,
-            () = shutdown => requested.cancel(),
+        let result = tokio::select! {
+            result = &mut lifecycle => result,
+            () = shutdown => {
+                requested.cancel();
+                lifecycle.await
+            }
+        };
+        if let Some(server) = server {
+            server.stop().await;
         }
-        lifecycle.await
+        #[cfg(feature = "otlp")]
+        if let Some(otlp) = otlp {
+            // Flushing waits on the exporters' threads: not on a runtime worker.
+            let _ = tokio::task::spawn_blocking(move || otlp.shutdown()).await;
+        }
+        result
     }
 }
 
@@ -412,6 +552,7 @@ struct Runtime {
     timeouts: Timeouts,
     /// Fired to stop the watch loops.
     cancel: CancellationToken,
+    observer: Observer,
 }
 
 /// A subscriber whose settings passed every check.
@@ -419,6 +560,7 @@ struct Prepared {
     kv_watch: KvWatch,
     context: Arc<SubscriberContext>,
     handler: BoxedHandler,
+    observer: SubscriberObserver,
 }
 
 /// A started watch loop.
@@ -484,10 +626,17 @@ impl Runtime {
             for problem in spec.handler.check(&context) {
                 fail(problem);
             }
+            let observer = self.observer.subscriber(
+                &spec.name,
+                spec.kv_watch.bucket(),
+                &spec.key,
+                spec.kv_watch.group.as_ref().map(GroupSettings::name),
+            );
             prepared.push(Prepared {
                 kv_watch: spec.kv_watch.clone(),
                 context: Arc::new(context),
                 handler: spec.handler.clone(),
+                observer,
             });
         }
         for hook in &self.registry.hooks {
@@ -556,7 +705,9 @@ impl Runtime {
         {
             Ok(Started::Running) => {
                 tracing::info!("application started; waiting for the shutdown signal");
+                self.observer.health.set_stage(Stage::Running);
                 requested.cancelled().await;
+                self.observer.health.set_stage(Stage::Stopping);
                 Instant::now() + self.timeouts.shutdown
             }
             Ok(Started::Interrupted {
@@ -567,10 +718,12 @@ impl Runtime {
                 tracing::info!(
                     "shutdown requested during start-up ({stage}); stopping what started"
                 );
+                self.observer.health.set_stage(Stage::Stopping);
                 interrupted_hook = hook_error;
                 deadline
             }
             Err(error) => {
+                self.observer.health.set_stage(Stage::Stopping);
                 let deadline = Instant::now() + self.timeouts.shutdown;
                 self.stop_watches(watches, deadline).await;
                 self.app.broker.drain(drain_timeout(deadline)).await;
@@ -794,17 +947,26 @@ impl Runtime {
             );
             let status = watcher.status();
             let handled = Arc::new(HandledSignal::new(false));
+            let ended = subscriber
+                .observer
+                .started(Source::Watch(status.clone()), handled.subscribe());
             let watch_loop = WatchLoop {
                 max_workers: subscriber.kv_watch.max_workers,
                 dispatcher: Dispatcher {
                     context: subscriber.context,
                     handler: subscriber.handler,
                     handler_timeout: self.timeouts.handler,
+                    metrics: subscriber.observer.recorder.clone(),
+                    group: None,
                 },
                 watcher,
                 handled: Arc::clone(&handled),
             };
-            let handle = tokio::spawn(watch_loop.run(self.cancel.clone()));
+            let cancel = self.cancel.clone();
+            let handle = tokio::spawn(async move {
+                let _ended = ended;
+                watch_loop.run(cancel).await;
+            });
             running.push(RunningWatch {
                 name,
                 handle,
@@ -839,6 +1001,10 @@ impl Runtime {
             watch.bucket()
         );
         let joined = Arc::new(HandledSignal::new(false));
+        let metrics = Arc::new(GroupMetrics::new(settings.name(), settings.partitions));
+        let ended = subscriber
+            .observer
+            .started(Source::Group(Arc::clone(&metrics)), joined.subscribe());
         let member = GroupMember {
             max_workers: watch.max_workers,
             without_values: watch.without_values(),
@@ -847,14 +1013,21 @@ impl Runtime {
                 context: subscriber.context,
                 handler: subscriber.handler,
                 handler_timeout: self.timeouts.handler,
+                metrics: subscriber.observer.recorder.clone(),
+                group: Some(Arc::from(settings.name())),
             },
+            metrics,
             context: self.app.broker.jetstream()?,
             layout,
             settings,
             declared,
             joined: Arc::clone(&joined),
         };
-        let handle = tokio::spawn(member.run(self.cancel.clone()));
+        let cancel = self.cancel.clone();
+        let handle = tokio::spawn(async move {
+            let _ended = ended;
+            member.run(cancel).await;
+        });
         Ok(RunningWatch {
             name,
             handle,

@@ -258,6 +258,28 @@ pub enum Error {
         /// and how many entries the server still held for it.
         behind: Vec<String>,
     },
+
+    /// The HTTP endpoints ([`App::http`](crate::App::http) or `FASTSTREAM_HTTP_ADDR`) could not
+    /// listen on their address: it is in use, not an address of this host, or malformed.
+    #[error("could not serve the HTTP endpoints on `{addr}`")]
+    HttpBind {
+        /// The address as given.
+        addr: String,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The OTLP exporters could not be built from their settings (the `otlp` feature).
+    #[cfg(feature = "otlp")]
+    #[error("could not set up the OTLP {signal} exporter")]
+    Otlp {
+        /// `traces` or `metrics`.
+        signal: &'static str,
+        /// What the exporter's builder reported.
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
 }
 
 /// Connection failures that retrying could have fixed get a hint on where to look; with TLS

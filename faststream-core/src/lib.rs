@@ -31,6 +31,7 @@
 //! | handler, dispatch | [`handler`], `dispatch` | async fns made callable; the loop feeding a handler from a watch |
 //! | extractors | [`extract`] | handler and hook arguments built from a message |
 //! | context | [`AppContext`], [`SubscriberContext`] | what extractors read besides the message: state, views, broker |
+//! | observability | `observe` | metrics, readiness, the per-entry span; `/metrics` and `/health/*` |
 //! | broker | [`NatsBroker`] | the connection, credentials and the bucket cache |
 //! | Key-Value | [`kv`] | buckets, watch settings, messages, the resumable [`KvWatcher`] and the live [`KvView`] |
 //! | errors | [`error`] | every error type, each keeping its cause |
@@ -55,6 +56,9 @@ pub mod extract;
 pub mod handler;
 pub mod kv;
 mod logging;
+mod observe;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod registry;
 mod signal;
 mod state;
@@ -67,6 +71,11 @@ pub use error::{Error, Result};
 pub use extract::{Json, Path, State};
 pub use faststream_macros::{after_shutdown, after_startup, on_shutdown, on_startup, subscriber};
 pub use kv::{KeyValue, KvMessage, KvView, KvWatch, KvWatcher, Operation};
+pub use observe::trace::ENTRY_TARGET;
+pub use observe::HTTP_ADDR_VAR;
+/// The Prometheus client the `/metrics` endpoint is built on, for
+/// [`App::prometheus_registry`].
+pub use prometheus_client;
 pub use registry::HookStage;
 
 /// What the macros' generated code reaches for. Not public API.

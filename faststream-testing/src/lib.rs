@@ -6,7 +6,8 @@
 //! [`stop`](NatsServer::stop) and [`restart`](NatsServer::restart) it, reads its monitoring
 //! endpoint ([`NatsServer::varz`], [`NatsServer::monitor`]), and removes everything when dropped.
 //! [`ServerConfig`] adds to the generated config file; [`NatsCluster`] runs several servers as
-//! one JetStream cluster; [`TcpProxy`] cuts client connections without touching the server.
+//! one JetStream cluster; [`TcpProxy`] cuts client connections without touching the server;
+//! [`http_get`] reads a service's own HTTP endpoints (`/metrics`, `/health/ready`).
 //!
 //! ```no_run
 //! use faststream_testing::{NatsServer, ServerBinary};
@@ -33,6 +34,7 @@
 mod binary;
 mod cluster;
 mod config;
+mod http;
 mod logging;
 mod monitor;
 mod ports;
@@ -42,6 +44,7 @@ mod server;
 pub use binary::{ServerBinary, NATS_SERVER_BINS_ENV, NATS_SERVER_BIN_ENV};
 pub use cluster::NatsCluster;
 pub use config::ServerConfig;
+pub use http::{free_local_addr, http_get, HttpResponse};
 pub use logging::init_test_logging;
 pub use proxy::TcpProxy;
 pub use server::NatsServer;

@@ -2,6 +2,7 @@
 //! client's connection without restarting the server.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
@@ -25,6 +26,7 @@ pub struct TcpProxy {
     address: SocketAddr,
     accept: JoinHandle<()>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    refusing: Arc<AtomicBool>,
 }
 
 impl TcpProxy {
@@ -36,8 +38,14 @@ impl TcpProxy {
         let address = listener.local_addr()?;
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let tracked = Arc::clone(&connections);
+        let refusing = Arc::new(AtomicBool::new(false));
+        let refuse = Arc::clone(&refusing);
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
+                if refuse.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let forward = tokio::spawn(async move {
                     if let Ok(mut server) = TcpStream::connect(("127.0.0.1", target_port)).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
@@ -53,6 +61,7 @@ impl TcpProxy {
             address,
             accept,
             connections,
+            refusing,
         })
     }
 
@@ -68,6 +77,14 @@ impl TcpProxy {
                 connection.abort();
             }
         }
+    }
+}
+
+impl TcpProxy {
+    /// While `true`, new connections are closed as soon as they are accepted: with
+    /// [`cut`](Self::cut), an outage of the server as clients see it, for as long as the test wants.
+    pub fn set_refusing(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
     }
 }
 

@@ -5,7 +5,7 @@ mod settings;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -71,6 +71,20 @@ struct Inner {
     /// Counts (re)connections, so watches re-create their consumers as soon as the connection
     /// is back instead of waiting to notice the silence.
     connections: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Since when the connection is down (`None` while up), for a readiness check that lets a
+    /// blip pass.
+    down_since: Arc<Mutex<Option<Instant>>>,
+}
+
+/// The connection as health checks and metrics see it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionHealth {
+    /// Connected now.
+    pub(crate) connected: bool,
+    /// How long the connection has been down, if it was up once and is down now.
+    pub(crate) down_for: Option<Duration>,
+    /// Times the connection was re-established after being lost.
+    pub(crate) reconnects: u64,
 }
 
 struct Connection {
@@ -106,6 +120,7 @@ impl NatsBroker {
                 connecting: tokio::sync::Mutex::new(()),
                 buckets: BucketCache::default(),
                 connections: Arc::new(tokio::sync::watch::Sender::new(0)),
+                down_since: Arc::default(),
             }),
         }
     }
@@ -229,13 +244,21 @@ impl NatsBroker {
             attempts += 1;
             let remaining = settings.connect_timeout.saturating_sub(started.elapsed());
             let connections = Arc::clone(&self.inner.connections);
+            let down_since = Arc::clone(&self.inner.down_since);
             let options = options
                 .clone()
                 .connection_timeout(remaining.clamp(Duration::from_millis(100), MAX_RETRY_DELAY))
                 .reconnect_delay_callback(reconnect_delay)
                 .event_callback(move |event| {
-                    if matches!(event, async_nats::Event::Connected) {
-                        connections.send_modify(|count| *count += 1);
+                    match event {
+                        async_nats::Event::Connected => {
+                            connections.send_modify(|count| *count += 1);
+                            set_down_since(&down_since, None);
+                        }
+                        async_nats::Event::Disconnected => {
+                            set_down_since(&down_since, Some(Instant::now()));
+                        }
+                        _ => {}
                     }
                     async move { log_connection_event(event) }
                 });
@@ -289,6 +312,22 @@ impl NatsBroker {
     /// The JetStream context of the connection.
     pub fn jetstream(&self) -> Result<jetstream::Context> {
         Ok(self.connection("jetstream")?.jetstream.clone())
+    }
+
+    /// Whether the connection is up, since when it is down, and how often it came back.
+    pub(crate) fn connection_health(&self) -> ConnectionHealth {
+        let connected = self.inner.connection.get().is_some_and(|connection| {
+            connection.client.connection_state() == async_nats::connection::State::Connected
+        });
+        let down_for = match self.inner.down_since.lock() {
+            Ok(down_since) if !connected => down_since.map(|since| since.elapsed()),
+            _ => None,
+        };
+        ConnectionHealth {
+            connected,
+            down_for,
+            reconnects: self.inner.connections.borrow().saturating_sub(1),
+        }
     }
 
     /// Changes each time the connection is (re)established.
@@ -626,6 +665,19 @@ fn reconnect_delay(attempts: usize) -> Duration {
     }
     let exponent = u32::try_from(attempts - 1).unwrap_or(u32::MAX).min(10);
     Duration::from_millis(2u64.pow(exponent)).min(MAX_RECONNECT_DELAY)
+}
+
+/// Records when the connection went down (the first `Disconnected` of an outage), or that it
+/// is up (`None`).
+fn set_down_since(down_since: &Mutex<Option<Instant>>, now: Option<Instant>) {
+    if let Ok(mut down_since) = down_since.lock() {
+        match now {
+            Some(now) => {
+                down_since.get_or_insert(now);
+            }
+            None => *down_since = None,
+        }
+    }
 }
 
 fn log_connection_event(event: async_nats::Event) {

@@ -40,10 +40,13 @@ use crate::kv::group::membership::{hostname, member_id, Assignment, Heartbeat, M
 use crate::kv::group::partition::{Acker, GroupDelivery, PartitionPuller, Pulled};
 use crate::kv::group::GroupSettings;
 use crate::kv::message::{KvMessage, Operation};
+use crate::observe::metrics::GroupMetrics;
 
 /// Everything one member needs; [`run`](Self::run) until cancelled.
 pub(crate) struct GroupMember {
     pub(crate) dispatcher: Dispatcher,
+    /// Redeliveries, given-up changes, and the partitions held with their pending counts.
+    pub(crate) metrics: Arc<GroupMetrics>,
     pub(crate) context: jetstream::Context,
     pub(crate) layout: GroupLayout,
     pub(crate) settings: GroupSettings,
@@ -68,6 +71,7 @@ struct Shared {
     report: Arc<Mutex<Heartbeat>>,
     without_values: bool,
     ignore_deletes: bool,
+    metrics: Arc<GroupMetrics>,
 }
 
 impl GroupMember {
@@ -106,6 +110,7 @@ impl GroupMember {
             report,
             without_values: self.without_values,
             ignore_deletes: self.ignore_deletes,
+            metrics: self.metrics,
         };
         let mut tasks: JoinSet<u16> = JoinSet::new();
         let mut running: HashMap<u16, CancellationToken> = HashMap::new();
@@ -341,6 +346,11 @@ impl PartitionTask {
             stream_sequence,
             ..
         } = delivery;
+        let metrics = &self.shared.metrics;
+        metrics.set_pending(self.partition, message.delta());
+        if attempt > 1 {
+            metrics.redelivered();
+        }
         if self.shared.ignore_deletes && message.operation() != Operation::Put {
             let _ = acker.ack().await;
             return None;
@@ -446,6 +456,7 @@ impl PartitionTask {
                     dead_letter = sequence, stream = %self.shared.layout.dead_stream,
                     "{key} | {revision} - given up after {attempts} attempt(s): {reason}; kept as dead letter {sequence} in `{}`",
                     self.shared.layout.dead_stream);
+                self.shared.metrics.given_up();
                 let _ = acker.terminate().await;
             }
             Err(error) => {
@@ -458,6 +469,7 @@ impl PartitionTask {
     }
 
     fn report_pin(&self, pin: Option<String>) {
+        self.shared.metrics.set_owned(self.partition, pin.is_some());
         if let Ok(mut report) = self.shared.report.lock() {
             report
                 .pinned

@@ -12,25 +12,32 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
+use tracing::{Instrument as _, Span};
 
 use crate::context::SubscriberContext;
 use crate::error::{chain, HandlerError};
 use crate::handler::{call_catching_panics, panic_message, BoxedHandler};
 use crate::kv::message::KvMessage;
+use crate::observe::metrics::{Outcome, SubscriberMetrics};
+use crate::observe::trace;
 
 pub(crate) mod group_member;
 pub(crate) mod watch_loop;
 
-/// Calls the handler for one entry and logs the outcome.
+/// Calls the handler for one entry, in the entry's span, and logs and counts the outcome.
 #[derive(Clone)]
 pub(crate) struct Dispatcher {
     pub(crate) context: Arc<SubscriberContext>,
     pub(crate) handler: BoxedHandler,
     /// How long one handler call may take before it is abandoned; `None`: no limit.
     pub(crate) handler_timeout: Option<Duration>,
+    /// Where each call's outcome and duration are counted; `None` when no exporter reads them.
+    pub(crate) metrics: Option<Arc<SubscriberMetrics>>,
+    /// The consumer group, for the span of a group member's calls.
+    pub(crate) group: Option<Arc<str>>,
 }
 
 /// How one handler call ended.
@@ -61,23 +68,44 @@ impl Dispatcher {
         log: bool,
     ) -> CallOutcome {
         let (key, revision) = (message.key().to_owned(), message.revision());
-        let called = AssertUnwindSafe(self.call(message, timeout, log))
+        let span = trace::entry_span(&self.context.name, self.group.as_deref(), &message);
+        let called = AssertUnwindSafe(self.call(message, timeout, log, &span))
             .catch_unwind()
+            .instrument(span.clone())
             .await;
         called.unwrap_or_else(|payload| {
             let panic = panic_message(&*payload).to_owned();
+            let _entered = span.enter();
             tracing::error!(subscriber = %self.context.name, key, revision, panic,
                 "{key} | {revision} - panic outside the handler (dropping or logging its call); the watch goes on");
+            trace::record_failure(&span, "panic", &panic);
+            // `call` counts its outcome last, so a panic before that is counted here, once.
+            self.count(Outcome::Panic, None);
             CallOutcome::Failed(format!("panic outside the handler: {panic}"))
         })
     }
 
-    async fn call(&self, message: KvMessage, timeout: Option<Duration>, log: bool) -> CallOutcome {
+    fn count(&self, outcome: Outcome, duration: Option<Duration>) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record(outcome, duration);
+        }
+    }
+
+    /// Calls the handler; logs the outcome if `log`, marks `span` failed if the call failed,
+    /// and counts the outcome, last.
+    async fn call(
+        &self,
+        message: KvMessage,
+        timeout: Option<Duration>,
+        log: bool,
+        span: &Span,
+    ) -> CallOutcome {
         let (bucket, key, revision) = (message.bucket(), message.key(), message.revision());
         let subscriber = &*self.context.name;
         tracing::debug!(subscriber, operation = %message.operation(),
             "{bucket} | {key} | {revision} - Received");
 
+        let started = self.metrics.is_some().then(Instant::now);
         let call = call_catching_panics(|| self.handler.call(&message, &self.context));
         let outcome = match timeout {
             None => call.await,
@@ -90,19 +118,23 @@ impl Dispatcher {
                             "{bucket} | {key} | {revision} - handler timed out; abandoned"
                         );
                     }
-                    return CallOutcome::Failed(format!("timed out after {limit:?}"));
+                    let reason = format!("timed out after {limit:?}");
+                    trace::record_failure(span, "timeout", &reason);
+                    self.count(Outcome::Timeout, None);
+                    return CallOutcome::Failed(reason);
                 }
             },
         };
-        match outcome {
+        let took = started.map(|started| started.elapsed());
+        let (counted, outcome) = match outcome {
             Ok(()) => {
                 tracing::debug!(subscriber, "{bucket} | {key} | {revision} - Processed");
-                CallOutcome::Done
+                (Outcome::Ok, CallOutcome::Done)
             }
             Err(HandlerError::Rejected(rejection)) if rejection.is_skip() => {
                 tracing::debug!(subscriber, reason = %rejection,
                     "{bucket} | {key} | {revision} - Skipped");
-                CallOutcome::Done
+                (Outcome::Skipped, CallOutcome::Done)
             }
             Err(HandlerError::Rejected(rejection)) => {
                 let reason = chain(&rejection);
@@ -110,7 +142,8 @@ impl Dispatcher {
                     tracing::error!(subscriber, bucket, key, revision, reason = %reason,
                         "{bucket} | {key} | {revision} - could not decode the entry; handler not called");
                 }
-                CallOutcome::Rejected(reason)
+                trace::record_failure(span, "decode_error", &reason);
+                (Outcome::Skipped, CallOutcome::Rejected(reason))
             }
             Err(HandlerError::Failed(error)) => {
                 let error = chain(&*error);
@@ -118,15 +151,24 @@ impl Dispatcher {
                     tracing::error!(subscriber, bucket, key, revision, error = %error,
                         "{bucket} | {key} | {revision} - handler failed");
                 }
-                CallOutcome::Failed(error)
+                trace::record_failure(span, "handler_error", &error);
+                (Outcome::Error, CallOutcome::Failed(error))
             }
             Err(HandlerError::Panicked { message }) => {
                 if log {
                     tracing::error!(subscriber, bucket, key, revision, panic = %message,
                         "{bucket} | {key} | {revision} - handler panicked");
                 }
-                CallOutcome::Failed(format!("panicked: {message}"))
+                trace::record_failure(span, "panic", &message);
+                (
+                    Outcome::Panic,
+                    CallOutcome::Failed(format!("panicked: {message}")),
+                )
             }
-        }
+        };
+        // A skipped entry's handler never ran: no duration.
+        let ran = counted != Outcome::Skipped;
+        self.count(counted, took.filter(|_| ran));
+        outcome
     }
 }

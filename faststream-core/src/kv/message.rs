@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::kv;
+use async_nats::HeaderMap;
 use bytes::Bytes;
 
 /// What happened to the key.
@@ -82,6 +83,7 @@ pub struct KvMessage {
     created: SystemTime,
     operation: Operation,
     value_size: usize,
+    headers: Option<HeaderMap>,
 }
 
 impl KvMessage {
@@ -148,6 +150,13 @@ impl KvMessage {
         serde_json::from_slice(&self.value)
     }
 
+    /// The headers the entry was written with, if any: NATS's own (`KV-Operation` on a
+    /// deletion) and whatever a writer publishing to `$KV.<bucket>.<key>` added, such as a
+    /// W3C `traceparent` that makes the handler's span a child of the writer's trace.
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.headers.as_ref()
+    }
+
     /// Takes the value out without copying it.
     pub fn into_value(self) -> Bytes {
         self.value
@@ -178,6 +187,7 @@ impl From<kv::Entry> for KvMessage {
             delta: entry.delta,
             created,
             operation: entry.operation.into(),
+            headers: None,
         }
     }
 }
@@ -192,6 +202,7 @@ pub(crate) struct MessageParts {
     pub(crate) delta: u64,
     pub(crate) created: time::OffsetDateTime,
     pub(crate) operation: Operation,
+    pub(crate) headers: Option<HeaderMap>,
 }
 
 impl From<MessageParts> for KvMessage {
@@ -205,6 +216,7 @@ impl From<MessageParts> for KvMessage {
             delta: parts.delta,
             created: system_time(parts.created),
             operation: parts.operation,
+            headers: parts.headers,
         }
     }
 }

@@ -17,4 +17,4 @@ pub use key_value::KeyValue;
 pub use message::{KvMessage, Operation};
 pub use options::{KvWatch, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_WATCH_TIMEOUT, MAX_WORKERS};
 pub use view::{KvView, KvViewSnapshot, ViewClosed};
-pub use watcher::{CatchUp, KvWatcher, WatchEvent, WatchPhase, WatchStatus};
+pub use watcher::{CatchUp, KvWatcher, RecreateReason, WatchEvent, WatchPhase, WatchStatus};

@@ -301,6 +301,7 @@ impl PartitionPuller {
             delta: pending,
             created: published,
             operation: operation(message.headers.as_ref()),
+            headers: message.headers.clone(),
         };
         Some(GroupDelivery {
             message: KvMessage::from(parts),

@@ -55,7 +55,7 @@ use consumer::{
 pub(crate) use delivery::operation;
 use delivery::parse_reply;
 use status::StatusWriter;
-pub use status::{CatchUp, WatchEvent, WatchPhase, WatchStatus};
+pub use status::{CatchUp, RecreateReason, WatchEvent, WatchPhase, WatchStatus};
 
 use super::key_value::KeyValue;
 use super::message::{KvMessage, MessageParts, Operation};
@@ -355,14 +355,17 @@ impl KvWatcher {
                                 // Heard from the server since the timer was set.
                                 active.silence.as_mut().reset(silent_from);
                             } else {
-                                self.rewatch(format_args!(
+                                self.rewatch(RecreateReason::Silence, format_args!(
                                     "nothing heard from the server for {timeout:?}"
                                 ));
                             }
                             continue;
                         }
                         () = reconnected(&mut self.reconnects) => {
-                            self.rewatch(format_args!("the connection was re-established"));
+                            self.rewatch(
+                                RecreateReason::Reconnected,
+                                format_args!("the connection was re-established"),
+                            );
                             continue;
                         }
                         head = finished_check(&mut self.head_check),
@@ -443,7 +446,8 @@ impl KvWatcher {
 
     /// Drops the current consumer; the next call to `next` re-creates the watch after the last
     /// revision.
-    fn rewatch(&mut self, reason: std::fmt::Arguments<'_>) {
+    fn rewatch(&mut self, why: RecreateReason, reason: std::fmt::Arguments<'_>) {
+        self.status.recreated(why);
         tracing::warn!(
             bucket = %self.bucket,
             filter = %self.filter_subject,
@@ -619,6 +623,7 @@ impl KvWatcher {
             self.caught_up_announced = false;
             self.catch_up_started = Instant::now();
             self.catch_up_entries = 0;
+            self.status.recreated(RecreateReason::StreamReplaced);
             self.status.started_over();
             self.events.push_back(WatchEvent::StartedOver);
         }
@@ -695,11 +700,14 @@ impl KvWatcher {
         };
         if delivery.consumer_sequence != active.consumer_sequence + 1 {
             let expected = active.consumer_sequence + 1;
-            self.rewatch(format_args!(
-                "gap in the watch: consumer sequence {} after {}",
-                delivery.consumer_sequence,
-                expected - 1
-            ));
+            self.rewatch(
+                RecreateReason::Gap,
+                format_args!(
+                    "gap in the watch: consumer sequence {} after {}",
+                    delivery.consumer_sequence,
+                    expected - 1
+                ),
+            );
             return None;
         }
         active.consumer_sequence = delivery.consumer_sequence;
@@ -753,6 +761,7 @@ impl KvWatcher {
             delta: delivery.pending,
             created,
             operation,
+            headers: message.headers,
         }))
     }
 
@@ -778,9 +787,12 @@ impl KvWatcher {
         if let (Some(last_sent), Some(active)) = (last_sent, self.active.as_ref()) {
             if last_sent > active.consumer_sequence {
                 let received = active.consumer_sequence;
-                self.rewatch(format_args!(
-                    "the server sent entries up to {last_sent} but only {received} arrived"
-                ));
+                self.rewatch(
+                    RecreateReason::Gap,
+                    format_args!(
+                        "the server sent entries up to {last_sent} but only {received} arrived"
+                    ),
+                );
             }
         }
     }

@@ -2,11 +2,14 @@
 //! yet, how far behind the server it is, and whether it is re-creating its consumer.
 //!
 //! The watcher updates it on every entry, so the per-entry part is two relaxed atomic stores;
-//! the channel that wakes waiters is written only when the catch-up state changes.
+//! the channel that wakes waiters is written only when the catch-up state changes. Phase
+//! changes and re-creations are counted here too, so metrics and health checks read them at
+//! scrape time instead of the watcher reporting them anywhere.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -75,6 +78,54 @@ impl WatchPhase {
     }
 }
 
+/// Why a watch re-created its consumer (see [`WatchStatus::recreations`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecreateReason {
+    /// Nothing, not even a heartbeat, was heard from the server for the watch's timeout.
+    Silence,
+    /// The connection to NATS was re-established.
+    Reconnected,
+    /// Entries were lost on the way: a consumer sequence was skipped.
+    Gap,
+    /// The bucket's stream was replaced (deleted and created again, or a memory bucket lost in
+    /// a restart): the watch started over on the new one.
+    StreamReplaced,
+}
+
+impl RecreateReason {
+    /// Every reason, in the order of their indices.
+    pub const ALL: [RecreateReason; 4] = [
+        RecreateReason::Silence,
+        RecreateReason::Reconnected,
+        RecreateReason::Gap,
+        RecreateReason::StreamReplaced,
+    ];
+
+    /// The reason as a metric label: `silence`, `reconnected`, `gap`, `stream_replaced`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecreateReason::Silence => "silence",
+            RecreateReason::Reconnected => "reconnected",
+            RecreateReason::Gap => "gap",
+            RecreateReason::StreamReplaced => "stream_replaced",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            RecreateReason::Silence => 0,
+            RecreateReason::Reconnected => 1,
+            RecreateReason::Gap => 2,
+            RecreateReason::StreamReplaced => 3,
+        }
+    }
+}
+
+/// What phase changes are timed from: one instant for the process, so a change fits in an
+/// atomic as milliseconds since it.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
 /// A read-only handle on a watch's progress, for other tasks: get one with
 /// [`KvWatcher::status`](super::KvWatcher::status). Cheap to clone.
 ///
@@ -109,6 +160,10 @@ struct Counters {
     /// Entries the server still held for the watch when it sent the last entry taken.
     pending: AtomicU64,
     phase: AtomicU8,
+    /// When the phase last changed, in milliseconds since [`EPOCH`].
+    phase_changed: AtomicU64,
+    /// Re-creations by [`RecreateReason::index`].
+    recreated: [AtomicU64; 4],
 }
 
 impl WatchStatus {
@@ -142,6 +197,18 @@ impl WatchStatus {
     pub fn phase(&self) -> WatchPhase {
         WatchPhase::from_u8(self.counters.phase.load(Ordering::Relaxed))
     }
+
+    /// How long the watch has been in its current [`phase`](Self::phase).
+    pub fn in_phase_for(&self) -> Duration {
+        let changed = Duration::from_millis(self.counters.phase_changed.load(Ordering::Relaxed));
+        EPOCH.elapsed().saturating_sub(changed)
+    }
+
+    /// How many times the watch re-created its consumer for `reason` (each start over on a
+    /// replaced stream counts as one, with [`RecreateReason::StreamReplaced`]).
+    pub fn recreations(&self, reason: RecreateReason) -> u64 {
+        self.counters.recreated[reason.index()].load(Ordering::Relaxed)
+    }
 }
 
 /// The watcher's side of [`WatchStatus`].
@@ -153,8 +220,12 @@ pub(super) struct StatusWriter {
 
 impl StatusWriter {
     pub(super) fn new() -> Self {
+        let counters = Counters::default();
+        // The watch starts catching up now.
+        let now = u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX);
+        counters.phase_changed.store(now, Ordering::Relaxed);
         Self {
-            counters: Arc::default(),
+            counters: Arc::new(counters),
             catch_up: watch::Sender::new(None),
         }
     }
@@ -170,8 +241,17 @@ impl StatusWriter {
         self.counters.pending.store(pending, Ordering::Relaxed);
     }
 
+    /// Sets the phase; called on changes of state, never per entry.
     pub(super) fn set_phase(&self, phase: WatchPhase) {
-        self.counters.phase.store(phase.as_u8(), Ordering::Relaxed);
+        let previous = self.counters.phase.swap(phase.as_u8(), Ordering::Relaxed);
+        if previous != phase.as_u8() {
+            let now = u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.counters.phase_changed.store(now, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn recreated(&self, reason: RecreateReason) {
+        self.counters.recreated[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn caught_up(&self, catch_up: CatchUp) {
