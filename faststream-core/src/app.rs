@@ -30,6 +30,7 @@ use crate::observe::health::Stage;
 use crate::observe::http::{Endpoints, HttpServer};
 use crate::observe::metrics::{GroupMetrics, Source};
 use crate::observe::prometheus::MetricsCollector;
+use crate::observe::trace::EntrySampler;
 use crate::observe::{Observer, SubscriberObserver, HTTP_ADDR_VAR};
 use crate::registry::{HookSpec, HookStage, Registry, Scope, SubscriberSpec};
 use crate::signal::ShutdownSignals;
@@ -503,6 +504,10 @@ impl App {
             timeouts: self.timeouts,
             cancel: CancellationToken::new(),
             observer,
+            #[cfg(feature = "otlp")]
+            sampler: otlp.as_ref().map(crate::otlp::Otlp::sampler),
+            #[cfg(not(feature = "otlp"))]
+            sampler: None,
         };
         let subscribers = runtime.prepare(self.problems)?;
         runtime.log_registry(&self.view_starters);
@@ -553,6 +558,8 @@ struct Runtime {
     /// Fired to stop the watch loops.
     cancel: CancellationToken,
     observer: Observer,
+    /// Which entries get a span, when spans are exported.
+    sampler: Option<EntrySampler>,
 }
 
 /// A subscriber whose settings passed every check.
@@ -958,6 +965,7 @@ impl Runtime {
                     handler_timeout: self.timeouts.handler,
                     metrics: subscriber.observer.recorder.clone(),
                     group: None,
+                    sampler: self.sampler,
                 },
                 watcher,
                 handled: Arc::clone(&handled),
@@ -1015,6 +1023,7 @@ impl Runtime {
                 handler_timeout: self.timeouts.handler,
                 metrics: subscriber.observer.recorder.clone(),
                 group: Some(Arc::from(settings.name())),
+                sampler: self.sampler,
             },
             metrics,
             context: self.app.broker.jetstream()?,

@@ -7,12 +7,19 @@
 //! cargo run --release -p examples --bin kv_bench                    # everything, default sizes
 //! cargo run --release -p examples --bin kv_bench -- --python        # plus the FastStream anchors
 //! cargo run --release -p examples --bin kv_bench -- replay 20000 1000
+//! cargo run --release -p examples --bin kv_bench -- observe 20000 1000
 //! cargo run --release -p examples --bin kv_bench -- latency 500
 //! cargo run --release -p examples --bin kv_bench -- slow 2000 1000
 //! cargo run --release -p examples --bin kv_bench -- keys 10000
 //! cargo run --release -p examples --bin kv_bench -- view 100000 10000 10000 2
 //! cargo run --release -p examples --bin kv_bench -- group 50000 1000 40000 10000 8 48 2000 3
 //! ```
+//!
+//! `observe N KEYS`: the cost of observability on the replay workload, five runs of each side,
+//! alternating: the plain subscriber (spans compiled in, disabled at their level), the same
+//! with `/metrics` served (every call counted and timed), with every entry's span exported
+//! through the OpenTelemetry layer and the SDK's batch processor (to an exporter that drops
+//! the batches), with the default share of entries traced (1%), and raw async-nats.
 //!
 //! `view N K RATE SECONDS`: bucket state. A `KvView`'s catch-up over `N` keys against a raw
 //! `watch_with_history` (counting, and decoding into a `HashMap`), with the RSS each adds per
@@ -65,6 +72,13 @@ use tokio::sync::{mpsc, Notify};
 
 const FRAMEWORK: &str = "faststream-rs";
 const RAW: &str = "async-nats-raw";
+/// The framework with `/metrics` served: every call counted and timed.
+const WITH_METRICS: &str = "faststream-rs-metrics";
+/// The framework exporting spans through the OpenTelemetry layer (to an exporter that drops
+/// the batches: the layer, the SDK and its batching are measured, not a network): a span for
+/// every entry, and for the default share of entries.
+const TRACED: &str = "faststream-rs-traced";
+const TRACED_DEFAULT: &str = "faststream-rs-traced-default";
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 fn url() -> String {
@@ -231,17 +245,66 @@ fn usage() -> (Duration, u64) {
     )
 }
 
+/// What a framework consumer exports besides its work.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Observed {
+    Nothing,
+    Metrics,
+    /// Spans through the OpenTelemetry layer for this share of entries (`None`: the default).
+    Spans(Option<f64>),
+}
+
+/// A span exporter that drops every batch.
+#[derive(Debug)]
+struct DropSpans;
+
+impl opentelemetry_sdk::trace::SpanExporter for DropSpans {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        std::hint::black_box(batch);
+        Ok(())
+    }
+}
+
 /// Runs `module`'s registered subscriber until it has handled `n` entries; seconds taken.
 async fn consume_framework(module: &str, n: usize) -> anyhow::Result<Duration> {
+    consume_observed(module, n, Observed::Nothing).await
+}
+
+async fn consume_observed(module: &str, n: usize, observed: Observed) -> anyhow::Result<Duration> {
     let progress = Arc::new(Progress {
         handled: AtomicUsize::new(0),
         target: n,
         done: Notify::new(),
     });
-    let app = App::new(NatsBroker::new(url()))
+    let mut app = App::new(NatsBroker::new(url()))
         .without_default_logging()
         .only_module(format!("kv_bench::{module}"))
         .with_state(Arc::clone(&progress));
+    match observed {
+        Observed::Nothing => {}
+        Observed::Metrics => app = app.http("127.0.0.1:0"),
+        Observed::Spans(share) => {
+            use opentelemetry_sdk::trace::SdkTracerProvider;
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::util::SubscriberInitExt as _;
+
+            let tracer_provider = SdkTracerProvider::builder()
+                .with_batch_exporter(DropSpans)
+                .build();
+            let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
+            let mut otlp = faststream_core::otlp::Otlp::new(tracer_provider, meter_provider);
+            if let Some(share) = share {
+                otlp = otlp.entry_sampling(share);
+            }
+            tracing_subscriber::registry()
+                .with(otlp.layer())
+                .try_init()?;
+            app = app.otlp(otlp);
+        }
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
     let running = tokio::spawn(app.run_until(async {
@@ -285,6 +348,9 @@ async fn consume(mode: &str, implementation: &str, n: usize) -> anyhow::Result<V
     let took = match (mode, implementation) {
         ("replay", FRAMEWORK) => consume_framework("replay", n).await?,
         ("replay", RAW) => consume_raw(n, true).await?,
+        ("replay", WITH_METRICS) => consume_observed("replay", n, Observed::Metrics).await?,
+        ("replay", TRACED) => consume_observed("replay", n, Observed::Spans(Some(1.0))).await?,
+        ("replay", TRACED_DEFAULT) => consume_observed("replay", n, Observed::Spans(None)).await?,
         ("keys", FRAMEWORK) => consume_framework("keys", n).await?,
         ("keys", RAW) => consume_raw(n, false).await?,
         ("slow1", FRAMEWORK) => consume_framework("slow1", n).await?,
@@ -1432,6 +1498,8 @@ async fn consumer(
 
 /// How many times each side of a comparison runs (alternating).
 const REPEATS: usize = 3;
+/// The observability overheads are a few percent: more runs, for a steadier median.
+const OBSERVE_REPEATS: usize = 5;
 /// Latency runs are bimodal with tokio's thread placement: more runs, and the best one too.
 const LATENCY_REPEATS: usize = 5;
 
@@ -1591,6 +1659,44 @@ async fn run_all(sizes: Sizes, with_python: bool, only: Option<&str>) -> anyhow:
                 );
             }
         }
+    }
+
+    if wanted("observe") {
+        let (n, keys) = sizes.replay;
+        let bucket = format!("bench_observe_{pid}");
+        prefill(&bucket, n, keys).await?;
+        let variants = [FRAMEWORK, WITH_METRICS, TRACED, TRACED_DEFAULT, RAW];
+        let runs = compare(&variants, OBSERVE_REPEATS, |implementation| {
+            let bucket = bucket.clone();
+            async move { consumer("replay", &implementation, &bucket, n).await }
+        })
+        .await?;
+        drop_bucket(&bucket).await?;
+        let [plain, metrics, traced, sampled, raw] = &runs[..] else {
+            anyhow::bail!("expected five runs");
+        };
+        let cpu = |runs: &Runs| runs.median("cpu_us_per_msg");
+        let throughput = |runs: &Runs| runs.median("msgs_per_s");
+        summary.insert(
+            "metrics_throughput_vs_off".into(),
+            json!(throughput(metrics) / throughput(plain)),
+        );
+        summary.insert(
+            "metrics_cpu_per_entry_vs_off".into(),
+            json!(cpu(metrics) / cpu(plain)),
+        );
+        summary.insert(
+            "spans_off_cpu_per_entry_vs_raw".into(),
+            json!(cpu(plain) / cpu(raw)),
+        );
+        summary.insert(
+            "spans_all_cpu_per_entry_vs_raw".into(),
+            json!(cpu(traced) / cpu(raw)),
+        );
+        summary.insert(
+            "spans_default_cpu_per_entry_vs_raw".into(),
+            json!(cpu(sampled) / cpu(raw)),
+        );
     }
 
     if wanted("latency") {
@@ -2068,7 +2174,7 @@ async fn main() -> anyhow::Result<()> {
             let _ = BUCKET.set(required(&args, 2)?.to_owned());
             emit(&latency(required(&args, 1)?, arg(&args, 3, 500)?).await?);
         }
-        Some(mode @ ("replay" | "latency" | "slow" | "keys" | "view" | "group")) => {
+        Some(mode @ ("replay" | "observe" | "latency" | "slow" | "keys" | "view" | "group")) => {
             let sizes = Sizes {
                 replay: (arg(&args, 1, 20_000)?, arg(&args, 2, 1_000)?),
                 latency: arg(&args, 1, 500)?,
@@ -2100,7 +2206,8 @@ async fn main() -> anyhow::Result<()> {
             run_all(sizes, with_python, None).await?;
         }
         Some(other) => anyhow::bail!(
-            "unknown workload `{other}`; expected replay N KEYS, latency M, slow N KEYS, keys K, \
+            "unknown workload `{other}`; expected replay N KEYS, observe N KEYS, latency M, \
+             slow N KEYS, keys K, \
              view N K RATE SECONDS or group N KEYS SLOW_N SLOW_KEYS SLOW_WORKERS \
              SLOW_PARTITIONS RATE REPEATS"
         ),

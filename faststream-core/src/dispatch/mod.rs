@@ -38,6 +38,9 @@ pub(crate) struct Dispatcher {
     pub(crate) metrics: Option<Arc<SubscriberMetrics>>,
     /// The consumer group, for the span of a group member's calls.
     pub(crate) group: Option<Arc<str>>,
+    /// Which entries get a span when spans are exported; `None`: all (at `DEBUG`, so off
+    /// unless a subscriber enables them).
+    pub(crate) sampler: Option<trace::EntrySampler>,
 }
 
 /// How one handler call ended.
@@ -68,7 +71,12 @@ impl Dispatcher {
         log: bool,
     ) -> CallOutcome {
         let (key, revision) = (message.key().to_owned(), message.revision());
-        let span = trace::entry_span(&self.context.name, self.group.as_deref(), &message);
+        let span = trace::entry_span(
+            &self.context.name,
+            self.group.as_deref(),
+            self.sampler,
+            &message,
+        );
         let called = AssertUnwindSafe(self.call(message, timeout, log, &span))
             .catch_unwind()
             .instrument(span.clone())

@@ -4,7 +4,11 @@
 //!
 //! The span is at `DEBUG` level under the target [`ENTRY_TARGET`]: with the default log output
 //! (`info`) it is disabled at the call site and costs next to nothing per entry; the `otlp`
-//! feature's layer enables it for export only. The README gives the measured cost of each.
+//! feature's layer enables it for export only. Exported, a span costs several microseconds
+//! (the OpenTelemetry layer builds it before the SDK's sampler sees it), more than handling the
+//! entry, so exported spans are sampled here, before one is made: an [`EntrySampler`] keeps
+//! every entry a writer traced (a sampled `traceparent`) and one revision in N of the rest.
+//! The README gives the measured cost of each choice.
 
 use tracing::field::Empty;
 use tracing::Span;
@@ -22,8 +26,18 @@ pub const ENTRY_TARGET: &str = "faststream::entry";
 /// - `nats.kv.bucket`, `nats.kv.key`, `nats.kv.revision`, `nats.kv.operation`,
 ///   `faststream.subscriber`;
 /// - on failure, `error.type` (`handler_error`, `panic`, `timeout`, `decode_error`) and the
-///   span's status (`otel.status_code` `error`, `otel.status_message`).
-pub(crate) fn entry_span(subscriber: &str, group: Option<&str>, message: &KvMessage) -> Span {
+///   span's status (`otel.status_code` `error`, `otel.status_description`).
+pub(crate) fn entry_span(
+    subscriber: &str,
+    group: Option<&str>,
+    sampler: Option<EntrySampler>,
+    message: &KvMessage,
+) -> Span {
+    if sampler.is_some_and(|sampler| !sampler.samples(message)) {
+        return Span::none();
+    }
+    // Integers as i64: the OpenTelemetry layer would export a u64 as text.
+    let as_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
     let span = tracing::debug_span!(
         target: "faststream::entry",
         "process",
@@ -34,21 +48,71 @@ pub(crate) fn entry_span(subscriber: &str, group: Option<&str>, message: &KvMess
         messaging.operation.name = "process",
         messaging.destination.name = %format_args!("$KV.{}.{}", message.bucket(), message.key()),
         messaging.consumer.group.name = group,
-        messaging.message.body.size = message.value_size(),
+        messaging.message.body.size = as_i64(message.value_size() as u64),
         nats.kv.bucket = message.bucket(),
         nats.kv.key = message.key(),
-        nats.kv.revision = message.revision(),
+        nats.kv.revision = as_i64(message.revision()),
         nats.kv.operation = message.operation().as_str(),
         faststream.subscriber = subscriber,
         error.type = Empty,
         otel.status_code = Empty,
-        otel.status_message = Empty,
+        otel.status_description = Empty,
     );
     #[cfg(feature = "otlp")]
     if !span.is_disabled() {
         crate::otlp::link_to_writer(&span, message.headers());
     }
     span
+}
+
+/// Which entries get a span, decided before one is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntrySampler {
+    /// Every `every`-th revision; 1: all; 0: only those a writer traced.
+    every: u64,
+}
+
+impl EntrySampler {
+    /// Samples `ratio` of the entries (clamped to 0..=1), by revision, so every instance of a
+    /// service samples the same ones.
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))] // made only for the OTLP export
+    pub(crate) fn new(ratio: f64) -> Self {
+        let every = if ratio >= 1.0 {
+            1
+        } else if ratio > 0.0 && ratio.is_finite() {
+            (1.0 / ratio).round() as u64
+        } else {
+            0
+        };
+        Self { every }
+    }
+
+    /// Whether `message` gets a span: a writer's sampled trace always does.
+    pub(crate) fn samples(&self, message: &KvMessage) -> bool {
+        match self.every {
+            1 => true,
+            every => {
+                (every != 0 && message.revision().is_multiple_of(every)) || writer_sampled(message)
+            }
+        }
+    }
+}
+
+/// Whether the entry carries a W3C `traceparent` with the sampled flag.
+fn writer_sampled(message: &KvMessage) -> bool {
+    let Some(parent) = message
+        .headers()
+        .and_then(|headers| headers.get("traceparent"))
+    else {
+        return false;
+    };
+    // version-trace_id-parent_id-flags; bit 0 of the flags: sampled.
+    parent
+        .as_str()
+        .rsplit('-')
+        .next()
+        .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+        .is_some_and(|flags| flags & 1 == 1)
 }
 
 /// Marks the span failed: `error_type` is one of the `error.type` values above.
@@ -58,5 +122,20 @@ pub(crate) fn record_failure(span: &Span, error_type: &'static str, message: &st
     }
     span.record("error.type", error_type);
     span.record("otel.status_code", "error");
-    span.record("otel.status_message", message);
+    span.record("otel.status_description", message);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sampler_keeps_one_revision_in_n() {
+        assert_eq!(EntrySampler::new(1.0).every, 1);
+        assert_eq!(EntrySampler::new(2.0).every, 1);
+        assert_eq!(EntrySampler::new(0.01).every, 100);
+        assert_eq!(EntrySampler::new(0.3).every, 3);
+        assert_eq!(EntrySampler::new(0.0).every, 0);
+        assert_eq!(EntrySampler::new(f64::NAN).every, 0);
+    }
 }
