@@ -46,15 +46,20 @@ pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Htt
         .with_context(|| format!("GET {url}"))
 }
 
-fn get(url: &str, headers: &[(String, String)]) -> anyhow::Result<HttpResponse> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(REQUEST_TIMEOUT))
+/// An agent for one request to a local endpoint: every status is an answer, and no
+/// `HTTP_PROXY` from the environment is used on loopback. A fresh one per request, so no pooled
+/// connection outlives a server restart.
+pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
         .http_status_as_error(false)
-        // Loopback: an HTTP_PROXY from the environment must not be used.
         .proxy(None)
         .build()
-        .into();
-    let mut request = agent.get(url);
+        .into()
+}
+
+fn get(url: &str, headers: &[(String, String)]) -> anyhow::Result<HttpResponse> {
+    let mut request = agent(REQUEST_TIMEOUT).get(url);
     for (name, value) in headers {
         request = request.header(name, value);
     }

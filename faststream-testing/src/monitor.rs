@@ -38,15 +38,10 @@ pub(crate) async fn get_json(port: u16, path_and_query: &str) -> anyhow::Result<
 
 /// The body of a `2xx` response to `GET url`; any other status is an error quoting the body.
 fn get_body(url: &str) -> anyhow::Result<String> {
-    // A fresh agent per request: no pooled connection outlives a server restart.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(MONITOR_TIMEOUT))
-        .http_status_as_error(false)
-        // The server is on loopback: an HTTP_PROXY from the environment must not be used.
-        .proxy(None)
-        .build()
-        .into();
-    let mut response = agent.get(url).header("Accept", "application/json").call()?;
+    let mut response = crate::http::agent(MONITOR_TIMEOUT)
+        .get(url)
+        .header("Accept", "application/json")
+        .call()?;
     let status = response.status();
     let body = response
         .body_mut()

@@ -482,26 +482,29 @@ async fn fails_on_bad(message: KvMessage) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn member(server: &NatsServer, addr: &str) -> App {
+    let settings = GroupSettings::new("billing")
+        .partitions(1)
+        .max_attempts(3)
+        .backoff([Duration::from_millis(50)])
+        .session_timeout(Duration::from_secs(2));
+    App::new(NatsBroker::new(server.url()))
+        .without_registered()
+        .http(addr)
+        .subscriber(
+            "bill",
+            "orders.*",
+            KvWatch::new("shop").group(settings),
+            fails_on_bad,
+        )
+}
+
 #[tokio::test]
 async fn group_members_report_redeliveries_given_up_and_partitions() -> anyhow::Result<()> {
     on_each_server_since(2, 11, |server: NatsServer| async move {
         let addr = free_local_addr()?;
         let addr = addr.as_str();
-        let settings = GroupSettings::new("billing")
-            .partitions(4)
-            .max_attempts(3)
-            .backoff([Duration::from_millis(50)])
-            .session_timeout(Duration::from_secs(2));
-        let app = App::new(NatsBroker::new(server.url()))
-            .without_registered()
-            .http(addr)
-            .subscriber(
-                "bill",
-                "orders.*",
-                KvWatch::new("shop").group(settings),
-                fails_on_bad,
-            );
-        let running = RunningApp::spawn(app);
+        let running = RunningApp::spawn(member(&server, addr));
         let body = until_ready(addr, 200).await?;
         assert_eq!(body["subscribers"][0]["group"], "billing");
 
@@ -514,7 +517,7 @@ async fn group_members_report_redeliveries_given_up_and_partitions() -> anyhow::
         }
         store.put("orders.bad", "x".into()).await?;
         let group = [("subscriber", "bill"), ("group", "billing")];
-        let text = until_metrics(
+        until_metrics(
             addr,
             &[
                 (
@@ -530,8 +533,8 @@ async fn group_members_report_redeliveries_given_up_and_partitions() -> anyhow::
                 // Attempts 2 and 3 of the bad change.
                 ("faststream_kv_group_redelivered_total", &group, 2.0),
                 ("faststream_kv_group_given_up_total", &group, 1.0),
-                // The only member holds every partition.
-                ("faststream_kv_group_partitions_owned", &group, 4.0),
+                // The only member holds the only partition.
+                ("faststream_kv_group_partitions_owned", &group, 1.0),
                 (
                     "faststream_kv_watch_pending",
                     &[("subscriber", "bill")],
@@ -540,12 +543,33 @@ async fn group_members_report_redeliveries_given_up_and_partitions() -> anyhow::
             ],
         )
         .await?;
-        assert!(
-            text.contains("faststream_kv_group_given_up_total"),
-            "{text}"
-        );
-        let body = until_ready(addr, 200).await?;
-        assert_eq!(body["subscribers"][0]["partitions"], 4);
+
+        // A second member: one of the two holds the partition, the other stands by, and a
+        // member on standby is ready.
+        let second_addr = free_local_addr()?;
+        let second_addr = second_addr.as_str();
+        let second = RunningApp::spawn(member(&server, second_addr));
+        let held = until(
+            "one member holding the partition, one on standby",
+            move || async move {
+                let first = ready(addr).await?;
+                let second = ready(second_addr).await?;
+                let partitions = |response: &HttpResponse| -> anyhow::Result<Option<u64>> {
+                    Ok(response.json()?["subscribers"][0]["partitions"].as_u64())
+                };
+                let held = (partitions(&first)?, partitions(&second)?);
+                let settled = first.status == 200
+                    && second.status == 200
+                    && matches!(held, (Some(1), Some(0)) | (Some(0), Some(1)));
+                Ok((
+                    settled.then_some(held),
+                    format!("{held:?}: {} / {}", first.body, second.body),
+                ))
+            },
+        )
+        .await?;
+        assert_ne!(held.0, held.1, "{held:?}");
+        second.stop().await??;
         running.stop().await??;
         Ok(())
     })

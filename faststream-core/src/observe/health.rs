@@ -10,13 +10,14 @@
 //! loop's catch-up signal, the connection), so nothing on the hot path reports to it.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 use tokio::sync::watch;
 
 use super::metrics::Source;
+use super::{Registered, SubscriberId};
 use crate::broker::NatsBroker;
 use crate::kv::watcher::WatchPhase;
 
@@ -64,17 +65,14 @@ struct HealthInner {
     broker: NatsBroker,
     grace: Duration,
     stage: AtomicU8,
-    subscribers: RwLock<Vec<Arc<SubscriberHealth>>>,
+    subscribers: Registered<SubscriberHealth>,
 }
 
 /// One subscriber's readiness inputs: registered before it starts (so it shows as
 /// `starting`), completed when its watch or group member runs.
 #[derive(Debug)]
 pub(crate) struct SubscriberHealth {
-    name: Arc<str>,
-    bucket: Arc<str>,
-    pattern: String,
-    group: Option<String>,
+    id: Arc<SubscriberId>,
     started: OnceLock<Started>,
     /// Set when the subscriber's loop ended (it should run until shutdown).
     ended: AtomicBool,
@@ -148,7 +146,7 @@ impl Health {
                 broker,
                 grace,
                 stage: AtomicU8::new(Stage::Starting as u8),
-                subscribers: RwLock::default(),
+                subscribers: Registered::default(),
             }),
         }
     }
@@ -162,24 +160,13 @@ impl Health {
     }
 
     /// Registers a subscriber, `starting` until [`SubscriberHealth::started`].
-    pub(crate) fn subscriber(
-        &self,
-        name: &str,
-        bucket: &str,
-        pattern: &str,
-        group: Option<&str>,
-    ) -> Arc<SubscriberHealth> {
+    pub(crate) fn subscriber(&self, id: Arc<SubscriberId>) -> Arc<SubscriberHealth> {
         let health = Arc::new(SubscriberHealth {
-            name: Arc::from(name),
-            bucket: Arc::from(bucket),
-            pattern: pattern.to_owned(),
-            group: group.map(str::to_owned),
+            id,
             started: OnceLock::new(),
             ended: AtomicBool::new(false),
         });
-        if let Ok(mut subscribers) = self.inner.subscribers.write() {
-            subscribers.push(Arc::clone(&health));
-        }
+        self.inner.subscribers.add(&health);
         health
     }
 
@@ -202,12 +189,7 @@ impl Health {
                 None => "not connected to NATS".to_owned(),
             });
         }
-        let subscribers = self
-            .inner
-            .subscribers
-            .read()
-            .map(|subscribers| subscribers.clone())
-            .unwrap_or_default();
+        let subscribers = self.inner.subscribers.snapshot();
         let mut states = Vec::with_capacity(subscribers.len());
         for subscriber in &subscribers {
             let state = subscriber_state(subscriber);
@@ -219,18 +201,18 @@ impl Health {
             if !ok {
                 reasons.push(format!(
                     "subscriber `{}` is {}",
-                    subscriber.name,
+                    subscriber.id.name,
                     describe(&state)
                 ));
             }
             let mut entry = json!({
-                "subscriber": &*subscriber.name,
-                "bucket": &*subscriber.bucket,
-                "pattern": subscriber.pattern,
+                "subscriber": &*subscriber.id.name,
+                "bucket": &*subscriber.id.bucket,
+                "pattern": subscriber.id.pattern,
                 "state": state.name(),
                 "ready": ok,
             });
-            if let Some(group) = &subscriber.group {
+            if let Some(group) = &subscriber.id.group {
                 entry["group"] = json!(group);
             }
             match state {

@@ -11,9 +11,10 @@
 //! The names and labels are part of the API; the README lists them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::{Registered, SubscriberId};
 use crate::broker::NatsBroker;
 use crate::kv::watcher::{RecreateReason, WatchStatus};
 
@@ -199,8 +200,7 @@ pub(crate) enum Source {
 /// One subscriber's instruments. Bound once; the dispatcher records into it on every call.
 #[derive(Debug)]
 pub(crate) struct SubscriberMetrics {
-    pub(crate) bucket: Arc<str>,
-    pub(crate) subscriber: Arc<str>,
+    id: Arc<SubscriberId>,
     handled: [AtomicU64; Outcome::ALL.len()],
     duration: Histogram,
     /// Set when the watch or group member starts.
@@ -242,7 +242,7 @@ pub(crate) struct Metrics {
 #[derive(Debug)]
 struct MetricsInner {
     broker: NatsBroker,
-    subscribers: RwLock<Vec<Arc<SubscriberMetrics>>>,
+    subscribers: Registered<SubscriberMetrics>,
     /// The OTLP duration histogram, if exported; set before any subscriber is bound.
     #[cfg(feature = "otlp")]
     otel_duration: OnceLock<opentelemetry::metrics::Histogram<f64>>,
@@ -293,7 +293,7 @@ impl Metrics {
         Self {
             inner: Arc::new(MetricsInner {
                 broker,
-                subscribers: RwLock::default(),
+                subscribers: Registered::default(),
                 #[cfg(feature = "otlp")]
                 otel_duration: OnceLock::new(),
             }),
@@ -307,36 +307,28 @@ impl Metrics {
     }
 
     /// Binds a subscriber's instruments; its series appear from now on, at zero.
-    pub(crate) fn subscriber(&self, bucket: &str, subscriber: &str) -> Arc<SubscriberMetrics> {
+    pub(crate) fn subscriber(&self, id: &Arc<SubscriberId>) -> Arc<SubscriberMetrics> {
         let metrics = Arc::new(SubscriberMetrics {
-            bucket: Arc::from(bucket),
-            subscriber: Arc::from(subscriber),
+            id: Arc::clone(id),
             handled: std::array::from_fn(|_| AtomicU64::new(0)),
             duration: Histogram::new(),
             source: OnceLock::new(),
             #[cfg(feature = "otlp")]
             otel_duration: self.inner.otel_duration.get().map(|histogram| {
                 let attributes = [
-                    opentelemetry::KeyValue::new("bucket", bucket.to_owned()),
-                    opentelemetry::KeyValue::new("subscriber", subscriber.to_owned()),
+                    opentelemetry::KeyValue::new("bucket", id.bucket.to_string()),
+                    opentelemetry::KeyValue::new("subscriber", id.name.to_string()),
                 ];
                 (histogram.clone(), attributes)
             }),
         });
-        if let Ok(mut subscribers) = self.inner.subscribers.write() {
-            subscribers.push(Arc::clone(&metrics));
-        }
+        self.inner.subscribers.add(&metrics);
         metrics
     }
 
     /// Reads every metric. Called per scrape (and per OTLP export), never on the hot path.
     pub(crate) fn collect(&self) -> Vec<Family> {
-        let subscribers = self
-            .inner
-            .subscribers
-            .read()
-            .map(|subscribers| subscribers.clone())
-            .unwrap_or_default();
+        let subscribers = self.inner.subscribers.snapshot();
         let mut handled = Family::new(
             "faststream_kv_handled_total",
             Kind::Counter,
@@ -379,8 +371,8 @@ impl Metrics {
         );
         for metrics in &subscribers {
             let labels = vec![
-                ("bucket", Arc::clone(&metrics.bucket)),
-                ("subscriber", Arc::clone(&metrics.subscriber)),
+                ("bucket", Arc::clone(&metrics.id.bucket)),
+                ("subscriber", Arc::clone(&metrics.id.name)),
             ];
             for outcome in Outcome::ALL {
                 let count = metrics.handled[outcome.index()].load(Ordering::Relaxed);

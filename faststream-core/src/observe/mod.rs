@@ -13,7 +13,7 @@
 //!
 //! The `otlp` feature (`crate::otlp`) exports the same spans and metric families over OTLP.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -31,6 +31,39 @@ use metrics::{Metrics, Source, SubscriberMetrics};
 
 /// The environment variable read for the HTTP address when the code sets none.
 pub const HTTP_ADDR_VAR: &str = "FASTSTREAM_HTTP_ADDR";
+
+/// Who a subscriber is, as the metrics' labels and the readiness body name it.
+#[derive(Debug)]
+pub(crate) struct SubscriberId {
+    pub(crate) name: Arc<str>,
+    pub(crate) bucket: Arc<str>,
+    pub(crate) pattern: String,
+    /// The consumer group, for a member.
+    pub(crate) group: Option<String>,
+}
+
+/// What subscribers add while the app starts and each scrape or readiness check reads.
+#[derive(Debug)]
+pub(crate) struct Registered<T>(RwLock<Vec<Arc<T>>>);
+
+impl<T> Default for Registered<T> {
+    fn default() -> Self {
+        Self(RwLock::default())
+    }
+}
+
+impl<T> Registered<T> {
+    pub(crate) fn add(&self, item: &Arc<T>) {
+        if let Ok(mut items) = self.0.write() {
+            items.push(Arc::clone(item));
+        }
+    }
+
+    /// Everything added so far; the lock is held only for the copy.
+    pub(crate) fn snapshot(&self) -> Vec<Arc<T>> {
+        self.0.read().map(|items| items.clone()).unwrap_or_default()
+    }
+}
 
 /// The app's metrics and readiness, shared by the subscribers and the endpoints.
 #[derive(Debug, Clone)]
@@ -67,11 +100,17 @@ impl Observer {
         pattern: &str,
         group: Option<&str>,
     ) -> SubscriberObserver {
-        let metrics = self.metrics.subscriber(bucket, name);
+        let id = Arc::new(SubscriberId {
+            name: Arc::from(name),
+            bucket: Arc::from(bucket),
+            pattern: pattern.to_owned(),
+            group: group.map(str::to_owned),
+        });
+        let metrics = self.metrics.subscriber(&id);
         SubscriberObserver {
             recorder: self.exported.then(|| Arc::clone(&metrics)),
             metrics,
-            health: self.health.subscriber(name, bucket, pattern, group),
+            health: self.health.subscriber(id),
         }
     }
 }
