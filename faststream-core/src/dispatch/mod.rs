@@ -117,21 +117,26 @@ impl Dispatcher {
         let call = call_catching_panics(|| self.handler.call(&message, &self.context));
         let outcome = match timeout {
             None => call.await,
-            Some(limit) => match tokio::time::timeout(limit, call).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    if log {
-                        tracing::error!(
-                            subscriber, bucket, key, revision, timeout = ?limit,
-                            "{bucket} | {key} | {revision} - handler timed out; abandoned"
-                        );
+            Some(limit) => {
+                // The abandoned call is dropped with this statement, before the outcome is
+                // counted: a panic in its `Drop` is then counted once, as a panic, by the caller.
+                let timed = tokio::time::timeout(limit, call).await;
+                match timed {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        if log {
+                            tracing::error!(
+                                subscriber, bucket, key, revision, timeout = ?limit,
+                                "{bucket} | {key} | {revision} - handler timed out; abandoned"
+                            );
+                        }
+                        let reason = format!("timed out after {limit:?}");
+                        trace::record_failure(span, "timeout", &reason);
+                        self.count(Outcome::Timeout, None);
+                        return CallOutcome::Failed(reason);
                     }
-                    let reason = format!("timed out after {limit:?}");
-                    trace::record_failure(span, "timeout", &reason);
-                    self.count(Outcome::Timeout, None);
-                    return CallOutcome::Failed(reason);
                 }
-            },
+            }
         };
         let took = started.map(|started| started.elapsed());
         let (counted, outcome) = match outcome {
