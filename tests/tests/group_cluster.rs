@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use async_nats::jetstream::stream::ClusterInfo;
 use common::EVENT_TIMEOUT;
 use faststream_core::kv::{BucketConfig, GroupSettings};
 use faststream_core::{App, KvMessage, KvWatch, NatsBroker, State};
@@ -157,15 +158,17 @@ async fn stream_leader(
 ) -> anyhow::Result<usize> {
     retry("the group stream's leader", || async {
         let stream = js.get_stream(STREAM).await?;
-        let leader = stream
-            .cached_info()
-            .cluster
-            .as_ref()
-            .and_then(|cluster| cluster.leader.clone())
-            .context("no leader")?;
-        cluster.node_named(&leader).context("not a node")
+        leader_node(cluster, stream.cached_info().cluster.as_ref())
     })
     .await
+}
+
+/// The index of the node `info` names as leader.
+fn leader_node(cluster: &NatsCluster, info: Option<&ClusterInfo>) -> anyhow::Result<usize> {
+    let leader = info
+        .and_then(|info| info.leader.as_deref())
+        .context("no leader")?;
+    cluster.node_named(leader).context("not a node")
 }
 
 /// The node leading partition `partition`'s consumer.
@@ -177,12 +180,7 @@ async fn consumer_leader(
     retry("the partition consumer's leader", || async {
         let stream = js.get_stream(STREAM).await?;
         let info = stream.consumer_info(format!("p{partition}")).await?;
-        let leader = info
-            .cluster
-            .as_ref()
-            .and_then(|cluster| cluster.leader.clone())
-            .context("no leader")?;
-        cluster.node_named(&leader).context("not a node")
+        leader_node(cluster, info.cluster.as_ref())
     })
     .await
 }
