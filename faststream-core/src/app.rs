@@ -1009,7 +1009,7 @@ impl Runtime {
             watch.bucket()
         );
         let joined = Arc::new(HandledSignal::new(false));
-        let metrics = Arc::new(GroupMetrics::new(settings.name(), settings.partitions));
+        let metrics = Arc::new(GroupMetrics::new(settings.partitions));
         let ended = subscriber
             .observer
             .started(Source::Group(Arc::clone(&metrics)), joined.subscribe());

@@ -213,7 +213,7 @@ impl Health {
                 "ready": ok,
             });
             if let Some(group) = &subscriber.id.group {
-                entry["group"] = json!(group);
+                entry["group"] = json!(&**group);
             }
             match state {
                 State::CatchingUp { pending } => entry["pending"] = json!(pending),

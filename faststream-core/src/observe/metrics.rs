@@ -126,7 +126,6 @@ pub(crate) struct HistogramSnapshot {
 /// What one consumer-group member records besides a subscriber's calls.
 #[derive(Debug)]
 pub(crate) struct GroupMetrics {
-    pub(crate) group: Arc<str>,
     redelivered: AtomicU64,
     given_up: AtomicU64,
     /// Per partition: whether this member holds its pin, and the changes the server still held
@@ -141,9 +140,8 @@ struct PartitionGauges {
 }
 
 impl GroupMetrics {
-    pub(crate) fn new(group: &str, partitions: u16) -> Self {
+    pub(crate) fn new(partitions: u16) -> Self {
         Self {
-            group: Arc::from(group),
             redelivered: AtomicU64::new(0),
             given_up: AtomicU64::new(0),
             partitions: (0..partitions)
@@ -400,7 +398,9 @@ impl Metrics {
                     let lag = i64::try_from(lag).unwrap_or(i64::MAX);
                     pending.series.push((labels.clone(), Value::Gauge(lag)));
                     let mut labels = labels.clone();
-                    labels.push(("group", Arc::clone(&group.group)));
+                    if let Some(name) = &metrics.id.group {
+                        labels.push(("group", Arc::clone(name)));
+                    }
                     let count =
                         |counter: &AtomicU64| Value::Counter(counter.load(Ordering::Relaxed));
                     redelivered

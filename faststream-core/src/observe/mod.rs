@@ -39,7 +39,7 @@ pub(crate) struct SubscriberId {
     pub(crate) bucket: Arc<str>,
     pub(crate) pattern: String,
     /// The consumer group, for a member.
-    pub(crate) group: Option<String>,
+    pub(crate) group: Option<Arc<str>>,
 }
 
 /// What subscribers add while the app starts and each scrape or readiness check reads.
@@ -104,7 +104,7 @@ impl Observer {
             name: Arc::from(name),
             bucket: Arc::from(bucket),
             pattern: pattern.to_owned(),
-            group: group.map(str::to_owned),
+            group: group.map(Arc::from),
         });
         let metrics = self.metrics.subscriber(&id);
         SubscriberObserver {
