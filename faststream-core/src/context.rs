@@ -1,21 +1,27 @@
 //! What extractors read from besides the message: the broker, the state, the views, the
 //! subscriber.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use faststream_rules::KeyPattern;
 
 use crate::broker::NatsBroker;
 use crate::kv::view::KvView;
-use crate::state::StateMap;
-use crate::views::ViewSlots;
+use crate::type_map::TypeMap;
+
+/// A declared view's place in [`AppContext`]'s views, filled once connected, before any watch
+/// starts, so every handler call finds its view caught up. Declared before start-up, so an
+/// argument asking for a view nobody declared is found before connecting.
+pub(crate) type ViewSlot<T> = Arc<OnceLock<KvView<T>>>;
 
 /// The application-wide part of every handler's and hook's context.
 #[derive(Debug, Clone)]
 pub struct AppContext {
     pub(crate) broker: NatsBroker,
-    pub(crate) state: Arc<StateMap>,
-    pub(crate) views: Arc<ViewSlots>,
+    /// Given with `App::with_state`, one value per type.
+    pub(crate) state: Arc<TypeMap>,
+    /// Declared with `App::with_kv_view`: a [`ViewSlot`] per value type.
+    pub(crate) views: Arc<TypeMap>,
     /// `false` for `on_startup` hooks, which run before the views start.
     pub(crate) views_started: bool,
 }
@@ -39,12 +45,14 @@ impl AppContext {
     /// The view of `T` declared with [`App::with_kv_view`](crate::App::with_kv_view), once
     /// started (not in `on_startup` hooks).
     pub fn kv_view<T: Send + Sync + 'static>(&self) -> Option<&KvView<T>> {
-        self.views_started.then(|| self.views.get::<T>()).flatten()
+        self.views_started
+            .then(|| self.views.get::<ViewSlot<T>>()?.get())
+            .flatten()
     }
 
     /// Whether a view of `T` was declared with [`App::with_kv_view`](crate::App::with_kv_view).
-    pub fn declares_kv_view<T: 'static>(&self) -> bool {
-        self.views.declared::<T>()
+    pub fn declares_kv_view<T: Send + Sync + 'static>(&self) -> bool {
+        self.views.contains::<ViewSlot<T>>()
     }
 
     /// Whether the declared views are started: `false` in `on_startup` hooks.

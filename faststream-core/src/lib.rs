@@ -57,12 +57,9 @@ pub mod handler;
 pub mod kv;
 mod logging;
 mod observe;
-#[cfg(feature = "otlp")]
-pub mod otlp;
 pub mod registry;
 mod signal;
-mod state;
-mod views;
+mod type_map;
 
 pub use app::App;
 pub use broker::{NatsBroker, DEFAULT_NATS_URL};
@@ -71,6 +68,8 @@ pub use error::{Error, Result};
 pub use extract::{Json, Path, State};
 pub use faststream_macros::{after_shutdown, after_startup, on_shutdown, on_startup, subscriber};
 pub use kv::{KeyValue, KvMessage, KvView, KvWatch, KvWatcher, Operation};
+#[cfg(feature = "otlp")]
+pub use observe::otlp;
 pub use observe::trace::ENTRY_TARGET;
 pub use observe::HTTP_ADDR_VAR;
 /// The Prometheus client the `/metrics` endpoint is built on, for

@@ -2,27 +2,18 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, Registry};
+
+/// A layer an exporter adds to the default log output (the OTLP span export).
+pub(crate) type ExportLayer = Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>;
 
 /// Installs a `tracing` subscriber printing to stderr, filtered by `RUST_LOG` (default `info`),
-/// unless the program installed one already.
-#[cfg(not(feature = "otlp"))]
-pub(crate) fn init_default() {
+/// plus `export` if given, unless the program installed one already.
+pub(crate) fn init_default(export: Option<ExportLayer>) {
     if tracing::dispatcher::has_been_set() {
-        return;
-    }
-    init_fmt();
-}
-
-/// As without the `otlp` feature, plus the OTLP layer if the app exports over OTLP.
-#[cfg(feature = "otlp")]
-pub(crate) fn init_default(otlp: Option<&crate::otlp::Otlp>) {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::Layer as _;
-
-    if tracing::dispatcher::has_been_set() {
-        if otlp.is_some() {
+        if export.is_some() {
             tracing::warn!(
                 "a tracing subscriber is installed already: add `Otlp::layer()` to it, \
                 or no spans are exported over OTLP"
@@ -30,26 +21,29 @@ pub(crate) fn init_default(otlp: Option<&crate::otlp::Otlp>) {
         }
         return;
     }
-    let Some(otlp) = otlp else {
+    let Some(export) = export else {
         init_fmt();
         return;
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(filter);
+        .with_filter(env_filter());
+    // Losing a race with another initialiser is fine: theirs is used.
     let _ = tracing_subscriber::registry()
+        .with(export)
         .with(fmt)
-        .with(otlp.layer())
         .try_init();
 }
 
+fn env_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// The plain output: one global filter, so disabled spans cost nothing at their call sites.
 fn init_fmt() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Losing a race with another initialiser is fine: theirs is used.
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(env_filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();

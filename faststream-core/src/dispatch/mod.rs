@@ -38,9 +38,9 @@ pub(crate) struct Dispatcher {
     pub(crate) metrics: Option<Arc<SubscriberMetrics>>,
     /// The consumer group, for the span of a group member's calls.
     pub(crate) group: Option<Arc<str>>,
-    /// Which entries get a span when spans are exported; `None`: all (at `DEBUG`, so off
-    /// unless a subscriber enables them).
-    pub(crate) sampler: Option<trace::EntrySampler>,
+    /// How entries are traced when spans are exported; `None`: every entry gets a span (at
+    /// `DEBUG`, so off unless a subscriber enables them).
+    pub(crate) tracing: Option<trace::EntryTracing>,
 }
 
 /// How one handler call ended.
@@ -74,7 +74,7 @@ impl Dispatcher {
         let span = trace::entry_span(
             &self.context.name,
             self.group.as_deref(),
-            self.sampler,
+            self.tracing,
             &message,
         );
         let called = AssertUnwindSafe(self.call(message, timeout, log, &span))

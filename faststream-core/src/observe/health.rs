@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::{json, Value as Json};
 use tokio::sync::watch;
 
-use super::metrics::Source;
+use super::metrics::Progress;
 use super::{Registered, SubscriberId};
 use crate::broker::NatsBroker;
 use crate::kv::watcher::WatchPhase;
@@ -73,14 +73,14 @@ struct HealthInner {
 #[derive(Debug)]
 pub(crate) struct SubscriberHealth {
     id: Arc<SubscriberId>,
-    started: OnceLock<Started>,
+    started: OnceLock<RunningLoop>,
     /// Set when the subscriber's loop ended (it should run until shutdown).
     ended: AtomicBool,
 }
 
 #[derive(Debug)]
-struct Started {
-    source: Source,
+struct RunningLoop {
+    progress: Progress,
     /// A watch: set once its handler has handled the bucket's state. A group member: once it
     /// has joined.
     done: watch::Receiver<bool>,
@@ -101,10 +101,10 @@ impl SubscriberHealth {
     /// The watch or member has started: where to read its state from, and its signal.
     pub(crate) fn started(
         self: &Arc<Self>,
-        source: Source,
+        progress: Progress,
         done: watch::Receiver<bool>,
     ) -> EndedOnDrop {
-        let _ = self.started.set(Started { source, done });
+        let _ = self.started.set(RunningLoop { progress, done });
         EndedOnDrop(Arc::clone(self))
     }
 }
@@ -249,8 +249,8 @@ fn subscriber_state(subscriber: &SubscriberHealth) -> State {
         return State::Failed;
     }
     let done = *started.done.borrow();
-    match &started.source {
-        Source::Watch(status) => match status.phase() {
+    match &started.progress {
+        Progress::Watch(status) => match status.phase() {
             WatchPhase::Closed => State::Failed,
             WatchPhase::Recreating => State::Recreating {
                 for_: status.in_phase_for(),
@@ -262,10 +262,10 @@ fn subscriber_state(subscriber: &SubscriberHealth) -> State {
             },
         },
         // A member holding no partition is a hot standby: ready.
-        Source::Group(group) if done => State::Live {
+        Progress::Group(group) if done => State::Live {
             partitions: Some(group.owned_and_pending().0),
         },
-        Source::Group(_) => State::Starting,
+        Progress::Group(_) => State::Starting,
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::health::Health;
+use super::setup::HttpBinding;
 use super::prometheus::{self, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::error::{Error, Result};
 
@@ -37,19 +38,31 @@ pub(crate) struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `addr` and serves until stopped. An address that cannot be bound (in use, not
-    /// local, malformed) is an error naming it.
-    pub(crate) async fn start(addr: &str, endpoints: Endpoints) -> Result<Self> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::HttpBind {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| Error::HttpBind {
-            addr: addr.to_owned(),
+    /// Binds (or takes) the listener and serves until stopped. An address that cannot be
+    /// bound (in use, not local, malformed) is an error naming it.
+    pub(crate) async fn start(binding: HttpBinding, endpoints: Endpoints) -> Result<Self> {
+        let (addr, listener) = match binding {
+            HttpBinding::Addr(addr) => {
+                let listener = TcpListener::bind(&addr).await;
+                (addr, listener)
+            }
+            HttpBinding::Listener(listener) => {
+                let addr = listener
+                    .local_addr()
+                    .map_or_else(|_| "the given listener".to_owned(), |addr| addr.to_string());
+                // Tokio needs it non-blocking; the caller's `std` listener is blocking.
+                let listener = listener
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpListener::from_std(listener));
+                (addr, listener)
+            }
+        };
+        let bind_error = |source| Error::HttpBind {
+            addr: addr.clone(),
             source,
-        })?;
+        };
+        let listener = listener.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(serve(listener, endpoints, stop.clone()));
         tracing::info!(%local_addr, "serving /metrics, /health/live and /health/ready on http://{local_addr}");

@@ -186,9 +186,9 @@ impl GroupMetrics {
     }
 }
 
-/// Where a subscriber's entries come from, for what is read at scrape time.
+/// Where a subscriber's progress is read from at scrape time: its watch or its group.
 #[derive(Debug, Clone)]
-pub(crate) enum Source {
+pub(crate) enum Progress {
     /// A plain watch.
     Watch(WatchStatus),
     /// A consumer-group member.
@@ -202,10 +202,22 @@ pub(crate) struct SubscriberMetrics {
     handled: [AtomicU64; Outcome::ALL.len()],
     duration: Histogram,
     /// Set when the watch or group member starts.
-    source: OnceLock<Source>,
-    /// The same durations for OTLP, which has no histogram read at export time.
-    #[cfg(feature = "otlp")]
-    otel_duration: Option<crate::otlp::DurationHistogram>,
+    progress: OnceLock<Progress>,
+    /// The same durations for an exporter with no histogram read at export time (OTLP).
+    exported_duration: Option<Box<dyn DurationRecorder>>,
+}
+
+/// Where handler durations go besides the app's own histogram: an exporter that cannot read
+/// a histogram at export time (OTLP) records each call itself.
+pub(crate) trait DurationExport: Send + Sync + std::fmt::Debug {
+    /// The recorder of one subscriber's durations.
+    fn bind(&self, id: &SubscriberId) -> Box<dyn DurationRecorder>;
+}
+
+/// One subscriber's durations, as an exporter records them.
+pub(crate) trait DurationRecorder: Send + Sync + std::fmt::Debug {
+    /// Records one call's duration.
+    fn record(&self, seconds: f64);
 }
 
 impl SubscriberMetrics {
@@ -214,20 +226,19 @@ impl SubscriberMetrics {
         self.handled[outcome.index()].fetch_add(1, Ordering::Relaxed);
         if let Some(duration) = duration {
             self.duration.observe(duration);
-            #[cfg(feature = "otlp")]
-            if let Some((histogram, attributes)) = &self.otel_duration {
-                histogram.record(duration.as_secs_f64(), attributes);
+            if let Some(exported) = &self.exported_duration {
+                exported.record(duration.as_secs_f64());
             }
         }
     }
 
     /// Where the entries come from; set once, when the watch or member starts.
-    pub(crate) fn set_source(&self, source: Source) {
-        let _ = self.source.set(source);
+    pub(crate) fn set_progress(&self, progress: Progress) {
+        let _ = self.progress.set(progress);
     }
 
-    pub(crate) fn source(&self) -> Option<&Source> {
-        self.source.get()
+    pub(crate) fn progress(&self) -> Option<&Progress> {
+        self.progress.get()
     }
 }
 
@@ -241,9 +252,8 @@ pub(crate) struct Metrics {
 struct MetricsInner {
     broker: NatsBroker,
     subscribers: Registered<SubscriberMetrics>,
-    /// The OTLP duration histogram, if exported; set before any subscriber is bound.
-    #[cfg(feature = "otlp")]
-    otel_duration: OnceLock<opentelemetry::metrics::Histogram<f64>>,
+    /// Where durations are exported too, if anywhere; set before any subscriber is bound.
+    exported_durations: OnceLock<Arc<dyn DurationExport>>,
 }
 
 /// The kind of a metric family, as both exporters name it.
@@ -292,16 +302,15 @@ impl Metrics {
             inner: Arc::new(MetricsInner {
                 broker,
                 subscribers: Registered::default(),
-                #[cfg(feature = "otlp")]
-                otel_duration: OnceLock::new(),
+                exported_durations: OnceLock::new(),
             }),
         }
     }
 
-    /// Records durations into `histogram` too, for the subscribers bound from now on.
-    #[cfg(feature = "otlp")]
-    pub(crate) fn set_otel_histogram(&self, histogram: opentelemetry::metrics::Histogram<f64>) {
-        let _ = self.inner.otel_duration.set(histogram);
+    /// Records durations into `export` too, for the subscribers bound from now on.
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))] // only OTLP exports durations
+    pub(crate) fn export_durations(&self, export: Arc<dyn DurationExport>) {
+        let _ = self.inner.exported_durations.set(export);
     }
 
     /// Binds a subscriber's instruments; its series appear from now on, at zero.
@@ -310,15 +319,12 @@ impl Metrics {
             id: Arc::clone(id),
             handled: std::array::from_fn(|_| AtomicU64::new(0)),
             duration: Histogram::new(),
-            source: OnceLock::new(),
-            #[cfg(feature = "otlp")]
-            otel_duration: self.inner.otel_duration.get().map(|histogram| {
-                let attributes = [
-                    opentelemetry::KeyValue::new("bucket", id.bucket.to_string()),
-                    opentelemetry::KeyValue::new("subscriber", id.name.to_string()),
-                ];
-                (histogram.clone(), attributes)
-            }),
+            progress: OnceLock::new(),
+            exported_duration: self
+                .inner
+                .exported_durations
+                .get()
+                .map(|export| export.bind(id)),
         });
         self.inner.subscribers.add(&metrics);
         metrics
@@ -382,8 +388,8 @@ impl Metrics {
                 labels.clone(),
                 Value::Histogram(metrics.duration.snapshot()),
             ));
-            match metrics.source() {
-                Some(Source::Watch(status)) => {
+            match metrics.progress() {
+                Some(Progress::Watch(status)) => {
                     let lag = i64::try_from(status.pending()).unwrap_or(i64::MAX);
                     pending.series.push((labels.clone(), Value::Gauge(lag)));
                     for reason in RecreateReason::ALL {
@@ -393,7 +399,7 @@ impl Metrics {
                         recreated.series.push((labels, Value::Counter(count)));
                     }
                 }
-                Some(Source::Group(group)) => {
+                Some(Progress::Group(group)) => {
                     let (held, lag) = group.owned_and_pending();
                     let lag = i64::try_from(lag).unwrap_or(i64::MAX);
                     pending.series.push((labels.clone(), Value::Gauge(lag)));

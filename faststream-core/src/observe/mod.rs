@@ -9,9 +9,9 @@
 //! - [`prometheus`]: the families as Prometheus text;
 //! - [`health`]: readiness, from the connection, the lifecycle stage and each subscriber;
 //! - [`http`]: `/metrics`, `/health/live`, `/health/ready`;
-//! - [`trace`]: the span of each handled entry.
-//!
-//! The `otlp` feature (`crate::otlp`) exports the same spans and metric families over OTLP.
+//! - [`trace`]: the span of each handled entry;
+//! - `otlp` (the `otlp` feature): the same spans and metric families over OTLP;
+//! - [`setup`]: all of it set up for one run of the app (the one place that decides OTLP).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -23,11 +23,14 @@ use crate::broker::NatsBroker;
 pub(crate) mod health;
 pub(crate) mod http;
 pub(crate) mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub(crate) mod prometheus;
+pub(crate) mod setup;
 pub(crate) mod trace;
 
 use health::{EndedOnDrop, Health, SubscriberHealth};
-use metrics::{Metrics, Source, SubscriberMetrics};
+use metrics::{Metrics, Progress, SubscriberMetrics};
 
 /// The environment variable read for the HTTP address when the code sets none.
 pub const HTTP_ADDR_VAR: &str = "FASTSTREAM_HTTP_ADDR";
@@ -119,8 +122,8 @@ impl SubscriberObserver {
     /// The subscriber's watch or group member runs: where its state is read from and its
     /// caught-up (or joined) signal. The guard, held by the loop's task, marks it failed if
     /// the loop ends.
-    pub(crate) fn started(&self, source: Source, done: watch::Receiver<bool>) -> EndedOnDrop {
-        self.metrics.set_source(source.clone());
-        self.health.started(source, done)
+    pub(crate) fn started(&self, progress: Progress, done: watch::Receiver<bool>) -> EndedOnDrop {
+        self.metrics.set_progress(progress.clone());
+        self.health.started(progress, done)
     }
 }

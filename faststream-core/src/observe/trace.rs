@@ -13,6 +13,8 @@
 use tracing::field::Empty;
 use tracing::Span;
 
+use async_nats::HeaderMap;
+
 use crate::kv::message::KvMessage;
 
 /// The target of the per-entry spans, for filters (`RUST_LOG=faststream::entry=debug`).
@@ -30,10 +32,10 @@ pub const ENTRY_TARGET: &str = "faststream::entry";
 pub(crate) fn entry_span(
     subscriber: &str,
     group: Option<&str>,
-    sampler: Option<EntrySampler>,
+    tracing: Option<EntryTracing>,
     message: &KvMessage,
 ) -> Span {
-    if sampler.is_some_and(|sampler| !sampler.samples(message)) {
+    if tracing.is_some_and(|tracing| !tracing.sampler.samples(message)) {
         return Span::none();
     }
     // Integers as i64: the OpenTelemetry layer would export a u64 as text.
@@ -58,11 +60,20 @@ pub(crate) fn entry_span(
         otel.status_code = Empty,
         otel.status_description = Empty,
     );
-    #[cfg(feature = "otlp")]
-    if !span.is_disabled() {
-        crate::otlp::link_to_writer(&span, message.headers());
+    if let Some(tracing) = tracing.filter(|_| !span.is_disabled()) {
+        (tracing.link_parent)(&span, message.headers());
     }
     span
+}
+
+/// How entries are traced when spans are exported: which get a span, and how a span becomes
+/// the child of the writer's trace. Made by the exporter (OTLP), which alone knows the trace
+/// context, so this module depends on no exporter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntryTracing {
+    pub(crate) sampler: EntrySampler,
+    /// Makes the span a child of the trace the entry's headers carry, if any.
+    pub(crate) link_parent: fn(&Span, Option<&HeaderMap>),
 }
 
 /// Which entries get a span, decided before one is made.

@@ -1,18 +1,20 @@
-//! Shared application state, given with `App::with_state` and taken with `State<T>`.
+//! A map holding one value per type: the app's state (`App::with_state`, read by `State<T>`)
+//! and its declared views (`App::with_kv_view`, read by `KvView<T>`).
 
 use std::any::{type_name, Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// Values given to [`App::with_state`](crate::App::with_state), one per type.
+/// One value per type, shared between clones of the app's context.
 #[derive(Clone, Default)]
-pub(crate) struct StateMap {
+pub(crate) struct TypeMap {
     values: HashMap<TypeId, (&'static str, Arc<dyn Any + Send + Sync>)>,
 }
 
-impl StateMap {
-    pub(crate) fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+impl TypeMap {
+    /// Stores `value` as the one of its type, replacing an earlier one.
+    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
         self.values
             .insert(TypeId::of::<T>(), (type_name::<T>(), Arc::new(value)));
     }
@@ -28,7 +30,7 @@ impl StateMap {
     }
 }
 
-impl fmt::Debug for StateMap {
+impl fmt::Debug for TypeMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set()
             .entries(self.values.values().map(|(name, _)| name))

@@ -48,8 +48,11 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 use crate::error::{Error, Result};
+use crate::logging::ExportLayer;
 use crate::observe::metrics::{Kind, Metrics, Value, DURATION_BUCKETS};
-use crate::observe::trace::EntrySampler;
+use crate::observe::metrics::{DurationExport, DurationRecorder};
+use crate::observe::SubscriberId;
+use crate::observe::trace::{EntrySampler, EntryTracing};
 pub use crate::observe::trace::ENTRY_TARGET;
 
 /// The instrumentation scope of everything exported.
@@ -122,8 +125,12 @@ impl Otlp {
         self
     }
 
-    pub(crate) fn sampler(&self) -> EntrySampler {
-        EntrySampler::new(self.entry_sampling)
+    /// How entries are traced: sampled by revision, linked to their writer's trace.
+    pub(crate) fn entry_tracing(&self) -> EntryTracing {
+        EntryTracing {
+            sampler: EntrySampler::new(self.entry_sampling),
+            link_parent: link_to_writer,
+        }
     }
 
     /// The `tracing` layer that exports spans: the per-entry spans ([`ENTRY_TARGET`], at
@@ -139,6 +146,11 @@ impl Otlp {
         tracing_opentelemetry::layer()
             .with_tracer(self.tracer_provider.tracer(SCOPE))
             .with_filter(filter)
+    }
+
+    /// [`layer`](Self::layer), for the default log output.
+    pub(crate) fn export_layer(&self) -> ExportLayer {
+        Box::new(self.layer::<tracing_subscriber::Registry>())
     }
 
     /// The tracer provider.
@@ -161,7 +173,7 @@ impl Otlp {
             .with_description("How long handler calls took, in seconds.")
             .with_boundaries(DURATION_BUCKETS.to_vec())
             .build();
-        metrics.set_otel_histogram(histogram);
+        metrics.export_durations(Arc::new(OtelHistogram(histogram)));
         let observables = metrics
             .collect()
             .into_iter()
@@ -251,7 +263,7 @@ fn observe(
 }
 
 /// Makes `span` a child of the writer's trace if the entry carries a W3C `traceparent`.
-pub(crate) fn link_to_writer(span: &Span, headers: Option<&async_nats::HeaderMap>) {
+fn link_to_writer(span: &Span, headers: Option<&async_nats::HeaderMap>) {
     let Some(headers) = headers else {
         return;
     };
@@ -277,5 +289,27 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// The duration histogram of one subscriber, with its attributes.
-pub(crate) type DurationHistogram = (Histogram<f64>, [KeyValue; 2]);
+/// The handler durations as an OpenTelemetry histogram, which has no asynchronous form: each
+/// call is recorded into it too.
+#[derive(Debug)]
+struct OtelHistogram(Histogram<f64>);
+
+impl DurationExport for OtelHistogram {
+    fn bind(&self, id: &SubscriberId) -> Box<dyn DurationRecorder> {
+        let attributes = [
+            KeyValue::new("bucket", id.bucket.to_string()),
+            KeyValue::new("subscriber", id.name.to_string()),
+        ];
+        Box::new(BoundHistogram(self.0.clone(), attributes))
+    }
+}
+
+/// One subscriber's share of [`OtelHistogram`].
+#[derive(Debug)]
+struct BoundHistogram(Histogram<f64>, [KeyValue; 2]);
+
+impl DurationRecorder for BoundHistogram {
+    fn record(&self, seconds: f64) {
+        self.0.record(seconds, &self.1);
+    }
+}

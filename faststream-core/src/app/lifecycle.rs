@@ -1,0 +1,254 @@
+//! The lifecycle of a running app: on_startup hooks -> connect -> declare buckets -> start the
+//! views, then the subscribers -> (optionally) wait until every subscriber has handled its
+//! bucket's state -> after_startup hooks -> run until the shutdown signal -> stop taking
+//! entries (in-flight handlers finish, bounded) -> on_shutdown hooks -> drain the connection
+//! (bounded) -> after_shutdown hooks. A signal during start-up stops it at the stage it
+//! reached and shuts down the same way.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::catch_up::wait_for_catch_up;
+use super::checks::CheckedSubscriber;
+use super::subscribers::RunningSubscriber;
+use super::views::ViewStart;
+use super::Timeouts;
+use crate::context::AppContext;
+use crate::error::{chain, Error, Result};
+use crate::observe::health::Stage;
+use crate::observe::trace::EntryTracing;
+use crate::observe::Observer;
+use crate::registry::{HookStage, Registry};
+
+/// How long start-up waits for the views to catch up unless `wait_for_catch_up` says.
+const DEFAULT_VIEW_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything a running app holds, built once by [`App::run_until`](super::App::run_until)
+/// and used by each stage.
+pub(super) struct Lifecycle {
+    pub(super) app: AppContext,
+    pub(super) registry: Registry,
+    pub(super) timeouts: Timeouts,
+    /// Fired to stop the watch loops.
+    pub(super) cancel: CancellationToken,
+    pub(super) observer: Observer,
+    /// How entries are traced when spans are exported.
+    pub(super) tracing: Option<EntryTracing>,
+}
+
+/// How far start-up got.
+pub(super) enum StartOutcome {
+    /// Everything started; the app runs.
+    Running,
+    /// A shutdown was requested during `stage`; what had started is to be stopped by
+    /// `deadline` (the shutdown timeout after the request).
+    Interrupted {
+        stage: &'static str,
+        deadline: Instant,
+        /// The error of a start-up hook that failed while finishing after the request.
+        hook_error: Option<Error>,
+    },
+}
+
+/// The drain of the connection at shutdown gets what is left of the shutdown timeout, but at
+/// least this long: a reachable server answers a flush in milliseconds.
+const MIN_DRAIN_TIME: Duration = Duration::from_secs(1);
+
+fn drain_timeout(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(MIN_DRAIN_TIME)
+}
+
+impl Lifecycle {
+    /// What hooks of `stage` get: `on_startup` hooks run before the views start.
+    pub(super) fn context_for(&self, stage: HookStage) -> AppContext {
+        AppContext {
+            views_started: stage != HookStage::OnStartup,
+            ..self.app.clone()
+        }
+    }
+
+    /// Starts, runs until `requested` fires, and shuts down. A start-up failure stops whatever
+    /// had started and returns the error; a shutdown requested during start-up lets a running
+    /// start-up hook finish (up to the shutdown timeout), starts nothing more, and shuts down
+    /// like a running app.
+    pub(super) async fn run(
+        &self,
+        subscribers: Vec<CheckedSubscriber>,
+        views: Vec<ViewStart>,
+        requested: CancellationToken,
+    ) -> Result<()> {
+        let mut watches = Vec::new();
+        let mut interrupted_hook = None;
+        let deadline = match self
+            .start(subscribers, views, &mut watches, &requested)
+            .await
+        {
+            Ok(StartOutcome::Running) => {
+                tracing::info!("application started; waiting for the shutdown signal");
+                self.observer.health.set_stage(Stage::Running);
+                requested.cancelled().await;
+                self.observer.health.set_stage(Stage::Stopping);
+                Instant::now() + self.timeouts.shutdown
+            }
+            Ok(StartOutcome::Interrupted {
+                stage,
+                deadline,
+                hook_error,
+            }) => {
+                tracing::info!(
+                    "shutdown requested during start-up ({stage}); stopping what started"
+                );
+                self.observer.health.set_stage(Stage::Stopping);
+                interrupted_hook = hook_error;
+                deadline
+            }
+            Err(error) => {
+                self.observer.health.set_stage(Stage::Stopping);
+                let deadline = Instant::now() + self.timeouts.shutdown;
+                self.stop_watches(watches, deadline).await;
+                self.app.broker.drain(drain_timeout(deadline)).await;
+                return Err(error);
+            }
+        };
+        let shutdown = self.shutdown(watches, deadline).await;
+        interrupted_hook.map_or(shutdown, Err)
+    }
+
+    /// Stop taking entries -> calls in flight finish (until `deadline`: the shutdown timeout
+    /// after the request) -> `on_shutdown` hooks (connection still up) -> drain the connection
+    /// (bounded by what is left until `deadline`, at least [`MIN_DRAIN_TIME`]) ->
+    /// `after_shutdown` hooks.
+    async fn shutdown(&self, watches: Vec<RunningSubscriber>, deadline: Instant) -> Result<()> {
+        self.stop_watches(watches, deadline).await;
+        let on_shutdown = self.run_shutdown_hooks(HookStage::OnShutdown).await;
+        self.app.broker.drain(drain_timeout(deadline)).await;
+        let after_shutdown = self.run_shutdown_hooks(HookStage::AfterShutdown).await;
+        tracing::info!("application stopped");
+        on_shutdown.and(after_shutdown)
+    }
+
+    /// on_startup hooks -> connect -> declare buckets -> start watches -> after_startup hooks,
+    /// each stage given up when `requested` fires. The watches started are pushed to `watches`
+    /// as they start, so the caller stops them whatever happens.
+    async fn start(
+        &self,
+        subscribers: Vec<CheckedSubscriber>,
+        views: Vec<ViewStart>,
+        watches: &mut Vec<RunningSubscriber>,
+        requested: &CancellationToken,
+    ) -> Result<StartOutcome> {
+        if let Some(interrupted) = self
+            .run_startup_hooks(HookStage::OnStartup, requested)
+            .await?
+        {
+            return Ok(interrupted);
+        }
+        let interrupted = |stage| StartOutcome::Interrupted {
+            stage,
+            deadline: Instant::now() + self.timeouts.shutdown,
+            hook_error: None,
+        };
+        // `biased`: a request already made wins over a stage that is ready at once.
+        tokio::select! {
+            biased;
+            () = requested.cancelled() => return Ok(interrupted("connecting")),
+            connected = self.app.broker.connect() => connected?,
+        }
+        if subscribers
+            .iter()
+            .any(|subscriber| subscriber.kv_watch.group.is_some())
+        {
+            // Before anything is declared or started: an old server fails start-up cleanly.
+            self.app.broker.require_groups()?;
+        }
+        let declared = async {
+            self.declare_buckets(&subscribers).await?;
+            self.start_views(views).await?;
+            self.start_subscribers(subscribers, watches).await
+        };
+        tokio::select! {
+            biased;
+            () = requested.cancelled() => return Ok(interrupted("starting the watches")),
+            declared = declared => declared?,
+        }
+        if let Some(timeout) = self.timeouts.catch_up {
+            tokio::select! {
+                biased;
+                () = requested.cancelled() => {
+                    return Ok(interrupted("waiting for the watches to catch up"))
+                }
+                caught_up = wait_for_catch_up(
+                    watches.iter().map(|watch| &watch.catch_up),
+                    timeout,
+                ) => {
+                    caught_up?;
+                    tracing::info!(watches = watches.len(), "every watch has caught up");
+                }
+            }
+        }
+        if let Some(interrupted) = self
+            .run_startup_hooks(HookStage::AfterStartup, requested)
+            .await?
+        {
+            return Ok(interrupted);
+        }
+        Ok(StartOutcome::Running)
+    }
+
+    /// Makes sure every watched bucket exists before any watch starts. Subscribers that
+    /// declare go first, so a bucket is created if any of its subscribers declares it, and
+    /// those that only look a bucket up then find it in the broker's cache.
+    async fn declare_buckets(&self, subscribers: &[CheckedSubscriber]) -> Result<()> {
+        let (declaring, looking_up): (Vec<_>, Vec<_>) = subscribers
+            .iter()
+            .partition(|subscriber| subscriber.kv_watch.declares());
+        for subscriber in declaring.into_iter().chain(looking_up) {
+            self.app.broker.watched_bucket(&subscriber.kv_watch).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the declared views and waits until each holds its bucket's state (bounded by the
+    /// catch-up timeout), so that handlers and `after_startup` hooks find them caught up.
+    async fn start_views(&self, views: Vec<ViewStart>) -> Result<()> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        let mut started = Vec::with_capacity(views.len());
+        for view in views {
+            started.push((view.start)(self.app.broker.clone()).await?);
+        }
+        let timeout = self
+            .timeouts
+            .catch_up
+            .unwrap_or(DEFAULT_VIEW_CATCH_UP_TIMEOUT);
+        wait_for_catch_up(started.iter(), timeout).await
+    }
+
+    /// Stops every watch loop: no new entry is started; the handlers in flight get until
+    /// `deadline` to finish, and are abandoned after it with a log line naming the subscriber.
+    async fn stop_watches(&self, watches: Vec<RunningSubscriber>, deadline: Instant) {
+        self.cancel.cancel();
+        let timeout = self.timeouts.shutdown;
+        for RunningSubscriber {
+            name, mut handle, ..
+        } in watches
+        {
+            match tokio::time::timeout_at(deadline, &mut handle).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(subscriber = %name, error = %chain(&error), "watch loop failed");
+                }
+                Err(_) => {
+                    tracing::warn!(subscriber = %name, ?timeout,
+                        "handler still running at the shutdown timeout; abandoning it");
+                    handle.abort();
+                }
+            }
+        }
+    }
+}

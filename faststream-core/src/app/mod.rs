@@ -1,0 +1,367 @@
+//! `App`: the lifecycle. on_startup hooks -> connect -> declare buckets -> start watches ->
+//! (optionally) wait until every watch has handled its bucket's state -> after_startup hooks ->
+//! run until the shutdown signal -> stop taking entries (in-flight handlers finish, bounded) ->
+//! on_shutdown hooks -> drain the connection (bounded) -> after_shutdown hooks. A signal
+//! during start-up stops it at the stage it reached and shuts down the same way.
+
+mod catch_up;
+mod checks;
+mod hooks;
+mod lifecycle;
+mod subscribers;
+mod views;
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::NatsBroker;
+use crate::context::AppContext;
+use crate::error::Result;
+use crate::handler::{BoxedHandler, BoxedHook, Handler, Hook};
+use crate::kv::options::KvWatch;
+use crate::observe::setup::{HttpBinding, ObserveSettings};
+use crate::registry::{HookSpec, HookStage, Registry, Scope, SubscriberSpec};
+use crate::signal::ShutdownSignals;
+use crate::type_map::TypeMap;
+
+use lifecycle::Lifecycle;
+use views::ViewStart;
+
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A service: one broker, its subscribers and hooks, and their lifecycle.
+///
+/// By default it runs every `#[subscriber]` and hook linked into the binary.
+///
+/// ```no_run
+/// use faststream_core::{App, NatsBroker};
+///
+/// #[tokio::main]
+/// async fn main() -> anyhow::Result<()> {
+///     App::new(NatsBroker::from_env()).run().await?;
+///     Ok(())
+/// }
+/// ```
+///
+/// Hooks of one kind run by ascending `order` (`#[after_startup(order = -1)]`, default 0), then
+/// by path (`crate::module::fn_name`), so the order is the same on every run.
+#[derive(Debug)]
+pub struct App {
+    broker: NatsBroker,
+    state: TypeMap,
+    scope: Scope,
+    subscribers: Vec<SubscriberSpec>,
+    hooks: Vec<HookSpec>,
+    timeouts: Timeouts,
+    /// The declared views' slots, by value type.
+    views: TypeMap,
+    view_starts: Vec<ViewStart>,
+    observe: ObserveSettings,
+    /// Problems found while building the app, reported with the others before connecting.
+    problems: Vec<String>,
+}
+
+/// How long the parts of a running app may take.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// How long shutdown waits for in-flight handlers (and a failed start-up for the watches
+    /// it had started).
+    shutdown: Duration,
+    /// How long one handler call may run; `None`: no limit.
+    handler: Option<Duration>,
+    /// How long start-up waits for the watches to catch up; `None`: it does not wait.
+    catch_up: Option<Duration>,
+}
+
+impl App {
+    /// An app on `broker` with every registered subscriber and hook.
+    pub fn new(broker: NatsBroker) -> Self {
+        Self {
+            broker,
+            state: TypeMap::default(),
+            scope: Scope::All,
+            subscribers: Vec::new(),
+            hooks: Vec::new(),
+            timeouts: Timeouts {
+                shutdown: DEFAULT_SHUTDOWN_TIMEOUT,
+                handler: None,
+                catch_up: None,
+            },
+            views: TypeMap::default(),
+            view_starts: Vec::new(),
+            observe: ObserveSettings::default(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Serves `GET /metrics` (Prometheus text), `GET /health/live` and `GET /health/ready` on
+    /// `addr` (`host:port`; port 0 picks a free one) from the start of the lifecycle to its
+    /// end. Without it, the address comes from the `FASTSTREAM_HTTP_ADDR` environment
+    /// variable; with neither, nothing is served. An address that cannot be bound fails
+    /// start-up with [`Error::HttpBind`] naming it.
+    ///
+    /// `/health/ready` answers 200 only while the app is started (its `after_startup` hooks
+    /// done), connected to NATS and every subscriber live (caught up, its handler too; a
+    /// consumer-group member joined, holding partitions or not); 503 otherwise, with a JSON
+    /// body naming each subscriber's state. The README lists the metrics.
+    ///
+    /// ```no_run
+    /// use faststream_core::{App, NatsBroker};
+    ///
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// App::new(NatsBroker::from_env())
+    ///     .http("0.0.0.0:9464")
+    ///     .run()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn http(mut self, addr: impl Into<String>) -> Self {
+        self.observe.http = Some(HttpBinding::Addr(addr.into()));
+        self
+    }
+
+    /// Serves the endpoints of [`http`](Self::http) on a listener bound by the caller, who then
+    /// knows its address before the app starts (port 0 picks a free port race-free).
+    ///
+    /// ```no_run
+    /// use faststream_core::{App, NatsBroker};
+    ///
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let metrics_url = format!("http://{}/metrics", listener.local_addr()?);
+    /// let app = App::new(NatsBroker::from_env()).http_listener(listener);
+    /// # drop(metrics_url);
+    /// app.run().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn http_listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.observe.http = Some(HttpBinding::Listener(listener));
+        self
+    }
+
+    /// How long the connection to NATS may be down, or a watch re-create its consumer, before
+    /// `/health/ready` reports it (default 2 s), so a blip or a leader election does not take
+    /// the service out of rotation.
+    #[must_use]
+    pub fn readiness_grace(mut self, grace: Duration) -> Self {
+        self.observe.readiness_grace = Some(grace);
+        self
+    }
+
+    /// Serves the metrics of `registry` on `/metrics` too, so a service's own metrics come
+    /// from the same endpoint as the app's.
+    ///
+    /// ```no_run
+    /// use faststream_core::prometheus_client::metrics::counter::Counter;
+    /// use faststream_core::prometheus_client::registry::Registry;
+    /// use faststream_core::{App, NatsBroker};
+    ///
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let orders: Counter = Counter::default();
+    /// let mut registry = Registry::default();
+    /// registry.register("shop_orders", "Orders seen", orders.clone());
+    /// App::new(NatsBroker::from_env())
+    ///     .http("127.0.0.1:9464")
+    ///     .prometheus_registry(registry)
+    ///     .run()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn prometheus_registry(mut self, registry: prometheus_client::registry::Registry) -> Self {
+        self.observe.registry = Some(registry);
+        self
+    }
+
+    /// Exports the per-entry spans and the metrics over OTLP (the `otlp` feature); see
+    /// [`otlp`](crate::otlp).
+    #[cfg(feature = "otlp")]
+    #[must_use]
+    pub fn otlp(mut self, otlp: crate::otlp::Otlp) -> Self {
+        self.observe.otlp = Some(otlp);
+        self
+    }
+
+    /// Adds shared state, read by handlers and hooks with [`State<T>`](crate::State). One value
+    /// per type; giving a type again replaces the earlier value.
+    #[must_use]
+    pub fn with_state<T: Clone + Send + Sync + 'static>(mut self, state: T) -> Self {
+        self.state.insert(state);
+        self
+    }
+
+    /// How long shutdown waits for in-flight handlers before abandoning them (default 10 s).
+    #[must_use]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.shutdown = timeout;
+        self
+    }
+
+    /// How long one handler call may run; past it the call is abandoned with an error log and
+    /// the next entry is handled. Default: no limit.
+    #[must_use]
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.handler = Some(timeout);
+        self
+    }
+
+    /// Runs the `after_startup` hooks only once every subscriber has handled its bucket's state
+    /// as of start-up (the latest value of every matching key; every retained revision with
+    /// `include_history`; nothing to wait for with `updates_only`), so a service that holds
+    /// state in its handlers never serves on half of it. If a watch is still behind after
+    /// `timeout`, start-up fails with [`Error::CatchUpTimeout`] naming each one and how far
+    /// behind it is.
+    ///
+    /// Without it, `after_startup` hooks run as soon as the watches are created. Either way
+    /// the app logs each subscriber's catch-up (entries and time).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use faststream_core::{App, NatsBroker};
+    ///
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// App::new(NatsBroker::from_env())
+    ///     .wait_for_catch_up(Duration::from_secs(30))
+    ///     .run()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn wait_for_catch_up(mut self, timeout: Duration) -> Self {
+        self.timeouts.catch_up = Some(timeout);
+        self
+    }
+
+    /// Takes only the registered subscribers and hooks of `module` and its submodules (as
+    /// `module_path!()` names them). For tests, and for binaries hosting several apps.
+    #[must_use]
+    pub fn only_module(mut self, module: impl Into<String>) -> Self {
+        self.scope = Scope::Module(module.into());
+        self
+    }
+
+    /// Takes none of the registered subscribers and hooks: only those added with
+    /// [`subscriber`](Self::subscriber) and [`hook`](Self::hook).
+    #[must_use]
+    pub fn without_registered(mut self) -> Self {
+        self.scope = Scope::None;
+        self
+    }
+
+    /// Does not install the default log output (stderr, `RUST_LOG`, default `info`); by default
+    /// it is installed unless the program set a `tracing` subscriber itself.
+    #[must_use]
+    pub fn without_default_logging(mut self) -> Self {
+        self.observe.default_logging = false;
+        self
+    }
+
+    /// Adds a subscriber in code: what `#[subscriber(key, kv_watch = ...)]` registers.
+    ///
+    /// ```no_run
+    /// use faststream_core::{App, KvWatch, NatsBroker};
+    ///
+    /// async fn on_mode(mode: String) {
+    ///     println!("mode is now {mode}");
+    /// }
+    ///
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// App::new(NatsBroker::from_env())
+    ///     .subscriber("on_mode", "mode", KvWatch::new("settings"), on_mode)
+    ///     .run()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn subscriber<H: Handler<Args>, Args: 'static>(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        key: impl Into<Cow<'static, str>>,
+        kv_watch: KvWatch,
+        handler: H,
+    ) -> Self {
+        self.subscribers.push(SubscriberSpec {
+            name: name.into(),
+            key: key.into(),
+            kv_watch,
+            handler: BoxedHandler::new(handler),
+            location: None,
+        });
+        self
+    }
+
+    /// Adds a lifecycle hook in code, with order 0.
+    #[must_use]
+    pub fn hook<H: Hook<Args>, Args: 'static>(
+        mut self,
+        stage: HookStage,
+        name: impl Into<Cow<'static, str>>,
+        hook: H,
+    ) -> Self {
+        self.hooks.push(HookSpec {
+            stage,
+            name: name.into(),
+            order: 0,
+            hook: BoxedHook::new(hook),
+        });
+        self
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully and returns `Ok(())`.
+    pub async fn run(self) -> Result<()> {
+        let signals = ShutdownSignals::install()?;
+        self.run_until(signals.wait()).await
+    }
+
+    /// Runs until `shutdown` completes, then shuts down gracefully.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        self.observe.install_logging();
+        let registry = Registry::collect(&self.scope, self.subscribers, self.hooks)?;
+        let mut observing = self.observe.begin(self.broker.clone());
+        let lifecycle = Lifecycle {
+            app: AppContext {
+                broker: self.broker,
+                state: Arc::new(self.state),
+                views: Arc::new(self.views),
+                views_started: true,
+            },
+            registry,
+            timeouts: self.timeouts,
+            cancel: CancellationToken::new(),
+            observer: observing.observer.clone(),
+            tracing: observing.tracing,
+        };
+        let subscribers = lifecycle.check_subscribers(self.problems)?;
+        lifecycle.log_registry(&self.view_starts);
+        let server = observing.serve_http().await?;
+
+        // The lifecycle polls `requested` at every stage, so a shutdown asked for while starting
+        // stops what had started the documented way instead of dropping it mid-call.
+        let requested = CancellationToken::new();
+        let run = lifecycle.run(subscribers, self.view_starts, requested.clone());
+        let mut run = std::pin::pin!(run);
+        let result = tokio::select! {
+            result = &mut run => result,
+            () = shutdown => {
+                requested.cancel();
+                run.await
+            }
+        };
+        if let Some(server) = server {
+            server.stop().await;
+        }
+        observing.finish().await;
+        result
+    }
+}

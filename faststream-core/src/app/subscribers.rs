@@ -1,0 +1,160 @@
+//! Starting each subscriber: a watch feeding its handler, or a consumer-group member.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::catch_up::CatchUpWait;
+use super::checks::CheckedSubscriber;
+use super::lifecycle::Lifecycle;
+use crate::broker::Watcher;
+use crate::dispatch::group_member::GroupMember;
+use crate::dispatch::watch_loop::{HandledSignal, WatchLoop};
+use crate::dispatch::Dispatcher;
+use crate::error::Result;
+use crate::kv::group::GroupSettings;
+use crate::observe::metrics::{GroupMetrics, Progress};
+
+/// A started watch loop.
+pub(super) struct RunningSubscriber {
+    pub(super) name: Arc<str>,
+    pub(super) handle: JoinHandle<()>,
+    /// Set once the subscriber has handled its bucket's state.
+    pub(super) catch_up: CatchUpWait,
+}
+
+impl Lifecycle {
+    /// Starts every subscriber, pushing each to `running` as it starts (the caller stops them).
+    /// If one cannot be created, the error names the subscriber.
+    pub(super) async fn start_subscribers(
+        &self,
+        subscribers: Vec<CheckedSubscriber>,
+        running: &mut Vec<RunningSubscriber>,
+    ) -> Result<()> {
+        for subscriber in subscribers {
+            let started = match subscriber.kv_watch.group.clone() {
+                Some(settings) => self.join_group(subscriber, settings).await?,
+                None => self.start_watch(subscriber).await?,
+            };
+            running.push(started);
+        }
+        Ok(())
+    }
+
+    /// Creates a subscriber's watch and spawns the loop feeding its handler.
+    async fn start_watch(&self, subscriber: CheckedSubscriber) -> Result<RunningSubscriber> {
+        let name = Arc::clone(&subscriber.context.name);
+        let watcher = self
+            .app
+            .broker
+            .watch(
+                &subscriber.context.pattern,
+                subscriber.kv_watch.clone(),
+                Watcher::Subscriber(&name),
+            )
+            .await?;
+        let description = format!(
+            "subscriber `{name}` (`{}` in bucket `{}`)",
+            subscriber.context.pattern(),
+            subscriber.kv_watch.bucket()
+        );
+        let status = watcher.status();
+        let handled = Arc::new(HandledSignal::new(false));
+        let progress = Progress::Watch(status.clone());
+        let watch_loop = WatchLoop {
+            max_workers: subscriber.kv_watch.max_workers,
+            dispatcher: self.dispatcher(&subscriber, None),
+            watcher,
+            handled: Arc::clone(&handled),
+        };
+        let catch_up = CatchUpWait {
+            description,
+            status: Some(status),
+            done: handled.subscribe(),
+        };
+        Ok(self.spawn(&subscriber, progress, catch_up, |cancel| {
+            watch_loop.run(cancel)
+        }))
+    }
+
+    /// Creates or joins a subscriber's consumer group and spawns the member. Start-up may wait
+    /// for it to join, not for the group's backlog: that is shared with the other members.
+    async fn join_group(
+        &self,
+        subscriber: CheckedSubscriber,
+        settings: GroupSettings,
+    ) -> Result<RunningSubscriber> {
+        let watch = &subscriber.kv_watch;
+        let (layout, declared) = self
+            .app
+            .broker
+            .declare_group(&subscriber.context.pattern, watch, &settings)
+            .await?;
+        let description = format!(
+            "subscriber `{}` (group `{}` on `{}` in bucket `{}`)",
+            subscriber.context.name,
+            settings.name(),
+            subscriber.context.pattern(),
+            watch.bucket()
+        );
+        let joined = Arc::new(HandledSignal::new(false));
+        let metrics = Arc::new(GroupMetrics::new(settings.partitions));
+        let progress = Progress::Group(Arc::clone(&metrics));
+        let member = GroupMember {
+            max_workers: watch.max_workers,
+            without_values: watch.without_values(),
+            ignore_deletes: watch.ignore_deletes,
+            dispatcher: self.dispatcher(&subscriber, Some(Arc::from(settings.name()))),
+            metrics,
+            context: self.app.broker.jetstream()?,
+            layout,
+            settings,
+            declared,
+            joined: Arc::clone(&joined),
+        };
+        let catch_up = CatchUpWait {
+            description,
+            status: None,
+            done: joined.subscribe(),
+        };
+        Ok(self.spawn(&subscriber, progress, catch_up, |cancel| member.run(cancel)))
+    }
+
+    /// What calls the subscriber's handler; `group` for a member's calls.
+    fn dispatcher(&self, subscriber: &CheckedSubscriber, group: Option<Arc<str>>) -> Dispatcher {
+        Dispatcher {
+            context: Arc::clone(&subscriber.context),
+            handler: subscriber.handler.clone(),
+            handler_timeout: self.timeouts.handler,
+            metrics: subscriber.observer.recorder.clone(),
+            group,
+            tracing: self.tracing,
+        }
+    }
+
+    /// Spawns a subscriber's loop, seen by readiness and metrics through `progress`, and marked
+    /// failed by readiness if it ends before the app stops.
+    fn spawn<F: Future<Output = ()> + Send + 'static>(
+        &self,
+        subscriber: &CheckedSubscriber,
+        progress: Progress,
+        catch_up: CatchUpWait,
+        run: impl FnOnce(CancellationToken) -> F,
+    ) -> RunningSubscriber {
+        let ended = subscriber
+            .observer
+            .started(progress, catch_up.done.clone());
+        let run = run(self.cancel.clone());
+        let handle = tokio::spawn(async move {
+            let _ended = ended;
+            run.await;
+        });
+        RunningSubscriber {
+            name: Arc::clone(&subscriber.context.name),
+            handle,
+            catch_up,
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Observability for one run of the app: the default log output, the metrics and readiness the
+//! subscribers feed, the HTTP endpoints, and the OTLP export. Whether OTLP is compiled in is
+//! decided here, once: without the `otlp` feature [`OtlpExport`] is a type with no values, so
+//! the code around it is the same either way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+
+use super::http::{Endpoints, HttpServer};
+use super::prometheus::MetricsCollector;
+use super::trace::EntryTracing;
+use super::{Observer, HTTP_ADDR_VAR};
+use crate::broker::NatsBroker;
+use crate::error::Result;
+use crate::logging;
+
+#[cfg(feature = "otlp")]
+pub(crate) use super::otlp::{Exported, Otlp as OtlpExport};
+#[cfg(not(feature = "otlp"))]
+pub(crate) use without_otlp::{Exported, OtlpExport};
+
+/// Where the HTTP endpoints listen.
+#[derive(Debug)]
+pub(crate) enum HttpBinding {
+    /// An address to bind (`host:port`; port 0 picks a free one).
+    Addr(String),
+    /// A listener the caller bound, who therefore knows its address.
+    Listener(std::net::TcpListener),
+}
+
+/// How the app is observed, as configured on [`App`](crate::App).
+#[derive(Debug)]
+pub(crate) struct ObserveSettings {
+    pub(crate) http: Option<HttpBinding>,
+    /// How long a connection blip or a watch re-creation may last before readiness drops.
+    pub(crate) readiness_grace: Option<Duration>,
+    /// The service's own registry, served on `/metrics` with the app's metrics.
+    pub(crate) registry: Option<Registry>,
+    pub(crate) otlp: Option<OtlpExport>,
+    pub(crate) default_logging: bool,
+}
+
+impl Default for ObserveSettings {
+    fn default() -> Self {
+        Self {
+            http: None,
+            readiness_grace: None,
+            registry: None,
+            otlp: None,
+            default_logging: true,
+        }
+    }
+}
+
+/// A run's observability, from the start of the lifecycle to its end.
+#[derive(Debug)]
+pub(crate) struct Observing {
+    pub(crate) observer: Observer,
+    /// How entries are traced when spans are exported; `None`: at `DEBUG`, not sampled.
+    pub(crate) tracing: Option<EntryTracing>,
+    http: Option<HttpBinding>,
+    registry: Option<Registry>,
+    otlp: Option<OtlpExport>,
+    /// The OTLP instruments, kept while the app runs.
+    _exported: Option<Exported>,
+}
+
+impl ObserveSettings {
+    /// Installs the default log output (unless turned off), first, so everything after is
+    /// logged.
+    pub(crate) fn install_logging(&self) {
+        if self.default_logging {
+            logging::init_default(self.otlp.as_ref().map(OtlpExport::export_layer));
+        }
+    }
+
+    /// The observer of this run, its metrics exported over OTLP if configured.
+    pub(crate) fn begin(self, broker: NatsBroker) -> Observing {
+        let http = self.http.or_else(|| {
+            std::env::var(HTTP_ADDR_VAR)
+                .ok()
+                .filter(|addr| !addr.trim().is_empty())
+                .map(HttpBinding::Addr)
+        });
+        let exported = http.is_some() || self.otlp.is_some();
+        let grace = self
+            .readiness_grace
+            .unwrap_or(super::health::DEFAULT_GRACE);
+        let observer = Observer::new(broker, exported, grace);
+        // Before any subscriber is bound, which takes the OTLP histogram.
+        let exported = self
+            .otlp
+            .as_ref()
+            .map(|otlp| otlp.export(&observer.metrics));
+        Observing {
+            tracing: self.otlp.as_ref().map(OtlpExport::entry_tracing),
+            observer,
+            http,
+            registry: self.registry,
+            otlp: self.otlp,
+            _exported: exported,
+        }
+    }
+}
+
+impl Observing {
+    /// Starts the HTTP endpoints, if configured. An address that cannot be bound is an error
+    /// naming it.
+    pub(crate) async fn serve_http(&mut self) -> Result<Option<HttpServer>> {
+        let Some(binding) = self.http.take() else {
+            return Ok(None);
+        };
+        let mut registry = self.registry.take().unwrap_or_default();
+        registry.register_collector(Box::new(MetricsCollector(self.observer.metrics.clone())));
+        let endpoints = Endpoints {
+            registry: Arc::new(registry),
+            health: self.observer.health.clone(),
+        };
+        HttpServer::start(binding, endpoints).await.map(Some)
+    }
+
+    /// Flushes and stops the exporters, at the end of the run.
+    pub(crate) async fn finish(self) {
+        if let Some(otlp) = self.otlp {
+            // Flushing waits on the exporters' threads: not on a runtime worker.
+            let _ = tokio::task::spawn_blocking(move || otlp.shutdown()).await;
+        }
+    }
+}
+
+/// [`OtlpExport`] without the `otlp` feature: no value can be made, so every method is
+/// unreachable and compiles to nothing.
+#[cfg(not(feature = "otlp"))]
+mod without_otlp {
+    use crate::logging::ExportLayer;
+    use crate::observe::metrics::Metrics;
+    use crate::observe::trace::EntryTracing;
+
+    /// No OTLP export: the `otlp` feature is off.
+    #[derive(Debug)]
+    pub(crate) enum OtlpExport {}
+
+    /// Nothing exported.
+    #[derive(Debug)]
+    pub(crate) struct Exported;
+
+    impl OtlpExport {
+        pub(crate) fn export_layer(&self) -> ExportLayer {
+            match *self {}
+        }
+
+        pub(crate) fn export(&self, _: &Metrics) -> Exported {
+            match *self {}
+        }
+
+        pub(crate) fn entry_tracing(&self) -> EntryTracing {
+            match *self {}
+        }
+
+        pub(crate) fn shutdown(&self) {
+            match *self {}
+        }
+    }
+}
