@@ -232,7 +232,7 @@ pub enum Error {
     },
 
     /// A consumer group could not be set up, joined, read or deleted.
-    #[error("consumer group `{group}` on bucket `{bucket}`: {source}")]
+    #[error("consumer group `{group}` on bucket `{bucket}`")]
     Group {
         /// The bucket.
         bucket: String,

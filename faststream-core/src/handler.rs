@@ -12,11 +12,10 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 
-pub use crate::error::HandlerError;
+use crate::error::HandlerError;
 
 use crate::context::{AppContext, SubscriberContext};
-use crate::extract::{FromHookContext, FromKvMessage};
-use crate::kv::message::KvMessage;
+use crate::extract::{FromHookContext, FromMessage, Message};
 
 /// What calling a handler or hook produces.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
@@ -48,11 +47,11 @@ impl<E: Into<anyhow::Error>> IntoHandlerResult for Result<(), E> {
 /// An async fn usable as a `#[subscriber]` handler; `Args` is the tuple of its argument types.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a valid `#[subscriber]` handler",
-    note = "a handler is an `async fn` whose arguments all implement `FromKvMessage` and that returns `()` or `Result<(), E>`"
+    note = "a handler is an `async fn` whose arguments all implement `FromMessage` and that returns `()` or `Result<(), E>`"
 )]
 pub trait Handler<Args>: Clone + Send + Sync + 'static {
     /// Extracts the arguments from `message` and returns the function's call, boxed.
-    fn call(&self, message: &KvMessage, context: &SubscriberContext) -> HandlerFuture;
+    fn call(&self, message: &Message, context: &SubscriberContext) -> HandlerFuture;
 
     /// Runs every argument's start-up check; one line per problem.
     fn check(context: &SubscriberContext) -> Vec<String>;
@@ -79,13 +78,13 @@ macro_rules! impl_handler_and_hook {
             F: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
             Fut: Future<Output = Out> + Send + 'static,
             Out: IntoHandlerResult,
-            $($arg: FromKvMessage + Send + 'static,)*
+            $($arg: FromMessage + Send + 'static,)*
         {
-            fn call(&self, message: &KvMessage, context: &SubscriberContext) -> HandlerFuture {
+            fn call(&self, message: &Message, context: &SubscriberContext) -> HandlerFuture {
                 // The arguments are extracted now, so the future owns only them: the message
                 // stays with the caller, which needs it for logging.
                 $(
-                    let $arg = match <$arg as FromKvMessage>::from_kv_message(message, context) {
+                    let $arg = match <$arg as FromMessage>::from_message(message, context) {
                         Ok(argument) => argument,
                         Err(rejection) => {
                             return Box::pin(std::future::ready(Err(HandlerError::Rejected(
@@ -102,7 +101,7 @@ macro_rules! impl_handler_and_hook {
 
             fn check(context: &SubscriberContext) -> Vec<String> {
                 let problems: Vec<Result<(), String>> =
-                    vec![$(<$arg as FromKvMessage>::check(context)),*];
+                    vec![$(<$arg as FromMessage>::check(context)),*];
                 problems.into_iter().filter_map(Result::err).collect()
             }
         }
@@ -167,10 +166,11 @@ const _: () = assert!(
 );
 
 /// A handler's call with its argument types erased.
-type ErasedCall = dyn Fn(&KvMessage, &SubscriberContext) -> HandlerFuture + Send + Sync;
+type ErasedCall = dyn Fn(&Message, &SubscriberContext) -> HandlerFuture + Send + Sync;
 
 /// A handler with its argument types erased, as stored in the registry: the call, boxed, and
-/// the argument checks, which need no handler value.
+/// the argument checks, which need no handler value. Named by generated code only.
+#[doc(hidden)]
 #[derive(Clone)]
 pub struct BoxedHandler {
     call: Arc<ErasedCall>,
@@ -187,7 +187,7 @@ impl BoxedHandler {
     }
 
     /// Extracts the arguments (now; a panicking extractor panics here) and returns the call.
-    pub(crate) fn call(&self, message: &KvMessage, context: &SubscriberContext) -> HandlerFuture {
+    pub(crate) fn call(&self, message: &Message, context: &SubscriberContext) -> HandlerFuture {
         (self.call)(message, context)
     }
 
@@ -202,7 +202,9 @@ impl fmt::Debug for BoxedHandler {
     }
 }
 
-/// A hook with its argument types erased, as stored in the registry.
+/// A hook with its argument types erased, as stored in the registry. Named by generated code
+/// only.
+#[doc(hidden)]
 #[derive(Clone)]
 pub struct BoxedHook {
     call: Arc<dyn Fn(AppContext) -> HandlerFuture + Send + Sync>,

@@ -27,8 +27,8 @@
 //! | layer | module | what it does |
 //! | --- | --- | --- |
 //! | lifecycle | `app` ([`App`]) | hooks, connect, declare buckets, start and stop the watches |
-//! | registry | [`registry`] | what the macros register, sorted and checked for duplicates |
-//! | handler, dispatch | [`handler`], `dispatch` | async fns made callable; the loop feeding a handler from a watch |
+//! | registry | `registry` | what the macros register, sorted and checked for duplicates |
+//! | handler, dispatch | [`handler`], `dispatch` | async fns made callable; the loops feeding a handler from a watch or a group |
 //! | extractors | [`extract`] | handler and hook arguments built from a message |
 //! | context | [`AppContext`], [`SubscriberContext`] | what extractors read besides the message: state, views, broker |
 //! | observability | `observe` | metrics, readiness, the per-entry span; `/metrics` and `/health/*` |
@@ -57,7 +57,7 @@ pub mod handler;
 pub mod kv;
 mod logging;
 mod observe;
-pub mod registry;
+mod registry;
 mod signal;
 mod type_map;
 
@@ -65,8 +65,11 @@ pub use app::App;
 pub use broker::{NatsBroker, DEFAULT_NATS_URL};
 pub use context::{AppContext, SubscriberContext};
 pub use error::{Error, Result};
-pub use extract::{Json, Path, State};
+pub use extract::json::Json;
+pub use extract::path::Path;
+pub use extract::State;
 pub use faststream_macros::{after_shutdown, after_startup, on_shutdown, on_startup, subscriber};
+pub use faststream_rules::HookStage;
 pub use kv::{KeyValue, KvMessage, KvView, KvWatch, KvWatcher, Operation};
 #[cfg(feature = "otlp")]
 pub use observe::otlp;
@@ -75,7 +78,6 @@ pub use observe::HTTP_ADDR_VAR;
 /// The Prometheus client the `/metrics` endpoint is built on, for
 /// [`App::prometheus_registry`].
 pub use prometheus_client;
-pub use registry::HookStage;
 
 /// What the macros' generated code reaches for. Not public API.
 #[doc(hidden)]

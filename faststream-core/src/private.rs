@@ -3,12 +3,15 @@
 
 pub use inventory;
 
-pub use crate::registry::{HookRegistration, HookStage, SubscriberRegistration};
+pub use faststream_rules::HookStage;
+
+pub use crate::handler::{BoxedHandler, BoxedHook};
+pub use crate::registry::{HookRegistration, SubscriberRegistration};
 
 use std::future::Future;
 
-use crate::extract::{FromHookContext, FromKvMessage};
-use crate::handler::{BoxedHandler, BoxedHook, IntoHandlerResult};
+use crate::extract::{FromHookContext, FromMessage};
+use crate::handler::IntoHandlerResult;
 
 /// `handlerN` and `hookN` box a function of `N` arguments. The macros call them with every
 /// argument type and the return type spelled out, as written by the user
@@ -20,7 +23,7 @@ macro_rules! typed_constructors {
         /// Boxes a `#[subscriber]` function; see `typed_constructors!`.
         pub fn $handler<$($arg,)* Out, F, Fut>(handler: F) -> BoxedHandler
         where
-            $($arg: FromKvMessage + Send + 'static,)*
+            $($arg: FromMessage + Send + 'static,)*
             Out: IntoHandlerResult,
             F: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
             Fut: Future<Output = Out> + Send + 'static,

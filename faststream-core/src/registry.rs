@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-pub use faststream_rules::HookStage;
+use faststream_rules::HookStage;
 
 use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, BoxedHook};
@@ -169,7 +169,7 @@ impl Registry {
 
 /// The names of every `#[subscriber]` linked into this binary, sorted: handy to check that a
 /// library crate's handlers were linked.
-pub fn registered_subscribers() -> Vec<&'static str> {
+pub(crate) fn registered_subscribers() -> Vec<&'static str> {
     let mut names: Vec<_> = inventory::iter::<SubscriberRegistration>
         .into_iter()
         .map(|registration| registration.name)
@@ -179,7 +179,7 @@ pub fn registered_subscribers() -> Vec<&'static str> {
 }
 
 /// The names of every lifecycle hook linked into this binary, sorted.
-pub fn registered_hooks() -> Vec<&'static str> {
+pub(crate) fn registered_hooks() -> Vec<&'static str> {
     let mut names: Vec<_> = inventory::iter::<HookRegistration>
         .into_iter()
         .map(|registration| registration.name)

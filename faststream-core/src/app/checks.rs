@@ -24,7 +24,10 @@ pub(super) struct CheckedSubscriber {
 
 impl Lifecycle {
     /// Checks every subscriber and hook before connecting; all problems are reported together.
-    pub(super) fn check_subscribers(&self, mut problems: Vec<String>) -> Result<Vec<CheckedSubscriber>> {
+    pub(super) fn check_subscribers(
+        &self,
+        mut problems: Vec<String>,
+    ) -> Result<Vec<CheckedSubscriber>> {
         let mut prepared = Vec::new();
         for spec in &self.registry.subscribers {
             let at = spec

@@ -6,7 +6,8 @@ use tokio_util::sync::CancellationToken;
 use super::lifecycle::{Lifecycle, StartOutcome};
 use crate::error::{chain, Error, HandlerError, Result};
 use crate::handler::call_catching_panics;
-use crate::registry::{HookSpec, HookStage};
+use crate::registry::HookSpec;
+use faststream_rules::HookStage;
 
 impl Lifecycle {
     /// Runs the start-up hooks of `stage` in order, stopping at the first failure. When

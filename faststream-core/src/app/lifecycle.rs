@@ -20,7 +20,8 @@ use crate::error::{chain, Error, Result};
 use crate::observe::health::Stage;
 use crate::observe::trace::EntryTracing;
 use crate::observe::Observer;
-use crate::registry::{HookStage, Registry};
+use crate::registry::Registry;
+use faststream_rules::HookStage;
 
 /// How long start-up waits for the views to catch up unless `wait_for_catch_up` says.
 const DEFAULT_VIEW_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);

@@ -24,9 +24,10 @@ use crate::error::Result;
 use crate::handler::{BoxedHandler, BoxedHook, Handler, Hook};
 use crate::kv::options::KvWatch;
 use crate::observe::setup::{HttpBinding, ObserveSettings};
-use crate::registry::{HookSpec, HookStage, Registry, Scope, SubscriberSpec};
+use crate::registry::{self, HookSpec, Registry, Scope, SubscriberSpec};
 use crate::signal::ShutdownSignals;
 use crate::type_map::TypeMap;
+use faststream_rules::HookStage;
 
 use lifecycle::Lifecycle;
 use views::ViewStart;
@@ -102,7 +103,7 @@ impl App {
     /// `addr` (`host:port`; port 0 picks a free one) from the start of the lifecycle to its
     /// end. Without it, the address comes from the `FASTSTREAM_HTTP_ADDR` environment
     /// variable; with neither, nothing is served. An address that cannot be bound fails
-    /// start-up with [`Error::HttpBind`] naming it.
+    /// start-up with [`Error::HttpBind`](crate::Error::HttpBind) naming it.
     ///
     /// `/health/ready` answers 200 only while the app is started (its `after_startup` hooks
     /// done), connected to NATS and every subscriber live (caught up, its handler too; a
@@ -218,7 +219,7 @@ impl App {
     /// as of start-up (the latest value of every matching key; every retained revision with
     /// `include_history`; nothing to wait for with `updates_only`), so a service that holds
     /// state in its handlers never serves on half of it. If a watch is still behind after
-    /// `timeout`, start-up fails with [`Error::CatchUpTimeout`] naming each one and how far
+    /// `timeout`, start-up fails with [`Error::CatchUpTimeout`](crate::Error::CatchUpTimeout) naming each one and how far
     /// behind it is.
     ///
     /// Without it, `after_startup` hooks run as soon as the watches are created. Either way
@@ -316,6 +317,17 @@ impl App {
             hook: BoxedHook::new(hook),
         });
         self
+    }
+
+    /// The names of every `#[subscriber]` linked into this binary, sorted: handy to check that
+    /// a library crate's handlers were linked (see the crate docs).
+    pub fn registered_subscribers() -> Vec<&'static str> {
+        registry::registered_subscribers()
+    }
+
+    /// The names of every lifecycle hook linked into this binary, sorted.
+    pub fn registered_hooks() -> Vec<&'static str> {
+        registry::registered_hooks()
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully and returns `Ok(())`.

@@ -143,9 +143,7 @@ impl Lifecycle {
         catch_up: CatchUpWait,
         run: impl FnOnce(CancellationToken) -> F,
     ) -> RunningSubscriber {
-        let ended = subscriber
-            .observer
-            .started(progress, catch_up.done.clone());
+        let ended = subscriber.observer.started(progress, catch_up.done.clone());
         let run = run(self.cancel.clone());
         let handle = tokio::spawn(async move {
             let _ended = ended;

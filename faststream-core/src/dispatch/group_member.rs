@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::watch_loop::HandledSignal;
-use super::{CallOutcome, Dispatcher};
+use super::{CallOutcome, Dispatcher, FailureLog};
 use crate::kv::group::dead_letters;
 use crate::kv::group::declare::DeclaredGroup;
 use crate::kv::group::layout::GroupLayout;
@@ -60,7 +60,7 @@ pub(crate) struct GroupMember {
 
 /// What one partition's task shares with the member.
 #[derive(Clone)]
-struct Shared {
+struct PartitionContext {
     dispatcher: Dispatcher,
     context: jetstream::Context,
     layout: Arc<GroupLayout>,
@@ -99,7 +99,7 @@ impl GroupMember {
         let subscriber = Arc::clone(&self.dispatcher.context.name);
         tracing::info!(subscriber = %subscriber, member = %member, group = %self.layout.group,
             bucket = %self.layout.bucket, "joining consumer group `{}`", self.layout.group);
-        let shared = Shared {
+        let shared = PartitionContext {
             dispatcher: self.dispatcher,
             context: self.context,
             layout: Arc::new(self.layout),
@@ -163,7 +163,11 @@ impl GroupMember {
     }
 }
 
-fn spawn_partition(tasks: &mut JoinSet<u16>, shared: &Shared, partition: u16) -> CancellationToken {
+fn spawn_partition(
+    tasks: &mut JoinSet<u16>,
+    shared: &PartitionContext,
+    partition: u16,
+) -> CancellationToken {
     let stop = CancellationToken::new();
     let task = PartitionTask {
         shared: shared.clone(),
@@ -177,8 +181,8 @@ fn spawn_partition(tasks: &mut JoinSet<u16>, shared: &Shared, partition: u16) ->
     stop
 }
 
-/// How an attempt ended.
-enum Attempt {
+/// How an attempt ended: the call's outcome, or why it was never made.
+enum AttemptEnd {
     /// The pin was lost before the call could start.
     NotStarted,
     Called(CallOutcome),
@@ -190,11 +194,11 @@ struct InFlight {
     attempt: u64,
     stream_sequence: u64,
     acker: Acker,
-    call: BoxFuture<'static, Attempt>,
+    call: BoxFuture<'static, AttemptEnd>,
 }
 
 struct PartitionTask {
-    shared: Shared,
+    shared: PartitionContext,
     partition: u16,
     stop: CancellationToken,
 }
@@ -373,17 +377,17 @@ impl PartitionTask {
         let client = self.shared.context.client();
         let call = async move {
             let Ok(_permit) = workers.acquire_owned().await else {
-                return Attempt::NotStarted;
+                return AttemptEnd::NotStarted;
             };
             // The pin is a lease, not a fence: checked as late as possible. Without a
             // connection the lease may lapse unseen, so no call starts then either.
             let connected = client.connection_state() == async_nats::connection::State::Connected;
             if !pinned.load(Ordering::SeqCst) || !connected {
-                return Attempt::NotStarted;
+                return AttemptEnd::NotStarted;
             }
-            Attempt::Called(
+            AttemptEnd::Called(
                 dispatcher
-                    .call_guarded(call_message, Some(timeout), false)
+                    .call_guarded(call_message, Some(timeout), FailureLog::Caller)
                     .await,
             )
         }
@@ -397,7 +401,7 @@ impl PartitionTask {
         })
     }
 
-    async fn settle(&self, done: InFlight, attempt: Attempt) {
+    async fn settle(&self, done: InFlight, attempt: AttemptEnd) {
         let InFlight {
             message,
             attempt: number,
@@ -408,20 +412,20 @@ impl PartitionTask {
         let subscriber = &*self.shared.dispatcher.context.name;
         let (key, revision) = (message.key(), message.revision());
         match attempt {
-            Attempt::NotStarted => {
+            AttemptEnd::NotStarted => {
                 let _ = acker.retry_after(Duration::ZERO).await;
             }
-            Attempt::Called(CallOutcome::Done) => {
+            AttemptEnd::Called(CallOutcome::Done) => {
                 if let Err(error) = acker.ack().await {
                     tracing::warn!(subscriber, key, revision, error = %error,
                         "{key} | {revision} - handled, but the acknowledgement was not sent; it will be handled again");
                 }
             }
-            Attempt::Called(CallOutcome::Rejected(reason)) => {
+            AttemptEnd::Called(CallOutcome::Rejected(reason)) => {
                 let reason = format!("could not decode the entry: {reason}");
                 self.give_up(&message, number, &acker, &reason).await;
             }
-            Attempt::Called(CallOutcome::Failed(reason)) => {
+            AttemptEnd::Called(CallOutcome::Failed(reason)) => {
                 if number >= u64::from(settings.max_attempts) {
                     self.give_up(&message, number, &acker, &reason).await;
                 } else {

@@ -19,6 +19,7 @@ use tracing::{Instrument as _, Span};
 
 use crate::context::SubscriberContext;
 use crate::error::{chain, HandlerError};
+use crate::extract::Message;
 use crate::handler::{call_catching_panics, panic_message, BoxedHandler};
 use crate::kv::message::KvMessage;
 use crate::observe::metrics::{Outcome, SubscriberMetrics};
@@ -55,20 +56,30 @@ pub(crate) enum CallOutcome {
     Failed(String),
 }
 
+/// Who logs a call that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureLog {
+    /// The dispatcher, as it happens: a plain watch, which moves on to the next entry.
+    Dispatcher,
+    /// The caller, which knows whether the change will be tried again: a group member.
+    Caller,
+}
+
 impl Dispatcher {
-    /// [`dispatch`](Self::dispatch), with a panic anywhere in it caught and logged, so it can
-    /// stop neither the key nor the subscriber.
+    /// Calls the handler with the app's handler timeout and logs the outcome, with a panic
+    /// anywhere in it caught and logged, so it can stop neither the key nor the subscriber.
     pub(crate) async fn dispatch_guarded(&self, message: KvMessage) {
-        self.call_guarded(message, self.handler_timeout, true).await;
+        self.call_guarded(message, self.handler_timeout, FailureLog::Dispatcher)
+            .await;
     }
 
-    /// Calls the handler (bounded by `timeout`), logging the outcome if `log` (else the caller
-    /// does), with a panic anywhere in it, the logging included, caught.
+    /// Calls the handler (bounded by `timeout`), a failure logged by `failure_log`, with a
+    /// panic anywhere in it, the logging included, caught.
     pub(crate) async fn call_guarded(
         &self,
         message: KvMessage,
         timeout: Option<Duration>,
-        log: bool,
+        failure_log: FailureLog,
     ) -> CallOutcome {
         let (key, revision) = (message.key().to_owned(), message.revision());
         let span = trace::entry_span(
@@ -77,7 +88,7 @@ impl Dispatcher {
             self.tracing,
             &message,
         );
-        let called = AssertUnwindSafe(self.call(message, timeout, log, &span))
+        let called = AssertUnwindSafe(self.call(message, timeout, failure_log, &span))
             .catch_unwind()
             .instrument(span.clone())
             .await;
@@ -99,18 +110,21 @@ impl Dispatcher {
         }
     }
 
-    /// Calls the handler; logs the outcome if `log`, marks `span` failed if the call failed,
-    /// and counts the outcome, last.
+    /// Calls the handler; logs a failure if `failure_log` says so, marks `span` failed if the
+    /// call failed, and counts the outcome, last.
     async fn call(
         &self,
         message: KvMessage,
         timeout: Option<Duration>,
-        log: bool,
+        failure_log: FailureLog,
         span: &Span,
     ) -> CallOutcome {
-        let (bucket, key, revision) = (message.bucket(), message.key(), message.revision());
+        let log = failure_log == FailureLog::Dispatcher;
+        let message = Message::from_kv(message);
+        let entry = message.as_kv();
+        let (bucket, key, revision) = (entry.bucket(), entry.key(), entry.revision());
         let subscriber = &*self.context.name;
-        tracing::debug!(subscriber, operation = %message.operation(),
+        tracing::debug!(subscriber, operation = %entry.operation(),
             "{bucket} | {key} | {revision} - Received");
 
         let started = self.metrics.is_some().then(Instant::now);

@@ -5,7 +5,7 @@ use std::any::type_name;
 use serde::de::value::{Error as ValueError, UnitDeserializer};
 use serde::de::DeserializeOwned;
 
-use super::FromKvMessage;
+use super::{FromMessage, Message};
 use crate::context::SubscriberContext;
 use crate::error::Rejection;
 use crate::kv::message::{KvMessage, Operation};
@@ -42,10 +42,10 @@ use crate::kv::message::{KvMessage, Operation};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Json<T>(pub T);
 
-impl<T: DeserializeOwned> FromKvMessage for Json<T> {
-    fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
-        match message.operation() {
-            Operation::Put => serde_json::from_slice(message.value())
+impl<T: DeserializeOwned> FromMessage for Json<T> {
+    fn from_message(message: &Message, _: &SubscriberContext) -> Result<Self, Rejection> {
+        match message.kv().map(KvMessage::operation) {
+            None | Some(Operation::Put) => serde_json::from_slice(message.payload())
                 .map(Json)
                 .map_err(|error| {
                     Rejection::caused_by(
@@ -53,7 +53,7 @@ impl<T: DeserializeOwned> FromKvMessage for Json<T> {
                         error,
                     )
                 }),
-            operation => T::deserialize(UnitDeserializer::<ValueError>::new())
+            Some(operation) => T::deserialize(UnitDeserializer::<ValueError>::new())
                 .map(Json)
                 .map_err(|_| {
                     Rejection::skip(format_args!(

@@ -1,19 +1,22 @@
 //! Extractors: the argument types a handler or hook may take.
 //!
-//! A `#[subscriber]` handler's arguments each implement [`FromKvMessage`]; a hook's arguments
-//! each implement [`FromHookContext`]. Implement them for your own types to add extractors.
+//! A `#[subscriber]` handler's arguments each implement [`FromMessage`], built from the
+//! [`Message`] received; a hook's arguments each implement [`FromHookContext`]. Implement them
+//! for your own types to add extractors. `Option<T>` and `Result<T, Rejection>` of any
+//! extractor `T` let a handler be called even when `T` cannot be built from a message.
 
 use std::any::type_name;
 
 use bytes::Bytes;
 
-mod json;
-mod path;
+pub(crate) mod json;
+mod message;
+mod optional;
+pub(crate) mod path;
 
-pub use json::Json;
-pub use path::Path;
+pub use message::Message;
 
-pub use crate::error::Rejection;
+use crate::error::Rejection;
 
 use crate::broker::NatsBroker;
 use crate::context::{AppContext, SubscriberContext};
@@ -23,27 +26,27 @@ use crate::kv::view::KvView;
 /// A type a `#[subscriber]` handler can take as an argument, built from each message.
 ///
 /// ```
-/// use faststream_core::extract::{FromKvMessage, Rejection};
-/// use faststream_core::{KvMessage, SubscriberContext};
+/// use faststream_core::error::Rejection;
+/// use faststream_core::extract::{FromMessage, Message};
+/// use faststream_core::SubscriberContext;
 ///
-/// /// The value's length, as an argument.
-/// struct ValueLen(usize);
+/// /// The payload's length, as an argument.
+/// struct PayloadLen(usize);
 ///
-/// impl FromKvMessage for ValueLen {
-///     fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
-///         Ok(ValueLen(message.value().len()))
+/// impl FromMessage for PayloadLen {
+///     fn from_message(message: &Message, _: &SubscriberContext) -> Result<Self, Rejection> {
+///         Ok(PayloadLen(message.payload().len()))
 ///     }
 /// }
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an argument of a `#[subscriber]` handler",
     label = "not an extractor",
-    note = "handler arguments may be `String`, `Vec<u8>`, `bytes::Bytes`, `Json<T>`, `Path<T>`, `KvMessage`, `NatsBroker`, `State<T>` or `KvView<T>`, or a type implementing `faststream_core::extract::FromKvMessage`"
+    note = "handler arguments may be `String`, `Vec<u8>`, `bytes::Bytes`, `Json<T>`, `Path<T>`, `KvMessage`, `NatsBroker`, `State<T>` or `KvView<T>`, `Option<T>` or `Result<T, Rejection>` of these, or a type implementing `faststream_core::extract::FromMessage`"
 )]
-pub trait FromKvMessage: Sized {
+pub trait FromMessage: Sized {
     /// Builds the argument from the message; an `Err` skips the handler for this message.
-    fn from_kv_message(message: &KvMessage, context: &SubscriberContext)
-        -> Result<Self, Rejection>;
+    fn from_message(message: &Message, context: &SubscriberContext) -> Result<Self, Rejection>;
 
     /// Checked once when the app starts, before connecting: describe anything this extractor
     /// needs that is missing (for example state never given). The default needs nothing.
@@ -63,46 +66,49 @@ pub trait FromHookContext: Sized {
     /// Builds the argument; an `Err` fails the hook with that reason.
     fn from_hook_context(context: &AppContext) -> Result<Self, Rejection>;
 
-    /// Checked once when the app starts, before connecting; see [`FromKvMessage::check`].
+    /// Checked once when the app starts, before connecting; see [`FromMessage::check`].
     fn check(context: &AppContext) -> Result<(), String> {
         let _ = context;
         Ok(())
     }
 }
 
-/// The value as UTF-8 text (empty for `DEL`, `PURGE` and `EXPIRED`). Non-UTF-8 values are rejected.
-impl FromKvMessage for String {
-    fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
-        std::str::from_utf8(message.value())
+/// The payload as UTF-8 text (empty for `DEL`, `PURGE` and `EXPIRED`). Non-UTF-8 values are rejected.
+impl FromMessage for String {
+    fn from_message(message: &Message, _: &SubscriberContext) -> Result<Self, Rejection> {
+        std::str::from_utf8(message.payload())
             .map(str::to_owned)
             .map_err(|error| Rejection::caused_by("value is not UTF-8 text", error))
     }
 }
 
-/// The value's bytes, copied (empty for `DEL`, `PURGE` and `EXPIRED`).
-impl FromKvMessage for Vec<u8> {
-    fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
-        Ok(message.value().to_vec())
+/// The payload's bytes, copied (empty for `DEL`, `PURGE` and `EXPIRED`).
+impl FromMessage for Vec<u8> {
+    fn from_message(message: &Message, _: &SubscriberContext) -> Result<Self, Rejection> {
+        Ok(message.payload().to_vec())
     }
 }
 
-/// The value's bytes, shared without copying (empty for `DEL`, `PURGE` and `EXPIRED`).
-impl FromKvMessage for Bytes {
-    fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
-        Ok(message.value().clone())
+/// The payload's bytes, shared without copying (empty for `DEL`, `PURGE` and `EXPIRED`).
+impl FromMessage for Bytes {
+    fn from_message(message: &Message, _: &SubscriberContext) -> Result<Self, Rejection> {
+        Ok(message.payload().clone())
     }
 }
 
-/// The whole entry: bucket, key, value, revision, operation, ...
-impl FromKvMessage for KvMessage {
-    fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
-        Ok(message.clone())
+/// The whole Key-Value entry: bucket, key, value, revision, operation, ...
+impl FromMessage for KvMessage {
+    fn from_message(message: &Message, _: &SubscriberContext) -> Result<Self, Rejection> {
+        message
+            .kv()
+            .cloned()
+            .ok_or_else(|| Rejection::new("the message is not a Key-Value change"))
     }
 }
 
 /// The application's broker, connected.
-impl FromKvMessage for NatsBroker {
-    fn from_kv_message(_: &KvMessage, context: &SubscriberContext) -> Result<Self, Rejection> {
+impl FromMessage for NatsBroker {
+    fn from_message(_: &Message, context: &SubscriberContext) -> Result<Self, Rejection> {
         Ok(context.app.broker.clone())
     }
 }
@@ -140,8 +146,8 @@ fn missing_state<T>() -> String {
     )
 }
 
-impl<T: Clone + Send + Sync + 'static> FromKvMessage for State<T> {
-    fn from_kv_message(_: &KvMessage, context: &SubscriberContext) -> Result<Self, Rejection> {
+impl<T: Clone + Send + Sync + 'static> FromMessage for State<T> {
+    fn from_message(_: &Message, context: &SubscriberContext) -> Result<Self, Rejection> {
         Self::from_hook_context(&context.app)
     }
 
@@ -202,8 +208,8 @@ fn view_not_started<T>() -> String {
 /// }
 /// // App::new(broker).with_kv_view::<Flag>("flags", ">")
 /// ```
-impl<T: Send + Sync + 'static> FromKvMessage for KvView<T> {
-    fn from_kv_message(_: &KvMessage, context: &SubscriberContext) -> Result<Self, Rejection> {
+impl<T: Send + Sync + 'static> FromMessage for KvView<T> {
+    fn from_message(_: &Message, context: &SubscriberContext) -> Result<Self, Rejection> {
         Self::from_hook_context(&context.app)
     }
 

@@ -6,10 +6,9 @@ use serde::de::value::{Error as ValueError, MapDeserializer, SeqDeserializer};
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde::forward_to_deserialize_any;
 
-use super::FromKvMessage;
+use super::{FromMessage, Message};
 use crate::context::SubscriberContext;
 use crate::error::Rejection;
-use crate::kv::message::KvMessage;
 
 /// The key tokens captured by the `{name}` placeholders of the subscriber's pattern.
 ///
@@ -39,11 +38,8 @@ use crate::kv::message::KvMessage;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Path<T>(pub T);
 
-impl<T: DeserializeOwned> FromKvMessage for Path<T> {
-    fn from_kv_message(
-        message: &KvMessage,
-        context: &SubscriberContext,
-    ) -> Result<Self, Rejection> {
+impl<T: DeserializeOwned> FromMessage for Path<T> {
+    fn from_message(message: &Message, context: &SubscriberContext) -> Result<Self, Rejection> {
         let key = message.key();
         let params = context.pattern.params();
         let mut values = Vec::with_capacity(params.len());

@@ -19,8 +19,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::health::Health;
-use super::setup::HttpBinding;
 use super::prometheus::{self, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use super::setup::HttpBinding;
 use crate::error::{Error, Result};
 
 /// What the endpoints answer from.

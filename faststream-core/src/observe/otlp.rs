@@ -49,11 +49,11 @@ use tracing_subscriber::Layer;
 
 use crate::error::{Error, Result};
 use crate::logging::ExportLayer;
-use crate::observe::metrics::{Kind, Metrics, Value, DURATION_BUCKETS};
 use crate::observe::metrics::{DurationExport, DurationRecorder};
-use crate::observe::SubscriberId;
+use crate::observe::metrics::{Kind, Metrics, Value, DURATION_BUCKETS};
+use crate::observe::trace::ENTRY_TARGET;
 use crate::observe::trace::{EntrySampler, EntryTracing};
-pub use crate::observe::trace::ENTRY_TARGET;
+use crate::observe::SubscriberId;
 
 /// The instrumentation scope of everything exported.
 const SCOPE: &str = "faststream";

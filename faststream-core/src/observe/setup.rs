@@ -85,9 +85,7 @@ impl ObserveSettings {
                 .map(HttpBinding::Addr)
         });
         let exported = http.is_some() || self.otlp.is_some();
-        let grace = self
-            .readiness_grace
-            .unwrap_or(super::health::DEFAULT_GRACE);
+        let grace = self.readiness_grace.unwrap_or(super::health::DEFAULT_GRACE);
         let observer = Observer::new(broker, exported, grace);
         // Before any subscriber is bound, which takes the OTLP histogram.
         let exported = self

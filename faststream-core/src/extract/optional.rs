@@ -1,0 +1,75 @@
+//! `Option<T>` and `Result<T, Rejection>` of any extractor: the handler is called whether or
+//! not `T` can be built from the message, and decides itself what a missing `T` means.
+
+use super::{FromHookContext, FromMessage, Message};
+use crate::context::{AppContext, SubscriberContext};
+use crate::error::Rejection;
+
+/// `None` when `T` cannot be built from this message (a value that does not decode, a
+/// deletion for `Json<T>`); the handler is called either way. `T`'s start-up check still
+/// applies: an `Option<State<T>>` needs the state given.
+///
+/// ```
+/// use faststream_core::{subscriber, Json};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Order {
+///     id: u64,
+/// }
+///
+/// #[subscriber("orders.*", kv_watch = "shop")]
+/// async fn on_order(order: Option<Json<Order>>, raw: String) {
+///     match order {
+///         Some(Json(order)) => println!("order {}", order.id),
+///         None => println!("not an order: {raw}"),
+///     }
+/// }
+/// ```
+impl<T: FromMessage> FromMessage for Option<T> {
+    fn from_message(message: &Message, context: &SubscriberContext) -> Result<Self, Rejection> {
+        Ok(T::from_message(message, context).ok())
+    }
+
+    fn check(context: &SubscriberContext) -> Result<(), String> {
+        T::check(context)
+    }
+}
+
+/// `Err` with the reason when `T` cannot be built from this message; the handler is called
+/// either way.
+///
+/// ```
+/// use faststream_core::error::Rejection;
+/// use faststream_core::{subscriber, Json};
+///
+/// #[subscriber("orders.*", kv_watch = "shop")]
+/// async fn on_order(order: Result<Json<serde_json::Value>, Rejection>) {
+///     if let Err(rejection) = order {
+///         eprintln!("skipping a bad order: {rejection}");
+///     }
+/// }
+/// ```
+impl<T: FromMessage> FromMessage for Result<T, Rejection> {
+    fn from_message(message: &Message, context: &SubscriberContext) -> Result<Self, Rejection> {
+        Ok(T::from_message(message, context))
+    }
+
+    fn check(context: &SubscriberContext) -> Result<(), String> {
+        T::check(context)
+    }
+}
+
+/// `None` when `T` cannot be built (a view in an `on_startup` hook, say); see `Option<T>` for
+/// handlers.
+impl<T: FromHookContext> FromHookContext for Option<T> {
+    fn from_hook_context(context: &AppContext) -> Result<Self, Rejection> {
+        Ok(T::from_hook_context(context).ok())
+    }
+}
+
+/// `Err` with the reason when `T` cannot be built.
+impl<T: FromHookContext> FromHookContext for Result<T, Rejection> {
+    fn from_hook_context(context: &AppContext) -> Result<Self, Rejection> {
+        Ok(T::from_hook_context(context))
+    }
+}
