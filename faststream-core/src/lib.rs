@@ -1,7 +1,7 @@
 //! React to NATS JetStream Key-Value changes with annotated async functions.
 //!
 //! ```no_run
-//! use faststream_core::{after_startup, subscriber, App, NatsBroker};
+//! use faststream_core::{after_startup, subscriber, App, BrokerConfig, NatsBroker};
 //!
 //! #[after_startup]
 //! async fn setup(broker: NatsBroker) -> anyhow::Result<()> {
@@ -17,7 +17,7 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> anyhow::Result<()> {
-//!     App::new(NatsBroker::from_env()).run().await?;
+//!     App::new(BrokerConfig::from_env()).run().await?;
 //!     Ok(())
 //! }
 //! ```
@@ -62,7 +62,7 @@ mod signal;
 mod type_map;
 
 pub use app::App;
-pub use broker::{NatsBroker, DEFAULT_NATS_URL};
+pub use broker::{Authentication, BrokerConfig, NatsBroker, DEFAULT_NATS_URL};
 pub use context::{AppContext, SubscriberContext};
 pub use error::{Error, Result};
 pub use extract::json::Json;

@@ -157,7 +157,7 @@ impl Lifecycle {
         tokio::select! {
             biased;
             () = requested.cancelled() => return Ok(interrupted("connecting")),
-            connected = self.app.broker.connect() => connected?,
+            connected = self.app.broker.ensure_connected() => connected?,
         }
         if subscribers
             .iter()

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::NatsBroker;
+use crate::broker::{BrokerConfig, NatsBroker};
 use crate::context::AppContext;
 use crate::error::Result;
 use crate::handler::{BoxedHandler, BoxedHook, Handler, Hook};
@@ -39,11 +39,11 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// By default it runs every `#[subscriber]` and hook linked into the binary.
 ///
 /// ```no_run
-/// use faststream_core::{App, NatsBroker};
+/// use faststream_core::{App, BrokerConfig};
 ///
 /// #[tokio::main]
 /// async fn main() -> anyhow::Result<()> {
-///     App::new(NatsBroker::from_env()).run().await?;
+///     App::new(BrokerConfig::from_env()).run().await?;
 ///     Ok(())
 /// }
 /// ```
@@ -79,10 +79,10 @@ struct Timeouts {
 }
 
 impl App {
-    /// An app on `broker` with every registered subscriber and hook.
-    pub fn new(broker: NatsBroker) -> Self {
+    /// An app connecting with `config`, with every registered subscriber and hook.
+    pub fn new(config: BrokerConfig) -> Self {
         Self {
-            broker,
+            broker: NatsBroker::new(config),
             state: TypeMap::default(),
             scope: Scope::All,
             subscribers: Vec::new(),
@@ -99,6 +99,12 @@ impl App {
         }
     }
 
+    /// The app's broker: not connected until the app connects it when it starts (after the
+    /// `on_startup` hooks), and usable by the caller from then on, as by handlers and hooks.
+    pub fn broker(&self) -> NatsBroker {
+        self.broker.clone()
+    }
+
     /// Serves `GET /metrics` (Prometheus text), `GET /health/live` and `GET /health/ready` on
     /// `addr` (`host:port`; port 0 picks a free one) from the start of the lifecycle to its
     /// end. Without it, the address comes from the `FASTSTREAM_HTTP_ADDR` environment
@@ -111,10 +117,10 @@ impl App {
     /// body naming each subscriber's state. The README lists the metrics.
     ///
     /// ```no_run
-    /// use faststream_core::{App, NatsBroker};
+    /// use faststream_core::{App, BrokerConfig};
     ///
     /// # async fn demo() -> anyhow::Result<()> {
-    /// App::new(NatsBroker::from_env())
+    /// App::new(BrokerConfig::from_env())
     ///     .http("0.0.0.0:9464")
     ///     .run()
     ///     .await?;
@@ -131,12 +137,12 @@ impl App {
     /// knows its address before the app starts (port 0 picks a free port race-free).
     ///
     /// ```no_run
-    /// use faststream_core::{App, NatsBroker};
+    /// use faststream_core::{App, BrokerConfig};
     ///
     /// # async fn demo() -> anyhow::Result<()> {
     /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     /// let metrics_url = format!("http://{}/metrics", listener.local_addr()?);
-    /// let app = App::new(NatsBroker::from_env()).http_listener(listener);
+    /// let app = App::new(BrokerConfig::from_env()).http_listener(listener);
     /// # drop(metrics_url);
     /// app.run().await?;
     /// # Ok(())
@@ -163,13 +169,13 @@ impl App {
     /// ```no_run
     /// use faststream_core::prometheus_client::metrics::counter::Counter;
     /// use faststream_core::prometheus_client::registry::Registry;
-    /// use faststream_core::{App, NatsBroker};
+    /// use faststream_core::{App, BrokerConfig};
     ///
     /// # async fn demo() -> anyhow::Result<()> {
     /// let orders: Counter = Counter::default();
     /// let mut registry = Registry::default();
     /// registry.register("shop_orders", "Orders seen", orders.clone());
-    /// App::new(NatsBroker::from_env())
+    /// App::new(BrokerConfig::from_env())
     ///     .http("127.0.0.1:9464")
     ///     .prometheus_registry(registry)
     ///     .run()
@@ -227,10 +233,10 @@ impl App {
     ///
     /// ```no_run
     /// use std::time::Duration;
-    /// use faststream_core::{App, NatsBroker};
+    /// use faststream_core::{App, BrokerConfig};
     ///
     /// # async fn demo() -> anyhow::Result<()> {
-    /// App::new(NatsBroker::from_env())
+    /// App::new(BrokerConfig::from_env())
     ///     .wait_for_catch_up(Duration::from_secs(30))
     ///     .run()
     ///     .await?;
@@ -270,14 +276,14 @@ impl App {
     /// Adds a subscriber in code: what `#[subscriber(key, kv_watch = ...)]` registers.
     ///
     /// ```no_run
-    /// use faststream_core::{App, KvWatch, NatsBroker};
+    /// use faststream_core::{App, BrokerConfig, KvWatch};
     ///
     /// async fn on_mode(mode: String) {
     ///     println!("mode is now {mode}");
     /// }
     ///
     /// # async fn demo() -> anyhow::Result<()> {
-    /// App::new(NatsBroker::from_env())
+    /// App::new(BrokerConfig::from_env())
     ///     .subscriber("on_mode", "mode", KvWatch::new("settings"), on_mode)
     ///     .run()
     ///     .await?;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::catch_up::CatchUpWait;
 use super::checks::CheckedSubscriber;
 use super::lifecycle::Lifecycle;
-use crate::broker::Watcher;
+use crate::broker::WatchOwner;
 use crate::dispatch::group_member::GroupMember;
 use crate::dispatch::watch_loop::{HandledSignal, WatchLoop};
 use crate::dispatch::Dispatcher;
@@ -52,7 +52,7 @@ impl Lifecycle {
             .watch(
                 &subscriber.context.pattern,
                 subscriber.kv_watch.clone(),
-                Watcher::Subscriber(&name),
+                WatchOwner::Subscriber(&name),
             )
             .await?;
         let description = format!(

@@ -42,7 +42,7 @@ impl App {
     /// hold two views of the same values).
     ///
     /// ```no_run
-    /// use faststream_core::{subscriber, App, KvView, NatsBroker};
+    /// use faststream_core::{subscriber, App, BrokerConfig, KvView};
     ///
     /// #[derive(serde::Deserialize)]
     /// struct Flag {
@@ -57,7 +57,7 @@ impl App {
     /// }
     ///
     /// # async fn demo() -> anyhow::Result<()> {
-    /// App::new(NatsBroker::from_env())
+    /// App::new(BrokerConfig::from_env())
     ///     .with_kv_view::<Flag>("flags", ">")
     ///     .run()
     ///     .await?;

@@ -3,11 +3,11 @@
 //!
 //! ```no_run
 //! use faststream_core::otlp::Otlp;
-//! use faststream_core::{App, NatsBroker};
+//! use faststream_core::{App, BrokerConfig};
 //!
 //! # async fn demo() -> anyhow::Result<()> {
 //! // OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 OTEL_SERVICE_NAME=billing
-//! App::new(NatsBroker::from_env())
+//! App::new(BrokerConfig::from_env())
 //!     .otlp(Otlp::from_env()?)
 //!     .run()
 //!     .await?;
