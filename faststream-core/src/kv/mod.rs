@@ -8,6 +8,7 @@ pub mod group;
 pub(crate) mod key_value;
 pub(crate) mod message;
 pub(crate) mod options;
+pub(crate) mod start_at;
 pub(crate) mod view;
 pub(crate) mod watcher;
 

@@ -7,6 +7,7 @@ pub use faststream_rules::MAX_WORKERS;
 
 use crate::error::{Error, Result};
 use crate::kv::group::GroupSettings;
+use crate::kv::start_at::StartAt;
 
 /// The default [`KvWatch::timeout`].
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,17 +51,6 @@ pub struct KvWatch {
     pub(crate) max_workers: usize,
     /// `Some`: the subscriber is a member of this consumer group.
     pub(crate) group: Option<GroupSettings>,
-}
-
-/// Where a new watch starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StartAt {
-    /// The latest entry of every matching key, then every change (the default).
-    LatestPerKey,
-    /// Every retained revision (`include_history`).
-    Beginning,
-    /// Only changes made after the watch starts (`updates_only`).
-    NewOnly,
 }
 
 impl KvWatch {
