@@ -339,7 +339,7 @@ impl KvGroup {
             .await
             .map_err(|error| replay_error(Box::new(error)))?;
         let revision = match letter.operation {
-            crate::Operation::Put => store
+            Operation::Put => store
                 .update(&letter.key, letter.value.clone(), letter.revision)
                 .await
                 .map_err(|error| replay_error(Box::new(error)))?,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::state::ViewState;
 
-/// A [`KvView`]'s map at one revision.
+/// A [`KvView`](super::KvView)'s map at one revision.
 pub struct KvViewSnapshot<T> {
     pub(super) state: Arc<ViewState<T>>,
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures_util::{FutureExt as _, StreamExt as _};
 
-use crate::{KvMessage, KvWatch, NatsBroker};
+use crate::{KvMessage, KvWatch, NatsBroker, Operation};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -49,7 +49,7 @@ async fn a_watcher_is_a_stream_of_its_entries() -> anyhow::Result<()> {
         .context("the stream ended")?;
     assert_eq!(
         (deleted.key(), deleted.operation()),
-        ("b", crate::Operation::Delete)
+        ("b", Operation::Delete)
     );
 
     // A server restart: the stream goes on after the last revision, as `next` would.
