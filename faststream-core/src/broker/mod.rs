@@ -256,10 +256,9 @@ impl NatsBroker {
     }
 
     /// A live view of the keys matching `pattern` in a bucket, values decoded from JSON into
-    /// `T`; returns once the view holds the bucket's state. `watch` is the bucket's name or a
-    /// [`KvWatch`] (for `declare(false)`, `timeout`, `inactive_threshold`; options that change
-    /// what is delivered, such as `include_history`, do not apply to a view and are an error).
-    /// See [`KvView`] for what it holds.
+    /// `T`; returns once the view holds the bucket's state. `options` is the bucket's name or a
+    /// [`KvViewOptions`](crate::kv::KvViewOptions) (for `declare(false)`, `timeout`,
+    /// `inactive_threshold`). See [`KvView`] for what it holds.
     ///
     /// ```no_run
     /// # async fn demo(broker: faststream_core::NatsBroker) -> anyhow::Result<()> {
@@ -275,21 +274,25 @@ impl NatsBroker {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn kv_view<T>(&self, watch: impl Into<KvWatch>, pattern: &str) -> Result<KvView<T>>
+    pub async fn kv_view<T>(
+        &self,
+        options: impl Into<crate::kv::KvViewOptions>,
+        pattern: &str,
+    ) -> Result<KvView<T>>
     where
         T: serde::de::DeserializeOwned + Send + Sync + 'static,
     {
-        self.caught_up_view(watch.into(), pattern, view::json())
+        self.caught_up_view(options.into(), pattern, view::json())
             .await
     }
 
     /// A live view of raw values, like [`kv_view`](Self::kv_view) without decoding.
     pub async fn kv_view_raw(
         &self,
-        watch: impl Into<KvWatch>,
+        options: impl Into<crate::kv::KvViewOptions>,
         pattern: &str,
     ) -> Result<KvView<bytes::Bytes>> {
-        self.caught_up_view(watch.into(), pattern, view::raw())
+        self.caught_up_view(options.into(), pattern, view::raw())
             .await
     }
 
@@ -306,7 +309,7 @@ impl NatsBroker {
     /// ```
     pub async fn kv_view_decoded<T, E>(
         &self,
-        watch: impl Into<KvWatch>,
+        options: impl Into<crate::kv::KvViewOptions>,
         pattern: &str,
         decode: impl Fn(&bytes::Bytes) -> std::result::Result<T, E> + Send + Sync + 'static,
     ) -> Result<KvView<T>>
@@ -315,17 +318,17 @@ impl NatsBroker {
         E: Into<BoxError>,
     {
         let decode: Decode<T> = std::sync::Arc::new(move |value| decode(value).map_err(Into::into));
-        self.caught_up_view(watch.into(), pattern, decode).await
+        self.caught_up_view(options.into(), pattern, decode).await
     }
 
     async fn caught_up_view<T: Send + Sync + 'static>(
         &self,
-        watch: KvWatch,
+        options: crate::kv::KvViewOptions,
         pattern: &str,
         decode: Decode<T>,
     ) -> Result<KvView<T>> {
-        let bucket = watch.bucket().to_owned();
-        let view = self.start_view(watch, pattern, decode).await?;
+        let bucket = options.bucket().to_owned();
+        let view = self.start_view(options, pattern, decode).await?;
         view.wait_caught_up().await.map_err(|source| Error::Watch {
             watcher: "view".to_owned(),
             bucket,
@@ -338,12 +341,13 @@ impl NatsBroker {
     /// Starts a view; it is filled in the background (see `KvView::wait_caught_up`).
     pub(crate) async fn start_view<T: Send + Sync + 'static>(
         &self,
-        watch: KvWatch,
+        options: crate::kv::KvViewOptions,
         pattern: &str,
         decode: Decode<T>,
     ) -> Result<KvView<T>> {
         let pattern = KeyPattern::parse(pattern)?;
-        watch.validate_for_view()?;
+        options.validate()?;
+        let watch = options.to_watch();
         let store = self.watched_bucket(&watch).await?;
         // Without limit markers the server says nothing when a key ages out.
         let config = &store.store().stream.cached_info().config;

@@ -38,6 +38,49 @@ impl Operation {
             Operation::Expired => "EXPIRED",
         }
     }
+
+    /// What a stored message's headers say happened: `DEL` and `PURGE` as written by clients
+    /// (`KV-Operation`), or a limit marker written by the server since 2.11
+    /// (`Nats-Marker-Reason`); a put otherwise.
+    ///
+    /// What the markers look like, as seen on nats-server 2.15.1 (a bucket with
+    /// `allow_msg_ttl` and `subject_delete_marker_ttl`):
+    /// - a key whose last revision ages out, by the stream's `max_age` or its own `Nats-TTL`, is
+    ///   replaced by an empty message with `Nats-Marker-Reason: MaxAge`, `Nats-TTL: <marker TTL>`
+    ///   (e.g. `1s`) and `Nats-Rollup: sub`, and no `KV-Operation`;
+    /// - a `purge_with_ttl` writes a client purge (`KV-Operation: PURGE` plus `Nats-TTL`); when that
+    ///   purge ages out, no marker follows: the key simply has no entry any more;
+    /// - the server raises a `Nats-TTL` shorter than the marker TTL to it (a 1 s
+    ///   `create_with_ttl` in a bucket keeping markers 5 s is stored with `Nats-TTL: 5`);
+    /// - `Purge` and `Remove` are reasons the server defines but was not seen writing: a stream
+    ///   purge of one key's subject left no marker, and buckets deny message deletes. They are
+    ///   mapped as async-nats maps them, in case a server writes them.
+    ///
+    /// So `KV-Operation` and `Nats-Marker-Reason` never meet on one message; `KV-Operation` is read
+    /// first, as async-nats does. Unlike async-nats (which reports `MaxAge` as a purge), an expiry
+    /// is its own [`Operation::Expired`]. An unknown reason counts as a purge: the key's
+    /// value is gone whatever the reason.
+    pub(crate) fn from_headers(headers: Option<&HeaderMap>) -> Self {
+        let Some(headers) = headers else {
+            return Self::Put;
+        };
+        if let Some(operation) = headers.get("KV-Operation") {
+            return match operation.as_str() {
+                "DEL" => Self::Delete,
+                "PURGE" => Self::Purge,
+                _ => Self::Put,
+            };
+        }
+        match headers
+            .get("Nats-Marker-Reason")
+            .map(|reason| reason.as_str())
+        {
+            None => Self::Put,
+            Some("MaxAge") => Self::Expired,
+            Some("Remove") => Self::Delete,
+            Some(_) => Self::Purge,
+        }
+    }
 }
 
 impl fmt::Display for Operation {
@@ -225,4 +268,72 @@ pub(crate) fn system_time(time: time::OffsetDateTime) -> SystemTime {
     u64::try_from(time.unix_timestamp_nanos())
         .map(|nanos| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
         .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, *value);
+        }
+        headers
+    }
+
+    #[test]
+    fn operations() {
+        let cases: &[(&[(&str, &str)], Operation)] = &[
+            (&[], Operation::Put),
+            (&[("KV-Operation", "PUT")], Operation::Put),
+            (&[("KV-Operation", "DEL")], Operation::Delete),
+            (
+                &[("KV-Operation", "PURGE"), ("Nats-Rollup", "sub")],
+                Operation::Purge,
+            ),
+            // A purge_with_ttl, as written by async-nats.
+            (
+                &[
+                    ("KV-Operation", "PURGE"),
+                    ("Nats-TTL", "2"),
+                    ("Nats-Rollup", "sub"),
+                ],
+                Operation::Purge,
+            ),
+            // A create_with_ttl is a put.
+            (
+                &[
+                    ("Nats-TTL", "1"),
+                    ("Nats-Expected-Last-Subject-Sequence", "0"),
+                ],
+                Operation::Put,
+            ),
+            // Server markers, as nats-server 2.15.1 writes them.
+            (
+                &[
+                    ("Nats-Marker-Reason", "MaxAge"),
+                    ("Nats-TTL", "1s"),
+                    ("Nats-Rollup", "sub"),
+                ],
+                Operation::Expired,
+            ),
+            (&[("Nats-Marker-Reason", "Purge")], Operation::Purge),
+            (&[("Nats-Marker-Reason", "Remove")], Operation::Delete),
+            (&[("Nats-Marker-Reason", "SomethingNew")], Operation::Purge),
+            // KV-Operation first, as async-nats and nats.go read it.
+            (
+                &[("KV-Operation", "DEL"), ("Nats-Marker-Reason", "MaxAge")],
+                Operation::Delete,
+            ),
+        ];
+        assert_eq!(Operation::from_headers(None), Operation::Put);
+        for (pairs, expected) in cases {
+            assert_eq!(
+                Operation::from_headers(Some(&headers(pairs))),
+                *expected,
+                "{pairs:?}"
+            );
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub use faststream_rules::MAX_WORKERS;
 
 use crate::error::{Error, Result};
 use crate::kv::group::GroupSettings;
+use crate::kv::start_at::StartAt;
 
 /// The default [`KvWatch::timeout`].
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,17 +51,6 @@ pub struct KvWatch {
     pub(crate) max_workers: usize,
     /// `Some`: the subscriber is a member of this consumer group.
     pub(crate) group: Option<GroupSettings>,
-}
-
-/// Where a new watch starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StartAt {
-    /// The latest entry of every matching key, then every change (the default).
-    LatestPerKey,
-    /// Every retained revision (`include_history`).
-    Beginning,
-    /// Only changes made after the watch starts (`updates_only`).
-    NewOnly,
 }
 
 impl KvWatch {
@@ -214,11 +204,7 @@ impl KvWatch {
     /// Checks the settings without contacting the server; every problem, the bucket name
     /// included, is listed in the [`Error::InvalidWatch`].
     pub fn validate(&self) -> Result<()> {
-        self.invalid_if_any(self.problems())
-    }
-
-    /// `Ok` without problems, else the error listing them.
-    fn invalid_if_any(&self, problems: Vec<String>) -> Result<()> {
+        let problems = self.problems();
         if problems.is_empty() {
             Ok(())
         } else {
@@ -265,53 +251,6 @@ impl KvWatch {
             problems.extend(group.problems());
         }
         problems
-    }
-}
-
-impl KvWatch {
-    /// Checks the settings for a [`KvView`](crate::KvView), which holds each key's latest value:
-    /// the options that change what is delivered do not apply to it.
-    pub(crate) fn validate_for_view(&self) -> Result<()> {
-        let mut problems = self.problems();
-        let view_problem = |option: &str, why: &str| {
-            format!(
-                "`{option}` does not apply to a view, which holds each key's latest value: {why}"
-            )
-        };
-        if self.include_history {
-            problems.push(view_problem(
-                "include_history",
-                "earlier revisions are replaced at once",
-            ));
-        }
-        if self.updates_only {
-            problems.push(view_problem(
-                "updates_only",
-                "a view starts with the bucket's state",
-            ));
-        }
-        if self.ignore_deletes {
-            problems.push(view_problem(
-                "ignore_deletes",
-                "deleted keys would keep stale values",
-            ));
-        }
-        if self.headers_only || self.meta_only {
-            problems.push(view_problem(
-                "headers_only / meta_only",
-                "a view needs the values",
-            ));
-        }
-        if self.max_workers != 1 {
-            problems.push(view_problem("max_workers", "no handler runs"));
-        }
-        if self.group.is_some() {
-            problems.push(view_problem(
-                "group",
-                "every instance's view holds every key",
-            ));
-        }
-        self.invalid_if_any(problems)
     }
 }
 

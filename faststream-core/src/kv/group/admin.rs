@@ -10,6 +10,7 @@ use super::declare::{is_not_found, META_PARTITIONS, META_PATTERN, META_SESSION};
 use super::layout::{GroupLayout, PRIORITY_GROUP};
 use super::membership::Heartbeat;
 use crate::error::{Error, GroupError, Result};
+use crate::kv::message::{system_time, Operation};
 
 /// A consumer group on a bucket, as an operator sees it: members, partitions, pending work and
 /// the changes given up. From [`NatsBroker::kv_group`](crate::NatsBroker::kv_group).
@@ -244,10 +245,10 @@ impl KvGroup {
             let Ok(message) = stream.get_last_raw_message_by_subject(&subject).await else {
                 continue;
             };
-            if crate::kv::watcher::operation(Some(&message.headers)) != crate::Operation::Put {
+            if Operation::from_headers(Some(&message.headers)) != Operation::Put {
                 continue;
             }
-            let last_seen = crate::kv::message::system_time(message.time);
+            let last_seen = system_time(message.time);
             let fresh = SystemTime::now()
                 .duration_since(last_seen)
                 .map_or(true, |age| age < session);
@@ -338,7 +339,7 @@ impl KvGroup {
             .await
             .map_err(|error| replay_error(Box::new(error)))?;
         let revision = match letter.operation {
-            crate::Operation::Put => store
+            Operation::Put => store
                 .update(&letter.key, letter.value.clone(), letter.revision)
                 .await
                 .map_err(|error| replay_error(Box::new(error)))?,

@@ -21,7 +21,7 @@ use async_nats::jetstream::{self, kv};
 use super::layout::{GroupLayout, PRIORITY_GROUP};
 use super::settings::GroupSettings;
 use crate::error::GroupError;
-use crate::kv::options::StartAt;
+use crate::kv::start_at::StartAt;
 
 /// How many dead letters a group keeps before the oldest go.
 pub(crate) const DEAD_LETTERS_KEPT: i64 = 100_000;

@@ -30,8 +30,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt as _, StreamExt as _};
 
 use super::layout::{split_subject, GroupLayout, PRIORITY_GROUP};
-use crate::kv::message::{KvMessage, MessageParts};
-use crate::kv::watcher::operation;
+use crate::kv::message::{KvMessage, MessageParts, Operation};
 
 /// Messages asked for per pull request: with one change in flight per partition the server
 /// sends them one at a time anyway; a larger batch only saves requests.
@@ -300,7 +299,7 @@ impl PartitionPuller {
             revision: stream_sequence,
             delta: pending,
             created: published,
-            operation: operation(message.headers.as_ref()),
+            operation: Operation::from_headers(message.headers.as_ref()),
             headers: message.headers.clone(),
         };
         Some(GroupDelivery {

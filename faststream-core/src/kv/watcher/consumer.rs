@@ -10,12 +10,22 @@ use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::{ConsumerErrorKind, LastRawMessageErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 
-use super::{Position, CONNECTION_POLL, FIRST_REWATCH_DELAY, MAX_REWATCH_DELAY};
+use super::position::Position;
 use crate::error::{chain, WatchError};
-use crate::kv::options::StartAt;
+use crate::kv::start_at::StartAt;
 
-/// Everything one creation attempt needs, owned, so it can run as a task.
-pub(super) struct Attempt {
+/// The first pause before re-creating a watch; it doubles while attempts fail.
+const FIRST_REWATCH_DELAY: Duration = Duration::from_millis(100);
+/// The longest pause between two attempts to re-create a watch.
+pub(super) const MAX_REWATCH_DELAY: Duration = Duration::from_secs(1);
+/// A missing bucket is looked up less often: it may stay missing for long.
+pub(super) const MAX_MISSING_BUCKET_DELAY: Duration = Duration::from_secs(5);
+/// How often a creation waiting for the connection checks it.
+const CONNECTION_POLL: Duration = Duration::from_millis(25);
+
+/// A request to create one consumer for a watch: everything the attempt needs, owned, so it
+/// can run as a task.
+pub(super) struct CreateConsumerRequest {
     pub(super) jetstream: jetstream::Context,
     pub(super) client: async_nats::Client,
     pub(super) stream_name: String,
@@ -57,7 +67,7 @@ impl CreateFailure {
     }
 }
 
-/// Deletes one consumer; see [`KvWatcher::delete_consumers`].
+/// Deletes one consumer; see `KvWatcher::delete_consumers`.
 pub(super) async fn delete_consumer(
     jetstream: &jetstream::Context,
     stream: &str,
@@ -130,8 +140,8 @@ pub(super) fn next_delay(delay: Duration, max: Duration) -> Duration {
 /// waits for), checks the stream is still the one the position belongs to, then subscribes to
 /// a fresh inbox and creates the consumer delivering to it (in that order, so nothing is pushed
 /// before anyone listens).
-pub(super) async fn create(attempt: Attempt) -> Result<Created, CreateFailure> {
-    let Attempt {
+pub(super) async fn create(request: CreateConsumerRequest) -> Result<Created, CreateFailure> {
+    let CreateConsumerRequest {
         jetstream,
         client,
         stream_name,
@@ -141,7 +151,7 @@ pub(super) async fn create(attempt: Attempt) -> Result<Created, CreateFailure> {
         mut position,
         delay,
         connection_wait,
-    } = attempt;
+    } = request;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::super::message::KvMessage;
+use crate::kv::message::KvMessage;
 
 /// What [`KvWatcher::next_event`](super::KvWatcher::next_event) yields: an entry, or a change in
 /// where the watch stands.

@@ -1,0 +1,75 @@
+//! The task reading a view's watch: hands what arrives to the keeper in batches, and tells it
+//! when an expiry deadline passes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt as _;
+use tokio::sync::{mpsc, watch};
+
+use super::handover::{Input, NextDeadline, MAX_BATCH, NO_DEADLINE};
+use crate::kv::watcher::KvWatcher;
+
+/// The task reading a view's watch for its keeper.
+pub(super) struct Reader {
+    pub(super) inputs: mpsc::Sender<Input>,
+    /// The views' change channel: closed once every clone of the view is gone.
+    pub(super) views: Arc<watch::Sender<()>>,
+    pub(super) next_deadline: Arc<NextDeadline>,
+}
+
+impl Reader {
+    /// Reads the watch in batches (whatever has arrived, up to [`MAX_BATCH`]) for the keeper,
+    /// and tells it when an expiry deadline passes; ends with the watch, or once every clone of
+    /// the view is gone (dropping the watcher deletes its consumer, and the keeper's thread
+    /// ends with the channel).
+    pub(super) async fn run(self, mut watcher: KvWatcher) {
+        let mut expired_at = NO_DEADLINE;
+        loop {
+            let deadline = self.next_deadline.nanos.load(Ordering::Acquire);
+            // Told once per deadline: the keeper moves it on when it has expired what is due.
+            let timer = (deadline != NO_DEADLINE && deadline != expired_at).then_some(deadline);
+            let first = tokio::select! {
+                biased;
+                () = self.views.closed() => return,
+                () = self.next_deadline.moved.notified() => continue,
+                () = sleep_until(timer), if timer.is_some() => {
+                    expired_at = deadline;
+                    if self.inputs.send(Input::Expire).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                event = watcher.next_event() => event,
+            };
+            let Some(first) = first else { return };
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            batch.push(first);
+            let mut ended = false;
+            while batch.len() < MAX_BATCH {
+                match watcher.next_event().now_or_never() {
+                    Some(Some(event)) => batch.push(event),
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if self.inputs.send(Input::Events(batch)).await.is_err() || ended {
+                return;
+            }
+        }
+    }
+}
+
+/// Sleeps until `deadline` (nanoseconds since the Unix epoch) by the system clock: the
+/// server's timestamps are wall-clock time.
+async fn sleep_until(deadline: Option<u64>) {
+    let wait = deadline
+        .map(|nanos| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
+        .and_then(|deadline| deadline.duration_since(SystemTime::now()).ok())
+        .unwrap_or(Duration::ZERO);
+    tokio::time::sleep(wait).await;
+}
