@@ -411,7 +411,7 @@ pub enum WatchError {
 pub enum GroupError {
     /// The group was created with other settings than this member's. Each difference names the
     /// setting, the group's value and this member's: delete the group
-    /// ([`KvGroup::delete`](crate::kv::KvGroup::delete)) to start it afresh with new ones.
+    /// ([`KvGroup::delete`](crate::kv::group::KvGroup::delete)) to start it afresh with new ones.
     #[error("it was created with other settings than this member's: {}", differences.join("; "))]
     SettingsDiffer {
         /// One sentence per setting that differs.

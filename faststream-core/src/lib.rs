@@ -70,7 +70,11 @@ pub use extract::path::Path;
 pub use extract::State;
 pub use faststream_macros::{after_shutdown, after_startup, on_shutdown, on_startup, subscriber};
 pub use faststream_rules::HookStage;
-pub use kv::{KeyValue, KvMessage, KvView, KvWatch, KvWatcher, Operation};
+pub use kv::key_value::KeyValue;
+pub use kv::message::{KvMessage, Operation};
+pub use kv::options::KvWatch;
+pub use kv::view::KvView;
+pub use kv::watcher::KvWatcher;
 #[cfg(feature = "otlp")]
 pub use observe::otlp;
 pub use observe::trace::ENTRY_TARGET;

@@ -12,7 +12,7 @@ use super::App;
 use crate::broker::NatsBroker;
 use crate::context::ViewSlot;
 use crate::error::{Error, Result};
-use crate::kv::options::KvWatch;
+use crate::kv::view::KvViewOptions;
 use crate::kv::view::{self, Decode};
 
 /// Starts one declared view and puts it in its slot.
@@ -30,7 +30,7 @@ impl std::fmt::Debug for ViewStart {
 impl App {
     /// Declares a live view of the keys matching `pattern` in a bucket, values decoded from JSON
     /// into `T`, for handlers and hooks to take as a [`KvView<T>`](crate::KvView) argument.
-    /// `watch` is the bucket's name or a [`KvWatch`], as for
+    /// `options` is the bucket's name or a [`KvViewOptions`], as for
     /// [`NatsBroker::kv_view`](crate::NatsBroker::kv_view).
     ///
     /// The views start after connecting and before the subscribers' watches, and start-up
@@ -65,11 +65,15 @@ impl App {
     /// # }
     /// ```
     #[must_use]
-    pub fn with_kv_view<T>(self, watch: impl Into<KvWatch>, pattern: impl Into<String>) -> Self
+    pub fn with_kv_view<T>(
+        self,
+        options: impl Into<KvViewOptions>,
+        pattern: impl Into<String>,
+    ) -> Self
     where
         T: serde::de::DeserializeOwned + Send + Sync + 'static,
     {
-        self.add_view(watch.into(), pattern.into(), view::json::<T>())
+        self.add_view(options.into(), pattern.into(), view::json::<T>())
     }
 
     /// Declares a live view whose values `decode` makes, like
@@ -77,7 +81,7 @@ impl App {
     #[must_use]
     pub fn with_kv_view_decoded<T, E>(
         self,
-        watch: impl Into<KvWatch>,
+        options: impl Into<KvViewOptions>,
         pattern: impl Into<String>,
         decode: impl Fn(&bytes::Bytes) -> std::result::Result<T, E> + Send + Sync + 'static,
     ) -> Self
@@ -86,19 +90,19 @@ impl App {
         E: Into<crate::error::BoxError>,
     {
         let decode: Decode<T> = Arc::new(move |value| decode(value).map_err(Into::into));
-        self.add_view(watch.into(), pattern.into(), decode)
+        self.add_view(options.into(), pattern.into(), decode)
     }
 
     fn add_view<T: Send + Sync + 'static>(
         mut self,
-        watch: KvWatch,
+        options: KvViewOptions,
         pattern: String,
         decode: Decode<T>,
     ) -> Self {
         let description = format!(
             "view `KvView<{}>` (`{pattern}` in bucket `{}`)",
             type_name::<T>(),
-            watch.bucket()
+            options.bucket()
         );
         let mut problems = Vec::new();
         if let Err(error) = KeyPattern::parse(&pattern) {
@@ -106,7 +110,7 @@ impl App {
         }
         if let Err(Error::InvalidWatch {
             problems: found, ..
-        }) = watch.validate_for_view()
+        }) = options.validate()
         {
             problems.extend(found);
         }
@@ -130,7 +134,7 @@ impl App {
             description,
             start: Box::new(move |broker: NatsBroker| {
                 Box::pin(async move {
-                    let view = broker.start_view(watch, &pattern, decode).await?;
+                    let view = broker.start_view(options, &pattern, decode).await?;
                     let started = CatchUpWait {
                         description: starter_description,
                         status: Some(view.status().clone()),

@@ -12,10 +12,10 @@ pub(crate) mod start_at;
 pub(crate) mod view;
 pub(crate) mod watcher;
 
+// `KeyValue`, `KvMessage`, `Operation`, `KvWatch`, `KvWatcher` and `KvView` are used by
+// nearly every service: the crate root exports them, and this module the rest, so every public
+// name has one path.
 pub use bucket::{BucketConfig, Placement, Republish, StorageType, MAX_HISTORY};
-pub use group::{GroupSettings, KvGroup};
-pub use key_value::KeyValue;
-pub use message::{KvMessage, Operation};
-pub use options::{KvWatch, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_WATCH_TIMEOUT, MAX_WORKERS};
-pub use view::{KvView, KvViewOptions, KvViewSnapshot, ViewClosed};
-pub use watcher::{CatchUp, KvWatcher, RecreateReason, WatchEvent, WatchPhase, WatchStatus};
+pub use options::{DEFAULT_INACTIVE_THRESHOLD, DEFAULT_WATCH_TIMEOUT, MAX_WORKERS};
+pub use view::{KvViewOptions, KvViewSnapshot, ViewClosed};
+pub use watcher::{CatchUp, RecreateReason, WatchEvent, WatchPhase, WatchStatus};

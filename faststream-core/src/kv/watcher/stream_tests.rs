@@ -17,8 +17,7 @@ async fn server_and_broker() -> anyhow::Result<(faststream_testing::NatsServer, 
     let binaries = faststream_testing::ServerBinary::discover()?;
     let binary = binaries.first().context("no nats-server")?;
     let server = faststream_testing::NatsServer::start(binary).await?;
-    let broker = NatsBroker::new(server.url());
-    broker.connect().await?;
+    let broker = NatsBroker::connect(crate::BrokerConfig::new(server.url())).await?;
     Ok((server, broker))
 }
 
