@@ -53,6 +53,8 @@ mod context;
 mod dispatch;
 pub mod error;
 pub mod extract;
+/// The guide: every feature explained, chapter by chapter, with examples that compile.
+pub mod guide;
 pub mod handler;
 pub mod kv;
 mod logging;
@@ -87,3 +89,8 @@ pub use prometheus_client;
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
+
+/// The README's code blocks, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
