@@ -33,7 +33,7 @@ const MIN_SESSION_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// ```
 /// use std::time::Duration;
-/// use faststream_core::kv::GroupSettings;
+/// use faststream_core::kv::group::GroupSettings;
 /// use faststream_core::KvWatch;
 ///
 /// let watch = KvWatch::new("shop").group(
