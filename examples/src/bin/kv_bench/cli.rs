@@ -1,0 +1,269 @@
+//! The command line: one subcommand per workload, its sizes as positional arguments with
+//! defaults (so `kv_bench view 100000 10000 10000 2` reads as before); with none, every workload
+//! at its default sizes. The commands the benchmark runs in its child processes are hidden
+//! (`child.rs`).
+
+use clap::{Args, FromArgMatches, Parser, Subcommand};
+
+use crate::child::ChildCommand;
+
+/// The benchmark: the workloads of the FastStream anchor scripts (`examples/bench/`) through
+/// `#[subscriber]` handlers and through a raw async-nats watcher, side by side against the
+/// server at `NATS_URL`. Prints one JSON line per result, then one summary line with the ratios.
+///
+/// Every consumer runs in a process of its own (this binary, started with a hidden command), so
+/// that its peak RSS and CPU time are its own; the parent writes the data first. Each comparison
+/// runs three times, alternating (observe five times, latency five times with the best run
+/// beside the median), and the medians are compared.
+#[derive(Parser, Debug)]
+#[command(
+    name = "kv_bench",
+    after_help = "Environment: NATS_URL (the server), NATS_SERVER_PID (if set, the live runs also \
+                  report the server's CPU time).",
+    after_long_help = "Environment:\n  \
+        NATS_URL         the server (default nats://127.0.0.1:4222)\n  \
+        NATS_SERVER_PID  the server's process on this machine: the live runs also report its \
+                         CPU time\n\n\
+        To profile one consumer alone (e.g. under valgrind --tool=callgrind):\n  \
+        kv_bench prefill bench 20000 1000\n  \
+        kv_bench consume replay faststream-rs bench 20000    # or async-nats-raw\n  \
+        kv_bench prefill-view bench 100000\n  \
+        kv_bench catchup faststream-rs-view bench 100000    # or async-nats-raw, ..."
+)]
+pub struct Cli {
+    /// Also runs the FastStream 0.7.8 anchor scripts (python3, `faststream[nats]==0.7.8`)
+    /// against the same server, for the workloads that have one (replay, latency, slow).
+    #[arg(long, global = true)]
+    pub python: bool,
+    /// The workload; every one at its default sizes if none is given.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// A workload, or a command of the child-process protocol.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// One workload.
+    #[command(flatten)]
+    Workload(Workload),
+    /// One consumer, run by the benchmark in a child process.
+    #[command(flatten)]
+    Child(ChildCommand),
+}
+
+/// The workloads, in the order a full run takes them.
+#[derive(Subcommand, Debug)]
+pub enum Workload {
+    /// [N=20000 KEYS=1000] replay N entries over KEYS keys with history: throughput and CPU per
+    /// entry, faststream-rs vs raw async-nats
+    ///
+    /// The bucket is written first (history 64); then each side, in a process of its own, reads
+    /// every revision from the start (`include_history`), three runs each, alternating.
+    Replay(ReplaySizes),
+    /// [N=20000 KEYS=1000] the replay workload with /metrics served, with OTLP spans (every
+    /// entry; the default sampling) and without, against raw async-nats
+    ///
+    /// Five runs of each side, alternating: the plain subscriber (spans compiled in, disabled
+    /// at their level), the same with `/metrics` served (every call counted and timed), with
+    /// every entry's span exported through the OpenTelemetry layer and the SDK's batch
+    /// processor (to an exporter that drops the batches), with the default share of entries
+    /// traced (1%), and raw async-nats.
+    Observe(ReplaySizes),
+    /// [M=500] put -> handler latency over M round trips, faststream-rs vs raw async-nats
+    ///
+    /// Writer and consumer in one process, as in the anchor script: the watch reports each
+    /// latency through a channel, the writer (a task on the same connection) waits for it before
+    /// the next put; 20 warm-up rounds first. Five runs of each side, alternating; the median
+    /// and the best run's p50 are compared.
+    Latency(LatencySizes),
+    /// [N=20000 KEYS=1000] a handler awaiting 1 ms over N entries of KEYS keys: max_workers 64
+    /// vs 1
+    Slow(SlowSizes),
+    /// [K=10000] peak RSS watching K keys (the latest value of each), faststream-rs vs raw
+    /// async-nats
+    Keys(KeysSizes),
+    /// [N=100000 K=10000 RATE=10000 SECONDS=2] KvView: catch-up over N keys vs a raw watch, and
+    /// get on K keys for SECONDS, idle and while RATE keys a second change
+    ///
+    /// A `KvView`'s catch-up over N keys against a raw `watch_with_history` (counting, and
+    /// decoding into a `HashMap`), with the RSS each adds per key; then `get` on a view of K keys
+    /// for SECONDS, idle and while a writer on its own connection changes RATE keys a second.
+    View(ViewSizes),
+    /// [N=50000 KEYS=1000 SLOW_N=40000 SLOW_KEYS=10000 SLOW_WORKERS=8 SLOW_PARTITIONS=48
+    /// RATE=2000 REPEATS=3] consumer groups (nats-server 2.11+): live traffic, three members vs
+    /// one, membership changes
+    ///
+    /// Every group with `session_timeout` 2 s, each run on a fresh bucket in a process of its
+    /// own, REPEATS runs of each side, alternating:
+    ///
+    /// - a writer puts N changes over KEYS keys as fast as it can (pipelined) while the consumer
+    ///   handles them (counts, returns `Ok`), timed from the first put to the last change
+    ///   handled: one group member against a raw durable pull consumer on `KV_<bucket>`
+    ///   (explicit acks, one per message) and, for information, the plain watch subscriber and
+    ///   the group's design built with async-nats alone (a partitioned mirror read by one pull
+    ///   consumer, or by one per partition with `max_ack_pending` 1);
+    ///
+    /// - the same with a handler awaiting 1 ms, SLOW_N changes over SLOW_KEYS keys: three members
+    ///   (three apps in one process) against one, `max_workers` SLOW_WORKERS on each and
+    ///   SLOW_PARTITIONS partitions; then with `max_workers` 16 and the default 16 partitions,
+    ///   which bound the calls at once whatever the members;
+    ///
+    /// - membership changes while a writer changes RATE random keys of KEYS a second: a second
+    ///   member joins (rebalance), it stops (graceful hand-over), a member in a child process
+    ///   is killed with SIGKILL (takeover); the time until the survivor handles the moved
+    ///   partitions.
+    ///
+    /// In a full run the group workloads are skipped on a server older than 2.11; run alone,
+    /// they fail there with the server's reason.
+    Group(GroupSizes),
+}
+
+impl Workload {
+    /// Every workload at its default sizes, in the order a full run takes them.
+    pub fn every() -> anyhow::Result<Vec<Self>> {
+        Ok(vec![
+            Self::Replay(defaults()?),
+            Self::Observe(defaults()?),
+            Self::Latency(defaults()?),
+            Self::Slow(defaults()?),
+            Self::Keys(defaults()?),
+            Self::View(defaults()?),
+            Self::Group(defaults()?),
+        ])
+    }
+}
+
+/// The sizes given no arguments: the defaults, written once, in the arguments' declarations.
+fn defaults<T: Args + FromArgMatches>() -> anyhow::Result<T> {
+    let matches = T::augment_args(clap::Command::new("defaults")).try_get_matches_from(["x"])?;
+    Ok(T::from_arg_matches(&matches)?)
+}
+
+/// The sizes of `replay` and `observe`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ReplaySizes {
+    /// Entries written before the consumers start, each replayed by every consumer.
+    #[arg(value_name = "N", default_value_t = 20_000)]
+    pub n: usize,
+    /// Keys the entries are spread over (`k.0` ...; bucket history 64).
+    #[arg(value_name = "KEYS", default_value_t = 1_000)]
+    pub keys: usize,
+}
+
+/// The size of `latency`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct LatencySizes {
+    /// Round trips measured in each run (after 20 warm-up rounds).
+    #[arg(value_name = "M", default_value_t = 500)]
+    pub m: usize,
+}
+
+/// The sizes of `slow`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct SlowSizes {
+    /// Entries written before the consumers start, each handled once per consumer.
+    #[arg(value_name = "N", default_value_t = 20_000)]
+    pub n: usize,
+    /// Keys the entries are spread over.
+    #[arg(value_name = "KEYS", default_value_t = 1_000)]
+    pub keys: usize,
+}
+
+/// The size of `keys`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct KeysSizes {
+    /// Keys of the bucket, one entry each; the consumers watch their latest values.
+    #[arg(value_name = "K", default_value_t = 10_000)]
+    pub keys: usize,
+}
+
+/// The sizes of `view`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ViewSizes {
+    /// Keys of the catch-up bucket (`{"enabled":true,"n":i}` each).
+    #[arg(value_name = "N", default_value_t = 100_000)]
+    pub n: usize,
+    /// Keys of the bucket the reads run on.
+    #[arg(value_name = "K", default_value_t = 10_000)]
+    pub keys: usize,
+    /// Changes a second the writer makes while the view is read.
+    #[arg(value_name = "RATE", default_value_t = 10_000)]
+    pub rate: usize,
+    /// Seconds of reading in each run.
+    #[arg(value_name = "SECONDS", default_value_t = 2.0)]
+    pub seconds: f64,
+}
+
+/// The sizes of `group`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct GroupSizes {
+    /// Changes of the live-traffic runs with the fast handler.
+    #[arg(value_name = "N", default_value_t = 50_000)]
+    pub n: usize,
+    /// Keys of those runs and of the membership changes.
+    #[arg(value_name = "KEYS", default_value_t = 1_000)]
+    pub keys: usize,
+    /// Changes of the slow-handler runs. 40,000: three members handle 20,000 in about 2 s, of
+    /// which the start and the draining of the last partitions are a noticeable part.
+    #[arg(value_name = "SLOW_N", default_value_t = 40_000)]
+    pub slow_n: usize,
+    /// Keys of the slow-handler runs.
+    #[arg(value_name = "SLOW_KEYS", default_value_t = 10_000)]
+    pub slow_keys: usize,
+    /// `max_workers` of every member in the slow-handler runs.
+    #[arg(value_name = "SLOW_WORKERS", default_value_t = 8)]
+    pub slow_workers: usize,
+    /// Partitions of the group in the slow-handler runs.
+    #[arg(value_name = "SLOW_PARTITIONS", default_value_t = 48)]
+    pub slow_partitions: u16,
+    /// Changes a second written during the membership changes.
+    #[arg(value_name = "RATE", default_value_t = 2_000)]
+    pub rate: usize,
+    /// Runs of each side of each comparison.
+    #[arg(value_name = "REPEATS", default_value_t = 3)]
+    pub repeats: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The one-line description of each workload names its sizes with their defaults, as the
+    /// arguments declare them.
+    #[test]
+    fn every_description_lists_the_defaults() {
+        let cli = Cli::command();
+        for workload in cli
+            .get_subcommands()
+            .filter(|command| !command.is_hide_set())
+        {
+            let about = workload
+                .get_about()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let sizes: Vec<String> = workload
+                .get_positionals()
+                .map(|size| {
+                    let name = size.get_value_names().unwrap_or_default().join(" ");
+                    let default = size
+                        .get_default_values()
+                        .iter()
+                        .map(|value| value.to_string_lossy());
+                    format!("{name}={}", default.collect::<Vec<_>>().join(" "))
+                })
+                .collect();
+            let listed = format!("[{}]", sizes.join(" "));
+            assert!(
+                about.starts_with(&listed),
+                "{}: `{about}` does not start with `{listed}`",
+                workload.get_name()
+            );
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `catchup IMPL BUCKET N`, the child side of the view's catch-up: connects, then times getting
+//! every key's latest value of a bucket holding N keys (bucket lookup, watch and catch-up); RSS
+//! is taken after connecting and again once caught up, with the map (and the watch) still held.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use faststream_core::kv::WatchEvent;
+use faststream_core::KvWatch;
+use futures_util::StreamExt as _;
+use serde_json::{json, Value};
+
+use super::{RAW_COUNT, RAW_MAP, VIEW, VIEW_RAW, WATCH};
+use crate::broker::broker;
+use crate::common::{bucket, url, Flag, TIMEOUT};
+use crate::measure::{rss_bytes, usage};
+use crate::workloads::FRAMEWORK;
+
+/// One catch-up; its JSON line.
+pub async fn view_catchup(implementation: &str, n: usize) -> anyhow::Result<Value> {
+    let bucket = bucket();
+    let broker = broker();
+    let mut client = None;
+    if implementation.starts_with(FRAMEWORK) {
+        broker.connect().await?;
+    } else {
+        client = Some(async_nats::connect(url()).await?);
+    }
+    let rss_before = rss_bytes()?;
+    let (cpu_before, _) = usage();
+    let started = Instant::now();
+    // What each side holds once caught up, kept until RSS is read.
+    let held: Box<dyn std::any::Any>;
+    let keys = match (implementation, client) {
+        (VIEW, _) => {
+            let view = broker
+                .kv_view::<Flag>(KvWatch::new(bucket.clone()), ">")
+                .await?;
+            let keys = view.len();
+            held = Box::new(view);
+            keys
+        }
+        (VIEW_RAW, _) => {
+            let view = broker
+                .kv_view_raw(KvWatch::new(bucket.clone()), ">")
+                .await?;
+            let keys = view.len();
+            held = Box::new(view);
+            keys
+        }
+        (WATCH, _) => {
+            let mut watcher = broker.kv_watch(">", KvWatch::new(bucket.clone())).await?;
+            let mut seen = 0;
+            loop {
+                match tokio::time::timeout(TIMEOUT, watcher.next_event())
+                    .await?
+                    .context("watch ended")?
+                {
+                    WatchEvent::Entry(entry) => {
+                        std::hint::black_box(&entry);
+                        seen += 1;
+                    }
+                    WatchEvent::CaughtUp(_) => break,
+                    WatchEvent::StartedOver => seen = 0,
+                    _ => {}
+                }
+            }
+            held = Box::new(watcher);
+            seen
+        }
+        (RAW_COUNT | RAW_MAP, Some(client)) => {
+            let store = async_nats::jetstream::new(client)
+                .get_key_value(&bucket)
+                .await?;
+            let mut watch = store.watch_with_history(">").await?;
+            let mut map = std::collections::HashMap::new();
+            let mut seen = 0;
+            let decode = implementation == RAW_MAP;
+            loop {
+                let entry = tokio::time::timeout(TIMEOUT, watch.next())
+                    .await?
+                    .context("watch ended")??;
+                seen += 1;
+                if decode {
+                    use async_nats::jetstream::kv::Operation;
+                    match (
+                        entry.operation,
+                        serde_json::from_slice::<Flag>(&entry.value),
+                    ) {
+                        (Operation::Put, Ok(flag)) => {
+                            map.insert(entry.key, flag);
+                        }
+                        _ => {
+                            map.remove(&entry.key);
+                        }
+                    }
+                } else {
+                    std::hint::black_box(&entry);
+                }
+                if entry.seen_current {
+                    break;
+                }
+            }
+            let keys = if decode { map.len() } else { seen };
+            held = Box::new((map, watch, store));
+            keys
+        }
+        other => anyhow::bail!("unknown view consumer {other:?}"),
+    };
+    let took = started.elapsed();
+    let (cpu_after, peak_rss_kib) = usage();
+    let rss_delta = rss_bytes()?.saturating_sub(rss_before);
+    anyhow::ensure!(keys == n, "{implementation} saw {keys} keys, expected {n}");
+    drop(held);
+    Ok(json!({
+        "impl": implementation,
+        "mode": "view_catchup",
+        "n": n,
+        "seconds": took.as_secs_f64(),
+        "keys_per_s": n as f64 / took.as_secs_f64(),
+        "cpu_s": cpu_after.saturating_sub(cpu_before).as_secs_f64(),
+        "rss_delta_kib": rss_delta / 1024,
+        "bytes_per_key": rss_delta as f64 / n as f64,
+        "peak_rss_kib": peak_rss_kib,
+    }))
+}
