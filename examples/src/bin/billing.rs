@@ -11,8 +11,10 @@
 
 use std::time::Duration;
 
-use faststream_core::kv::GroupSettings;
-use faststream_core::{after_startup, subscriber, App, Json, KvWatch, NatsBroker, Path};
+use faststream_core::kv::group::GroupSettings;
+use faststream_core::{
+    after_startup, subscriber, App, BrokerConfig, Json, KvWatch, NatsBroker, Path,
+};
 
 #[derive(Debug, serde::Deserialize)]
 struct Order {
@@ -56,6 +58,6 @@ async fn report(broker: NatsBroker) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    App::new(NatsBroker::from_env()).run().await?;
+    App::new(BrokerConfig::from_env()).run().await?;
     Ok(())
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use faststream_core::kv::BucketConfig;
 use faststream_core::{
-    after_startup, on_startup, subscriber, App, KvMessage, KvView, NatsBroker, Operation,
+    after_startup, on_startup, subscriber, App, BrokerConfig, KvMessage, KvView, NatsBroker,
+    Operation,
 };
 
 #[derive(Debug, serde::Deserialize)]
@@ -39,7 +40,9 @@ async fn on_lease(lease: KvMessage) {
 /// Declares the leases bucket with expiry markers before the subscribers declare it plainly.
 #[on_startup]
 async fn leases_bucket(broker: NatsBroker) -> anyhow::Result<()> {
-    broker.connect().await?;
+    // The app connects its broker after the on_startup hooks: this one uses a connection of
+    // its own, with the app's configuration.
+    let broker = NatsBroker::connect(broker.config().clone()).await?;
     // Per-key TTLs and expiry markers need nats-server 2.11 or newer; older servers say so.
     let leases = BucketConfig::new("leases").limit_markers(Duration::from_secs(1));
     if let Err(error) = broker.key_value_with(leases).await {
@@ -67,7 +70,7 @@ async fn ready(broker: NatsBroker, flags: KvView<Flag>) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    App::new(NatsBroker::from_env())
+    App::new(BrokerConfig::from_env())
         .with_kv_view::<Flag>("flags", ">")
         .wait_for_catch_up(Duration::from_secs(30))
         .run()

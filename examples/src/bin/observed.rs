@@ -17,7 +17,7 @@ use std::time::Duration;
 use faststream_core::otlp::Otlp;
 use faststream_core::prometheus_client::metrics::gauge::Gauge;
 use faststream_core::prometheus_client::registry::Registry;
-use faststream_core::{subscriber, App, Json, NatsBroker, Path, State};
+use faststream_core::{subscriber, App, BrokerConfig, Json, Path, State};
 
 #[derive(serde::Deserialize)]
 struct Stock {
@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         "Units in stock of the SKU changed last",
         units.0.clone(),
     );
-    let mut app = App::new(NatsBroker::from_env())
+    let mut app = App::new(BrokerConfig::from_env())
         .with_state(units)
         .prometheus_registry(registry)
         .readiness_grace(Duration::from_secs(2))

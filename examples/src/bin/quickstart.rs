@@ -4,7 +4,7 @@
 //! cargo run -p examples --bin quickstart        # NATS_URL defaults to nats://127.0.0.1:4222
 //! ```
 
-use faststream_core::{after_startup, subscriber, App, KvWatch, NatsBroker};
+use faststream_core::{after_startup, subscriber, App, BrokerConfig, KvWatch, NatsBroker};
 
 #[after_startup]
 async fn setup(broker: NatsBroker) -> anyhow::Result<()> {
@@ -26,6 +26,6 @@ async fn detailed(msg: String) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    App::new(NatsBroker::from_env()).run().await?;
+    App::new(BrokerConfig::from_env()).run().await?;
     Ok(())
 }

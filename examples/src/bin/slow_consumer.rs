@@ -9,7 +9,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use faststream_core::{subscriber, App, KvMessage, NatsBroker};
+use faststream_core::{subscriber, App, BrokerConfig, KvMessage};
 
 static HANDLER_DELAY: LazyLock<Duration> = LazyLock::new(|| {
     let millis = std::env::var("SLOW_HANDLER_MS")
@@ -27,6 +27,6 @@ async fn slow(message: KvMessage) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    App::new(NatsBroker::from_env()).run().await?;
+    App::new(BrokerConfig::from_env()).run().await?;
     Ok(())
 }

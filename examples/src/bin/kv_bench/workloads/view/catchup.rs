@@ -11,7 +11,7 @@ use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 
 use super::{RAW_COUNT, RAW_MAP, VIEW, VIEW_RAW, WATCH};
-use crate::broker::broker;
+use crate::broker::connected_broker;
 use crate::common::{bucket, url, Flag, TIMEOUT};
 use crate::measure::{rss_bytes, usage};
 use crate::workloads::FRAMEWORK;
@@ -19,13 +19,18 @@ use crate::workloads::FRAMEWORK;
 /// One catch-up; its JSON line.
 pub async fn view_catchup(implementation: &str, n: usize) -> anyhow::Result<Value> {
     let bucket = bucket();
-    let broker = broker();
+    let mut broker = None;
     let mut client = None;
     if implementation.starts_with(FRAMEWORK) {
-        broker.connect().await?;
+        broker = Some(connected_broker().await?);
     } else {
         client = Some(async_nats::connect(url()).await?);
     }
+    let broker = || {
+        broker
+            .as_ref()
+            .context("the framework's variants connect a broker")
+    };
     let rss_before = rss_bytes()?;
     let (cpu_before, _) = usage();
     let started = Instant::now();
@@ -33,23 +38,21 @@ pub async fn view_catchup(implementation: &str, n: usize) -> anyhow::Result<Valu
     let held: Box<dyn std::any::Any>;
     let keys = match (implementation, client) {
         (VIEW, _) => {
-            let view = broker
-                .kv_view::<Flag>(KvWatch::new(bucket.clone()), ">")
-                .await?;
+            let view = broker()?.kv_view::<Flag>(bucket.clone(), ">").await?;
             let keys = view.len();
             held = Box::new(view);
             keys
         }
         (VIEW_RAW, _) => {
-            let view = broker
-                .kv_view_raw(KvWatch::new(bucket.clone()), ">")
-                .await?;
+            let view = broker()?.kv_view_raw(bucket.clone(), ">").await?;
             let keys = view.len();
             held = Box::new(view);
             keys
         }
         (WATCH, _) => {
-            let mut watcher = broker.kv_watch(">", KvWatch::new(bucket.clone())).await?;
+            let mut watcher = broker()?
+                .kv_watch(">", KvWatch::new(bucket.clone()))
+                .await?;
             let mut seen = 0;
             loop {
                 match tokio::time::timeout(TIMEOUT, watcher.next_event())

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use faststream_core::{KvView, KvWatch};
+use faststream_core::KvView;
 use serde_json::{json, Value};
 
 use super::{GET_BATCH, VIEW};
@@ -49,7 +49,7 @@ pub async fn view_reads(
     seconds: f64,
 ) -> anyhow::Result<Value> {
     let broker = connected_broker().await?;
-    let view = broker.kv_view::<Flag>(KvWatch::new(bucket()), ">").await?;
+    let view = broker.kv_view::<Flag>(bucket(), ">").await?;
     anyhow::ensure!(
         view.len() == keys,
         "the view has {} keys, expected {keys}",
