@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use faststream_rules::KeyPattern;
 
-use super::lifecycle::Lifecycle;
+use super::running::RunningApp;
 use super::views::ViewStart;
 use crate::context::SubscriberContext;
 use crate::error::{Error, Result};
@@ -22,7 +22,7 @@ pub(super) struct CheckedSubscriber {
     pub(super) observer: SubscriberObserver,
 }
 
-impl Lifecycle {
+impl RunningApp {
     /// Checks every subscriber and hook before connecting; all problems are reported together.
     pub(super) fn check_subscribers(
         &self,

@@ -3,13 +3,13 @@
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::lifecycle::{Lifecycle, StartOutcome};
+use super::running::{RunningApp, StartOutcome};
 use crate::error::{chain, Error, HandlerError, Result};
 use crate::handler::call_catching_panics;
 use crate::registry::HookSpec;
 use faststream_rules::HookStage;
 
-impl Lifecycle {
+impl RunningApp {
     /// Runs the start-up hooks of `stage` in order, stopping at the first failure. When
     /// `requested` fires, the hook running may finish (up to the shutdown timeout; abandoned
     /// after it, with a log line) and the later ones do not run.

@@ -12,46 +12,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::catch_up::wait_for_catch_up;
 use super::checks::CheckedSubscriber;
+use super::running::{RunningApp, StartOutcome};
 use super::subscribers::RunningSubscriber;
 use super::views::ViewStart;
-use super::Timeouts;
-use crate::context::AppContext;
-use crate::error::{chain, Error, Result};
+use crate::error::{chain, Result};
 use crate::observe::health::Stage;
-use crate::observe::trace::EntryTracing;
-use crate::observe::Observer;
-use crate::registry::Registry;
 use faststream_rules::HookStage;
 
 /// How long start-up waits for the views to catch up unless `wait_for_catch_up` says.
 const DEFAULT_VIEW_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Everything a running app holds, built once by [`App::run_until`](super::App::run_until)
-/// and used by each stage.
-pub(super) struct Lifecycle {
-    pub(super) app: AppContext,
-    pub(super) registry: Registry,
-    pub(super) timeouts: Timeouts,
-    /// Fired to stop the watch loops.
-    pub(super) cancel: CancellationToken,
-    pub(super) observer: Observer,
-    /// How entries are traced when spans are exported.
-    pub(super) tracing: Option<EntryTracing>,
-}
-
-/// How far start-up got.
-pub(super) enum StartOutcome {
-    /// Everything started; the app runs.
-    Running,
-    /// A shutdown was requested during `stage`; what had started is to be stopped by
-    /// `deadline` (the shutdown timeout after the request).
-    Interrupted {
-        stage: &'static str,
-        deadline: Instant,
-        /// The error of a start-up hook that failed while finishing after the request.
-        hook_error: Option<Error>,
-    },
-}
 
 /// The drain of the connection at shutdown gets what is left of the shutdown timeout, but at
 /// least this long: a reachable server answers a flush in milliseconds.
@@ -63,15 +32,7 @@ fn drain_timeout(deadline: Instant) -> Duration {
         .max(MIN_DRAIN_TIME)
 }
 
-impl Lifecycle {
-    /// What hooks of `stage` get: `on_startup` hooks run before the views start.
-    pub(super) fn context_for(&self, stage: HookStage) -> AppContext {
-        AppContext {
-            views_started: stage != HookStage::OnStartup,
-            ..self.app.clone()
-        }
-    }
-
+impl RunningApp {
     /// Starts, runs until `requested` fires, and shuts down. A start-up failure stops whatever
     /// had started and returns the error; a shutdown requested during start-up lets a running
     /// start-up hook finish (up to the shutdown timeout), starts nothing more, and shuts down

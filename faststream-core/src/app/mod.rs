@@ -8,6 +8,7 @@ mod catch_up;
 mod checks;
 mod hooks;
 mod lifecycle;
+mod running;
 mod subscribers;
 mod views;
 
@@ -23,13 +24,15 @@ use crate::context::AppContext;
 use crate::error::Result;
 use crate::handler::{BoxedHandler, BoxedHook, Handler, Hook};
 use crate::kv::options::KvWatch;
-use crate::observe::setup::{HttpBinding, ObserveSettings};
+use crate::kv::view::{self, Decode, KvViewOptions};
+use crate::observe::http::HttpBinding;
+use crate::observe::setup::ObserveSettings;
 use crate::registry::{self, HookSpec, Registry, Scope, SubscriberSpec};
 use crate::signal::ShutdownSignals;
 use crate::type_map::TypeMap;
 use faststream_rules::HookStage;
 
-use lifecycle::Lifecycle;
+use running::{RunningApp, Timeouts};
 use views::ViewStart;
 
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,18 +67,6 @@ pub struct App {
     observe: ObserveSettings,
     /// Problems found while building the app, reported with the others before connecting.
     problems: Vec<String>,
-}
-
-/// How long the parts of a running app may take.
-#[derive(Debug, Clone, Copy)]
-struct Timeouts {
-    /// How long shutdown waits for in-flight handlers (and a failed start-up for the watches
-    /// it had started).
-    shutdown: Duration,
-    /// How long one handler call may run; `None`: no limit.
-    handler: Option<Duration>,
-    /// How long start-up waits for the watches to catch up; `None`: it does not wait.
-    catch_up: Option<Duration>,
 }
 
 impl App {
@@ -203,6 +194,84 @@ impl App {
     #[must_use]
     pub fn with_state<T: Clone + Send + Sync + 'static>(mut self, state: T) -> Self {
         self.state.insert(state);
+        self
+    }
+
+    /// Declares a live view of the keys matching `pattern` in a bucket, values decoded from JSON
+    /// into `T`, for handlers and hooks to take as a [`KvView<T>`](crate::KvView) argument.
+    /// `options` is the bucket's name or a [`KvViewOptions`], as for
+    /// [`NatsBroker::kv_view`](crate::NatsBroker::kv_view).
+    ///
+    /// The views start after connecting and before the subscribers' watches, and start-up
+    /// waits until each holds its bucket's state (up to the
+    /// [`wait_for_catch_up`](Self::wait_for_catch_up) timeout, 60 s if none is set), so every
+    /// handler call and `after_startup` hook finds them caught up. `on_startup` hooks run
+    /// before connecting and cannot take one. One view per value type, as with `State<T>`:
+    /// declaring a second view of the same `T` is a setup error (wrap the type in a newtype to
+    /// hold two views of the same values).
+    ///
+    /// ```no_run
+    /// use faststream_core::{subscriber, App, BrokerConfig, KvView};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Flag {
+    ///     enabled: bool,
+    /// }
+    ///
+    /// #[subscriber("orders.*", kv_watch = "shop")]
+    /// async fn on_order(order: String, flags: KvView<Flag>) {
+    ///     if flags.get("orders.audit").is_some_and(|flag| flag.enabled) {
+    ///         println!("audit: {order}");
+    ///     }
+    /// }
+    ///
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// App::new(BrokerConfig::from_env())
+    ///     .with_kv_view::<Flag>("flags", ">")
+    ///     .run()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_kv_view<T>(
+        self,
+        options: impl Into<KvViewOptions>,
+        pattern: impl Into<String>,
+    ) -> Self
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        self.add_view(options.into(), pattern.into(), view::json::<T>())
+    }
+
+    /// Declares a live view whose values `decode` makes, like
+    /// [`with_kv_view`](Self::with_kv_view); raw bytes are `|value| Ok::<_, Infallible>(value.clone())`.
+    #[must_use]
+    pub fn with_kv_view_decoded<T, E>(
+        self,
+        options: impl Into<KvViewOptions>,
+        pattern: impl Into<String>,
+        decode: impl Fn(&bytes::Bytes) -> std::result::Result<T, E> + Send + Sync + 'static,
+    ) -> Self
+    where
+        T: Send + Sync + 'static,
+        E: Into<crate::error::BoxError>,
+    {
+        let decode: Decode<T> = Arc::new(move |value| decode(value).map_err(Into::into));
+        self.add_view(options.into(), pattern.into(), decode)
+    }
+
+    fn add_view<T: Send + Sync + 'static>(
+        mut self,
+        options: KvViewOptions,
+        pattern: String,
+        decode: Decode<T>,
+    ) -> Self {
+        match ViewStart::declare(&mut self.views, options, pattern, decode) {
+            Ok(start) => self.view_starts.push(start),
+            Err(problem) => self.problems.push(problem),
+        }
         self
     }
 
@@ -347,7 +416,7 @@ impl App {
         self.observe.install_logging();
         let registry = Registry::collect(&self.scope, self.subscribers, self.hooks)?;
         let mut observing = self.observe.begin(self.broker.clone());
-        let lifecycle = Lifecycle {
+        let running = RunningApp {
             app: AppContext {
                 broker: self.broker,
                 state: Arc::new(self.state),
@@ -360,14 +429,14 @@ impl App {
             observer: observing.observer.clone(),
             tracing: observing.tracing,
         };
-        let subscribers = lifecycle.check_subscribers(self.problems)?;
-        lifecycle.log_registry(&self.view_starts);
+        let subscribers = running.check_subscribers(self.problems)?;
+        running.log_registry(&self.view_starts);
         let server = observing.serve_http().await?;
 
         // The lifecycle polls `requested` at every stage, so a shutdown asked for while starting
         // stops what had started the documented way instead of dropping it mid-call.
         let requested = CancellationToken::new();
-        let run = lifecycle.run(subscribers, self.view_starts, requested.clone());
+        let run = running.run(subscribers, self.view_starts, requested.clone());
         let mut run = std::pin::pin!(run);
         let result = tokio::select! {
             result = &mut run => result,

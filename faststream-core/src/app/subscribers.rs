@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::catch_up::CatchUpWait;
 use super::checks::CheckedSubscriber;
-use super::lifecycle::Lifecycle;
+use super::running::RunningApp;
 use crate::broker::WatchOwner;
 use crate::dispatch::group_member::GroupMember;
 use crate::dispatch::watch_loop::{HandledSignal, WatchLoop};
@@ -25,7 +25,7 @@ pub(super) struct RunningSubscriber {
     pub(super) catch_up: CatchUpWait,
 }
 
-impl Lifecycle {
+impl RunningApp {
     /// Starts every subscriber, pushing each to `running` as it starts (the caller stops them).
     /// If one cannot be created, the error names the subscriber.
     pub(super) async fn start_subscribers(

@@ -20,8 +20,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::health::Health;
 use super::prometheus::{self, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
-use super::setup::HttpBinding;
 use crate::error::{Error, Result};
+
+/// Where the HTTP endpoints listen.
+#[derive(Debug)]
+pub(crate) enum HttpBinding {
+    /// An address to bind (`host:port`; port 0 picks a free one).
+    Addr(String),
+    /// A listener the caller bound, who therefore knows its address.
+    Listener(std::net::TcpListener),
+}
 
 /// What the endpoints answer from.
 #[derive(Debug, Clone)]

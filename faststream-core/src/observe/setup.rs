@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
-use super::http::{Endpoints, HttpServer};
+use super::http::{Endpoints, HttpBinding, HttpServer};
 use super::prometheus::MetricsCollector;
 use super::trace::EntryTracing;
 use super::{Observer, HTTP_ADDR_VAR};
@@ -20,15 +20,6 @@ use crate::logging;
 pub(crate) use super::otlp::{Exported, Otlp as OtlpExport};
 #[cfg(not(feature = "otlp"))]
 pub(crate) use without_otlp::{Exported, OtlpExport};
-
-/// Where the HTTP endpoints listen.
-#[derive(Debug)]
-pub(crate) enum HttpBinding {
-    /// An address to bind (`host:port`; port 0 picks a free one).
-    Addr(String),
-    /// A listener the caller bound, who therefore knows its address.
-    Listener(std::net::TcpListener),
-}
 
 /// How the app is observed, as configured on [`App`](crate::App).
 #[derive(Debug)]
