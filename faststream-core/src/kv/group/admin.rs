@@ -55,6 +55,33 @@ impl GroupInfo {
             .map(|partition| partition.pending + partition.in_flight)
             .sum()
     }
+
+    /// Whether exactly `members` members share the work evenly: every partition assigned to
+    /// exactly one of them, and no member holding two more than another. What a fleet reaches
+    /// once joins and departures have settled; for a deployment check or a test waiting for it.
+    pub fn is_balanced(&self, members: usize) -> bool {
+        if self.members.len() != members {
+            return false;
+        }
+        let mut assigned: Vec<u16> = self
+            .members
+            .iter()
+            .flat_map(|member| member.partitions.iter().copied())
+            .collect();
+        assigned.sort_unstable();
+        let every_partition_once = assigned.len() == self.partitions.len()
+            && assigned
+                .iter()
+                .zip(0u16..)
+                .all(|(assigned, partition)| *assigned == partition);
+        let sizes = self.members.iter().map(|member| member.partitions.len());
+        let spread = sizes
+            .clone()
+            .max()
+            .zip(sizes.min())
+            .is_some_and(|(max, min)| max - min <= 1);
+        every_partition_once && spread
+    }
 }
 
 /// One member of a group, as its last heartbeat says.
