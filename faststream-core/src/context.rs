@@ -12,7 +12,7 @@ use crate::type_map::TypeMap;
 /// A declared view's place in [`AppContext`]'s views, filled once connected, before any watch
 /// starts, so every handler call finds its view caught up. Declared before start-up, so an
 /// argument asking for a view nobody declared is found before connecting.
-pub(crate) type ViewSlot<T> = Arc<OnceLock<KvView<T>>>;
+pub(crate) type ViewSlot<T> = OnceLock<KvView<T>>;
 
 /// The application-wide part of every handler's and hook's context.
 #[derive(Debug, Clone)]
@@ -51,7 +51,7 @@ impl AppContext {
     }
 
     /// Whether a view of `T` was declared with [`App::with_kv_view`](crate::App::with_kv_view).
-    pub fn declares_kv_view<T: Send + Sync + 'static>(&self) -> bool {
+    pub fn declares_kv_view<T: 'static>(&self) -> bool {
         self.views.contains::<ViewSlot<T>>()
     }
 

@@ -32,7 +32,7 @@
 //! | extractors | [`extract`] | handler and hook arguments built from a message |
 //! | context | [`AppContext`], [`SubscriberContext`] | what extractors read besides the message: state, views, broker |
 //! | observability | `observe` | metrics, readiness, the per-entry span; `/metrics` and `/health/*` |
-//! | broker | [`NatsBroker`] | the connection, credentials and the bucket cache |
+//! | broker | [`BrokerConfig`], [`NatsBroker`] | the configuration (servers, credentials, TLS), the connection and the bucket cache |
 //! | Key-Value | [`kv`] | buckets, watch settings, messages, the resumable [`KvWatcher`] and the live [`KvView`] |
 //! | errors | [`error`] | every error type, each keeping its cause |
 //!
@@ -66,10 +66,10 @@ mod type_map;
 pub use app::App;
 pub use broker::{Authentication, BrokerConfig, NatsBroker, DEFAULT_NATS_URL};
 pub use context::{AppContext, SubscriberContext};
-pub use error::{Error, Result};
+pub use error::app_error::{Error, Result};
 pub use extract::json::Json;
 pub use extract::path::Path;
-pub use extract::State;
+pub use extract::state::State;
 pub use faststream_macros::{after_shutdown, after_startup, on_shutdown, on_startup, subscriber};
 pub use faststream_rules::HookStage;
 pub use kv::key_value::KeyValue;

@@ -10,8 +10,8 @@ use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 pub(crate) type ExportLayer = Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>;
 
 /// Installs a `tracing` subscriber printing to stderr, filtered by `RUST_LOG` (default `info`),
-/// plus `export` if given, unless the program installed one already.
-pub(crate) fn init_default(export: Option<ExportLayer>) {
+/// plus the layer `export` makes if given, unless the program installed one already.
+pub(crate) fn init_default(export: Option<impl FnOnce() -> ExportLayer>) {
     if tracing::dispatcher::has_been_set() {
         if export.is_some() {
             tracing::warn!(
@@ -25,11 +25,14 @@ pub(crate) fn init_default(export: Option<ExportLayer>) {
         init_fmt();
         return;
     };
+    let export = export();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(env_filter());
-    // Losing a race with another initialiser is fine: theirs is used.
+    // The export layer first: it is a layer of the bare registry. Both layers filter for
+    // themselves, so the order changes nothing else. Losing a race with another initialiser is
+    // fine: theirs is used.
     let _ = tracing_subscriber::registry()
         .with(export)
         .with(fmt)

@@ -5,13 +5,12 @@ pub use inventory;
 
 pub use faststream_rules::HookStage;
 
-pub use crate::handler::{BoxedHandler, BoxedHook};
 pub use crate::registry::{HookRegistration, SubscriberRegistration};
 
 use std::future::Future;
 
 use crate::extract::{FromHookContext, FromMessage};
-use crate::handler::IntoHandlerResult;
+use crate::handler::{BoxedHandler, BoxedHook, IntoHandlerResult};
 
 /// `handlerN` and `hookN` box a function of `N` arguments. The macros call them with every
 /// argument type and the return type spelled out, as written by the user

@@ -19,6 +19,12 @@ impl TypeMap {
             .insert(TypeId::of::<T>(), (type_name::<T>(), Arc::new(value)));
     }
 
+    /// Stores a value shared with the caller, who keeps a handle to it.
+    pub(crate) fn insert_shared<T: Send + Sync + 'static>(&mut self, value: Arc<T>) {
+        self.values
+            .insert(TypeId::of::<T>(), (type_name::<T>(), value));
+    }
+
     pub(crate) fn get<T: 'static>(&self) -> Option<&T> {
         self.values
             .get(&TypeId::of::<T>())

@@ -40,9 +40,8 @@ async fn on_lease(lease: KvMessage) {
 /// Declares the leases bucket with expiry markers before the subscribers declare it plainly.
 #[on_startup]
 async fn leases_bucket(broker: NatsBroker) -> anyhow::Result<()> {
-    // The app connects its broker after the on_startup hooks: this one uses a connection of
-    // its own, with the app's configuration.
-    let broker = NatsBroker::connect(broker.config().clone()).await?;
+    // The app connects its broker after the on_startup hooks: this one needs it now.
+    broker.ensure_connected().await?;
     // Per-key TTLs and expiry markers need nats-server 2.11 or newer; older servers say so.
     let leases = BucketConfig::new("leases").limit_markers(Duration::from_secs(1));
     if let Err(error) = broker.key_value_with(leases).await {

@@ -24,11 +24,11 @@ pub(super) struct CheckedSubscriber {
 
 impl RunningApp {
     /// Checks every subscriber and hook before connecting; all problems are reported together.
-    pub(super) fn check_subscribers(
+    pub(super) fn check_registry(
         &self,
         mut problems: Vec<String>,
     ) -> Result<Vec<CheckedSubscriber>> {
-        let mut prepared = Vec::new();
+        let mut checked = Vec::new();
         for spec in &self.registry.subscribers {
             let at = spec
                 .location
@@ -62,7 +62,7 @@ impl RunningApp {
                 &spec.key,
                 spec.kv_watch.group.as_ref().map(GroupSettings::name),
             );
-            prepared.push(CheckedSubscriber {
+            checked.push(CheckedSubscriber {
                 kv_watch: spec.kv_watch.clone(),
                 context: Arc::new(context),
                 handler: spec.handler.clone(),
@@ -75,7 +75,7 @@ impl RunningApp {
             }
         }
         if problems.is_empty() {
-            Ok(prepared)
+            Ok(checked)
         } else {
             Err(Error::Setup { problems })
         }

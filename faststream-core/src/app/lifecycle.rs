@@ -71,7 +71,7 @@ impl RunningApp {
             Err(error) => {
                 self.observer.health.set_stage(Stage::Stopping);
                 let deadline = Instant::now() + self.timeouts.shutdown;
-                self.stop_watches(watches, deadline).await;
+                self.stop_subscribers(watches, deadline).await;
                 self.app.broker.drain(drain_timeout(deadline)).await;
                 return Err(error);
             }
@@ -85,7 +85,7 @@ impl RunningApp {
     /// (bounded by what is left until `deadline`, at least [`MIN_DRAIN_TIME`]) ->
     /// `after_shutdown` hooks.
     async fn shutdown(&self, watches: Vec<RunningSubscriber>, deadline: Instant) -> Result<()> {
-        self.stop_watches(watches, deadline).await;
+        self.stop_subscribers(watches, deadline).await;
         let on_shutdown = self.run_shutdown_hooks(HookStage::OnShutdown).await;
         self.app.broker.drain(drain_timeout(deadline)).await;
         let after_shutdown = self.run_shutdown_hooks(HookStage::AfterShutdown).await;
@@ -94,7 +94,7 @@ impl RunningApp {
     }
 
     /// on_startup hooks -> connect -> declare buckets -> start watches -> after_startup hooks,
-    /// each stage given up when `requested` fires. The watches started are pushed to `watches`
+    /// each stage given up when `requested` fires. The subscribers started are pushed to `watches`
     /// as they start, so the caller stops them whatever happens.
     async fn start(
         &self,
@@ -134,14 +134,14 @@ impl RunningApp {
         };
         tokio::select! {
             biased;
-            () = requested.cancelled() => return Ok(interrupted("starting the watches")),
+            () = requested.cancelled() => return Ok(interrupted("starting the subscribers")),
             declared = declared => declared?,
         }
         if let Some(timeout) = self.timeouts.catch_up {
             tokio::select! {
                 biased;
                 () = requested.cancelled() => {
-                    return Ok(interrupted("waiting for the watches to catch up"))
+                    return Ok(interrupted("waiting for the subscribers to catch up"))
                 }
                 caught_up = wait_for_catch_up(
                     watches.iter().map(|watch| &watch.catch_up),
@@ -193,7 +193,7 @@ impl RunningApp {
 
     /// Stops every watch loop: no new entry is started; the handlers in flight get until
     /// `deadline` to finish, and are abandoned after it with a log line naming the subscriber.
-    async fn stop_watches(&self, watches: Vec<RunningSubscriber>, deadline: Instant) {
+    async fn stop_subscribers(&self, watches: Vec<RunningSubscriber>, deadline: Instant) {
         self.cancel.cancel();
         let timeout = self.timeouts.shutdown;
         for RunningSubscriber {

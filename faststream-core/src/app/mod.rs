@@ -1,8 +1,5 @@
-//! `App`: the lifecycle. on_startup hooks -> connect -> declare buckets -> start watches ->
-//! (optionally) wait until every watch has handled its bucket's state -> after_startup hooks ->
-//! run until the shutdown signal -> stop taking entries (in-flight handlers finish, bounded) ->
-//! on_shutdown hooks -> drain the connection (bounded) -> after_shutdown hooks. A signal
-//! during start-up stops it at the stage it reached and shuts down the same way.
+//! `App`: the builder a service configures, and `run_until`, which sets up observability,
+//! checks what is registered and drives the lifecycle (its stages: `lifecycle.rs`).
 
 mod catch_up;
 mod checks;
@@ -184,7 +181,7 @@ impl App {
     /// [`otlp`](crate::otlp).
     #[cfg(feature = "otlp")]
     #[must_use]
-    pub fn otlp(mut self, otlp: crate::otlp::Otlp) -> Self {
+    pub fn otlp(mut self, otlp: crate::observe::otlp::Otlp) -> Self {
         self.observe.otlp = Some(otlp);
         self
     }
@@ -427,9 +424,9 @@ impl App {
             timeouts: self.timeouts,
             cancel: CancellationToken::new(),
             observer: observing.observer.clone(),
-            tracing: observing.tracing,
+            entry_tracing: observing.entry_tracing,
         };
-        let subscribers = running.check_subscribers(self.problems)?;
+        let subscribers = running.check_registry(self.problems)?;
         running.log_registry(&self.view_starts);
         let server = observing.serve_http().await?;
 

@@ -35,8 +35,8 @@ pub(super) struct RunningApp {
     /// Fired to stop the watch loops.
     pub(super) cancel: CancellationToken,
     pub(super) observer: Observer,
-    /// How entries are traced when spans are exported.
-    pub(super) tracing: Option<EntryTracing>,
+    /// Which entries get a span, and how it joins the writer's trace.
+    pub(super) entry_tracing: EntryTracing,
 }
 
 /// How far start-up got.

@@ -108,7 +108,7 @@ impl RunningApp {
             ignore_deletes: watch.ignore_deletes,
             dispatcher: self.dispatcher(&subscriber, Some(Arc::from(settings.name()))),
             metrics,
-            context: self.app.broker.jetstream()?,
+            jetstream: self.app.broker.jetstream()?,
             layout,
             settings,
             declared,
@@ -130,7 +130,7 @@ impl RunningApp {
             handler_timeout: self.timeouts.handler,
             metrics: subscriber.observer.recorder.clone(),
             group,
-            tracing: self.tracing,
+            entry_tracing: self.entry_tracing,
         }
     }
 

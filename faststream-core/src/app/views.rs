@@ -50,7 +50,7 @@ impl ViewStart {
         {
             problems.extend(found);
         }
-        let slot: ViewSlot<T> = Arc::default();
+        let slot: Arc<ViewSlot<T>> = Arc::default();
         if views.contains::<ViewSlot<T>>() {
             problems.push(format!(
                 "a view of `{}` is declared already; an app holds one view per value type",
@@ -58,19 +58,19 @@ impl ViewStart {
             ));
         } else {
             // Declared even if it cannot start, so no argument reports it missing as well.
-            views.insert(Arc::clone(&slot));
+            views.insert_shared(Arc::clone(&slot));
         }
         if !problems.is_empty() {
             return Err(format!("{description}: {}", problems.join("; ")));
         }
-        let starter_description = description.clone();
+        let description_when_started = description.clone();
         Ok(Self {
             description,
             start: Box::new(move |broker: NatsBroker| {
                 Box::pin(async move {
                     let view = broker.start_view(options, &pattern, decode).await?;
                     let started = CatchUpWait {
-                        description: starter_description,
+                        description: description_when_started,
                         status: Some(view.status().clone()),
                         done: view.ready(),
                     };

@@ -104,8 +104,10 @@ impl NatsBroker {
         self.inner.connection.get().is_some()
     }
 
-    /// Connects unless connected already; see [`connect`](Self::connect).
-    pub(crate) async fn ensure_connected(&self) -> Result<()> {
+    /// Connects now unless connected already, as [`connect`](Self::connect) does: for an
+    /// `on_startup` hook that needs the app's connection before the app makes it. Changes no
+    /// setting.
+    pub async fn ensure_connected(&self) -> Result<()> {
         let _guard = self.inner.connecting.lock().await;
         if self.is_connected() {
             return Ok(());

@@ -47,7 +47,7 @@ pub(crate) struct GroupMember {
     pub(crate) dispatcher: Dispatcher,
     /// Redeliveries, given-up changes, and the partitions held with their pending counts.
     pub(crate) metrics: Arc<GroupMetrics>,
-    pub(crate) context: jetstream::Context,
+    pub(crate) jetstream: jetstream::Context,
     pub(crate) layout: GroupLayout,
     pub(crate) settings: GroupSettings,
     pub(crate) declared: DeclaredGroup,
@@ -62,11 +62,11 @@ pub(crate) struct GroupMember {
 #[derive(Clone)]
 struct PartitionContext {
     dispatcher: Dispatcher,
-    context: jetstream::Context,
+    jetstream: jetstream::Context,
     layout: Arc<GroupLayout>,
     settings: Arc<GroupSettings>,
     stream: jetstream::stream::Stream,
-    member: Arc<str>,
+    member_id: Arc<str>,
     workers: Arc<Semaphore>,
     report: Arc<Mutex<Heartbeat>>,
     without_values: bool,
@@ -78,7 +78,7 @@ impl GroupMember {
     /// Joins, handles the assigned partitions until `cancel` fires, then hands them over:
     /// calls in flight finish and are settled, pins are given back, and the member leaves.
     pub(crate) async fn run(self, cancel: CancellationToken) {
-        let member = member_id(&self.context.client());
+        let member = member_id(&self.jetstream.client());
         let report = Arc::new(Mutex::new(Heartbeat {
             host: hostname(),
             pid: std::process::id(),
@@ -99,13 +99,13 @@ impl GroupMember {
         let subscriber = Arc::clone(&self.dispatcher.context.name);
         tracing::info!(subscriber = %subscriber, member = %member, group = %self.layout.group,
             bucket = %self.layout.bucket, "joining consumer group `{}`", self.layout.group);
-        let shared = PartitionContext {
+        let context = PartitionContext {
             dispatcher: self.dispatcher,
-            context: self.context,
+            jetstream: self.jetstream,
             layout: Arc::new(self.layout),
             settings: Arc::new(self.settings),
             stream: self.declared.stream,
-            member,
+            member_id: member,
             workers: Arc::new(Semaphore::new(self.max_workers)),
             report,
             without_values: self.without_values,
@@ -135,7 +135,7 @@ impl GroupMember {
                     }
                     for partition in &mine {
                         if !running.contains_key(partition) {
-                            running.insert(*partition, spawn_partition(&mut tasks, &shared, *partition));
+                            running.insert(*partition, spawn_partition(&mut tasks, &context, *partition));
                         }
                     }
                 }
@@ -147,7 +147,7 @@ impl GroupMember {
                     running.remove(&partition);
                     // Assigned again while it was handing over: start it afresh.
                     if mine.contains(&partition) {
-                        running.insert(partition, spawn_partition(&mut tasks, &shared, partition));
+                        running.insert(partition, spawn_partition(&mut tasks, &context, partition));
                     }
                 }
             }
@@ -158,19 +158,19 @@ impl GroupMember {
         while tasks.join_next().await.is_some() {}
         leave.cancel();
         let _ = membership.await;
-        tracing::info!(subscriber = %subscriber, member = %shared.member, "left consumer group `{}`",
-            shared.layout.group);
+        tracing::info!(subscriber = %subscriber, member = %context.member_id, "left consumer group `{}`",
+            context.layout.group);
     }
 }
 
 fn spawn_partition(
     tasks: &mut JoinSet<u16>,
-    shared: &PartitionContext,
+    context: &PartitionContext,
     partition: u16,
 ) -> CancellationToken {
     let stop = CancellationToken::new();
     let task = PartitionTask {
-        shared: shared.clone(),
+        context: context.clone(),
         partition,
         stop: stop.clone(),
     };
@@ -198,21 +198,21 @@ struct InFlight {
 }
 
 struct PartitionTask {
-    shared: PartitionContext,
+    context: PartitionContext,
     partition: u16,
     stop: CancellationToken,
 }
 
 impl PartitionTask {
     async fn run(self) {
-        let shared = &self.shared;
+        let context = &self.context;
         let puller = loop {
             match PartitionPuller::start(
-                shared.context.clone(),
-                &shared.layout,
+                context.jetstream.clone(),
+                &context.layout,
                 self.partition,
-                shared.settings.session_timeout,
-                shared.without_values,
+                context.settings.session_timeout,
+                context.without_values,
             )
             .await
             {
@@ -222,12 +222,12 @@ impl PartitionTask {
                         "could not subscribe for the partition; retrying");
                     tokio::select! {
                         () = self.stop.cancelled() => return,
-                        () = tokio::time::sleep(shared.settings.heartbeat_interval()) => {}
+                        () = tokio::time::sleep(context.settings.heartbeat_interval()) => {}
                     }
                 }
             }
         };
-        tracing::debug!(partition = self.partition, member = %shared.member, "pulling partition");
+        tracing::debug!(partition = self.partition, member = %context.member_id, "pulling partition");
         let (puller, mut hand_back) = self.pull(puller).await;
         // Handed back once the pin is given back: before, the server could deliver them to
         // this member again.
@@ -237,7 +237,7 @@ impl PartitionTask {
             let _ = acker.retry_after(Duration::ZERO).await;
         }
         self.report_pin(None);
-        tracing::debug!(partition = self.partition, member = %shared.member, "partition handed over");
+        tracing::debug!(partition = self.partition, member = %context.member_id, "partition handed over");
     }
 
     /// Handles the partition until stopped with nothing in flight; returns the puller to be
@@ -248,7 +248,7 @@ impl PartitionTask {
         // Changes received that this member will not start (stopping, or pin lost meanwhile):
         // handed back so the next holder gets them at once.
         let mut hand_back: VecDeque<Acker> = VecDeque::new();
-        let mut progress = tokio::time::interval(self.shared.settings.session_timeout / 3);
+        let mut progress = tokio::time::interval(self.context.settings.session_timeout / 3);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported: Option<String> = None;
         loop {
@@ -263,7 +263,7 @@ impl PartitionTask {
                 // this member nothing more; then what it had sent before is handled here (it is
                 // this member's: nobody else gets the partition until it is settled).
                 () = self.stop.cancelled(), if in_flight.is_none() => {
-                    puller.give_back_pin(&self.shared.stream).await;
+                    puller.give_back_pin(&self.context.stream).await;
                     for delivery in puller.fence().await {
                         match in_flight {
                             None => in_flight = self.start(delivery, &pinned).await,
@@ -278,7 +278,7 @@ impl PartitionTask {
                 // server send the partition's next change here, after this member stopped
                 // reading, and that change waits for the ack wait before going to the next one.
                 () = self.stop.cancelled(), if !puller.is_released() => {
-                    puller.give_back_pin(&self.shared.stream).await;
+                    puller.give_back_pin(&self.context.stream).await;
                 }
                 _ = progress.tick(), if in_flight.is_some() => {
                     if let Some(current) = &in_flight {
@@ -297,7 +297,7 @@ impl PartitionTask {
                         }
                     }
                     Pulled::PinLost => {
-                        tracing::info!(partition = self.partition, member = %self.shared.member,
+                        tracing::info!(partition = self.partition, member = %self.context.member_id,
                             "lost the partition's pin; no new call starts here");
                     }
                     Pulled::Closed => {
@@ -342,7 +342,7 @@ impl PartitionTask {
 
     /// Starts the call for a change, or settles it at once (ignored deletion, attempts used up).
     async fn start(&self, delivery: GroupDelivery, pinned: &Arc<AtomicBool>) -> Option<InFlight> {
-        let settings = &self.shared.settings;
+        let settings = &self.context.settings;
         let acker = delivery.acker();
         let GroupDelivery {
             message,
@@ -350,12 +350,12 @@ impl PartitionTask {
             stream_sequence,
             ..
         } = delivery;
-        let metrics = &self.shared.metrics;
+        let metrics = &self.context.metrics;
         metrics.set_pending(self.partition, message.delta());
         if attempt > 1 {
             metrics.redelivered();
         }
-        if self.shared.ignore_deletes && message.operation() != Operation::Put {
+        if self.context.ignore_deletes && message.operation() != Operation::Put {
             let _ = acker.ack().await;
             return None;
         }
@@ -369,12 +369,12 @@ impl PartitionTask {
             self.give_up(&message, attempt - 1, &acker, &reason).await;
             return None;
         }
-        let dispatcher = self.shared.dispatcher.clone();
-        let workers = Arc::clone(&self.shared.workers);
+        let dispatcher = self.context.dispatcher.clone();
+        let workers = Arc::clone(&self.context.workers);
         let pinned = Arc::clone(pinned);
         let timeout = settings.call_timeout;
         let call_message = message.clone();
-        let client = self.shared.context.client();
+        let client = self.context.jetstream.client();
         let call = async move {
             let Ok(_permit) = workers.acquire_owned().await else {
                 return AttemptEnd::NotStarted;
@@ -408,8 +408,8 @@ impl PartitionTask {
             acker,
             ..
         } = done;
-        let settings = &self.shared.settings;
-        let subscriber = &*self.shared.dispatcher.context.name;
+        let settings = &self.context.settings;
+        let subscriber = &*self.context.dispatcher.context.name;
         let (key, revision) = (message.key(), message.revision());
         match attempt {
             AttemptEnd::NotStarted => {
@@ -443,28 +443,28 @@ impl PartitionTask {
     /// Keeps the change as a dead letter, then terminates it so its key moves on. If it cannot
     /// be kept, it is retried after the backoff instead (and given up again then).
     async fn give_up(&self, message: &KvMessage, attempts: u64, acker: &Acker, reason: &str) {
-        let subscriber = &*self.shared.dispatcher.context.name;
+        let subscriber = &*self.context.dispatcher.context.name;
         let (key, revision) = (message.key(), message.revision());
         let kept = dead_letters::publish(
-            &self.shared.context,
-            &self.shared.layout,
+            &self.context.jetstream,
+            &self.context.layout,
             message,
             attempts,
             reason,
-            &self.shared.member,
+            &self.context.member_id,
         )
         .await;
         match kept {
             Ok(sequence) => {
                 tracing::error!(subscriber, key, revision, attempts, error = %reason,
-                    dead_letter = sequence, stream = %self.shared.layout.dead_stream,
+                    dead_letter = sequence, stream = %self.context.layout.dead_stream,
                     "{key} | {revision} - given up after {attempts} attempt(s): {reason}; kept as dead letter {sequence} in `{}`",
-                    self.shared.layout.dead_stream);
-                self.shared.metrics.given_up();
+                    self.context.layout.dead_stream);
+                self.context.metrics.given_up();
                 let _ = acker.terminate().await;
             }
             Err(error) => {
-                let delay = self.shared.settings.backoff_after(attempts);
+                let delay = self.context.settings.backoff_after(attempts);
                 tracing::error!(subscriber, key, revision, error = %error, retry_in = ?delay,
                     "{key} | {revision} - could not keep the change as a dead letter; trying again in {delay:?}");
                 let _ = acker.retry_after(delay).await;
@@ -473,8 +473,10 @@ impl PartitionTask {
     }
 
     fn report_pin(&self, pin: Option<String>) {
-        self.shared.metrics.set_owned(self.partition, pin.is_some());
-        if let Ok(mut report) = self.shared.report.lock() {
+        self.context
+            .metrics
+            .set_owned(self.partition, pin.is_some());
+        if let Ok(mut report) = self.context.report.lock() {
             report
                 .pinned
                 .retain(|(partition, _)| *partition != self.partition);

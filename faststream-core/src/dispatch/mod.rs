@@ -39,9 +39,8 @@ pub(crate) struct Dispatcher {
     pub(crate) metrics: Option<Arc<SubscriberMetrics>>,
     /// The consumer group, for the span of a group member's calls.
     pub(crate) group: Option<Arc<str>>,
-    /// How entries are traced when spans are exported; `None`: every entry gets a span (at
-    /// `DEBUG`, so off unless a subscriber enables them).
-    pub(crate) tracing: Option<trace::EntryTracing>,
+    /// Which entries get a span, and how it joins the writer's trace.
+    pub(crate) entry_tracing: trace::EntryTracing,
 }
 
 /// How one handler call ended.
@@ -85,7 +84,7 @@ impl Dispatcher {
         let span = trace::entry_span(
             &self.context.name,
             self.group.as_deref(),
-            self.tracing,
+            self.entry_tracing,
             &message,
         );
         let called = AssertUnwindSafe(self.call(message, timeout, failure_log, &span))

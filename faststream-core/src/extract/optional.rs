@@ -59,17 +59,24 @@ impl<T: FromMessage> FromMessage for Result<T, Rejection> {
     }
 }
 
-/// `None` when `T` cannot be built (a view in an `on_startup` hook, say); see `Option<T>` for
-/// handlers.
+/// `None` when `T` cannot be built; as for handlers, `T`'s start-up check still applies.
 impl<T: FromHookContext> FromHookContext for Option<T> {
     fn from_hook_context(context: &AppContext) -> Result<Self, Rejection> {
         Ok(T::from_hook_context(context).ok())
     }
+
+    fn check(context: &AppContext) -> Result<(), String> {
+        T::check(context)
+    }
 }
 
-/// `Err` with the reason when `T` cannot be built.
+/// `Err` with the reason when `T` cannot be built; `T`'s start-up check still applies.
 impl<T: FromHookContext> FromHookContext for Result<T, Rejection> {
     fn from_hook_context(context: &AppContext) -> Result<Self, Rejection> {
         Ok(T::from_hook_context(context))
+    }
+
+    fn check(context: &AppContext) -> Result<(), String> {
+        T::check(context)
     }
 }

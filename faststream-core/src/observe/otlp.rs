@@ -51,8 +51,8 @@ use crate::error::{Error, Result};
 use crate::logging::ExportLayer;
 use crate::observe::metrics::{DurationExport, DurationRecorder};
 use crate::observe::metrics::{Kind, Metrics, Value, DURATION_BUCKETS};
+use crate::observe::trace::EntrySampler;
 use crate::observe::trace::ENTRY_TARGET;
-use crate::observe::trace::{EntrySampler, EntryTracing};
 use crate::observe::SubscriberId;
 
 /// The instrumentation scope of everything exported.
@@ -125,12 +125,9 @@ impl Otlp {
         self
     }
 
-    /// How entries are traced: sampled by revision, linked to their writer's trace.
-    pub(crate) fn entry_tracing(&self) -> EntryTracing {
-        EntryTracing {
-            sampler: EntrySampler::new(self.entry_sampling),
-            link_parent: link_to_writer,
-        }
+    /// Which entries get a span: sampled by revision.
+    pub(crate) fn entry_sampler(&self) -> EntrySampler {
+        EntrySampler::new(self.entry_sampling)
     }
 
     /// The `tracing` layer that exports spans: the per-entry spans ([`ENTRY_TARGET`], at
@@ -262,7 +259,13 @@ fn observe(
     }
 }
 
-/// Makes `span` a child of the writer's trace if the entry carries a W3C `traceparent`.
+/// How spans are linked to their writer's trace: [`link_to_writer`].
+pub(crate) const LINK_PARENT: Option<fn(&Span, Option<&async_nats::HeaderMap>)> =
+    Some(link_to_writer);
+
+/// Makes `span` a child of the writer's trace if the entry carries a W3C `traceparent`. With
+/// the feature compiled in, every enabled span is linked, whether the app exports through
+/// [`App::otlp`](crate::App::otlp) or a program's own OpenTelemetry layer does.
 fn link_to_writer(span: &Span, headers: Option<&async_nats::HeaderMap>) {
     let Some(headers) = headers else {
         return;

@@ -17,9 +17,9 @@ use crate::error::Result;
 use crate::logging;
 
 #[cfg(feature = "otlp")]
-pub(crate) use super::otlp::{Exported, Otlp as OtlpExport};
+pub(crate) use super::otlp::{Exported, Otlp as OtlpExport, LINK_PARENT};
 #[cfg(not(feature = "otlp"))]
-pub(crate) use without_otlp::{Exported, OtlpExport};
+pub(crate) use without_otlp::{Exported, OtlpExport, LINK_PARENT};
 
 /// How the app is observed, as configured on [`App`](crate::App).
 #[derive(Debug)]
@@ -49,8 +49,9 @@ impl Default for ObserveSettings {
 #[derive(Debug)]
 pub(crate) struct Observing {
     pub(crate) observer: Observer,
-    /// How entries are traced when spans are exported; `None`: at `DEBUG`, not sampled.
-    pub(crate) tracing: Option<EntryTracing>,
+    /// How entries are traced: sampled when exported over OTLP, linked to their writer's
+    /// trace when OpenTelemetry support is compiled in.
+    pub(crate) entry_tracing: EntryTracing,
     http: Option<HttpBinding>,
     registry: Option<Registry>,
     otlp: Option<OtlpExport>,
@@ -63,7 +64,7 @@ impl ObserveSettings {
     /// logged.
     pub(crate) fn install_logging(&self) {
         if self.default_logging {
-            logging::init_default(self.otlp.as_ref().map(OtlpExport::export_layer));
+            logging::init_default(self.otlp.as_ref().map(|otlp| || otlp.export_layer()));
         }
     }
 
@@ -75,16 +76,20 @@ impl ObserveSettings {
                 .filter(|addr| !addr.trim().is_empty())
                 .map(HttpBinding::Addr)
         });
-        let exported = http.is_some() || self.otlp.is_some();
+        // Calls record only when something reads the metrics.
+        let recording = http.is_some() || self.otlp.is_some();
         let grace = self.readiness_grace.unwrap_or(super::health::DEFAULT_GRACE);
-        let observer = Observer::new(broker, exported, grace);
+        let observer = Observer::new(broker, recording, grace);
         // Before any subscriber is bound, which takes the OTLP histogram.
         let exported = self
             .otlp
             .as_ref()
             .map(|otlp| otlp.export(&observer.metrics));
         Observing {
-            tracing: self.otlp.as_ref().map(OtlpExport::entry_tracing),
+            entry_tracing: EntryTracing {
+                sampler: self.otlp.as_ref().map(OtlpExport::entry_sampler),
+                link_parent: LINK_PARENT,
+            },
             observer,
             http,
             registry: self.registry,
@@ -125,11 +130,14 @@ impl Observing {
 mod without_otlp {
     use crate::logging::ExportLayer;
     use crate::observe::metrics::Metrics;
-    use crate::observe::trace::EntryTracing;
+    use crate::observe::trace::EntrySampler;
 
     /// No OTLP export: the `otlp` feature is off.
     #[derive(Debug)]
     pub(crate) enum OtlpExport {}
+
+    /// No trace context is read without OpenTelemetry.
+    pub(crate) const LINK_PARENT: Option<fn(&tracing::Span, Option<&async_nats::HeaderMap>)> = None;
 
     /// Nothing exported.
     #[derive(Debug)]
@@ -144,7 +152,7 @@ mod without_otlp {
             match *self {}
         }
 
-        pub(crate) fn entry_tracing(&self) -> EntryTracing {
+        pub(crate) fn entry_sampler(&self) -> EntrySampler {
             match *self {}
         }
 

@@ -32,10 +32,13 @@ pub const ENTRY_TARGET: &str = "faststream::entry";
 pub(crate) fn entry_span(
     subscriber: &str,
     group: Option<&str>,
-    tracing: Option<EntryTracing>,
+    entry_tracing: EntryTracing,
     message: &KvMessage,
 ) -> Span {
-    if tracing.is_some_and(|tracing| !tracing.sampler.samples(message)) {
+    if entry_tracing
+        .sampler
+        .is_some_and(|sampler| !sampler.samples(message))
+    {
         return Span::none();
     }
     // Integers as i64: the OpenTelemetry layer would export a u64 as text.
@@ -60,20 +63,23 @@ pub(crate) fn entry_span(
         otel.status_code = Empty,
         otel.status_description = Empty,
     );
-    if let Some(tracing) = tracing.filter(|_| !span.is_disabled()) {
-        (tracing.link_parent)(&span, message.headers());
+    if let Some(link_parent) = entry_tracing.link_parent.filter(|_| !span.is_disabled()) {
+        link_parent(&span, message.headers());
     }
     span
 }
 
-/// How entries are traced when spans are exported: which get a span, and how a span becomes
-/// the child of the writer's trace. Made by the exporter (OTLP), which alone knows the trace
-/// context, so this module depends on no exporter.
-#[derive(Debug, Clone, Copy)]
+/// How entries are traced: which get a span, and how a span becomes the child of the writer's
+/// trace. The OpenTelemetry support provides both (it alone reads a trace context), so this
+/// module depends on no exporter.
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct EntryTracing {
-    pub(crate) sampler: EntrySampler,
-    /// Makes the span a child of the trace the entry's headers carry, if any.
-    pub(crate) link_parent: fn(&Span, Option<&HeaderMap>),
+    /// Which entries get a span when spans are exported; `None`: every entry (at `DEBUG`, so
+    /// off unless a subscriber enables them).
+    pub(crate) sampler: Option<EntrySampler>,
+    /// Makes the span a child of the trace the entry's headers carry; `None` without
+    /// OpenTelemetry support compiled in.
+    pub(crate) link_parent: Option<fn(&Span, Option<&HeaderMap>)>,
 }
 
 /// Which entries get a span, decided before one is made.

