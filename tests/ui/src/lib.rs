@@ -1,0 +1,1 @@
+//! Holds no code: the trybuild cases are in `pass/` and `fail/`, run by `ui.rs`.
