@@ -46,22 +46,16 @@ async fn stream_leader(
     cluster: &NatsCluster,
     js: &async_nats::jetstream::Context,
 ) -> anyhow::Result<usize> {
-    let deadline = Instant::now() + EVENT_TIMEOUT;
-    loop {
-        let leader = match js.get_stream(format!("KV_{BUCKET}")).await {
-            Ok(stream) => stream
-                .cached_info()
-                .cluster
-                .as_ref()
-                .and_then(|cluster| cluster.leader.clone()),
-            Err(_) => None,
-        };
-        if let Some(index) = leader.and_then(|leader| cluster.node_named(&leader)) {
-            return Ok(index);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the stream has no leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    faststream_testing::wait_for("the stream's leader", EVENT_TIMEOUT, || async {
+        let stream = js.get_stream(format!("KV_{BUCKET}")).await?;
+        let leader = stream
+            .cached_info()
+            .cluster
+            .as_ref()
+            .and_then(|cluster| cluster.leader.clone());
+        anyhow::Ok(leader.and_then(|leader| cluster.node_named(&leader)))
+    })
+    .await
 }
 
 /// Puts a marker on `k.0`, retrying until the stream takes it; its revision and when.
@@ -72,21 +66,12 @@ async fn put_marker(
     let mut js = js.clone();
     // Short requests: a put sent to a leader that just died is not answered.
     js.set_timeout(Duration::from_millis(500));
-    let deadline = Instant::now() + EVENT_TIMEOUT;
-    loop {
-        let attempt = async {
-            let store = js.get_key_value(BUCKET).await?;
-            anyhow::Ok(store.put("k.0", format!("marker{round}").into()).await?)
-        };
-        match attempt.await {
-            Ok(revision) => return Ok((revision, Instant::now())),
-            Err(error) if Instant::now() < deadline => {
-                tracing::debug!(%error, "marker put failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(error) => return Err(error.context("marker put")),
-        }
-    }
+    faststream_testing::wait_for("the marker put", EVENT_TIMEOUT, || async {
+        let store = js.get_key_value(BUCKET).await?;
+        let revision = store.put("k.0", format!("marker{round}").into()).await?;
+        anyhow::Ok(Some((revision, Instant::now())))
+    })
+    .await
 }
 
 /// The names of the consumers on the bucket's stream, as the cluster reports them.
@@ -118,20 +103,14 @@ async fn run(binary: faststream_testing::ServerBinary) -> anyhow::Result<()> {
     // An R3 bucket can be created only once the meta group has a leader: retry.
     let admin = NatsBroker::new(service_url.clone());
     admin.connect().await?;
-    let deadline = Instant::now() + EVENT_TIMEOUT;
-    loop {
-        match admin
+    faststream_testing::wait_for("the R3 bucket created", EVENT_TIMEOUT, || async {
+        admin
             .key_value_with(BucketConfig::new(BUCKET).history(64).replicas(3))
             .await
-        {
-            Ok(_) => break,
-            Err(error) if Instant::now() < deadline => {
-                tracing::debug!(error = %error, "creating the R3 bucket; retrying");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(error) => return Err(error).context("creating the R3 bucket"),
-        }
-    }
+            .map(Some)
+            .map_err(anyhow::Error::from)
+    })
+    .await?;
 
     let history = Events::default();
     let latest = Events::default();
@@ -165,14 +144,11 @@ async fn run(binary: faststream_testing::ServerBinary) -> anyhow::Result<()> {
         let mut i = 0u64;
         // Until told to stop, and at least MIN_WRITES.
         while i < MIN_WRITES || stopped.try_recv().is_err() {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while let Err(error) = store
-                .put(format!("k.{}", i % KEYS), i.to_string().into())
-                .await
-            {
-                anyhow::ensure!(Instant::now() < deadline, "writer stuck: {error}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            faststream_testing::wait_for("the writer's put", Duration::from_secs(30), || async {
+                let key = format!("k.{}", i % KEYS);
+                anyhow::Ok(Some(store.put(key, i.to_string().into()).await?))
+            })
+            .await?;
             i += 1;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -132,14 +132,12 @@ async fn every_url_of_a_list_is_used_and_a_dead_node_is_replaced() -> anyhow::Re
 
         nodes[on].kill().await?;
         let killed = Instant::now();
-        let deadline = killed + Duration::from_secs(15);
-        while open_connections(&nodes[other]).await? == 0 {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{binary}: no reconnection to the other node within 15 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        faststream_testing::wait_for(
+            &format!("{binary}: a reconnection to the other node"),
+            Duration::from_secs(15),
+            || async { anyhow::Ok(open_connections(&nodes[other]).await? > 0) },
+        )
+        .await?;
         let moved = killed.elapsed();
         // The connection works on the other node: JetStream requests are answered.
         let store = broker.key_value("moved").await?;

@@ -24,15 +24,12 @@ async fn record_kept(message: KvMessage, State(events): State<Events>) {
 
 /// Waits until `key` has no entry at all (`purge_with_ttl`'s marker aged out).
 async fn wait_until_gone(store: &faststream_core::KeyValue, key: &str) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-    while store.entry(key).await?.is_some() {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "`{key}` still has an entry after {EVENT_TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
+    faststream_testing::wait_for(
+        &format!("`{key}` to have no entry"),
+        EVENT_TIMEOUT,
+        || async { anyhow::Ok(store.entry(key).await?.is_none()) },
+    )
+    .await
 }
 
 #[tokio::test]

@@ -135,17 +135,11 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match call().await {
-            Ok(value) => return Ok(value),
-            Err(error) if Instant::now() >= deadline => return Err(error.context(what.to_owned())),
-            Err(error) => {
-                tracing::debug!(error = %error, "{what}; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    faststream_testing::wait_for(what, WAIT, || {
+        let attempt = call();
+        async move { attempt.await.map(Some) }
+    })
+    .await
 }
 
 /// The node leading the group's stream.
@@ -287,19 +281,20 @@ async fn wait_resumed(
 /// After a failure: whether the group's mirror becomes active again within a minute more.
 async fn mirror_recovery(js: &async_nats::jetstream::Context) -> String {
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        if let Ok(stream) = js.get_stream(STREAM).await {
+    let active =
+        faststream_testing::wait_for("the mirror active", Duration::from_secs(60), || async {
+            let stream = js.get_stream(STREAM).await?;
             let mirror = stream.cached_info().mirror.as_ref();
-            if mirror.is_some_and(|mirror| mirror.active.is_some()) {
-                return format!(
-                    "the group's mirror was active again {:?} later",
-                    started.elapsed()
-                );
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+            anyhow::Ok(mirror.is_some_and(|mirror| mirror.active.is_some()))
+        })
+        .await;
+    match active {
+        Ok(()) => format!(
+            "the group's mirror was active again {:?} later",
+            started.elapsed()
+        ),
+        Err(_) => "the group's mirror still inactive a minute later".to_owned(),
     }
-    "the group's mirror still inactive a minute later".to_owned()
 }
 
 /// Whether the changes not handled are in the bucket's stream and in the group's.

@@ -420,17 +420,14 @@ async fn a_member_started_after_a_full_stop_handles_what_was_missed() -> anyhow:
         setup.records.wait_for_all_handled(&down, WAIT).await?;
         let caught_up = restarted.elapsed();
         // Settled on the server too: nothing pending, nothing in flight.
-        let deadline = Instant::now() + WAIT;
         let group = setup.broker.kv_group(BUCKET, GROUP).await?;
-        loop {
+        let info = faststream_testing::wait_for("nothing pending", WAIT, || async {
             let info = group.info().await?;
-            if info.pending() == 0 {
-                anyhow::ensure!(info.dead_letters == 0, "{} dead letters", info.dead_letters);
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "still pending: {info:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            let seen = format!("still pending: {info:?}");
+            anyhow::Ok(((info.pending() == 0).then_some(info), seen))
+        })
+        .await?;
+        anyhow::ensure!(info.dead_letters == 0, "{} dead letters", info.dead_letters);
         last.stop().await?;
         let after: Vec<Record> = setup.records.snapshot().split_off(handled_before);
         anyhow::ensure!(

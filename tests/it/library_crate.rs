@@ -1,8 +1,6 @@
 //! Handlers and hooks defined in a library crate of the user's reach the service binary that
 //! names the crate once with `use user_handlers as _;`.
 
-use std::time::Duration;
-
 use crate::common::{on_each_server, RunningApp, EVENT_TIMEOUT};
 use faststream_core::{App, NatsBroker};
 
@@ -27,19 +25,18 @@ async fn library_handlers_run() -> anyhow::Result<()> {
             .only_module("user_handlers")
             .with_state(greetings.clone());
         let running = RunningApp::spawn(app);
-        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-        loop {
+        faststream_testing::wait_for("the greeting", EVENT_TIMEOUT, || async {
             let seen = greetings
                 .0
                 .lock()
                 .map(|seen| seen.clone())
                 .unwrap_or_default();
-            if seen == ["hello from a library"] {
-                break;
-            }
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "saw {seen:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (
+                (seen == ["hello from a library"]).then_some(()),
+                format!("{seen:?}"),
+            )
+        })
+        .await?;
         running.stop().await??;
         Ok(())
     })

@@ -229,7 +229,7 @@ struct Gate(std::sync::Arc<tokio::sync::Notify>);
 
 /// A hook of each stage recording itself; `held` waits at the gate, then records its end.
 mod interrupted {
-    use super::{Gate, Events};
+    use super::{Events, Gate};
     use faststream_core::{NatsBroker, State};
     use std::time::Duration;
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use serde::Deserialize;
@@ -310,18 +310,18 @@ impl Writer {
             while stopped.try_recv().is_err() {
                 pace.tick().await;
                 let key = format!("k.{}", i % keys);
-                let deadline = Instant::now() + Duration::from_secs(30);
-                let revision = loop {
-                    match store.put(&key, i.to_string().into()).await {
-                        Ok(revision) => break revision,
-                        Err(error) if retry && Instant::now() < deadline => {
-                            tracing::debug!(%error, key, "put failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        Err(error) => {
-                            return Err(anyhow::Error::new(error).context(format!("putting {key}")))
-                        }
-                    }
+                let revision = if retry {
+                    faststream_testing::wait_for(
+                        &format!("putting {key}"),
+                        Duration::from_secs(30),
+                        || async { anyhow::Ok(Some(store.put(&key, i.to_string().into()).await?)) },
+                    )
+                    .await?
+                } else {
+                    store
+                        .put(&key, i.to_string().into())
+                        .await
+                        .with_context(|| format!("putting {key}"))?
                 };
                 written.push((key, revision));
                 counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

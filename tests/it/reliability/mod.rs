@@ -56,21 +56,11 @@ async fn put_fresh(
     key: &str,
     value: &str,
 ) -> anyhow::Result<u64> {
-    let deadline = Instant::now() + EVENT_TIMEOUT;
-    loop {
-        let attempt = async {
-            let store = jetstream(server).await?.get_key_value(bucket).await?;
-            anyhow::Ok(store.put(key, Bytes::from(value.to_owned())).await?)
-        };
-        match attempt.await {
-            Ok(revision) => return Ok(revision),
-            Err(error) if Instant::now() < deadline => {
-                tracing::debug!(%error, "put failed; retrying");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(error) => return Err(error.context("put after restart")),
-        }
-    }
+    faststream_testing::wait_for("the put after the restart", EVENT_TIMEOUT, || async {
+        let store = jetstream(server).await?.get_key_value(bucket).await?;
+        anyhow::Ok(Some(store.put(key, Bytes::from(value.to_owned())).await?))
+    })
+    .await
 }
 
 /// SIGKILL, restart on the same port and store; returns when the server accepts clients.
@@ -78,26 +68,6 @@ async fn crash_and_restart(server: &mut NatsServer) -> anyhow::Result<Instant> {
     server.kill().await?;
     server.restart().await?;
     Ok(Instant::now())
-}
-
-/// Waits until the bucket's stream has exactly `expected` consumers.
-async fn wait_for_consumers(
-    server: &NatsServer,
-    bucket: &str,
-    expected: usize,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + EVENT_TIMEOUT;
-    loop {
-        let consumers = consumer_configs(server, bucket).await?.len();
-        if consumers == expected {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{consumers} consumers on `{bucket}`, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The first entry after a fault must arrive within this long of the server accepting
@@ -141,29 +111,26 @@ fn of(events: &[String], name: &str) -> Vec<String> {
 }
 
 /// Waits until the bucket's stream has exactly `expected` consumers, at most `within`.
-async fn wait_for_consumers_within(
+async fn wait_for_consumers(
     server: &NatsServer,
     bucket: &str,
     expected: usize,
     within: Duration,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        let names: Vec<String> = consumer_configs(server, bucket)
-            .await?
-            .into_iter()
-            .map(|config| config.name.unwrap_or_default())
-            .collect();
-        if names.len() == expected {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{} consumers on `{bucket}` after {within:?}, expected {expected}: {names:?}",
-            names.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    faststream_testing::wait_for(
+        &format!("{expected} consumers on `{bucket}`"),
+        within,
+        || async {
+            let names: Vec<String> = consumer_configs(server, bucket)
+                .await?
+                .into_iter()
+                .map(|config| config.name.unwrap_or_default())
+                .collect();
+            let seen = format!("{} consumers: {names:?}", names.len());
+            anyhow::Ok(((names.len() == expected).then_some(()), seen))
+        },
+    )
+    .await
 }
 
 /// Records `key@revision=round` (the round is the value's first byte), 1 ms per entry.

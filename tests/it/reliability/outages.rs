@@ -41,7 +41,7 @@ async fn an_outage_longer_than_the_timeout_leaks_no_consumer() -> anyhow::Result
         };
         let before = put_fresh(&server, "outage", "k", "before").await?;
         polled.wait_for_event(&format!("k@{before}")).await?;
-        wait_for_consumers(&server, "outage", 4).await?;
+        wait_for_consumers(&server, "outage", 4, EVENT_TIMEOUT).await?;
 
         server.stop().await?;
         tokio::time::sleep(OUTAGE).await; // The fault itself, not a wait for an event.
@@ -61,7 +61,7 @@ async fn an_outage_longer_than_the_timeout_leaks_no_consumer() -> anyhow::Result
         let resumed = back.elapsed();
         // Within 5 s of resuming: long before any inactive threshold (30 s) would clean up.
         let counted = Instant::now();
-        let leak = wait_for_consumers_within(&server, "outage", 4, Duration::from_secs(5)).await;
+        let leak = wait_for_consumers(&server, "outage", 4, Duration::from_secs(5)).await;
         eprintln!(
             "{OUTAGE:?} outage on nats-server {}: all four watchers had the first entry {resumed:?} \
              after the server was back; consumers {:?} later: {}",
@@ -134,7 +134,7 @@ async fn twenty_cuts_with_64_workers_and_entries_pending_leak_no_consumer() -> a
             .wait_for("every revision", |e| e.len() as u64 >= last)
             .await?;
         let counted = Instant::now();
-        wait_for_consumers_within(&server, "cuts", 1, Duration::from_secs(5)).await?;
+        wait_for_consumers(&server, "cuts", 1, Duration::from_secs(5)).await?;
         let counted = counted.elapsed();
         running.stop().await??;
         let mut revisions: Vec<u64> = events.snapshot().iter().map(|e| revision(e)).collect();

@@ -92,14 +92,11 @@ async fn every_revision_once_across_a_restart_under_a_running_writer() -> anyhow
         let writer = tokio::spawn(async move {
             let store = writer_js.get_key_value("busy").await?;
             for i in 0..WRITES {
-                let deadline = Instant::now() + EVENT_TIMEOUT;
-                while let Err(error) = store
-                    .put(format!("k.{}", i % KEYS), i.to_string().into())
-                    .await
-                {
-                    anyhow::ensure!(Instant::now() < deadline, "writer stuck: {error}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                faststream_testing::wait_for("the writer's put", EVENT_TIMEOUT, || async {
+                    let key = format!("k.{}", i % KEYS);
+                    anyhow::Ok(Some(store.put(key, i.to_string().into()).await?))
+                })
+                .await?;
             }
             anyhow::Ok(())
         });
@@ -216,7 +213,7 @@ async fn twenty_restarts_and_twenty_dropped_connections_leak_no_consumer() -> an
                 .await?;
             resume_times.push(back.elapsed());
         }
-        wait_for_consumers(&server, "churn", 2).await?;
+        wait_for_consumers(&server, "churn", 2, EVENT_TIMEOUT).await?;
         running.stop().await??;
         let events = events.snapshot();
         assert_eq!(events.len(), 80, "duplicates or losses: {events:?}");

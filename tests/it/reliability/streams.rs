@@ -59,7 +59,7 @@ async fn a_bucket_deleted_and_created_again_is_watched_from_its_start() -> anyho
             })
             .await?;
         let resumed = created.elapsed();
-        wait_for_consumers_within(&server, "again", 3, Duration::from_secs(5)).await?;
+        wait_for_consumers(&server, "again", 3, Duration::from_secs(5)).await?;
         eprintln!(
             "re-created bucket on nats-server {}: new entries within {resumed:?}; consumers after: 3",
             server.binary().version
@@ -132,7 +132,7 @@ async fn a_stream_sequence_going_back_restarts_the_watch() -> anyhow::Result<()>
             server.binary().version,
             back.elapsed()
         );
-        wait_for_consumers_within(&server, "volatile", 1, Duration::from_secs(5)).await?;
+        wait_for_consumers(&server, "volatile", 1, Duration::from_secs(5)).await?;
         running.stop().await??;
         assert_eq!(events.snapshot(), ["k@1=1", "k@2=2", "k@3=3", "k@1=after"]);
         Ok(())
