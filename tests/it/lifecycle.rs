@@ -120,8 +120,11 @@ async fn failing_after_startup_hook_stops_everything() -> anyhow::Result<()> {
         );
         assert_eq!(
             chain(&error),
-            "after_startup hook `lifecycle::failing_after_startup::broken` failed: \
-             it returned an error: database unreachable"
+            format!(
+                "after_startup hook `{}::failing_after_startup::broken` failed: \
+                 it returned an error: database unreachable",
+                module_path!()
+            )
         );
         // The watch had started; with the app gone, its connection is closed too.
         crate::common::wait_for_no_connections(&server).await
@@ -147,8 +150,11 @@ async fn panicking_on_startup_hook_fails_before_connecting() -> anyhow::Result<(
         let error = crate::common::startup_error(app).await?;
         assert_eq!(
             chain(&error),
-            "on_startup hook `lifecycle::panicking_on_startup::explodes` failed: \
-             it panicked: config file missing"
+            format!(
+                "on_startup hook `{}::panicking_on_startup::explodes` failed: \
+                 it panicked: config file missing",
+                module_path!()
+            )
         );
         assert_eq!(
             crate::common::total_connections(&server).await?,
@@ -182,14 +188,19 @@ async fn missing_state_is_reported_before_connecting() -> anyhow::Result<()> {
         };
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(
-            problems[0].starts_with("subscriber `lifecycle::missing_state::needs_u32` (")
-                && problems[0].ends_with("no state of type `u32`: give it with `App::with_state`"),
+            problems[0].starts_with(&format!(
+                "subscriber `{}::missing_state::needs_u32` (",
+                module_path!()
+            )) && problems[0].ends_with("no state of type `u32`: give it with `App::with_state`"),
             "{problems:?}"
         );
         assert_eq!(
             problems[1],
-            "after_startup hook `lifecycle::missing_state::needs_u64`: no state of type `u64`: \
-             give it with `App::with_state`"
+            format!(
+                "after_startup hook `{}::missing_state::needs_u64`: no state of type `u64`: \
+                 give it with `App::with_state`",
+                module_path!()
+            )
         );
         assert_eq!(
             crate::common::total_connections(&server).await?,

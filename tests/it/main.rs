@@ -26,6 +26,5 @@ mod lifecycle;
 mod observability;
 mod options;
 mod reliability;
-mod security;
 mod shutdown_and_timeouts;
 mod watch;

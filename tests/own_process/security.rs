@@ -1,18 +1,28 @@
 //! Authentication and TLS against servers configured to require them: user/password, token,
 //! NKey, `.creds` file and TLS with a custom CA, from `NatsBroker` options and from the URL.
 //! Wrong credentials fail at once with one clear error; no secret reaches a log line or `Debug`.
+//!
+//! Its own test binary: it installs the process-wide `tracing` subscriber that captures every
+//! log line, to look for secrets in them.
 
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::common::servers;
 use anyhow::Context as _;
 use base64::Engine as _;
 use faststream_core::error::chain;
 use faststream_core::{Error, NatsBroker};
 use faststream_testing::NatsServer;
+
+/// Every nats-server binary to test against (see `ServerBinary::discover`).
+fn servers() -> Vec<faststream_testing::ServerBinary> {
+    match faststream_testing::ServerBinary::discover() {
+        Ok(binaries) => binaries,
+        Err(error) => panic!("no nats-server to test against: {error:#}"),
+    }
+}
 
 const PASSWORD: &str = "pa55-w0rd-secret";
 const TOKEN: &str = "t0ken-secret-value";
