@@ -7,7 +7,8 @@
 //! endpoint ([`NatsServer::varz`], [`NatsServer::monitor`]), and removes everything when dropped.
 //! [`ServerConfig`] adds to the generated config file; [`NatsCluster`] runs several servers as
 //! one JetStream cluster; [`TcpProxy`] cuts client connections without touching the server;
-//! [`http_get`] reads a service's own HTTP endpoints (`/metrics`, `/health/ready`).
+//! [`http_get`] reads a service's own HTTP endpoints (`/metrics`, `/health/ready`);
+//! [`wait_for`] polls until a condition holds, for any test.
 //!
 //! ```no_run
 //! use faststream_testing::{NatsServer, ServerBinary};
@@ -40,6 +41,7 @@ mod monitor;
 mod ports;
 mod proxy;
 mod server;
+mod wait;
 
 pub use binary::{ServerBinary, NATS_SERVER_BINS_ENV, NATS_SERVER_BIN_ENV};
 pub use cluster::NatsCluster;
@@ -48,6 +50,7 @@ pub use http::{free_local_addr, http_get, HttpResponse};
 pub use logging::init_test_logging;
 pub use proxy::TcpProxy;
 pub use server::NatsServer;
+pub use wait::{wait_for, Probe, POLL_INTERVAL};
 
 /// `text` cut to `max_chars` characters, for quoting program output in error messages.
 fn truncate(text: &str, max_chars: usize) -> String {
