@@ -3,7 +3,7 @@
 
 use crate::common::{client_messages, on_each_server, record_started, Events, RunningApp};
 use bytes::Bytes;
-use faststream_core::{App, Error, HookStage, KvMessage, KvWatch, NatsBroker, State};
+use faststream_core::{App, BrokerConfig, Error, HookStage, KvMessage, KvWatch, State};
 
 /// Records `key len=N sum=S` (a cheap fingerprint of the bytes).
 async fn fingerprint(message: KvMessage, value: Bytes, State(events): State<Events>) {
@@ -27,7 +27,7 @@ async fn extreme_values_and_keys_are_delivered_intact() -> anyhow::Result<()> {
             .unwrap_or(1024 * 1024) as usize;
         let events = Events::default();
         let texts = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .with_state(TextEvents(texts.clone()))

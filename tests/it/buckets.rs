@@ -5,7 +5,7 @@ use crate::common::{client_messages, jetstream, on_each_server};
 use anyhow::Context as _;
 use faststream_core::error::{chain, DeclareBucketError};
 use faststream_core::kv::BucketConfig;
-use faststream_core::{App, Error, KvWatch, NatsBroker};
+use faststream_core::{App, BrokerConfig, Error, KvWatch, NatsBroker};
 
 #[tokio::test]
 async fn second_key_value_call_makes_no_request() -> anyhow::Result<()> {
@@ -82,8 +82,8 @@ async fn existing_bucket_is_used_as_it_is_and_conflicts_are_named() -> anyhow::R
 
         // An explicit, different config is an error naming each differing field, cached or not.
         let requested = BucketConfig::new("shared").history(3);
-        for broker in [&other, &NatsBroker::new(server.url())] {
-            broker.connect().await?;
+        let fresh = NatsBroker::connect(BrokerConfig::new(server.url())).await?;
+        for broker in [&other, &fresh] {
             let error = broker
                 .key_value_with(requested.clone())
                 .await
@@ -155,7 +155,7 @@ async fn declare_false_on_a_missing_bucket_names_it() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         async fn never_called(_msg: String) {}
         // The service keeps a handle of its own: the app must still close the connection.
-        let broker = NatsBroker::new(server.url());
+        let broker = BrokerConfig::new(server.url());
         let app = App::new(broker.clone()).without_registered().subscriber(
             "lookup_only",
             "k",
@@ -194,7 +194,7 @@ async fn bucket_the_server_refuses_names_bucket_and_reason() -> anyhow::Result<(
             .await?;
         async fn never_called(_msg: String) {}
         // The service keeps a handle of its own: the app must still close the connection.
-        let broker = NatsBroker::new(server.url());
+        let broker = BrokerConfig::new(server.url());
         let app = App::new(broker.clone()).without_registered().subscriber(
             "clashing",
             "k",

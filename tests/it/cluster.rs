@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::common::{cluster_jetstream, Events, RunningApp, EVENT_TIMEOUT};
 use anyhow::Context as _;
 use faststream_core::kv::BucketConfig;
-use faststream_core::{App, KvMessage, KvWatch, NatsBroker, State};
+use faststream_core::{App, BrokerConfig, KvMessage, KvWatch, NatsBroker, State};
 use faststream_testing::NatsCluster;
 use futures_util::TryStreamExt as _;
 
@@ -101,8 +101,7 @@ async fn run(binary: faststream_testing::ServerBinary) -> anyhow::Result<()> {
     let service_url = cluster.urls().join(",");
 
     // An R3 bucket can be created only once the meta group has a leader: retry.
-    let admin = NatsBroker::new(service_url.clone());
-    admin.connect().await?;
+    let admin = NatsBroker::connect(BrokerConfig::new(service_url.clone())).await?;
     faststream_testing::wait_for("the R3 bucket created", EVENT_TIMEOUT, || async {
         admin
             .key_value_with(BucketConfig::new(BUCKET).history(64).replicas(3))
@@ -114,7 +113,7 @@ async fn run(binary: faststream_testing::ServerBinary) -> anyhow::Result<()> {
 
     let history = Events::default();
     let latest = Events::default();
-    let app = App::new(NatsBroker::new(service_url))
+    let app = App::new(BrokerConfig::new(service_url))
         .without_registered()
         .with_state(history.clone())
         .with_state(Latest(latest.clone()))

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::common::{on_each_server, Events, RunningApp};
 use faststream_core::kv::BucketConfig;
-use faststream_core::{App, KvMessage, KvWatch, NatsBroker, State};
+use faststream_core::{App, BrokerConfig, KvMessage, KvWatch, State};
 
 /// What the handlers saw, shared by all calls.
 #[derive(Clone, Default)]
@@ -113,7 +113,7 @@ async fn run_case(
 async fn per_key_order_under_concurrent_workers() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         let seen = Observed::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(seen.clone())
             .subscriber(
@@ -133,7 +133,7 @@ async fn per_key_order_under_concurrent_workers() -> anyhow::Result<()> {
 async fn max_workers_in_the_attribute() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         let seen = Observed::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .only_module(concat!(module_path!(), "::attribute"))
             .with_state(seen.clone());
         run_case(&server, app, &seen, 8).await
@@ -181,7 +181,7 @@ async fn a_panic_outside_the_handler_future_stops_neither_key_nor_subscriber() -
             );
         }
         let handled = Handled::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(handled.clone())
             .with_state(handled.0.clone())

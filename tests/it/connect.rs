@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use faststream_core::error::chain;
-use faststream_core::{App, Error, NatsBroker};
+use faststream_core::{App, BrokerConfig, Error, NatsBroker};
 
 #[tokio::test]
 async fn no_server_is_a_bounded_error_naming_the_url() {
@@ -14,7 +14,7 @@ async fn no_server_is_a_bounded_error_naming_the_url() {
         .expect("a free port");
     let url = format!("nats://user:secret@127.0.0.1:{port}");
     let started = Instant::now();
-    let error = App::new(NatsBroker::new(url).connect_timeout(Duration::from_secs(1)))
+    let error = App::new(BrokerConfig::new(url).connect_timeout(Duration::from_secs(1)))
         .without_registered()
         .run_until(std::future::pending())
         .await
@@ -49,7 +49,7 @@ async fn a_server_that_appears_within_the_limit_is_used() -> anyhow::Result<()> 
     server.kill().await?; // its port and store stay reserved for the restart
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let started_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(started_tx)));
-    let app = App::new(NatsBroker::new(server.url()).connect_timeout(Duration::from_secs(20)))
+    let app = App::new(BrokerConfig::new(server.url()).connect_timeout(Duration::from_secs(20)))
         .without_registered()
         .hook(HookStage::AfterStartup, "started", move || {
             let started_tx = started_tx.clone();
@@ -78,7 +78,7 @@ async fn shutdown_during_connect_retries_stops_at_once() -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let broker = NatsBroker::new(format!("nats://127.0.0.1:{port}"))
+    let broker = BrokerConfig::new(format!("nats://127.0.0.1:{port}"))
         .connect_timeout(Duration::from_secs(60));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(App::new(broker).without_registered().run_until(async {
@@ -118,8 +118,9 @@ async fn every_url_of_a_list_is_used_and_a_dead_node_is_replaced() -> anyhow::Re
         ];
         // As `NATS_URL` documents it: comma-separated, spaces allowed.
         let urls = format!("{}, {}", nodes[0].url(), nodes[1].url());
-        let broker = NatsBroker::new(urls).connect_timeout(Duration::from_secs(5));
-        broker.connect().await?;
+        let broker =
+            NatsBroker::connect(BrokerConfig::new(urls).connect_timeout(Duration::from_secs(5)))
+                .await?;
         broker.client()?.flush().await?;
         let mut on = None;
         for (index, node) in nodes.iter().enumerate() {

@@ -10,7 +10,7 @@ use crate::common::{
 };
 use faststream_core::error::TtlError;
 use faststream_core::kv::BucketConfig;
-use faststream_core::{App, Error, KvMessage, KvWatch, NatsBroker, Operation, State};
+use faststream_core::{App, BrokerConfig, Error, KvMessage, KvWatch, Operation, State};
 
 /// The server's minimum marker TTL; per-key TTLs shorter than it are raised to it, so with it
 /// a 1 s TTL expires after about a second.
@@ -46,7 +46,7 @@ async fn delete_purge_and_expiry_arrive_told_apart() -> anyhow::Result<()> {
         store.put("ready", "1".into()).await?;
 
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .subscriber("all", ">", KvWatch::new("expiry"), record_entry)

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use crate::common::{on_each_server, Events, RunningApp};
 use anyhow::Context as _;
-use faststream_core::extract::{FromKvMessage, Rejection};
+use faststream_core::error::Rejection;
+use faststream_core::extract::{FromMessage, Message};
 use faststream_core::{
-    App, Error, HookStage, KvMessage, KvWatch, NatsBroker, Operation, Path, State,
-    SubscriberContext,
+    App, BrokerConfig, Error, HookStage, KvWatch, Operation, Path, State, SubscriberContext,
 };
 
 #[derive(Debug, serde::Deserialize)]
@@ -59,7 +59,7 @@ async fn json_path_and_metadata() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         let store = crate::common::bucket_with_history(&server, "accounts").await?;
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .only_module(concat!(module_path!(), "::users"))
             .with_state(events.clone());
         let running = RunningApp::spawn(app);
@@ -95,6 +95,92 @@ async fn json_path_and_metadata() -> anyhow::Result<()> {
     .await
 }
 
+mod optional {
+    use super::{Events, User};
+    use faststream_core::error::Rejection;
+    use faststream_core::{after_startup, subscriber, Json, KvMessage, State};
+
+    #[after_startup]
+    async fn started(State(events): State<Events>) {
+        events.push("started");
+    }
+
+    /// Called for every entry, the user `None` when the value is not one.
+    #[subscriber("people.*", kv_watch = "directory")]
+    async fn maybe_user(user: Option<Json<User>>, meta: KvMessage, State(events): State<Events>) {
+        let user = user.map_or("none".to_owned(), |Json(user)| user.name);
+        events.push(format!("option {} @{}: {user}", meta.key(), meta.revision()));
+    }
+
+    /// Called for every entry, with the reason when the value is not a user.
+    #[subscriber("people.*", kv_watch = "directory")]
+    async fn user_or_reason(
+        user: Result<Json<User>, Rejection>,
+        meta: KvMessage,
+        State(events): State<Events>,
+    ) {
+        let outcome = match user {
+            Ok(Json(user)) => user.name,
+            Err(rejection) => format!("rejected: {rejection}"),
+        };
+        events.push(format!("result {} @{}: {outcome}", meta.key(), meta.revision()));
+    }
+}
+
+/// `Option<T>` and `Result<T, Rejection>`: the handler is called for entries `T` cannot be
+/// built from (bad JSON, a wrong shape, a deletion), with `None` or the rejection.
+#[tokio::test]
+async fn option_and_result_extractors_call_the_handler_anyway() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let events = Events::default();
+        let app = App::new(BrokerConfig::new(server.url()))
+            .only_module(concat!(module_path!(), "::optional"))
+            .with_state(events.clone());
+        // The app's broker, connected by the app, writes as a handler would.
+        let broker = app.broker();
+        let running = RunningApp::spawn(app);
+        events.wait_for_event("started").await?;
+        assert!(broker.is_connected());
+        let store = broker.key_value("directory").await?;
+        store
+            .put("people.ann", r#"{"name":"ann","age":30}"#.into())
+            .await?;
+        store.put("people.bad", "{not json".into()).await?;
+        store.put("people.bob", r#"{"name":"bob"}"#.into()).await?; // no age
+        store.delete("people.ann").await?;
+        let all = events
+            .wait_for("the deletion in both subscribers", |events| {
+                events.iter().filter(|e| e.contains("people.ann @4")).count() == 2
+            })
+            .await?;
+        running.stop().await??;
+        let option: Vec<_> = all.iter().filter(|e| e.starts_with("option ")).collect();
+        assert_eq!(
+            option,
+            [
+                "option people.ann @1: ann",
+                "option people.bad @2: none",
+                "option people.bob @3: none",
+                "option people.ann @4: none",
+            ]
+        );
+        let result: Vec<_> = all.iter().filter(|e| e.starts_with("result ")).collect();
+        assert_eq!(result.len(), 4, "{result:?}");
+        assert_eq!(result[0], "result people.ann @1: ann");
+        assert!(
+            result[1].starts_with("result people.bad @2: rejected: value is not valid JSON"),
+            "{result:?}"
+        );
+        assert!(result[2].contains("rejected:"), "{result:?}");
+        assert!(
+            result[3].starts_with("result people.ann @4: rejected: DEL has no value"),
+            "{result:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
 #[derive(Debug, serde::Deserialize)]
 struct Ids {
     tenant: String,
@@ -104,9 +190,9 @@ struct Ids {
 /// A custom extractor: the value's length.
 struct ValueLen(usize);
 
-impl FromKvMessage for ValueLen {
-    fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
-        Ok(ValueLen(message.value().len()))
+impl FromMessage for ValueLen {
+    fn from_message(message: &Message, _: &SubscriberContext) -> Result<Self, Rejection> {
+        Ok(ValueLen(message.payload().len()))
     }
 }
 
@@ -132,7 +218,7 @@ async fn several_placeholders_states_and_custom_extractors() -> anyhow::Result<(
         }
         let events = Events::default();
         let pattern = "tenants.{tenant}.users.{id}";
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .with_state(Prefix("> "))
@@ -169,7 +255,7 @@ async fn several_placeholders_states_and_custom_extractors() -> anyhow::Result<(
 async fn path_without_placeholders_is_a_setup_error() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         async fn wants_path(Path(_id): Path<u32>) {}
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .subscriber("wants_path", "users.*", KvWatch::new("b"), wants_path);
         let error = crate::common::startup_error(app).await?;
@@ -207,7 +293,7 @@ async fn watch_without_a_handler() -> anyhow::Result<()> {
         assert_eq!(second.key(), "orders.1");
         assert_eq!(second.json::<String>()?, "uno");
 
-        let mut changes = watcher.into_stream().boxed();
+        let mut changes = watcher.boxed();
         store.delete("orders.2").await?;
         let deleted = tokio::time::timeout(Duration::from_secs(5), changes.next())
             .await?

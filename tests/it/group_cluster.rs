@@ -27,8 +27,9 @@ use crate::common::EVENT_TIMEOUT;
 use crate::group_support::{between, check_calls, now_nanos, Record, Records, Writer};
 use anyhow::Context as _;
 use async_nats::jetstream::stream::ClusterInfo;
-use faststream_core::kv::{BucketConfig, GroupSettings};
-use faststream_core::{App, KvMessage, KvWatch, NatsBroker, State};
+use faststream_core::kv::group::GroupSettings;
+use faststream_core::kv::BucketConfig;
+use faststream_core::{App, BrokerConfig, KvMessage, KvWatch, NatsBroker, State};
 use faststream_testing::{NatsCluster, ServerBinary};
 use futures_util::TryStreamExt as _;
 
@@ -409,8 +410,7 @@ async fn run(binary: &ServerBinary, cluster: &mut NatsCluster) -> anyhow::Result
     let url = cluster.urls().join(",");
 
     // An R3 bucket can be created only once the meta group has a leader: retry.
-    let admin = NatsBroker::new(url.clone());
-    admin.connect().await?;
+    let admin = NatsBroker::connect(BrokerConfig::new(url.clone())).await?;
     retry("creating the R3 bucket", || async {
         admin
             .key_value_with(BucketConfig::new(BUCKET).history(64).replicas(3))
@@ -427,7 +427,7 @@ async fn run(binary: &ServerBinary, cluster: &mut NatsCluster) -> anyhow::Result
                 .partitions(PARTITIONS)
                 .session_timeout(SESSION),
         );
-        let app = App::new(NatsBroker::new(url.clone()))
+        let app = App::new(BrokerConfig::new(url.clone()))
             .without_registered()
             .with_state(Recording {
                 member: name,

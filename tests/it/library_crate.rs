@@ -2,26 +2,26 @@
 //! names the crate once with `use user_handlers as _;`.
 
 use crate::common::{on_each_server, RunningApp, EVENT_TIMEOUT};
-use faststream_core::{App, NatsBroker};
+use faststream_core::{App, BrokerConfig};
 
 // The one line a service needs for a library crate's handlers.
 use user_handlers as _;
 
 #[test]
 fn library_registrations_are_linked() {
-    let subscribers = faststream_core::registry::registered_subscribers();
+    let subscribers = faststream_core::App::registered_subscribers();
     assert!(
         subscribers.contains(&"user_handlers::on_greeting"),
         "{subscribers:?}"
     );
-    assert!(faststream_core::registry::registered_hooks().contains(&"user_handlers::greet"));
+    assert!(faststream_core::App::registered_hooks().contains(&"user_handlers::greet"));
 }
 
 #[tokio::test]
 async fn library_handlers_run() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         let greetings = user_handlers::Greetings::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .only_module("user_handlers")
             .with_state(greetings.clone());
         let running = RunningApp::spawn(app);

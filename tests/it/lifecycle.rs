@@ -4,7 +4,7 @@
 use crate::common::{on_each_server, Events, RunningApp};
 use anyhow::Context as _;
 use faststream_core::error::{chain, HandlerError};
-use faststream_core::{App, Error, HookStage, NatsBroker};
+use faststream_core::{App, BrokerConfig, Error, HookStage, NatsBroker};
 
 mod ordered {
     use super::Events;
@@ -66,7 +66,7 @@ mod ordered {
 async fn hooks_run_in_lifecycle_order() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .only_module(concat!(module_path!(), "::ordered"))
             .with_state(events.clone());
         let running = RunningApp::spawn(app);
@@ -103,7 +103,7 @@ mod failing_after_startup {
 #[tokio::test]
 async fn failing_after_startup_hook_stops_everything() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .only_module(concat!(module_path!(), "::failing_after_startup"));
         let result = RunningApp::spawn(app).finish().await?;
         let error = result.err().context("run() should fail")?;
@@ -144,7 +144,7 @@ mod panicking_on_startup {
 #[tokio::test]
 async fn panicking_on_startup_hook_fails_before_connecting() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .only_module(concat!(module_path!(), "::panicking_on_startup"));
         let connections_before = crate::common::total_connections(&server).await?;
         let error = crate::common::startup_error(app).await?;
@@ -179,7 +179,7 @@ mod missing_state {
 #[tokio::test]
 async fn missing_state_is_reported_before_connecting() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .only_module(concat!(module_path!(), "::missing_state"));
         let connections_before = crate::common::total_connections(&server).await?;
         let error = crate::common::startup_error(app).await?;
@@ -217,7 +217,7 @@ async fn duplicate_registrations_are_rejected() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         async fn handler(_msg: String) {}
         async fn hook() {}
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .subscriber("twice", "a", faststream_core::KvWatch::new("b"), handler)
             .subscriber("twice", "b", faststream_core::KvWatch::new("b"), handler)
@@ -321,7 +321,7 @@ async fn shutdown_during_after_startup_hooks_is_graceful() -> anyhow::Result<()>
         let store = crate::common::bucket_with_history(&server, "midstart").await?;
         let events = Events::default();
         let gate = Gate::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .subscriber(
                 "slow",
@@ -359,7 +359,7 @@ async fn shutdown_during_on_startup_hooks_runs_the_shutdown_hooks() -> anyhow::R
     on_each_server(|server| async move {
         let events = Events::default();
         let gate = Gate::default();
-        let app = App::new(NatsBroker::new(server.url())).without_registered();
+        let app = App::new(BrokerConfig::new(server.url())).without_registered();
         let app = with_held_start(app, HookStage::OnStartup, &events, &gate);
         let connections_before = crate::common::total_connections(&server).await?;
         let (stop, running) = run_until_stopped(app, Some(gate));
@@ -409,7 +409,7 @@ async fn no_new_entry_is_taken_once_on_shutdown_runs() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         let store = crate::common::bucket_with_history(&server, "closing").await?;
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .subscriber(
@@ -448,7 +448,7 @@ async fn a_start_up_hook_stuck_at_shutdown_is_abandoned_at_the_timeout() -> anyh
     on_each_server(|server| async move {
         let events = Events::default();
         let shutdown_timeout = std::time::Duration::from_millis(500);
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .shutdown_timeout(shutdown_timeout);
         // The gate is never opened.

@@ -6,7 +6,7 @@ use crate::common::{
     consumer_configs, on_each_server, record_entry, record_started, Events, RunningApp,
 };
 use anyhow::Context as _;
-use faststream_core::{App, Error, HookStage, KvMessage, KvWatch, NatsBroker, State};
+use faststream_core::{App, BrokerConfig, Error, HookStage, KvMessage, KvWatch, State};
 use faststream_testing::NatsServer;
 
 /// An app with one recording subscriber on `pattern` and a `started` hook.
@@ -16,7 +16,7 @@ fn recording_app(
     watch: KvWatch,
     events: &Events,
 ) -> App {
-    App::new(NatsBroker::new(server.url()))
+    App::new(BrokerConfig::new(server.url()))
         .without_registered()
         .with_state(events.clone())
         .subscriber("recorder", pattern, watch, record_entry)
@@ -37,7 +37,7 @@ async fn include_history_delivers_every_revision_once_in_order() -> anyhow::Resu
             events.push(format!("{}:{}", message.revision(), message.key()));
         }
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .subscriber(

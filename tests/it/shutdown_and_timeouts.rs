@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::{bucket_with_history, on_each_server, record_started, Events, RunningApp};
-use faststream_core::{App, HookStage, KvWatch, NatsBroker, State};
+use faststream_core::{App, BrokerConfig, HookStage, KvWatch, State};
 
 /// Sleeps for as many milliseconds as the value says, then records the value.
 async fn sleep_then_record(msg: String, State(events): State<Events>) {
@@ -19,7 +19,7 @@ async fn handler_timeout_abandons_the_call_and_moves_on() -> anyhow::Result<()> 
     on_each_server(|server| async move {
         let store = bucket_with_history(&server, "timeouts").await?;
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .handler_timeout(Duration::from_millis(200))
@@ -51,7 +51,7 @@ async fn a_slow_subscriber_never_delays_another() -> anyhow::Result<()> {
         let store = bucket_with_history(&server, "isolation").await?;
         let slow = Events::default();
         let quick = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(slow.clone())
             .with_state(Fast(quick.clone()))
@@ -79,7 +79,7 @@ async fn shutdown_finishes_in_flight_handlers_within_the_timeout() -> anyhow::Re
     on_each_server(|server| async move {
         let store = bucket_with_history(&server, "graceful").await?;
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .shutdown_timeout(Duration::from_secs(10))
@@ -107,7 +107,7 @@ async fn shutdown_abandons_handlers_past_the_timeout() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         let store = bucket_with_history(&server, "abandon").await?;
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .shutdown_timeout(Duration::from_millis(300))
@@ -136,7 +136,7 @@ async fn shutdown_with_the_server_down_finishes_within_the_timeout() -> anyhow::
         let store = bucket_with_history(&server, "downed").await?;
         let events = Events::default();
         let shutdown_timeout = Duration::from_secs(2);
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .shutdown_timeout(shutdown_timeout)
@@ -183,7 +183,7 @@ async fn startup_failure_with_the_server_gone_returns_within_the_timeout() -> an
         let shutdown_timeout = Duration::from_secs(2);
         let url = server.url();
         let server = Killable(std::sync::Arc::new(tokio::sync::Mutex::new(server)));
-        let app = App::new(NatsBroker::new(url))
+        let app = App::new(BrokerConfig::new(url))
             .without_registered()
             .with_state(server.clone())
             .shutdown_timeout(shutdown_timeout)

@@ -3,7 +3,7 @@
 
 use crate::common::{bucket_with_history, jetstream, on_each_server, Events, RunningApp};
 use bytes::Bytes;
-use faststream_core::{App, KvMessage, KvWatch, NatsBroker, State};
+use faststream_core::{App, BrokerConfig, KvMessage, KvWatch, State};
 
 async fn record_entry(message: KvMessage, State(events): State<Events>) {
     events.push(format!(
@@ -31,7 +31,7 @@ async fn latest_value_per_key_first_then_every_change() -> anyhow::Result<()> {
         drop(js);
 
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .subscriber("users", "users.*", KvWatch::new("snap"), record_entry);
@@ -89,7 +89,7 @@ async fn bad_payloads_and_failing_handlers_do_not_stop_the_loop() -> anyhow::Res
     on_each_server(|server| async move {
         let store = bucket_with_history(&server, "fragile").await?;
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .only_module(concat!(module_path!(), "::fragile"))
             .with_state(events.clone());
         let running = RunningApp::spawn(app);

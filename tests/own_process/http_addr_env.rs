@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use faststream_core::{App, NatsBroker};
+use faststream_core::{App, BrokerConfig};
 use faststream_testing::{free_local_addr, http_get, NatsServer, ServerBinary};
 
 /// How long the test waits for the endpoint.
@@ -25,7 +25,7 @@ async fn the_address_comes_from_the_environment_when_the_code_sets_none() -> any
     std::env::set_var(faststream_core::HTTP_ADDR_VAR, addr);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(
-        App::new(NatsBroker::new(server.url()))
+        App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .run_until(async {
                 let _ = stopped.await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use faststream_core::kv::BucketConfig;
 use faststream_core::otlp::Otlp;
-use faststream_core::{App, KvMessage, KvWatch, NatsBroker};
+use faststream_core::{App, BrokerConfig, KvMessage, KvWatch, NatsBroker};
 use faststream_testing::{NatsServer, ServerBinary};
 use opentelemetry::trace::{SpanKind, Status, TraceId};
 use opentelemetry::{KeyValue, Value};
@@ -86,13 +86,12 @@ async fn spans_and_metrics_go_out_over_otlp() -> anyhow::Result<()> {
     let meter_provider = SdkMeterProvider::builder()
         .with_reader(PeriodicReader::builder(metrics.clone()).build())
         .build();
-    let broker = NatsBroker::new(server.url());
-    broker.connect().await?;
+    let broker = NatsBroker::connect(BrokerConfig::new(server.url())).await?;
     // 64 revisions a key, so that no revision written is dropped before the watch sees it.
     let store = broker
         .key_value_with(BucketConfig::new("traced").history(64))
         .await?;
-    let app = App::new(NatsBroker::new(server.url()))
+    let app = App::new(BrokerConfig::new(server.url()))
         .without_registered()
         .otlp(Otlp::new(tracer_provider, meter_provider.clone()).entry_sampling(1.0))
         .subscriber("traced", "orders.*", KvWatch::new("traced"), handle);

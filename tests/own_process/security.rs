@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use base64::Engine as _;
 use faststream_core::error::chain;
-use faststream_core::{Error, NatsBroker};
+use faststream_core::{BrokerConfig, Error, NatsBroker};
 use faststream_testing::NatsServer;
 
 /// Every nats-server binary to test against (see `ServerBinary::discover`).
@@ -69,18 +69,17 @@ fn assert_not_logged(secret: &str) {
 }
 
 /// Connects, makes a bucket and writes to it: the connection really works.
-async fn use_broker(broker: &NatsBroker) -> anyhow::Result<()> {
-    broker.connect().await?;
+async fn use_broker(config: &BrokerConfig) -> anyhow::Result<()> {
+    let broker = NatsBroker::connect(config.clone()).await?;
     let store = broker.key_value("secure").await?;
     store.put("k", "v".into()).await?;
     Ok(())
 }
 
 /// Connecting with wrong credentials: one attempt, an error that says why, no secret in it.
-async fn assert_refused(broker: NatsBroker, secret: &str) -> anyhow::Result<()> {
+async fn assert_refused(config: BrokerConfig, secret: &str) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let error = broker
-        .connect()
+    let error = NatsBroker::connect(config)
         .await
         .err()
         .context("connected with bad credentials")?;
@@ -115,21 +114,21 @@ async fn user_and_password() -> anyhow::Result<()> {
     for binary in servers() {
         let config = format!("authorization {{ user: alice, password: \"{PASSWORD}\" }}");
         let server = NatsServer::start_with_config(&binary, &config).await?;
-        let with_options = NatsBroker::new(server.url()).user_and_password("alice", PASSWORD);
+        let with_options = BrokerConfig::new(server.url()).user_and_password("alice", PASSWORD);
         assert!(!format!("{with_options:?}").contains(PASSWORD));
         use_broker(&with_options).await?;
         let in_url = server
             .url()
             .replace("nats://", &format!("nats://alice:{PASSWORD}@"));
-        let from_url = NatsBroker::new(in_url);
+        let from_url = BrokerConfig::new(in_url);
         assert!(!format!("{from_url:?}").contains(PASSWORD));
         use_broker(&from_url).await?;
         assert_refused(
-            NatsBroker::new(server.url()).user_and_password("alice", "wrong-password"),
+            BrokerConfig::new(server.url()).user_and_password("alice", "wrong-password"),
             "wrong-password",
         )
         .await?;
-        assert_refused(NatsBroker::new(server.url()), PASSWORD).await?;
+        assert_refused(BrokerConfig::new(server.url()), PASSWORD).await?;
     }
     assert_not_logged(PASSWORD);
     Ok(())
@@ -141,11 +140,11 @@ async fn token() -> anyhow::Result<()> {
     for binary in servers() {
         let config = format!("authorization {{ token: \"{TOKEN}\" }}");
         let server = NatsServer::start_with_config(&binary, &config).await?;
-        use_broker(&NatsBroker::new(server.url()).token(TOKEN)).await?;
+        use_broker(&BrokerConfig::new(server.url()).token(TOKEN)).await?;
         let in_url = server.url().replace("nats://", &format!("nats://{TOKEN}@"));
-        use_broker(&NatsBroker::new(in_url)).await?;
+        use_broker(&BrokerConfig::new(in_url)).await?;
         assert_refused(
-            NatsBroker::new(server.url()).token("not-the-token"),
+            BrokerConfig::new(server.url()).token("not-the-token"),
             "not-the-token",
         )
         .await?;
@@ -165,12 +164,12 @@ async fn nkey() -> anyhow::Result<()> {
             user.public_key()
         );
         let server = NatsServer::start_with_config(&binary, &config).await?;
-        let broker = NatsBroker::new(server.url()).nkey(seed.clone());
+        let broker = BrokerConfig::new(server.url()).nkey(seed.clone());
         assert!(!format!("{broker:?}").contains(&seed));
         use_broker(&broker).await?;
         let stranger = nkeys::KeyPair::new_user().seed()?;
         assert_refused(
-            NatsBroker::new(server.url()).nkey(stranger.clone()),
+            BrokerConfig::new(server.url()).nkey(stranger.clone()),
             &stranger,
         )
         .await?;
@@ -246,12 +245,11 @@ async fn credentials_file() -> anyhow::Result<()> {
             system.public_key()
         );
         let server = NatsServer::start_with_config(&binary, &config).await?;
-        let broker = NatsBroker::new(server.url()).credentials_file(&creds);
-        broker.connect().await?;
+        let broker =
+            NatsBroker::connect(BrokerConfig::new(server.url()).credentials_file(&creds)).await?;
         broker.client()?.flush().await?;
-        let missing = NatsBroker::new(server.url()).credentials_file(dir.join("absent.creds"));
-        let error = missing
-            .connect()
+        let missing = BrokerConfig::new(server.url()).credentials_file(dir.join("absent.creds"));
+        let error = NatsBroker::connect(missing)
             .await
             .err()
             .context("connected without creds")?;
@@ -260,7 +258,7 @@ async fn credentials_file() -> anyhow::Result<()> {
             "{error:?}"
         );
         assert!(error.to_string().contains("absent.creds"), "{error}");
-        assert_refused(NatsBroker::new(server.url()), &seed).await?;
+        assert_refused(BrokerConfig::new(server.url()), &seed).await?;
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert_not_logged(&seed);
@@ -305,20 +303,19 @@ async fn tls_with_a_custom_ca() -> anyhow::Result<()> {
 
     for binary in servers() {
         let server = start_tls_server(&binary, &cert_file, &key_file).await?;
-        let trusted = NatsBroker::new(server.url())
+        let trusted = BrokerConfig::new(server.url())
             .tls_root_certificate(&ca_file)
             .require_tls(true);
         use_broker(&trusted).await?;
         let tls_url = server.url().replace("nats://", "tls://");
-        use_broker(&NatsBroker::new(tls_url.clone()).tls_root_certificate(&ca_file)).await?;
+        use_broker(&BrokerConfig::new(tls_url.clone()).tls_root_certificate(&ca_file)).await?;
 
         // Without the CA the server's certificate is not trusted: one attempt, a TLS error.
-        let error = NatsBroker::new(tls_url)
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .err()
-            .context("connected without trusting the CA")?;
+        let error =
+            NatsBroker::connect(BrokerConfig::new(tls_url).connect_timeout(Duration::from_secs(5)))
+                .await
+                .err()
+                .context("connected without trusting the CA")?;
         let Error::Connect { attempts, .. } = &error else {
             anyhow::bail!("unexpected error {error:?}");
         };
@@ -400,11 +397,11 @@ async fn a_tls_option_requires_tls_and_never_sends_the_password_in_the_clear() -
         listener,
         Duration::from_secs(3),
     ));
-    let broker = NatsBroker::new(url)
+    let broker = BrokerConfig::new(url)
         .user_and_password("alice", PASSWORD)
         .tls_root_certificate(&ca_file)
         .connect_timeout(Duration::from_secs(2));
-    let connected = broker.connect().await;
+    let connected = NatsBroker::connect(broker).await;
     let sent = capture.await??;
     assert!(
         !String::from_utf8_lossy(&sent).contains(PASSWORD),
@@ -418,14 +415,15 @@ async fn a_tls_option_requires_tls_and_never_sends_the_password_in_the_clear() -
         let config = format!("authorization {{ user: alice, password: \"{PASSWORD}\" }}");
         let server = NatsServer::start_with_config(&binary, &config).await?;
         let started = std::time::Instant::now();
-        let error = NatsBroker::new(server.url())
-            .user_and_password("alice", PASSWORD)
-            .tls_root_certificate(&ca_file)
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .err()
-            .with_context(|| format!("{binary}: connected in plaintext with a CA given"))?;
+        let error = NatsBroker::connect(
+            BrokerConfig::new(server.url())
+                .user_and_password("alice", PASSWORD)
+                .tls_root_certificate(&ca_file)
+                .connect_timeout(Duration::from_secs(5)),
+        )
+        .await
+        .err()
+        .with_context(|| format!("{binary}: connected in plaintext with a CA given"))?;
         let text = chain(&error);
         println!("{binary}: {text}");
         assert!(text.contains("TLS"), "{binary}: {text}");
@@ -461,7 +459,7 @@ async fn every_root_certificate_given_is_trusted() -> anyhow::Result<()> {
     for binary in servers() {
         let server = start_tls_server(&binary, &cert_file, &key_file).await?;
         // The server's certificate is signed by the first CA given, not the last.
-        let broker = NatsBroker::new(server.url())
+        let broker = BrokerConfig::new(server.url())
             .tls_root_certificate(&first_file)
             .tls_root_certificate(&second_file)
             .connect_timeout(Duration::from_secs(5));

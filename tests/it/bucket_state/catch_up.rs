@@ -2,6 +2,7 @@
 //! wait for every subscriber to handle it.
 
 use super::*;
+use faststream_core::BrokerConfig;
 
 #[tokio::test]
 async fn an_empty_bucket_and_updates_only_are_caught_up_at_once() -> anyhow::Result<()> {
@@ -120,7 +121,7 @@ async fn after_startup_hooks_wait_until_every_subscriber_has_handled_its_state(
         for workers in [1, 8] {
             let handled = Arc::new(AtomicU64::new(0));
             let events = Events::default();
-            let app = App::new(NatsBroker::new(server.url()))
+            let app = App::new(BrokerConfig::new(server.url()))
                 .without_registered()
                 .with_state(Arc::clone(&handled))
                 .with_state(events.clone())
@@ -154,7 +155,7 @@ async fn a_watch_still_behind_at_the_catch_up_timeout_fails_start_up() -> anyhow
         let store = connected_broker(&server).await?.key_value("stuck").await?;
         store.put("a", "1".into()).await?;
         store.put("b", "2".into()).await?;
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .wait_for_catch_up(Duration::from_millis(500))
             .shutdown_timeout(Duration::from_millis(200))

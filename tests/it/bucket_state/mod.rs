@@ -13,7 +13,7 @@ use crate::common::{
 };
 use anyhow::Context as _;
 use faststream_core::kv::{BucketConfig, WatchEvent};
-use faststream_core::{App, Error, KvView, KvWatch, NatsBroker, State};
+use faststream_core::{App, Error, KvView, KvWatch, State};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 

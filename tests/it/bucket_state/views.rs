@@ -1,6 +1,8 @@
 //! `KvView`: a live, typed map of a bucket, for tests and for the handlers and hooks of an app.
 
 use super::*;
+use faststream_core::kv::KvViewOptions;
+use faststream_core::BrokerConfig;
 
 #[tokio::test]
 async fn a_view_holds_decoded_values_and_follows_changes() -> anyhow::Result<()> {
@@ -63,12 +65,18 @@ async fn a_view_holds_decoded_values_and_follows_changes() -> anyhow::Result<()>
             .await?;
         assert_eq!(text.len(), 1);
 
+        // What a view cannot honour (`include_history`, ...) has no method on its options;
+        // what it can is checked as for a watch.
         let error = broker
-            .kv_view::<Flag>(KvWatch::new("flags").include_history(true), ">")
+            .kv_view::<Flag>(
+                KvViewOptions::new("flags").timeout(Duration::from_millis(1)),
+                ">",
+            )
             .await
             .err()
-            .context("include_history should be refused")?;
+            .context("a 1 ms timeout should be refused")?;
         assert!(matches!(error, Error::InvalidWatch { .. }), "{error}");
+        assert!(error.to_string().contains("timeout"), "{error}");
         assert!(error.to_string().contains("include_history"), "{error}");
         Ok(())
     })
@@ -176,7 +184,7 @@ async fn handlers_and_hooks_take_the_views_the_app_declares() -> anyhow::Result<
         let orders = broker.key_value("orders").await?;
 
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .with_kv_view::<Flag>("app-flags", ">")
@@ -217,7 +225,7 @@ async fn handlers_and_hooks_take_the_views_the_app_declares() -> anyhow::Result<
 
         // Misuse is found before connecting, all of it at once.
         let error = startup_error(
-            App::new(NatsBroker::new("nats://127.0.0.1:1"))
+            App::new(BrokerConfig::new("nats://127.0.0.1:1"))
                 .without_registered()
                 .with_state(Events::default())
                 .with_kv_view::<Flag>("app-flags", ">")
@@ -247,7 +255,7 @@ async fn handlers_and_hooks_take_the_views_the_app_declares() -> anyhow::Result<
         assert!(text.contains("bad bucket"), "{text}");
         assert!(text.contains("not available in on_startup hooks"), "{text}");
         let missing = startup_error(
-            App::new(NatsBroker::new("nats://127.0.0.1:1"))
+            App::new(BrokerConfig::new("nats://127.0.0.1:1"))
                 .without_registered()
                 .subscriber(
                     "needs_view",

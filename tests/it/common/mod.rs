@@ -6,7 +6,7 @@ mod recorder;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use faststream_core::App;
+use faststream_core::{App, BrokerConfig, NatsBroker};
 use faststream_testing::{NatsServer, ServerBinary};
 pub use recorder::Recorder;
 
@@ -161,8 +161,7 @@ pub async fn bucket_with_history(
     server: &NatsServer,
     bucket: &str,
 ) -> anyhow::Result<faststream_core::KeyValue> {
-    let broker = faststream_core::NatsBroker::new(server.url());
-    broker.connect().await?;
+    let broker = NatsBroker::connect(BrokerConfig::new(server.url())).await?;
     Ok(broker
         .key_value_with(faststream_core::kv::BucketConfig::new(bucket).history(64))
         .await?)
@@ -179,8 +178,7 @@ pub async fn startup_error(app: App) -> anyhow::Result<faststream_core::Error> {
 
 /// A broker connected to `server`.
 pub async fn connected_broker(server: &NatsServer) -> anyhow::Result<faststream_core::NatsBroker> {
-    let broker = faststream_core::NatsBroker::new(server.url());
-    broker.connect().await?;
+    let broker = NatsBroker::connect(BrokerConfig::new(server.url())).await?;
     Ok(broker)
 }
 

@@ -363,13 +363,6 @@ pub fn covered(info: &GroupInfo, members: usize, partitions: u16) -> bool {
     info.members.len() == members && assigned == (0..partitions).collect::<Vec<_>>()
 }
 
-/// [`covered`], and each member holds within one partition as many as any other.
-pub fn balanced(info: &GroupInfo, members: usize, partitions: u16) -> bool {
-    let sizes: Vec<usize> = info.members.iter().map(|m| m.partitions.len()).collect();
-    let (min, max) = (sizes.iter().min(), sizes.iter().max());
-    covered(info, members, partitions) && max.zip(min).is_some_and(|(max, min)| max - min <= 1)
-}
-
 /// Waits until the group has `members` members whose assignments cover the `partitions`
 /// partitions once each (they all see the same members); the members' ids.
 pub async fn wait_for_group(

@@ -25,7 +25,7 @@ async fn graceful_stop_hands_over_at_once() -> anyhow::Result<()> {
             let name = format!("leaving{round}");
             let leaving = start_member(&server, &name, &calls, watch.clone()).await?;
             info_until(&broker, "billing", "2 members, balanced", |info| {
-                balanced(info, 2, PARTITIONS)
+                info.is_balanced(2)
             })
             .await?;
             let base = round * PER_ROUND;
@@ -53,7 +53,7 @@ async fn graceful_stop_hands_over_at_once() -> anyhow::Result<()> {
                 &broker,
                 "billing",
                 "the survivor owns every partition",
-                |info| balanced(info, 1, PARTITIONS),
+                |info| info.is_balanced(1),
             )
             .await?;
             let owned_after = stop_requested.elapsed();
@@ -185,7 +185,7 @@ async fn joining_member_gets_half_the_partitions() -> anyhow::Result<()> {
         calls.events.wait_for_event("second started").await?;
         let joined_after = join_requested.elapsed();
         let info = info_until(&broker, "billing", "8 partitions each", |info| {
-            balanced(info, 2, PARTITIONS)
+            info.is_balanced(2)
         })
         .await?;
         let balanced_after = join_requested.elapsed();

@@ -19,13 +19,12 @@ use crate::common::{
 use anyhow::Context as _;
 use faststream_core::error::GroupError;
 use faststream_core::kv::group::GroupInfo;
-use faststream_core::kv::GroupSettings;
+use faststream_core::kv::group::GroupSettings;
 use faststream_core::{
-    App, Error, HookStage, KeyValue, KvMessage, KvWatch, NatsBroker, Operation, State,
+    App, BrokerConfig, Error, HookStage, KeyValue, KvMessage, KvWatch, NatsBroker, Operation, State,
 };
 use faststream_testing::NatsServer;
 
-use crate::group_support::balanced;
 
 mod hand_over;
 mod retries;
@@ -205,7 +204,7 @@ async fn started(State(member): State<Member>) {
 /// A member: its own app and connection, the group subscriber `bill` on `orders.{id}`, joined
 /// before its `after_startup` hook records `<name> started`.
 fn member_app(server: &NatsServer, name: &str, calls: &Calls, watch: KvWatch) -> App {
-    App::new(NatsBroker::new(server.url()))
+    App::new(BrokerConfig::new(server.url()))
         .without_registered()
         .with_state(Member {
             name: Arc::from(name),

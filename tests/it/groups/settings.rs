@@ -29,7 +29,7 @@ async fn the_start_is_recorded_with_the_group() -> anyhow::Result<()> {
         // Other settings for the same group are refused, naming the setting.
         let refused = Calls::default();
         let differs = |error: Error, setting: &str, values: [&str; 2]| {
-            let text = error.to_string();
+            let text = faststream_core::error::chain(&error);
             let (bucket, group, source) = match error {
                 Error::Group {
                     bucket,

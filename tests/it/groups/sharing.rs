@@ -32,7 +32,7 @@ async fn one_member_handles_everything() -> anyhow::Result<()> {
             &broker,
             "billing",
             "one member with every partition",
-            |info| balanced(info, 1, 4) && settled(info),
+            |info| info.is_balanced(1) && settled(info),
         )
         .await?;
         assert_eq!(info.pattern, PATTERN);
@@ -63,7 +63,7 @@ async fn members_share_the_changes_once_and_in_order() -> anyhow::Result<()> {
         let expected = changes(&written);
         calls.wait_for_handled("the 300 changes", &expected).await?;
         let info = info_until(&broker, "billing", "3 members, balanced", |info| {
-            balanced(info, 3, PARTITIONS) && settled(info)
+            info.is_balanced(3) && settled(info)
         })
         .await?;
         let sizes: Vec<usize> = info.members.iter().map(|m| m.partitions.len()).collect();

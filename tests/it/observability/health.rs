@@ -2,6 +2,7 @@
 //! own start-up errors.
 
 use super::*;
+use faststream_core::BrokerConfig;
 
 #[tokio::test]
 async fn readiness_follows_catch_up_and_the_connection() -> anyhow::Result<()> {
@@ -11,11 +12,11 @@ async fn readiness_follows_catch_up_and_the_connection() -> anyhow::Result<()> {
             store.put(format!("k.{index}"), "x".into()).await?;
         }
         let gate = Arc::new(Semaphore::new(0));
-        let addr = free_local_addr()?;
+        let (listener, addr) = local_listener()?;
         let addr = addr.as_str();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
-            .http(addr)
+            .http_listener(listener)
             .readiness_grace(Duration::from_millis(300))
             .with_state(Arc::clone(&gate))
             .subscriber("gated", "k.*", KvWatch::new("ready"), gated);
@@ -117,12 +118,12 @@ async fn readiness_follows_catch_up_and_the_connection() -> anyhow::Result<()> {
 async fn an_outage_shorter_than_the_grace_period_keeps_readiness() -> anyhow::Result<()> {
     on_each_server(|server| async move {
         let proxy = TcpProxy::start(server.port()).await?;
-        let addr = free_local_addr()?;
+        let (listener, addr) = local_listener()?;
         let addr = addr.as_str();
         let grace = Duration::from_secs(3);
-        let app = App::new(NatsBroker::new(proxy.url()))
+        let app = App::new(BrokerConfig::new(proxy.url()))
             .without_registered()
-            .http(addr)
+            .http_listener(listener)
             .readiness_grace(grace)
             .subscriber("steady", ">", KvWatch::new("blip"), ignore);
         let running = RunningApp::spawn(app);
@@ -194,7 +195,7 @@ async fn an_address_in_use_fails_start_up_naming_it() -> anyhow::Result<()> {
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = taken.local_addr()?.to_string();
     // Nothing is connected to: the endpoint starts before the connection.
-    let app = App::new(NatsBroker::new("nats://127.0.0.1:1"))
+    let app = App::new(BrokerConfig::new("nats://127.0.0.1:1"))
         .without_registered()
         .http(&addr);
     let error = startup_error(app).await?;

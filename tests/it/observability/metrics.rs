@@ -1,15 +1,16 @@
 //! `/metrics` after known workloads: every outcome counted, and the group metrics.
 
 use super::*;
+use faststream_core::BrokerConfig;
 
 #[tokio::test]
 async fn metrics_count_every_outcome() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let addr = free_local_addr()?;
+        let (listener, addr) = local_listener()?;
         let addr = addr.as_str();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
-            .http(addr)
+            .http_listener(listener)
             .handler_timeout(Duration::from_millis(200))
             .subscriber("mixed", "k.*.*", KvWatch::new("obs"), outcomes)
             .subscriber("typed", "j.*", KvWatch::new("obs"), typed);
@@ -152,9 +153,9 @@ async fn metrics_count_every_outcome() -> anyhow::Result<()> {
 #[tokio::test]
 async fn group_members_report_redeliveries_given_up_and_partitions() -> anyhow::Result<()> {
     on_each_server_since(2, 11, |server: NatsServer| async move {
-        let addr = free_local_addr()?;
+        let (listener, addr) = local_listener()?;
         let addr = addr.as_str();
-        let running = RunningApp::spawn(member(&server, addr));
+        let running = RunningApp::spawn(member(&server, listener));
         let body = until_ready(addr, 200).await?;
         assert_eq!(body["subscribers"][0]["group"], "billing");
 
@@ -196,9 +197,9 @@ async fn group_members_report_redeliveries_given_up_and_partitions() -> anyhow::
 
         // A second member: one of the two holds the partition, the other stands by, and a
         // member on standby is ready.
-        let second_addr = free_local_addr()?;
+        let (second_listener, second_addr) = local_listener()?;
         let second_addr = second_addr.as_str();
-        let second = RunningApp::spawn(member(&server, second_addr));
+        let second = RunningApp::spawn(member(&server, second_listener));
         let held = faststream_testing::wait_for(
             "one member holding the partition, one on standby",
             EVENT_TIMEOUT,

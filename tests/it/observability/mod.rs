@@ -11,9 +11,9 @@ use crate::common::{
     on_each_server, on_each_server_since, startup_error, RunningApp, EVENT_TIMEOUT,
 };
 use anyhow::bail;
-use faststream_core::kv::GroupSettings;
-use faststream_core::{App, Error, Json, KvMessage, KvWatch, NatsBroker, State};
-use faststream_testing::{free_local_addr, http_get, HttpResponse, NatsServer, TcpProxy};
+use faststream_core::kv::group::GroupSettings;
+use faststream_core::{App, BrokerConfig, Error, Json, KvMessage, KvWatch, State};
+use faststream_testing::{http_get, HttpResponse, NatsServer, TcpProxy};
 use tokio::sync::Semaphore;
 
 /// One sample of a scrape: `name{labels} value`.
@@ -136,15 +136,23 @@ async fn fails_on_bad(message: KvMessage) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn member(server: &NatsServer, addr: &str) -> App {
+/// A listener on a free local port, bound now (so no other process can take the port before
+/// the app serves on it), and its address.
+fn local_listener() -> anyhow::Result<(std::net::TcpListener, String)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    Ok((listener, addr))
+}
+
+fn member(server: &NatsServer, listener: std::net::TcpListener) -> App {
     let settings = GroupSettings::new("billing")
         .partitions(1)
         .max_attempts(3)
         .backoff([Duration::from_millis(50)])
         .session_timeout(Duration::from_secs(2));
-    App::new(NatsBroker::new(server.url()))
+    App::new(BrokerConfig::new(server.url()))
         .without_registered()
-        .http(addr)
+        .http_listener(listener)
         .subscriber(
             "bill",
             "orders.*",

@@ -13,7 +13,7 @@ use crate::common::{
 use anyhow::Context as _;
 use bytes::Bytes;
 use faststream_core::kv::BucketConfig;
-use faststream_core::{App, HookStage, KvMessage, KvWatch, NatsBroker, State};
+use faststream_core::{App, HookStage, KvMessage, KvWatch, State};
 use faststream_testing::{NatsServer, TcpProxy};
 
 /// Records `key@revision=value`.

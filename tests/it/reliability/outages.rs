@@ -1,6 +1,7 @@
 //! Connections lost: a long outage, twenty cuts with 64 workers busy, a closed connection.
 
 use super::*;
+use faststream_core::BrokerConfig;
 
 #[tokio::test]
 async fn an_outage_longer_than_the_timeout_leaks_no_consumer() -> anyhow::Result<()> {
@@ -8,7 +9,7 @@ async fn an_outage_longer_than_the_timeout_leaks_no_consumer() -> anyhow::Result
         const OUTAGE: Duration = Duration::from_secs(20);
         create_bucket(&server, "outage", 10).await?;
         let events = Named::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .subscriber("latest", ">", KvWatch::new("outage"), record_as("latest"))
@@ -91,7 +92,7 @@ async fn twenty_cuts_with_64_workers_and_entries_pending_leak_no_consumer() -> a
             tokio::time::sleep(Duration::from_millis(10)).await;
             record(message, events).await;
         }
-        let app = App::new(NatsBroker::new(proxy.url()))
+        let app = App::new(BrokerConfig::new(proxy.url()))
             .without_registered()
             .with_state(events.clone())
             .subscriber(

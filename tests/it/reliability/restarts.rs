@@ -2,6 +2,7 @@
 //! snapshot, twenty in a row.
 
 use super::*;
+use faststream_core::BrokerConfig;
 
 #[tokio::test]
 async fn resumes_promptly_after_a_restart_without_replaying_history() -> anyhow::Result<()> {
@@ -20,7 +21,7 @@ async fn resumes_promptly_after_a_restart_without_replaying_history() -> anyhow:
         }
         #[derive(Clone)]
         struct IdleEvents(Events);
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(seen.clone())
             .with_state(IdleEvents(idle.clone()))
@@ -74,7 +75,7 @@ async fn every_revision_once_across_a_restart_under_a_running_writer() -> anyhow
         }
         let history = Events::default();
         let latest = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(history.clone())
             .with_state(Latest(latest.clone()))
@@ -156,7 +157,7 @@ async fn restart_during_the_initial_snapshot_loses_and_repeats_nothing() -> anyh
                 .await?;
         }
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .subscriber("snapshot", "k.*", KvWatch::new("snapshot"), record_slowly);
@@ -184,7 +185,7 @@ async fn twenty_restarts_and_twenty_dropped_connections_leak_no_consumer() -> an
         create_bucket(&server, "churn", 5).await?;
         let proxy = TcpProxy::start(server.port()).await?;
         let events = Events::default();
-        let app = App::new(NatsBroker::new(proxy.url()))
+        let app = App::new(BrokerConfig::new(proxy.url()))
             .without_registered()
             .with_state(events.clone())
             .subscriber("first", "k", KvWatch::new("churn"), record)
@@ -252,7 +253,7 @@ async fn a_latest_per_key_watch_restarted_mid_snapshot_delivers_no_superseded_va
             store.put(format!("k.{i}"), value(2)).await?;
         }
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .subscriber("latest", "k.*", KvWatch::new("superseded"), record_round);

@@ -2,6 +2,7 @@
 //! back.
 
 use super::*;
+use faststream_core::BrokerConfig;
 
 #[tokio::test]
 async fn a_bucket_deleted_and_created_again_is_watched_from_its_start() -> anyhow::Result<()> {
@@ -11,7 +12,7 @@ async fn a_bucket_deleted_and_created_again_is_watched_from_its_start() -> anyho
         // A short timeout: a deleted stream takes the consumer with it, silently, and the
         // watch notices the silence after `timeout`.
         let watch = || KvWatch::new("again").timeout(Duration::from_secs(1));
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .subscriber("latest", "k.*", watch(), record_as("latest"))
@@ -93,7 +94,7 @@ async fn a_stream_sequence_going_back_restarts_the_watch() -> anyhow::Result<()>
             put_fresh(&server, "volatile", "k", value).await?;
         }
         let events = Events::default();
-        let app = App::new(NatsBroker::new(server.url()))
+        let app = App::new(BrokerConfig::new(server.url()))
             .without_registered()
             .with_state(events.clone())
             .subscriber(

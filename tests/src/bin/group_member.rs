@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use faststream_core::kv::GroupSettings;
-use faststream_core::{App, KvMessage, KvWatch, NatsBroker, State};
+use faststream_core::kv::group::GroupSettings;
+use faststream_core::{App, BrokerConfig, KvMessage, KvWatch, State};
 
 /// Where the handler records, and what it does.
 #[derive(Clone)]
@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
             .partitions(partitions)
             .session_timeout(session_timeout),
     );
-    App::new(NatsBroker::new(url).connection_name(member))
+    App::new(BrokerConfig::new(url).connection_name(member))
         .without_registered()
         .with_state(recording)
         .subscriber("member", pattern, watch, handle)

@@ -4,11 +4,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use faststream_core::extract::{FromKvMessage, Rejection};
-use faststream_core::{
-    after_shutdown, after_startup, on_shutdown, on_startup, subscriber, App, KvMessage, KvWatch,
-    NatsBroker, State, SubscriberContext,
-};
+use faststream_core::error::Rejection;
+use faststream_core::extract::{FromMessage, Message};
+use faststream_core::{after_shutdown, after_startup, on_shutdown, on_startup, subscriber, App, KvMessage, KvWatch, NatsBroker, State, SubscriberContext, BrokerConfig};
 
 #[derive(Clone, Default)]
 struct Counter(Arc<std::sync::atomic::AtomicU64>);
@@ -16,8 +14,8 @@ struct Counter(Arc<std::sync::atomic::AtomicU64>);
 /// A user-defined extractor: the key, split on `.`.
 struct KeyTokens(Vec<String>);
 
-impl FromKvMessage for KeyTokens {
-    fn from_kv_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
+impl FromMessage for KeyTokens {
+    fn from_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
         Ok(KeyTokens(
             message.key().split('.').map(str::to_owned).collect(),
         ))
@@ -108,7 +106,7 @@ fn main() {
             .collect()
     };
     assert_eq!(
-        strip(faststream_core::registry::registered_subscribers()),
+        strip(faststream_core::App::registered_subscribers()),
         [
             "nested::deeper::order",
             "no_args",
@@ -120,7 +118,7 @@ fn main() {
         ]
     );
     assert_eq!(
-        strip(faststream_core::registry::registered_hooks()),
+        strip(faststream_core::App::registered_hooks()),
         [
             "create",
             "nested::deeper::prepare_orders",
@@ -130,6 +128,6 @@ fn main() {
         ]
     );
 
-    let app = App::new(NatsBroker::new("nats://127.0.0.1:1")).with_state(Counter::default());
+    let app = App::new(BrokerConfig::new("nats://127.0.0.1:1")).with_state(Counter::default());
     drop(app);
 }

@@ -24,12 +24,12 @@ async fn r#move() {}
 
 fn main() {
     let crate_name = module_path!();
-    let names: Vec<_> = faststream_core::registry::registered_subscribers()
+    let names: Vec<_> = faststream_core::App::registered_subscribers()
         .into_iter()
         .map(|name| &name[crate_name.len() + 2..])
         .collect();
     assert_eq!(names, ["type"]);
-    let hooks: Vec<_> = faststream_core::registry::registered_hooks()
+    let hooks: Vec<_> = faststream_core::App::registered_hooks()
         .into_iter()
         .map(|name| &name[crate_name.len() + 2..])
         .collect();

@@ -28,7 +28,7 @@ async fn audit(msg: String) {
 
 fn main() {
     let crate_name = module_path!();
-    let mut names: Vec<_> = faststream_core::registry::registered_subscribers()
+    let mut names: Vec<_> = faststream_core::App::registered_subscribers()
         .into_iter()
         .map(|name| &name[crate_name.len() + 2..])
         .collect();

@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use faststream_core::{
-    after_startup, subscriber, App, Json, KvMessage, KvWatch, NatsBroker, Path, State,
-};
+use faststream_core::{after_startup, subscriber, App, Json, KvMessage, KvWatch, NatsBroker, Path, State, BrokerConfig};
 
 #[derive(serde::Deserialize)]
 struct User {
@@ -70,7 +68,7 @@ async fn ready(broker: NatsBroker, State(_db): State<Db>) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::var_os("FASTSTREAM_UI_RUN").is_some() {
-        App::new(NatsBroker::from_env())
+        App::new(BrokerConfig::from_env())
             .with_state(Db::connect())
             .run()
             .await?;

@@ -1,7 +1,7 @@
 //! The seed program, as a user writes it. Its `main` only runs the app when
 //! `FASTSTREAM_UI_RUN` is set, because trybuild runs every pass case.
 
-use faststream_core::{after_startup, subscriber, App, KvWatch, NatsBroker};
+use faststream_core::{after_startup, subscriber, App, KvWatch, NatsBroker, BrokerConfig};
 
 #[after_startup]
 async fn setup(broker: NatsBroker) -> anyhow::Result<()> {
@@ -24,7 +24,7 @@ async fn detailed(msg: String) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::var_os("FASTSTREAM_UI_RUN").is_some() {
-        App::new(NatsBroker::from_env()).run().await?;
+        App::new(BrokerConfig::from_env()).run().await?;
     }
     Ok(())
 }
