@@ -61,7 +61,7 @@ pub trait FromMessage: Sized {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an argument of a lifecycle hook",
     label = "not a hook argument",
-    note = "hook arguments may be `NatsBroker`, `State<T>` or `KvView<T>`, or a type implementing `faststream_core::extract::FromHookContext`"
+    note = "hook arguments may be `NatsBroker`, `State<T>` or `KvView<T>`, `Option<T>` or `Result<T, Rejection>` of these, or a type implementing `faststream_core::extract::FromHookContext`"
 )]
 pub trait FromHookContext: Sized {
     /// Builds the argument; an `Err` fails the hook with that reason.

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use faststream_core::error::Rejection;
 use faststream_core::extract::{FromMessage, Message};
-use faststream_core::{after_shutdown, after_startup, on_shutdown, on_startup, subscriber, App, KvMessage, KvWatch, NatsBroker, State, SubscriberContext, BrokerConfig};
+use faststream_core::{
+    after_shutdown, after_startup, on_shutdown, on_startup, subscriber, App, BrokerConfig, Json,
+    KvMessage, KvWatch, NatsBroker, State, SubscriberContext,
+};
 
 #[derive(Clone, Default)]
 struct Counter(Arc<std::sync::atomic::AtomicU64>);
@@ -15,7 +18,7 @@ struct Counter(Arc<std::sync::atomic::AtomicU64>);
 struct KeyTokens(Vec<String>);
 
 impl FromMessage for KeyTokens {
-    fn from_message(message: &KvMessage, _: &SubscriberContext) -> Result<Self, Rejection> {
+    fn from_message(message: &Message, _: &SubscriberContext) -> Result<Self, Rejection> {
         Ok(KeyTokens(
             message.key().split('.').map(str::to_owned).collect(),
         ))
@@ -27,6 +30,16 @@ const BUCKET: &str = "shared";
 #[subscriber("text", kv_watch = "bucket")]
 async fn text(msg: String) {
     let _ = msg;
+}
+
+#[subscriber("maybe", kv_watch = "bucket")]
+async fn maybe(json: Option<Json<String>>, text: Result<String, Rejection>) {
+    let _ = (json, text);
+}
+
+#[after_startup]
+async fn maybe_state(counter: Option<State<Counter>>) {
+    let _ = counter;
 }
 
 #[subscriber("raw.*", kv_watch = "bucket")]
@@ -108,6 +121,7 @@ fn main() {
     assert_eq!(
         strip(faststream_core::App::registered_subscribers()),
         [
+            "maybe",
             "nested::deeper::order",
             "no_args",
             "profile",
@@ -121,6 +135,7 @@ fn main() {
         strip(faststream_core::App::registered_hooks()),
         [
             "create",
+            "maybe_state",
             "nested::deeper::prepare_orders",
             "ready",
             "stopped",
