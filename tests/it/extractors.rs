@@ -109,7 +109,11 @@ mod optional {
     #[subscriber("people.*", kv_watch = "directory")]
     async fn maybe_user(user: Option<Json<User>>, meta: KvMessage, State(events): State<Events>) {
         let user = user.map_or("none".to_owned(), |Json(user)| user.name);
-        events.push(format!("option {} @{}: {user}", meta.key(), meta.revision()));
+        events.push(format!(
+            "option {} @{}: {user}",
+            meta.key(),
+            meta.revision()
+        ));
     }
 
     /// Called for every entry, with the reason when the value is not a user.
@@ -123,7 +127,11 @@ mod optional {
             Ok(Json(user)) => user.name,
             Err(rejection) => format!("rejected: {rejection}"),
         };
-        events.push(format!("result {} @{}: {outcome}", meta.key(), meta.revision()));
+        events.push(format!(
+            "result {} @{}: {outcome}",
+            meta.key(),
+            meta.revision()
+        ));
     }
 }
 
@@ -150,7 +158,11 @@ async fn option_and_result_extractors_call_the_handler_anyway() -> anyhow::Resul
         store.delete("people.ann").await?;
         let all = events
             .wait_for("the deletion in both subscribers", |events| {
-                events.iter().filter(|e| e.contains("people.ann @4")).count() == 2
+                events
+                    .iter()
+                    .filter(|e| e.contains("people.ann @4"))
+                    .count()
+                    == 2
             })
             .await?;
         running.stop().await??;

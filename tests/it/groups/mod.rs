@@ -25,7 +25,6 @@ use faststream_core::{
 };
 use faststream_testing::NatsServer;
 
-
 mod hand_over;
 mod retries;
 mod settings;
