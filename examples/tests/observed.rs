@@ -62,7 +62,8 @@ async fn serves_readiness_and_metrics() -> anyhow::Result<()> {
         let text = http_get(&metrics, &[]).await?.body;
         let count = |outcome: &str| sample(&text, handled, &[&format!("outcome=\"{outcome}\"")]);
         let expected = count("ok") == Some(1.0)
-            && count("skipped") == Some(1.0)
+            && count("rejected") == Some(1.0)
+            && count("skipped") == Some(0.0)
             && count("error") == Some(1.0)
             && sample(&text, "shop_units_in_stock", &[]) == Some(3.0);
         if expected {

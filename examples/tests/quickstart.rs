@@ -34,8 +34,11 @@ async fn quickstart_exits_0_on_sigterm_with_the_server_down() -> anyhow::Result<
     Ok(())
 }
 
-/// The quickstart's `App::shutdown_timeout` (the default), and what shutdown may take beyond it.
-const SHUTDOWN_BOUND: Duration = Duration::from_millis(10_000 + 1_500);
+/// How long the service may take to exit after SIGTERM. Measured 23-54 ms with the server up
+/// (the connection drained) and 6-13 ms with it down; 1 s leaves a loaded 2-core machine room
+/// and is a tenth of the default 10 s `shutdown_timeout`, so a shutdown that waits out the
+/// drain fails.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(1);
 
 async fn run_quickstart(server: &mut NatsServer, server_down: bool) -> anyhow::Result<()> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_quickstart"))

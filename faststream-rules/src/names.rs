@@ -163,16 +163,20 @@ impl KeyPattern {
                 ">" if is_last => filter_tokens.push(">"),
                 ">" => {
                     return Err(NameError::new(format!(
-                        "invalid key pattern `{pattern}`: `>` must be the last token \
-                         (it matches all the remaining tokens)"
+                        "invalid key pattern `{pattern}`: `>` in token {} must be the last \
+                         token (it matches all the remaining tokens)",
+                        index + 1
                     )))
                 }
                 _ if token.starts_with('{') || token.ends_with('}') => {
-                    let name = placeholder_name(pattern, token)?;
-                    if params.iter().any(|p| p.name == name) {
+                    let name = placeholder_name(pattern, index, token)?;
+                    if let Some(first) = params.iter().find(|p| p.name == name) {
                         return Err(NameError::new(format!(
-                            "invalid key pattern `{pattern}`: placeholder `{{{name}}}` is used \
-                             more than once (each path parameter needs its own name)"
+                            "invalid key pattern `{pattern}`: placeholder `{{{name}}}` in token \
+                             {} is used more than once (first in token {}; each path parameter \
+                             needs its own name)",
+                            index + 1,
+                            first.token + 1
                         )));
                     }
                     params.push(PathParam {
@@ -227,14 +231,16 @@ impl KeyPattern {
     }
 }
 
-fn placeholder_name<'a>(pattern: &str, token: &'a str) -> Result<&'a str, NameError> {
+/// The name of the `{name}` placeholder that is token `index` (from 0) of `pattern`.
+fn placeholder_name<'a>(pattern: &str, index: usize, token: &'a str) -> Result<&'a str, NameError> {
     let name = token
         .strip_prefix('{')
         .and_then(|rest| rest.strip_suffix('}'))
         .ok_or_else(|| {
             NameError::new(format!(
-                "invalid key pattern `{pattern}`: unbalanced braces in `{token}` \
-                 (a placeholder is a whole token written `{{name}}`)"
+                "invalid key pattern `{pattern}`: unbalanced braces in token {}, `{token}` \
+                 (a placeholder is a whole token written `{{name}}`)",
+                index + 1
             ))
         })?;
     let mut chars = name.chars();
@@ -243,8 +249,9 @@ fn placeholder_name<'a>(pattern: &str, token: &'a str) -> Result<&'a str, NameEr
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !starts_well || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(NameError::new(format!(
-            "invalid key pattern `{pattern}`: placeholder `{token}` needs a name made of \
-             letters, digits and `_`, not starting with a digit"
+            "invalid key pattern `{pattern}`: placeholder `{token}` in token {} needs a name \
+             made of letters, digits and `_`, not starting with a digit",
+            index + 1
         )));
     }
     Ok(name)

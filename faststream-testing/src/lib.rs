@@ -10,6 +10,10 @@
 //! [`http_get`] reads a service's own HTTP endpoints (`/metrics`, `/health/ready`);
 //! [`wait_for`] polls until a condition holds, for any test.
 //!
+//! A test that needs a version this machine lacks ([`ServerVersions`], [`require_servers`])
+//! fails naming the version and how to get it, never passes without running; the
+//! [`ALLOW_SKIPS_ENV`] opt-out turns that into a skip recorded in [`SkipPolicy::records_dir`].
+//!
 //! ```no_run
 //! use faststream_testing::{NatsServer, ServerBinary};
 //!
@@ -40,6 +44,7 @@ mod logging;
 mod monitor;
 mod ports;
 mod proxy;
+mod required;
 mod server;
 mod wait;
 
@@ -49,6 +54,10 @@ pub use config::ServerConfig;
 pub use http::{free_local_addr, http_get, HttpResponse};
 pub use logging::init_test_logging;
 pub use proxy::TcpProxy;
+pub use required::{
+    current_test_name, require_servers, server_missing, ServerVersions, SkipPolicy,
+    ALLOW_SKIPS_ENV, SKIP_RECORDS_DIR_ENV,
+};
 pub use server::NatsServer;
 pub use wait::{wait_for, Probe, POLL_INTERVAL};
 

@@ -14,12 +14,17 @@ use futures_util::TryStreamExt as _;
 const BUCKET: &str = "replicated";
 /// The watch's timeout: a consumer lost with its node is noticed by the silence.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(2);
-/// From a node being healthy again to the next entry handled.
-const RESUME_BOUND: Duration = Duration::from_secs(5);
-/// From a leader's kill to the first entry written afterwards being handled: elections, then
-/// consumer placement (on 2.9.10 creates kept timing out for up to ~10 s after the stream took
-/// writes again), then the watch's backoff.
-const KILL_RESUME_BOUND: Duration = Duration::from_secs(25);
+/// From a node being healthy again to the next entry handled: measured 3-7 ms; a loaded 2-core
+/// machine gets 1 s.
+const RESUME_BOUND: Duration = Duration::from_secs(1);
+/// From the stream taking writes again after a leader's kill to the marker written then being
+/// handled: the watch's part (noticing the lost consumer by its silence, `WATCH_TIMEOUT`, and
+/// re-creating it once the new leader places it; on 2.9.10 creates kept timing out for up to
+/// ~10 s after the stream took writes again). Measured 0.04 ms to 1.6 s.
+const MARKER_BOUND: Duration = Duration::from_secs(12);
+/// From a leader's kill to the stream taking writes again: the servers' election, not this
+/// project's code; measured 4.2-6.8 s, bounded so that a cluster that stops electing fails.
+const ELECTION_BOUND: Duration = Duration::from_secs(15);
 
 async fn record_history(message: KvMessage, State(events): State<Events>) {
     events.push(format!("{}@{}", message.key(), message.revision()));
@@ -182,7 +187,7 @@ async fn run(binary: faststream_testing::ServerBinary) -> anyhow::Result<()> {
             after_kill - lag
         ));
         anyhow::ensure!(
-            after_kill < KILL_RESUME_BOUND && after_restart < RESUME_BOUND,
+            after_kill - lag < ELECTION_BOUND && lag < MARKER_BOUND && after_restart < RESUME_BOUND,
             "slow resume: {}",
             figures.join("; ")
         );

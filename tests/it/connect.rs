@@ -32,8 +32,16 @@ async fn no_server_is_a_bounded_error_naming_the_url() {
         "{text}"
     );
     assert!(!text.contains("secret"), "the password leaked: {text}");
-    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    println!("no server: the connect error after {elapsed:?} (connect_timeout 1 s)");
+    // Measured 0.71 s: the retries stop when the next would start past the 1 s connect
+    // timeout; 500 ms past that timeout for a loaded machine.
+    assert!(elapsed < Duration::from_millis(1500), "took {elapsed:?}");
 }
+
+/// From a server appearing to the app started on it: the connect retries back off to at most
+/// 2 s between attempts, so the next attempt uses it. Measured 0.79 s; up to 2 s plus 1 s for a
+/// loaded machine.
+const APPEARED_BOUND: Duration = Duration::from_secs(3);
 
 #[tokio::test]
 async fn a_server_that_appears_within_the_limit_is_used() -> anyhow::Result<()> {
@@ -67,7 +75,14 @@ async fn a_server_that_appears_within_the_limit_is_used() -> anyhow::Result<()> 
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(!running.is_finished(), "gave up too early");
     server.restart().await?;
+    let restarted = Instant::now();
     tokio::time::timeout(Duration::from_secs(15), started_rx).await??;
+    let took = restarted.elapsed();
+    println!("a server that appears: the app started {took:?} after it did");
+    assert!(
+        took < APPEARED_BOUND,
+        "started {took:?} after the server appeared"
+    );
     let _ = stop_tx.send(());
     running.await??;
     Ok(())
@@ -89,12 +104,11 @@ async fn shutdown_during_connect_retries_stops_at_once() -> anyhow::Result<()> {
     let asked = Instant::now();
     let _ = stop.send(());
     let result = tokio::time::timeout(Duration::from_secs(10), running).await??;
+    let took = asked.elapsed();
     assert!(result.is_ok(), "{result:?}");
-    assert!(
-        asked.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        asked.elapsed()
-    );
+    println!("shutdown during connect retries took {took:?}");
+    // Measured under 1 ms: the retry loop stops at once; far below one retry delay.
+    assert!(took < Duration::from_millis(250), "took {took:?}");
     Ok(())
 }
 
@@ -140,6 +154,12 @@ async fn every_url_of_a_list_is_used_and_a_dead_node_is_replaced() -> anyhow::Re
         )
         .await?;
         let moved = killed.elapsed();
+        // Measured 3-28 ms: async-nats reconnects to the next URL at once; 1 s for a loaded
+        // machine, far below its reconnect back-off.
+        assert!(
+            moved < Duration::from_secs(1),
+            "{binary}: moved after {moved:?}"
+        );
         // The connection works on the other node: JetStream requests are answered.
         let store = broker.key_value("moved").await?;
         store.put("k", "v".into()).await?;

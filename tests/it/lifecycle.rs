@@ -475,3 +475,107 @@ async fn a_start_up_hook_stuck_at_shutdown_is_abandoned_at_the_timeout() -> anyh
     })
     .await
 }
+
+#[tokio::test]
+async fn an_empty_group_backoff_is_a_setup_error_naming_the_subscriber() -> anyhow::Result<()> {
+    use faststream_core::kv::group::GroupSettings;
+    use faststream_core::KvWatch;
+
+    async fn bill(_order: String) {}
+
+    let hook_ran = Events::default();
+    // Nothing listens there: a connection attempt would end in `Error::Connect`, not a setup
+    // error.
+    let app = App::new(
+        BrokerConfig::new("nats://127.0.0.1:1").connect_timeout(std::time::Duration::from_secs(1)),
+    )
+    .without_registered()
+    .with_state(hook_ran.clone())
+    .hook(
+        HookStage::OnStartup,
+        "records",
+        crate::common::record_started,
+    )
+    .subscriber(
+        "bill",
+        "orders.*",
+        KvWatch::new("shop").group(GroupSettings::new("billing").backoff([])),
+        bill,
+    );
+    let error = crate::common::startup_error(app).await?;
+    let Error::Setup { problems } = &error else {
+        anyhow::bail!("expected a setup error, got {error:?}");
+    };
+    assert_eq!(
+        problems,
+        &[
+            "subscriber `bill`: group `backoff` must list at least one wait (`[Duration::ZERO]` \
+           retries at once), got none"
+        ],
+    );
+    assert!(hook_ran.snapshot().is_empty(), "the on_startup hook ran");
+    Ok(())
+}
+
+/// Runs the ignored test `name` of this test binary in a process of its own with `vars` set:
+/// the environment is the process's, and setting it here would race with the other tests
+/// reading it. The child's output, once it passed.
+async fn pass_in_own_process(name: &str, vars: &[(&str, &str)]) -> anyhow::Result<String> {
+    let mut child = tokio::process::Command::new(std::env::current_exe()?);
+    child
+        .args(["--exact", "--ignored", "--nocapture", name])
+        .envs(vars.iter().copied())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), child.output())
+        .await
+        .context("the child test did not end within 60 s")??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    anyhow::ensure!(
+        output.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{name} in its own process: {}\n{stdout}\n{stderr}",
+        output.status
+    );
+    Ok(stdout.into_owned())
+}
+
+#[tokio::test]
+async fn a_bad_nats_url_fails_start_up_before_any_hook() -> anyhow::Result<()> {
+    pass_in_own_process(
+        "lifecycle::bad_nats_url_from_the_environment",
+        &[("NATS_URL", "nats://alice:s3cret@127.0.0.1:notaport")],
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs NATS_URL set: run in a process of its own by \
+            `a_bad_nats_url_fails_start_up_before_any_hook`"]
+async fn bad_nats_url_from_the_environment() -> anyhow::Result<()> {
+    let hook_ran = Events::default();
+    let app = App::new(BrokerConfig::from_env())
+        .without_registered()
+        .with_state(hook_ran.clone())
+        .hook(
+            HookStage::OnStartup,
+            "records",
+            crate::common::record_started,
+        );
+    let error = crate::common::startup_error(app).await?;
+    assert!(
+        matches!(
+            &error,
+            Error::InvalidUrl { url, variable: Some("NATS_URL"), .. }
+                if url == "nats://127.0.0.1:notaport"
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        chain(&error),
+        "invalid NATS server URL `nats://127.0.0.1:notaport` (from the environment variable \
+         NATS_URL): NATS server URL is invalid: invalid port number"
+    );
+    assert!(hook_ran.snapshot().is_empty(), "the on_startup hook ran");
+    Ok(())
+}

@@ -11,6 +11,7 @@ mod common;
 mod group_support;
 
 mod bad_input;
+mod bad_input_soak;
 mod bucket_state;
 mod buckets;
 mod cluster;

@@ -120,15 +120,24 @@ async fn shutdown_abandons_handlers_past_the_timeout() -> anyhow::Result<()> {
         let stopping = Instant::now();
         running.stop().await??;
         let took = stopping.elapsed();
-        assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+        println!(
+            "{}: shutdown abandoning a call took {took:?}",
+            server.binary()
+        );
+        // Measured 301-303 ms (the 300 ms timeout, then at once); 300 ms of slack for a loaded
+        // 2-core machine, far below the 60 s call it abandons.
+        assert!(took < Duration::from_millis(600), "shutdown took {took:?}");
         assert_eq!(events.snapshot(), ["started", "begin 60000"]);
         Ok(())
     })
     .await
 }
 
-/// How long past `shutdown_timeout` a shutdown may take ("a little").
-const SHUTDOWN_SLACK: Duration = Duration::from_millis(1500);
+/// How long a shutdown or start-up failure with the server gone may take: measured 0.3 ms
+/// (shutdown) and 8-19 ms (start-up failure) here; the bound leaves a loaded 2-core machine
+/// ample room and stays far below the 2 s `shutdown_timeout`, so a regression that waits out
+/// the drain fails.
+const WITH_THE_SERVER_GONE: Duration = Duration::from_millis(500);
 
 #[tokio::test]
 async fn shutdown_with_the_server_down_finishes_within_the_timeout() -> anyhow::Result<()> {
@@ -158,10 +167,7 @@ async fn shutdown_with_the_server_down_finishes_within_the_timeout() -> anyhow::
         let result =
             stopped.map_err(|_| anyhow::anyhow!("shutdown still running after {took:?}"))?;
         result??;
-        assert!(
-            took < shutdown_timeout + SHUTDOWN_SLACK,
-            "shutdown took {took:?}"
-        );
+        assert!(took < WITH_THE_SERVER_GONE, "shutdown took {took:?}");
         Ok(())
     })
     .await
@@ -207,10 +213,7 @@ async fn startup_failure_with_the_server_gone_returns_within_the_timeout() -> an
             "{error:?}"
         );
         println!("start-up failure with the server gone returned after {took:?}");
-        assert!(
-            took < shutdown_timeout + SHUTDOWN_SLACK + Duration::from_secs(3),
-            "took {took:?}"
-        );
+        assert!(took < WITH_THE_SERVER_GONE, "took {took:?}");
         Ok(())
     })
     .await

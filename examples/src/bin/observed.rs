@@ -9,7 +9,7 @@
 //! # with a collector: OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_SERVICE_NAME=stock
 //! ```
 //!
-//! A value that is not `{"units": N}` is counted as `outcome="skipped"` (the handler is not
+//! A value that is not `{"units": N}` is counted as `outcome="rejected"` (the handler is not
 //! called); a negative stock is an error the handler returns, counted as `outcome="error"`.
 
 use std::time::Duration;

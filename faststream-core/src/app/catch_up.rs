@@ -36,12 +36,15 @@ pub(super) async fn wait_for_catch_up<'a>(
             let Some(status) = &wait.status else {
                 return format!("{}: has not joined its group", wait.description);
             };
-            let read = if status.is_caught_up() {
-                "read its bucket's state, still handling it".to_owned()
+            let behind = if status.is_caught_up() {
+                format!(
+                    "read its bucket's state, still handling it ({:?})",
+                    status.phase()
+                )
             } else {
-                format!("{} entries still pending on the server", status.pending())
+                status.behind()
             };
-            format!("{}: {read} ({:?})", wait.description, status.phase())
+            format!("{}: {behind}", wait.description)
         })
         .collect();
     Err(Error::CatchUpTimeout { timeout, behind })

@@ -15,12 +15,10 @@ use super::checks::CheckedSubscriber;
 use super::running::{RunningApp, StartOutcome};
 use super::subscribers::RunningSubscriber;
 use super::views::ViewStart;
-use crate::error::{chain, Result};
+use crate::error::{chain, Error, Result};
+use crate::kv::view::DEFAULT_VIEW_CATCH_UP_TIMEOUT;
 use crate::observe::health::Stage;
 use faststream_rules::HookStage;
-
-/// How long start-up waits for the views to catch up unless `wait_for_catch_up` says.
-const DEFAULT_VIEW_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The drain of the connection at shutdown gets what is left of the shutdown timeout, but at
 /// least this long: a reachable server answers a flush in milliseconds.
@@ -174,21 +172,56 @@ impl RunningApp {
         Ok(())
     }
 
-    /// Starts the declared views and waits until each holds its bucket's state (bounded by the
-    /// catch-up timeout), so that handlers and `after_startup` hooks find them caught up.
+    /// Starts the declared views and waits until each holds its bucket's state, each for its
+    /// own catch-up timeout if it has one, else the app's, else 60 s; so that handlers and
+    /// `after_startup` hooks find them caught up.
     async fn start_views(&self, views: Vec<ViewStart>) -> Result<()> {
-        if views.is_empty() {
-            return Ok(());
-        }
-        let mut started = Vec::with_capacity(views.len());
-        for view in views {
-            started.push((view.start)(self.app.broker.clone()).await?);
-        }
-        let timeout = self
+        let app_timeout = self
             .timeouts
             .catch_up
             .unwrap_or(DEFAULT_VIEW_CATCH_UP_TIMEOUT);
-        wait_for_catch_up(started.iter(), timeout).await
+        let mut started = Vec::with_capacity(views.len());
+        for view in views {
+            let timeout = view.catch_up_timeout.unwrap_or(app_timeout);
+            started.push((timeout, (view.start)(self.app.broker.clone()).await?));
+        }
+        let waits = started
+            .iter()
+            .map(|(timeout, wait)| wait_for_catch_up(std::iter::once(wait), *timeout));
+        let mut longest = Duration::ZERO;
+        let mut behind = Vec::new();
+        for (result, (timeout, _)) in futures_util::future::join_all(waits)
+            .await
+            .into_iter()
+            .zip(&started)
+        {
+            match result {
+                Ok(()) => {}
+                Err(Error::CatchUpTimeout { behind: lines, .. }) => {
+                    longest = longest.max(*timeout);
+                    behind.extend(lines.into_iter().map(|line| (line, *timeout)));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if behind.is_empty() {
+            return Ok(());
+        }
+        // The error names the longest wait; a view given a shorter one says so.
+        let behind = behind
+            .into_iter()
+            .map(|(line, timeout)| {
+                if timeout == longest {
+                    line
+                } else {
+                    format!("{line}, within its {timeout:?}")
+                }
+            })
+            .collect();
+        Err(Error::CatchUpTimeout {
+            timeout: longest,
+            behind,
+        })
     }
 
     /// Stops every watch loop: no new entry is started; the handlers in flight get until

@@ -142,6 +142,28 @@ impl App {
         self
     }
 
+    /// How long a client of the HTTP endpoints has to send a request's headers (default 30 s,
+    /// hyper's figure), counted from when its connection is accepted or its previous response
+    /// was sent; a connection that sends nothing, or too slowly (slowloris), is closed after
+    /// it. An orchestrator's probe sends its request at once, and a scraper keeping its
+    /// connection open between scrapes reconnects when it was closed.
+    #[must_use]
+    pub fn http_header_timeout(mut self, timeout: Duration) -> Self {
+        self.observe.http_limits.header_timeout = timeout;
+        self
+    }
+
+    /// The most connections the HTTP endpoints hold at once (default 256: their clients are a
+    /// scraper and some probes, and each connection is an open file). At the limit the server
+    /// stops accepting, and new connections wait in the listen queue until one closes (at the
+    /// latest after [`http_header_timeout`](Self::http_header_timeout)): a request arriving
+    /// then is answered late rather than refused.
+    #[must_use]
+    pub fn http_max_connections(mut self, max: usize) -> Self {
+        self.observe.http_limits.max_connections = max;
+        self
+    }
+
     /// How long the connection to NATS may be down, or a watch re-create its consumer, before
     /// `/health/ready` reports it (default 2 s), so a blip or a leader election does not take
     /// the service out of rotation.
@@ -200,8 +222,9 @@ impl App {
     /// [`NatsBroker::kv_view`](crate::NatsBroker::kv_view).
     ///
     /// The views start after connecting and before the subscribers' watches, and start-up
-    /// waits until each holds its bucket's state (up to the
-    /// [`wait_for_catch_up`](Self::wait_for_catch_up) timeout, 60 s if none is set), so every
+    /// waits until each holds its bucket's state (up to the view's
+    /// [`catch_up_timeout`](KvViewOptions::catch_up_timeout) if set, else the
+    /// [`wait_for_catch_up`](Self::wait_for_catch_up) timeout, else 60 s), so every
     /// handler call and `after_startup` hook finds them caught up. `on_startup` hooks run
     /// before connecting and cannot take one. One view per value type, as with `State<T>`:
     /// declaring a second view of the same `T` is a setup error (wrap the type in a newtype to
@@ -411,7 +434,11 @@ impl App {
     /// Runs until `shutdown` completes, then shuts down gracefully.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         self.observe.install_logging();
+        // Before any hook runs: a URL connecting would refuse after the `on_startup` hooks.
+        self.broker.config().validate()?;
         let registry = Registry::collect(&self.scope, self.subscribers, self.hooks)?;
+        let mut problems = self.problems;
+        problems.extend(self.observe.problems());
         let mut observing = self.observe.begin(self.broker.clone());
         let running = RunningApp {
             app: AppContext {
@@ -426,7 +453,7 @@ impl App {
             observer: observing.observer.clone(),
             entry_tracing: observing.entry_tracing,
         };
-        let subscribers = running.check_registry(self.problems)?;
+        let subscribers = running.check_registry(problems)?;
         running.log_registry(&self.view_starts);
         let server = observing.serve_http().await?;
 

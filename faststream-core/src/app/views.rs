@@ -3,6 +3,7 @@
 
 use std::any::type_name;
 use std::sync::Arc;
+use std::time::Duration;
 
 use faststream_rules::KeyPattern;
 use futures_util::future::BoxFuture;
@@ -17,6 +18,8 @@ use crate::type_map::TypeMap;
 /// Starts one declared view and puts it in its slot.
 pub(super) struct ViewStart {
     pub(super) description: String,
+    /// How long start-up waits for it, if its options say.
+    pub(super) catch_up_timeout: Option<Duration>,
     pub(super) start: Box<dyn FnOnce(NatsBroker) -> BoxFuture<'static, Result<CatchUpWait>> + Send>,
 }
 
@@ -66,6 +69,7 @@ impl ViewStart {
         let description_when_started = description.clone();
         Ok(Self {
             description,
+            catch_up_timeout: options.chosen_catch_up_timeout(),
             start: Box::new(move |broker: NatsBroker| {
                 Box::pin(async move {
                     let view = broker.start_view(options, &pattern, decode).await?;

@@ -7,9 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::settings::{Auth, ConnectSettings};
+use crate::error::{Error, Result};
 
 /// The URL used when `NATS_URL` is not set.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// The variable [`BrokerConfig::from_env`] reads the server URLs from.
+const URL_VARIABLE: &str = "NATS_URL";
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,6 +35,8 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
     pub(crate) settings: ConnectSettings,
+    /// The environment variable the URL came from, for the errors about it.
+    url_variable: Option<&'static str>,
 }
 
 /// How a configuration authenticates, without the secrets, as
@@ -60,6 +66,7 @@ impl BrokerConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             settings: ConnectSettings::new(url.into(), DEFAULT_CONNECT_TIMEOUT),
+            url_variable: None,
         }
     }
 
@@ -67,14 +74,57 @@ impl BrokerConfig {
     /// (default [`DEFAULT_NATS_URL`]), `NATS_USER` + `NATS_PASSWORD`, `NATS_TOKEN`,
     /// `NATS_NKEY` (a seed file), `NATS_CREDS` (a `.creds` file), `NATS_CA`, `NATS_CERT` +
     /// `NATS_KEY`.
+    ///
+    /// The URLs are not checked here: [`validate`](Self::validate) does, and an app does before
+    /// it runs any hook, naming the variable.
     pub fn from_env() -> Self {
+        let url_set = std::env::var(URL_VARIABLE).is_ok_and(|url| !url.trim().is_empty());
         Self {
             settings: ConnectSettings::from_vars(
                 |name| std::env::var(name).ok(),
                 DEFAULT_NATS_URL,
                 DEFAULT_CONNECT_TIMEOUT,
             ),
+            url_variable: url_set.then_some(URL_VARIABLE),
         }
+    }
+
+    /// Checks the server URLs without connecting: each of the list must be a NATS URL, and
+    /// there must be one. [`Error::InvalidUrl`] names the first bad one, and the environment
+    /// variable it came from. An [`App`](crate::App) checks this before its `on_startup` hooks;
+    /// connecting checks it first too.
+    ///
+    /// ```
+    /// use faststream_core::{BrokerConfig, Error};
+    ///
+    /// let config = BrokerConfig::new("nats://nats-1:4222,nats://nats-2:port");
+    /// assert!(matches!(
+    ///     config.validate(),
+    ///     Err(Error::InvalidUrl { url, variable: None, .. }) if url == "nats://nats-2:port"
+    /// ));
+    /// assert!(BrokerConfig::new("nats://nats-1:4222,tls://nats-2").validate().is_ok());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let named = |error| match error {
+            Error::InvalidUrl { url, source, .. } => Error::InvalidUrl {
+                url,
+                variable: self.url_variable,
+                source,
+            },
+            other => other,
+        };
+        let servers = self.settings.server_addrs().map_err(named)?;
+        if servers.is_empty() {
+            return Err(named(Error::InvalidUrl {
+                url: self.url(),
+                variable: None,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the list names no server",
+                ),
+            }));
+        }
+        Ok(())
     }
 
     /// How long connecting keeps retrying an unreachable server before it fails (default 10 s).

@@ -143,7 +143,12 @@ impl ConnectionHealth {
             connection.client.connection_state() == async_nats::connection::State::Connected
         });
         let down_for = match down_since.lock() {
-            Ok(down_since) if !connected => down_since.map(|since| since.elapsed()),
+            // The client's state turns before its `Disconnected` event reaches the callback:
+            // an outage of an open connection seen here first starts now, so readiness keeps
+            // its grace period instead of dropping at once.
+            Ok(mut since) if !connected && connection.is_some() => {
+                Some(since.get_or_insert_with(Instant::now).elapsed())
+            }
             _ => None,
         };
         Self {

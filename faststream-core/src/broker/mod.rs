@@ -26,7 +26,7 @@ use crate::kv::group::layout::GroupLayout;
 use crate::kv::group::{GroupSettings, KvGroup};
 use crate::kv::key_value::KeyValue;
 use crate::kv::options::KvWatch;
-use crate::kv::view::{self, Decode, KvView};
+use crate::kv::view::{self, Decode, KvView, DEFAULT_VIEW_CATCH_UP_TIMEOUT};
 use crate::kv::watcher::{KvWatcher, ReconnectSignal};
 
 /// A handle to one NATS connection and its buckets. Cheap to clone: clones share the connection
@@ -112,6 +112,8 @@ impl NatsBroker {
         if self.is_connected() {
             return Ok(());
         }
+        // A bad URL is named with the variable it came from.
+        self.inner.config.validate()?;
         let connection = Connection::open(
             &self.inner.config.settings,
             Arc::clone(&self.inner.connections),
@@ -258,9 +260,12 @@ impl NatsBroker {
     }
 
     /// A live view of the keys matching `pattern` in a bucket, values decoded from JSON into
-    /// `T`; returns once the view holds the bucket's state. `options` is the bucket's name or a
-    /// [`KvViewOptions`](crate::kv::KvViewOptions) (for `declare(false)`, `timeout`,
-    /// `inactive_threshold`). See [`KvView`] for what it holds.
+    /// `T`; returns once the view holds the bucket's state, or fails with
+    /// [`Error::CatchUpTimeout`] naming the bucket if it does not within its
+    /// [`catch_up_timeout`](crate::kv::KvViewOptions::catch_up_timeout) (default 60 s).
+    /// `options` is the bucket's name or a [`KvViewOptions`](crate::kv::KvViewOptions) (for
+    /// `declare(false)`, `timeout`, `inactive_threshold`, `catch_up_timeout`). See [`KvView`]
+    /// for what it holds.
     ///
     /// ```no_run
     /// # async fn demo(broker: faststream_core::NatsBroker) -> anyhow::Result<()> {
@@ -330,8 +335,21 @@ impl NatsBroker {
         decode: Decode<T>,
     ) -> Result<KvView<T>> {
         let bucket = options.bucket().to_owned();
+        let timeout = options
+            .chosen_catch_up_timeout()
+            .unwrap_or(DEFAULT_VIEW_CATCH_UP_TIMEOUT);
         let view = self.start_view(options, pattern, decode).await?;
-        view.wait_caught_up().await.map_err(|source| Error::Watch {
+        let Ok(caught_up) = tokio::time::timeout(timeout, view.wait_caught_up()).await else {
+            // Dropping the view stops its watch.
+            return Err(Error::CatchUpTimeout {
+                timeout,
+                behind: vec![format!(
+                    "view of `{pattern}` in bucket `{bucket}`: {}",
+                    view.status().behind()
+                )],
+            });
+        };
+        caught_up.map_err(|source| Error::Watch {
             watcher: "view".to_owned(),
             bucket,
             key: pattern.to_owned(),

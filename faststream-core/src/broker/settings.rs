@@ -172,6 +172,7 @@ impl ConnectSettings {
                 url.parse::<async_nats::ServerAddr>()
                     .map_err(|source| Error::InvalidUrl {
                         url: url.to_owned(),
+                        variable: None,
                         source,
                     })
             })

@@ -7,8 +7,9 @@
 //!   after the backoff, and the partition waits for it, so a key's later changes never overtake
 //!   it. `max_workers` bounds the calls of this instance across its partitions.
 //! - **Attempts are counted by the server** (its delivery count), so a change whose member died
-//!   mid-call counts that attempt, and the limit holds across members. Past the limit, or at
-//!   once for a value the handler's arguments cannot be built from, the change is given up:
+//!   mid-call counts that attempt, and the limit holds across members; deliveries handed back
+//!   without a call are recorded and not counted (`kv::group::handbacks`). Past the limit, or
+//!   at once for a value the handler's arguments cannot be built from, the change is given up:
 //!   kept as a dead letter, logged, and terminated so the key moves on.
 //! - **A call starts only while this member holds the partition's pin and is connected.** Both
 //!   are checked when the call would start (after waiting for a worker); a change whose pin
@@ -16,31 +17,45 @@
 //!   still working on it, so it is not delivered to anyone else.
 //! - **Giving a partition up** (reassigned, or shutting down): no new pull, the pin is given
 //!   back at once (the server then sends this member nothing more of the partition, and pins
-//!   the next member), the change in hand (or one the server had sent just before) is handled
-//!   and settled here, then the next member starts at once.
+//!   the next member), a call in flight (or of a change the server had sent just before) is
+//!   finished and settled here, a change still waiting for a worker is handed back, then the
+//!   next member starts at once.
+//! - **A partition task that panics** (not a handler: its panics are caught in the call; the
+//!   task's own code, a tracing layer it logs through) is logged and started again after a
+//!   pause that doubles at each panic in a row, so the partition is never left dead.
+//! - **A bucket deleted and created again** is noticed within a session timeout, and the group
+//!   starts over on it (`kv::group::replaced`); the partition tasks carry on, on its new
+//!   consumers.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+mod partition_task;
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use self::partition_task::{PartitionContext, PartitionTask};
 use super::watch_loop::HandledSignal;
-use super::{CallOutcome, Dispatcher, FailureLog};
-use crate::kv::group::dead_letters;
+use super::Dispatcher;
+use crate::handler::panic_message;
 use crate::kv::group::declare::DeclaredGroup;
+use crate::kv::group::handbacks::Handbacks;
 use crate::kv::group::layout::GroupLayout;
 use crate::kv::group::membership::{hostname, member_id, Assignment, Heartbeat, Membership};
-use crate::kv::group::partition::{Acker, GroupDelivery, PartitionPuller, Pulled};
+use crate::kv::group::replaced::ReplacementCheck;
 use crate::kv::group::GroupSettings;
-use crate::kv::message::{KvMessage, Operation};
 use crate::observe::metrics::GroupMetrics;
+
+/// The longest pause before a partition task that panicked is started again.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
+/// A panic this long after the partition's last one starts the pauses over.
+const PANICS_FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
 
 /// Everything one member needs; [`run`](Self::run) until cancelled.
 pub(crate) struct GroupMember {
@@ -56,22 +71,6 @@ pub(crate) struct GroupMember {
     pub(crate) ignore_deletes: bool,
     /// Set once the member has joined (has an assignment).
     pub(crate) joined: Arc<HandledSignal>,
-}
-
-/// What one partition's task shares with the member.
-#[derive(Clone)]
-struct PartitionContext {
-    dispatcher: Dispatcher,
-    jetstream: jetstream::Context,
-    layout: Arc<GroupLayout>,
-    settings: Arc<GroupSettings>,
-    stream: jetstream::stream::Stream,
-    member_id: Arc<str>,
-    workers: Arc<Semaphore>,
-    report: Arc<Mutex<Heartbeat>>,
-    without_values: bool,
-    ignore_deletes: bool,
-    metrics: Arc<GroupMetrics>,
 }
 
 impl GroupMember {
@@ -94,8 +93,19 @@ impl GroupMember {
             report: Arc::clone(&report),
             assignment,
         };
+        // Cancelled when this future ends or is dropped: a member aborted at the shutdown
+        // timeout leaves too (deletes its key) rather than heartbeat on without it.
         let leave = CancellationToken::new();
+        let _leave_when_dropped = leave.clone().drop_guard();
         let membership = tokio::spawn(membership.run(leave.clone()));
+        let replacement = ReplacementCheck {
+            jetstream: self.jetstream.clone(),
+            spec: self.declared.spec,
+            bucket: self.declared.bucket,
+            member: Arc::clone(&member),
+            assignment: assigned.clone(),
+        };
+        let replacement = tokio::spawn(replacement.run(leave.clone()));
         let subscriber = Arc::clone(&self.dispatcher.context.name);
         tracing::info!(subscriber = %subscriber, member = %member, group = %self.layout.group,
             bucket = %self.layout.bucket, "joining consumer group `{}`", self.layout.group);
@@ -105,6 +115,9 @@ impl GroupMember {
             layout: Arc::new(self.layout),
             settings: Arc::new(self.settings),
             stream: self.declared.stream,
+            handbacks: Handbacks {
+                store: self.declared.handbacks,
+            },
             member_id: member,
             workers: Arc::new(Semaphore::new(self.max_workers)),
             report,
@@ -112,8 +125,9 @@ impl GroupMember {
             ignore_deletes: self.ignore_deletes,
             metrics: self.metrics,
         };
-        let mut tasks: JoinSet<u16> = JoinSet::new();
+        let mut tasks: JoinSet<Ended> = JoinSet::new();
         let mut running: HashMap<u16, CancellationToken> = HashMap::new();
+        let mut panics: HashMap<u16, Panics> = HashMap::new();
         let mut mine: Vec<u16> = Vec::new();
         loop {
             tokio::select! {
@@ -135,19 +149,38 @@ impl GroupMember {
                     }
                     for partition in &mine {
                         if !running.contains_key(partition) {
-                            running.insert(*partition, spawn_partition(&mut tasks, &context, *partition));
+                            let stop = spawn_partition(&mut tasks, &context, *partition, Duration::ZERO);
+                            running.insert(*partition, stop);
                         }
                     }
                 }
                 Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
-                    let Ok(partition) = ended else {
-                        tracing::error!(subscriber = %subscriber, "a partition task failed");
+                    // A task's future catches its own panics: an error here is an abort, which
+                    // only dropping the set does.
+                    let Ok(Ended { partition, panic }) = ended else {
                         continue;
                     };
                     running.remove(&partition);
-                    // Assigned again while it was handing over: start it afresh.
+                    let restart_after = match panic {
+                        None => Duration::ZERO,
+                        Some(panic) => {
+                            // Its state went with it: the pin it held lapses after the pin
+                            // timeout, its change in hand comes back after the ack wait.
+                            context.report_pin(partition, None);
+                            let delay = panics
+                                .entry(partition)
+                                .or_default()
+                                .next_delay(context.settings.heartbeat_interval());
+                            tracing::error!(subscriber = %subscriber, member = %context.member_id,
+                                partition, panic, restart_in = ?delay,
+                                "the task of partition {partition} panicked: {panic}; starting it again in {delay:?}");
+                            delay
+                        }
+                    };
+                    // Still (or again) assigned: start it afresh.
                     if mine.contains(&partition) {
-                        running.insert(partition, spawn_partition(&mut tasks, &context, partition));
+                        let stop = spawn_partition(&mut tasks, &context, partition, restart_after);
+                        running.insert(partition, stop);
                     }
                 }
             }
@@ -158,332 +191,79 @@ impl GroupMember {
         while tasks.join_next().await.is_some() {}
         leave.cancel();
         let _ = membership.await;
+        let _ = replacement.await;
         tracing::info!(subscriber = %subscriber, member = %context.member_id, "left consumer group `{}`",
             context.layout.group);
     }
 }
 
+/// How a partition task ended: its partition, and its panic's message if it panicked.
+struct Ended {
+    partition: u16,
+    panic: Option<String>,
+}
+
+/// The panics in a row of one partition's task, for the pause before it starts again.
+#[derive(Debug, Default)]
+struct Panics {
+    count: u32,
+    last: Option<Instant>,
+}
+
+impl Panics {
+    /// `base` after the first panic, doubled at each one in a row, at most
+    /// [`MAX_RESTART_DELAY`]; a panic long after the last one starts over.
+    fn next_delay(&mut self, base: Duration) -> Duration {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) > PANICS_FORGOTTEN_AFTER)
+        {
+            self.count = 0;
+        }
+        self.last = Some(now);
+        self.count = self.count.saturating_add(1);
+        base.saturating_mul(1 << (self.count - 1).min(16))
+            .min(MAX_RESTART_DELAY)
+    }
+}
+
+/// Spawns the task of `partition`, started after `start_after`; returns what stops it.
 fn spawn_partition(
-    tasks: &mut JoinSet<u16>,
+    tasks: &mut JoinSet<Ended>,
     context: &PartitionContext,
     partition: u16,
+    start_after: Duration,
 ) -> CancellationToken {
     let stop = CancellationToken::new();
     let task = PartitionTask {
         context: context.clone(),
         partition,
         stop: stop.clone(),
+        start_after,
     };
     tasks.spawn(async move {
-        task.run().await;
-        partition
+        let ran = AssertUnwindSafe(task.run()).catch_unwind().await;
+        Ended {
+            partition,
+            panic: ran.err().map(|payload| panic_message(&*payload).to_owned()),
+        }
     });
     stop
 }
 
-/// How an attempt ended: the call's outcome, or why it was never made.
-enum AttemptEnd {
-    /// The pin was lost before the call could start.
-    NotStarted,
-    Called(CallOutcome),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The change in hand and its call.
-struct InFlight {
-    message: KvMessage,
-    attempt: u64,
-    stream_sequence: u64,
-    acker: Acker,
-    call: BoxFuture<'static, AttemptEnd>,
-}
-
-struct PartitionTask {
-    context: PartitionContext,
-    partition: u16,
-    stop: CancellationToken,
-}
-
-impl PartitionTask {
-    async fn run(self) {
-        let context = &self.context;
-        let puller = loop {
-            match PartitionPuller::start(
-                context.jetstream.clone(),
-                &context.layout,
-                self.partition,
-                context.settings.session_timeout,
-                context.without_values,
-            )
-            .await
-            {
-                Ok(puller) => break puller,
-                Err(error) => {
-                    tracing::warn!(partition = self.partition, error = %error,
-                        "could not subscribe for the partition; retrying");
-                    tokio::select! {
-                        () = self.stop.cancelled() => return,
-                        () = tokio::time::sleep(context.settings.heartbeat_interval()) => {}
-                    }
-                }
-            }
-        };
-        tracing::debug!(partition = self.partition, member = %context.member_id, "pulling partition");
-        let (puller, mut hand_back) = self.pull(puller).await;
-        // Handed back once the pin is given back: before, the server could deliver them to
-        // this member again.
-        let arrived = puller.release().await;
-        hand_back.extend(arrived.iter().map(GroupDelivery::acker));
-        for acker in hand_back {
-            let _ = acker.retry_after(Duration::ZERO).await;
-        }
-        self.report_pin(None);
-        tracing::debug!(partition = self.partition, member = %context.member_id, "partition handed over");
-    }
-
-    /// Handles the partition until stopped with nothing in flight; returns the puller to be
-    /// released and the changes to hand back once it is.
-    async fn pull(&self, mut puller: PartitionPuller) -> (PartitionPuller, VecDeque<Acker>) {
-        let pinned = puller.pinned_flag();
-        let mut in_flight: Option<InFlight> = None;
-        // Changes received that this member will not start (stopping, or pin lost meanwhile):
-        // handed back so the next holder gets them at once.
-        let mut hand_back: VecDeque<Acker> = VecDeque::new();
-        let mut progress = tokio::time::interval(self.context.settings.session_timeout / 3);
-        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reported: Option<String> = None;
-        loop {
-            tokio::select! {
-                biased;
-                attempt = async { (&mut in_flight.as_mut()?.call).await.into() }, if in_flight.is_some() => {
-                    if let (Some(attempt), Some(done)) = (attempt, in_flight.take()) {
-                        self.settle(done, attempt).await;
-                    }
-                }
-                // Giving the partition up: the pin goes back first, so that the server sends
-                // this member nothing more; then what it had sent before is handled here (it is
-                // this member's: nobody else gets the partition until it is settled).
-                () = self.stop.cancelled(), if in_flight.is_none() => {
-                    puller.give_back_pin(&self.context.stream).await;
-                    for delivery in puller.fence().await {
-                        match in_flight {
-                            None => in_flight = self.start(delivery, &pinned).await,
-                            Some(_) => self.received(delivery, &mut in_flight, &mut hand_back),
-                        }
-                    }
-                    if in_flight.is_none() {
-                        break;
-                    }
-                }
-                // With a call in flight, before the call is settled: else settling it makes the
-                // server send the partition's next change here, after this member stopped
-                // reading, and that change waits for the ack wait before going to the next one.
-                () = self.stop.cancelled(), if !puller.is_released() => {
-                    puller.give_back_pin(&self.context.stream).await;
-                }
-                _ = progress.tick(), if in_flight.is_some() => {
-                    if let Some(current) = &in_flight {
-                        let _ = current.acker.progress().await;
-                    }
-                }
-                pulled = puller.next(), if !puller.is_released() => match pulled {
-                    Pulled::Change(delivery) => {
-                        let delivery = *delivery;
-                        if in_flight.is_none() {
-                            in_flight = self.start(delivery, &pinned).await;
-                            // Progress only for calls that outlast a third of the ack wait.
-                            progress.reset();
-                        } else {
-                            self.received(delivery, &mut in_flight, &mut hand_back);
-                        }
-                    }
-                    Pulled::PinLost => {
-                        tracing::info!(partition = self.partition, member = %self.context.member_id,
-                            "lost the partition's pin; no new call starts here");
-                    }
-                    Pulled::Closed => {
-                        tracing::warn!(partition = self.partition, "connection closed; partition loop ends");
-                        break;
-                    }
-                },
-            }
-            if puller.pin() != reported.as_deref() {
-                reported = puller.pin().map(str::to_owned);
-                self.report_pin(reported.clone());
-            }
-            // Once the pin is lost, the server delivers them to the next member.
-            if !hand_back.is_empty() && !pinned.load(Ordering::SeqCst) {
-                while let Some(acker) = hand_back.pop_front() {
-                    let _ = acker.retry_after(Duration::ZERO).await;
-                }
-            }
-        }
-        if let Some(current) = in_flight.take() {
-            hand_back.push_back(current.acker);
-        }
-        (puller, hand_back)
-    }
-
-    /// A change received while one is in hand: the change in hand delivered again (settle the
-    /// newest delivery), or another one, to hand back.
-    fn received(
-        &self,
-        delivery: GroupDelivery,
-        in_flight: &mut Option<InFlight>,
-        hand_back: &mut VecDeque<Acker>,
-    ) {
-        match in_flight {
-            Some(current) if current.stream_sequence == delivery.stream_sequence => {
-                current.acker = delivery.acker();
-                current.attempt = delivery.attempt;
-            }
-            _ => hand_back.push_back(delivery.acker()),
-        }
-    }
-
-    /// Starts the call for a change, or settles it at once (ignored deletion, attempts used up).
-    async fn start(&self, delivery: GroupDelivery, pinned: &Arc<AtomicBool>) -> Option<InFlight> {
-        let settings = &self.context.settings;
-        let acker = delivery.acker();
-        let GroupDelivery {
-            message,
-            attempt,
-            stream_sequence,
-            ..
-        } = delivery;
-        let metrics = &self.context.metrics;
-        metrics.set_pending(self.partition, message.delta());
-        if attempt > 1 {
-            metrics.redelivered();
-        }
-        if self.context.ignore_deletes && message.operation() != Operation::Put {
-            let _ = acker.ack().await;
-            return None;
-        }
-        if attempt > u64::from(settings.max_attempts) {
-            // Its last attempt's member stopped before settling it.
-            let reason = format!(
-                "delivered {attempt} times, more than the {} attempts allowed (a member stopped \
-                 during the last one)",
-                settings.max_attempts
-            );
-            self.give_up(&message, attempt - 1, &acker, &reason).await;
-            return None;
-        }
-        let dispatcher = self.context.dispatcher.clone();
-        let workers = Arc::clone(&self.context.workers);
-        let pinned = Arc::clone(pinned);
-        let timeout = settings.call_timeout;
-        let call_message = message.clone();
-        let client = self.context.jetstream.client();
-        let call = async move {
-            let Ok(_permit) = workers.acquire_owned().await else {
-                return AttemptEnd::NotStarted;
-            };
-            // The pin is a lease, not a fence: checked as late as possible. Without a
-            // connection the lease may lapse unseen, so no call starts then either.
-            let connected = client.connection_state() == async_nats::connection::State::Connected;
-            if !pinned.load(Ordering::SeqCst) || !connected {
-                return AttemptEnd::NotStarted;
-            }
-            AttemptEnd::Called(
-                dispatcher
-                    .call_guarded(call_message, Some(timeout), FailureLog::Caller)
-                    .await,
-            )
-        }
-        .boxed();
-        Some(InFlight {
-            message,
-            attempt,
-            stream_sequence,
-            acker,
-            call,
-        })
-    }
-
-    async fn settle(&self, done: InFlight, attempt: AttemptEnd) {
-        let InFlight {
-            message,
-            attempt: number,
-            acker,
-            ..
-        } = done;
-        let settings = &self.context.settings;
-        let subscriber = &*self.context.dispatcher.context.name;
-        let (key, revision) = (message.key(), message.revision());
-        match attempt {
-            AttemptEnd::NotStarted => {
-                let _ = acker.retry_after(Duration::ZERO).await;
-            }
-            AttemptEnd::Called(CallOutcome::Done) => {
-                if let Err(error) = acker.ack().await {
-                    tracing::warn!(subscriber, key, revision, error = %error,
-                        "{key} | {revision} - handled, but the acknowledgement was not sent; it will be handled again");
-                }
-            }
-            AttemptEnd::Called(CallOutcome::Rejected(reason)) => {
-                let reason = format!("could not decode the entry: {reason}");
-                self.give_up(&message, number, &acker, &reason).await;
-            }
-            AttemptEnd::Called(CallOutcome::Failed(reason)) => {
-                if number >= u64::from(settings.max_attempts) {
-                    self.give_up(&message, number, &acker, &reason).await;
-                } else {
-                    let delay = settings.backoff_after(number);
-                    tracing::warn!(subscriber, key, revision, attempt = number,
-                        max_attempts = settings.max_attempts, retry_in = ?delay, error = %reason,
-                        "{key} | {revision} - attempt {number} of {} failed: {reason}; retrying in {delay:?}",
-                        settings.max_attempts);
-                    let _ = acker.retry_after(delay).await;
-                }
-            }
-        }
-    }
-
-    /// Keeps the change as a dead letter, then terminates it so its key moves on. If it cannot
-    /// be kept, it is retried after the backoff instead (and given up again then).
-    async fn give_up(&self, message: &KvMessage, attempts: u64, acker: &Acker, reason: &str) {
-        let subscriber = &*self.context.dispatcher.context.name;
-        let (key, revision) = (message.key(), message.revision());
-        let kept = dead_letters::publish(
-            &self.context.jetstream,
-            &self.context.layout,
-            message,
-            attempts,
-            reason,
-            &self.context.member_id,
-        )
-        .await;
-        match kept {
-            Ok(sequence) => {
-                tracing::error!(subscriber, key, revision, attempts, error = %reason,
-                    dead_letter = sequence, stream = %self.context.layout.dead_stream,
-                    "{key} | {revision} - given up after {attempts} attempt(s): {reason}; kept as dead letter {sequence} in `{}`",
-                    self.context.layout.dead_stream);
-                self.context.metrics.given_up();
-                let _ = acker.terminate().await;
-            }
-            Err(error) => {
-                let delay = self.context.settings.backoff_after(attempts);
-                tracing::error!(subscriber, key, revision, error = %error, retry_in = ?delay,
-                    "{key} | {revision} - could not keep the change as a dead letter; trying again in {delay:?}");
-                let _ = acker.retry_after(delay).await;
-            }
-        }
-    }
-
-    fn report_pin(&self, pin: Option<String>) {
-        self.context
-            .metrics
-            .set_owned(self.partition, pin.is_some());
-        if let Ok(mut report) = self.context.report.lock() {
-            report
-                .pinned
-                .retain(|(partition, _)| *partition != self.partition);
-            if let Some(pin) = pin {
-                report.pinned.push((self.partition, pin));
-                report.pinned.sort();
-            }
-        }
+    #[test]
+    fn restarts_back_off() {
+        let base = Duration::from_millis(400);
+        let mut panics = Panics::default();
+        let delays: Vec<Duration> = (0..10).map(|_| panics.next_delay(base)).collect();
+        assert_eq!(delays[0], base);
+        assert_eq!(delays[1], base * 2);
+        assert_eq!(delays[2], base * 4);
+        assert_eq!(delays[9], MAX_RESTART_DELAY);
     }
 }

@@ -7,8 +7,9 @@
 //!   it and settling each change with the server (acknowledged, retried or given up).
 //!
 //! Both call the handler through [`Dispatcher`], which turns every way a call can end (a
-//! rejected argument, an `Err`, a panic, a timeout) into a [`CallOutcome`] instead of an
-//! unwinding task, so nothing a handler does stops a loop.
+//! skipped entry, a rejected argument, an `Err`, a panic, a timeout) into a [`CallOutcome`]
+//! instead of an unwinding task, so nothing a handler does stops a loop, and counts it as its
+//! own [`Outcome`]: a rejection (bad input) is never counted as a deliberate skip.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use futures_util::FutureExt as _;
 use tracing::{Instrument as _, Span};
 
 use crate::context::SubscriberContext;
-use crate::error::{chain, HandlerError};
+use crate::error::{chain, HandlerError, Rejection};
 use crate::extract::Message;
 use crate::handler::{call_catching_panics, panic_message, BoxedHandler};
 use crate::kv::message::KvMessage;
@@ -55,7 +56,8 @@ pub(crate) enum CallOutcome {
     Failed(String),
 }
 
-/// Who logs a call that failed.
+/// Who logs a call that failed. A rejection is always logged by the dispatcher, which alone
+/// knows the argument and the bucket: it is never tried again, whoever the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FailureLog {
     /// The dispatcher, as it happens: a plain watch, which moves on to the next entry.
@@ -163,13 +165,15 @@ impl Dispatcher {
                 (Outcome::Skipped, CallOutcome::Done)
             }
             Err(HandlerError::Rejected(rejection)) => {
-                let reason = chain(&rejection);
-                if log {
-                    tracing::error!(subscriber, bucket, key, revision, reason = %reason,
-                        "{bucket} | {key} | {revision} - could not decode the entry; handler not called");
-                }
+                let reason = rejection_reason(&rejection);
+                let (argument, argument_type) = rejection
+                    .argument()
+                    .map_or((0, ""), |argument| (argument.position, argument.type_name));
+                tracing::error!(subscriber, bucket, key, revision, argument, argument_type,
+                    error = %chain(&rejection),
+                    "{bucket} | {key} | {revision} - {reason}; handler not called");
                 trace::record_failure(span, "decode_error", &reason);
-                (Outcome::Skipped, CallOutcome::Rejected(reason))
+                (Outcome::Rejected, CallOutcome::Rejected(reason))
             }
             Err(HandlerError::Failed(error)) => {
                 let error = chain(&*error);
@@ -192,9 +196,25 @@ impl Dispatcher {
                 )
             }
         };
-        // A skipped entry's handler never ran: no duration.
-        let ran = counted != Outcome::Skipped;
+        // A skipped or rejected entry's handler never ran: no duration.
+        let ran = !matches!(counted, Outcome::Skipped | Outcome::Rejected);
         self.count(counted, took.filter(|_| ran));
         outcome
+    }
+}
+
+/// What was wrong, and with which argument, as the log line says it:
+///
+/// ```text
+/// argument 2 (`Json<Order>`) rejected the entry: value is not valid JSON for `Order`: expected value at line 1 column 1
+/// ```
+fn rejection_reason(rejection: &Rejection) -> String {
+    let error = chain(rejection);
+    match rejection.argument() {
+        Some(argument) => format!(
+            "argument {} (`{}`) rejected the entry: {error}",
+            argument.position, argument.type_name
+        ),
+        None => format!("an argument rejected the entry: {error}"),
     }
 }

@@ -39,12 +39,19 @@ pub enum Error {
         source: BoxError,
     },
 
-    /// A server URL (of the comma-separated list) is not a valid NATS URL; no connection was
-    /// tried.
-    #[error("invalid NATS server URL `{url}`")]
+    /// A server URL (of the comma-separated list) is not a valid NATS URL, or the list has
+    /// none; no connection was tried, and an app ran none of its hooks.
+    #[error(
+        "invalid NATS server URL `{url}`{}",
+        variable.map(|name| format!(" (from the environment variable {name})")).unwrap_or_default()
+    )]
     InvalidUrl {
         /// The URL, credentials removed.
         url: String,
+        /// The environment variable the URL came from (`NATS_URL`, with
+        /// [`BrokerConfig::from_env`](crate::BrokerConfig::from_env)); `None` if the code gave
+        /// it.
+        variable: Option<&'static str>,
         /// async-nats's parse error.
         #[source]
         source: std::io::Error,
@@ -239,14 +246,17 @@ pub enum Error {
     Signal(#[source] std::io::Error),
 
     /// Start-up waited for the watches and views to catch up with their buckets (see
-    /// [`App::wait_for_catch_up`](crate::App::wait_for_catch_up)), and some had not within the
-    /// timeout.
+    /// [`App::wait_for_catch_up`](crate::App::wait_for_catch_up)), or
+    /// [`NatsBroker::kv_view`](crate::NatsBroker::kv_view) for its view (see
+    /// [`KvViewOptions::catch_up_timeout`](crate::kv::KvViewOptions::catch_up_timeout)), and
+    /// some had not within the timeout.
     #[error("not caught up within {timeout:?}:\n  - {}", behind.join("\n  - "))]
     CatchUpTimeout {
         /// How long start-up waited.
         timeout: Duration,
         /// One line per watch still behind: the subscriber or view, its bucket and pattern,
-        /// and how many entries the server still held for it.
+        /// and how many entries the server still held for it (or that the lookup confirming
+        /// the catch-up keeps failing).
         behind: Vec<String>,
     },
 

@@ -186,7 +186,18 @@ pub enum HandlerError {
 pub struct Rejection {
     reason: String,
     skip: bool,
+    /// The handler argument that rejected the message, set by the handler call.
+    argument: Option<RejectedArgument>,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+/// Which argument of a handler rejected a message: what the log line of a rejection names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RejectedArgument {
+    /// Its position in the handler's signature, from 1.
+    pub(crate) position: usize,
+    /// Its type, as `std::any::type_name` spells it.
+    pub(crate) type_name: &'static str,
 }
 
 impl Rejection {
@@ -195,6 +206,7 @@ impl Rejection {
         Self {
             reason: reason.to_string(),
             skip: false,
+            argument: None,
             source: None,
         }
     }
@@ -224,13 +236,32 @@ impl Rejection {
     pub fn is_skip(&self) -> bool {
         self.skip
     }
+
+    /// The rejection of the handler's argument at `position` (from 1), of type `type_name`.
+    pub(crate) fn of_argument(self, position: usize, type_name: &'static str) -> Self {
+        Self {
+            argument: Some(RejectedArgument {
+                position,
+                type_name,
+            }),
+            ..self
+        }
+    }
+
+    /// The handler argument that rejected the message, once the handler call has set it.
+    pub(crate) fn argument(&self) -> Option<RejectedArgument> {
+        self.argument
+    }
 }
 
 impl PartialEq for Rejection {
     /// Rejections are equal when they say the same; causes are compared by their text.
     fn eq(&self, other: &Self) -> bool {
         let cause = |rejection: &Self| rejection.source.as_ref().map(ToString::to_string);
-        self.reason == other.reason && self.skip == other.skip && cause(self) == cause(other)
+        self.reason == other.reason
+            && self.skip == other.skip
+            && self.argument == other.argument
+            && cause(self) == cause(other)
     }
 }
 

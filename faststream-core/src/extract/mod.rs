@@ -5,16 +5,17 @@
 //! for your own types to add extractors. `Option<T>` and `Result<T, Rejection>` of any
 //! extractor `T` let a handler be called even when `T` cannot be built from a message.
 
-use std::any::type_name;
-
 use bytes::Bytes;
 
+mod extraction;
 pub(crate) mod json;
 mod message;
 mod optional;
 pub(crate) mod path;
 pub(crate) mod state;
+mod view;
 
+pub use extraction::{Extraction, PendingArgument};
 pub use message::Message;
 
 use crate::error::Rejection;
@@ -22,7 +23,6 @@ use crate::error::Rejection;
 use crate::broker::NatsBroker;
 use crate::context::{AppContext, SubscriberContext};
 use crate::kv::message::KvMessage;
-use crate::kv::view::KvView;
 
 /// A type a `#[subscriber]` handler can take as an argument, built from each message.
 ///
@@ -48,6 +48,15 @@ use crate::kv::view::KvView;
 pub trait FromMessage: Sized {
     /// Builds the argument from the message; an `Err` skips the handler for this message.
     fn from_message(message: &Message, context: &SubscriberContext) -> Result<Self, Rejection>;
+
+    /// How a handler call builds the argument: [`from_message`](Self::from_message), at once
+    /// (the default). An argument reading state that another watch keeps may instead wait, inside
+    /// the call and before the function runs, until that state has caught up with the message:
+    /// [`KvView<T>`](crate::KvView) of the bucket the message came from does. Override it only
+    /// for such arguments; [`Extraction`] says how a wait that fails ends the call.
+    fn extract(message: &Message, context: &SubscriberContext) -> Extraction<Self> {
+        Extraction::Ready(Self::from_message(message, context))
+    }
 
     /// Checked once when the app starts, before connecting: describe anything this extractor
     /// needs that is missing (for example state never given). The default needs nothing.
@@ -118,72 +127,5 @@ impl FromMessage for NatsBroker {
 impl FromHookContext for NatsBroker {
     fn from_hook_context(context: &AppContext) -> Result<Self, Rejection> {
         Ok(context.broker.clone())
-    }
-}
-
-fn missing_view<T>() -> String {
-    format!(
-        "no view of `{}`: declare it with `App::with_kv_view`",
-        type_name::<T>()
-    )
-}
-
-fn view_not_started<T>() -> String {
-    format!(
-        "`KvView<{}>` is not available in on_startup hooks: views start after connecting (take \
-         it in an after_startup hook)",
-        type_name::<T>()
-    )
-}
-
-/// The live view of `T` declared with [`App::with_kv_view`](crate::App::with_kv_view), caught up
-/// before any handler runs. One view per value type, as with [`State<T>`](crate::State).
-///
-/// ```
-/// use faststream_core::{subscriber, KvView};
-///
-/// #[derive(serde::Deserialize)]
-/// struct Flag {
-///     enabled: bool,
-/// }
-///
-/// #[subscriber("orders.*", kv_watch = "shop")]
-/// async fn on_order(order: String, flags: KvView<Flag>) {
-///     if flags.get("orders.audit").is_some_and(|flag| flag.enabled) {
-///         println!("audit: {order}");
-///     }
-/// }
-/// // App::new(broker).with_kv_view::<Flag>("flags", ">")
-/// ```
-impl<T: Send + Sync + 'static> FromMessage for KvView<T> {
-    fn from_message(_: &Message, context: &SubscriberContext) -> Result<Self, Rejection> {
-        Self::from_hook_context(&context.app)
-    }
-
-    fn check(context: &SubscriberContext) -> Result<(), String> {
-        <Self as FromHookContext>::check(&context.app)
-    }
-}
-
-impl<T: Send + Sync + 'static> FromHookContext for KvView<T> {
-    fn from_hook_context(context: &AppContext) -> Result<Self, Rejection> {
-        match context.kv_view::<T>() {
-            Some(view) => Ok(view.clone()),
-            None => Err(Rejection::new(
-                <Self as FromHookContext>::check(context)
-                    .err()
-                    .unwrap_or_else(view_not_started::<T>),
-            )),
-        }
-    }
-
-    fn check(context: &AppContext) -> Result<(), String> {
-        if !context.declares_kv_view::<T>() {
-            Err(missing_view::<T>())
-        } else if !context.kv_views_started() {
-            Err(view_not_started::<T>())
-        } else {
-            Ok(())
-        }
     }
 }

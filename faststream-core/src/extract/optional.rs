@@ -1,7 +1,7 @@
 //! `Option<T>` and `Result<T, Rejection>` of any extractor: the handler is called whether or
 //! not `T` can be built from the message, and decides itself what a missing `T` means.
 
-use super::{FromHookContext, FromMessage, Message};
+use super::{Extraction, FromHookContext, FromMessage, Message};
 use crate::context::{AppContext, SubscriberContext};
 use crate::error::Rejection;
 
@@ -25,9 +25,14 @@ use crate::error::Rejection;
 ///     }
 /// }
 /// ```
-impl<T: FromMessage> FromMessage for Option<T> {
+impl<T: FromMessage + Send + 'static> FromMessage for Option<T> {
     fn from_message(message: &Message, context: &SubscriberContext) -> Result<Self, Rejection> {
         Ok(T::from_message(message, context).ok())
+    }
+
+    /// `None` as well when `T`'s wait fails (a view that did not catch up with the message).
+    fn extract(message: &Message, context: &SubscriberContext) -> Extraction<Self> {
+        T::extract(message, context).map(|built| Ok(built.ok()))
     }
 
     fn check(context: &SubscriberContext) -> Result<(), String> {
@@ -49,9 +54,14 @@ impl<T: FromMessage> FromMessage for Option<T> {
 ///     }
 /// }
 /// ```
-impl<T: FromMessage> FromMessage for Result<T, Rejection> {
+impl<T: FromMessage + Send + 'static> FromMessage for Result<T, Rejection> {
     fn from_message(message: &Message, context: &SubscriberContext) -> Result<Self, Rejection> {
         Ok(T::from_message(message, context))
+    }
+
+    /// `Err` as well when `T`'s wait fails (a view that did not catch up with the message).
+    fn extract(message: &Message, context: &SubscriberContext) -> Extraction<Self> {
+        T::extract(message, context).map(Ok)
     }
 
     fn check(context: &SubscriberContext) -> Result<(), String> {

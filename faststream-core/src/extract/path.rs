@@ -6,6 +6,8 @@ use serde::de::value::{Error as ValueError, MapDeserializer, SeqDeserializer};
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde::forward_to_deserialize_any;
 
+use faststream_rules::PathParam;
+
 use super::{FromMessage, Message};
 use crate::context::SubscriberContext;
 use crate::error::Rejection;
@@ -14,7 +16,8 @@ use crate::error::Rejection;
 ///
 /// One placeholder deserializes into any type that reads from text (`String`, integers, `bool`,
 /// enums of unit variants, ...); several into a tuple (in pattern order) or a struct (by
-/// name). A token that does not parse is logged with the reason and the handler is skipped.
+/// name). A token that does not parse is logged with the reason and counted as a rejection
+/// (`outcome="rejected"`); the handler is not called.
 /// Taking `Path` in a subscriber whose pattern has no placeholder is an error at start-up.
 ///
 /// ```
@@ -40,27 +43,7 @@ pub struct Path<T>(pub T);
 
 impl<T: DeserializeOwned> FromMessage for Path<T> {
     fn from_message(message: &Message, context: &SubscriberContext) -> Result<Self, Rejection> {
-        let key = message.key();
-        let params = context.pattern.params();
-        let mut values = Vec::with_capacity(params.len());
-        for param in params {
-            let Some(token) = key.split('.').nth(param.token) else {
-                return Err(Rejection::new(format_args!(
-                    "key `{key}` has no token for `{{{}}}`",
-                    param.name
-                )));
-            };
-            values.push((param.name.as_str(), token));
-        }
-        T::deserialize(Params(&values)).map(Path).map_err(|error| {
-            Rejection::caused_by(
-                format_args!(
-                    "path parameters of key `{key}` do not fit `{}`",
-                    type_name::<T>()
-                ),
-                error,
-            )
-        })
+        captured(message.key(), context.pattern.params()).map(Path)
     }
 
     fn check(context: &SubscriberContext) -> Result<(), String> {
@@ -74,6 +57,29 @@ impl<T: DeserializeOwned> FromMessage for Path<T> {
             Ok(())
         }
     }
+}
+
+/// The tokens of `key` that the placeholders `params` capture, deserialized into `T`.
+fn captured<T: DeserializeOwned>(key: &str, params: &[PathParam]) -> Result<T, Rejection> {
+    let mut values = Vec::with_capacity(params.len());
+    for param in params {
+        let Some(token) = key.split('.').nth(param.token) else {
+            return Err(Rejection::new(format_args!(
+                "key `{key}` has no token for `{{{}}}`",
+                param.name
+            )));
+        };
+        values.push((param.name.as_str(), token));
+    }
+    T::deserialize(Params(&values)).map_err(|error| {
+        Rejection::caused_by(
+            format_args!(
+                "path parameters of key `{key}` do not fit `{}`",
+                type_name::<T>()
+            ),
+            error,
+        )
+    })
 }
 
 /// All the captured `(name, token)` pairs: a struct (by name), a tuple (in order), or, when
@@ -246,6 +252,9 @@ impl<'de, 'a> IntoDeserializer<'de, ValueError> for Token<'a> {
         self
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {

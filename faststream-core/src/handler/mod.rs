@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use crate::error::HandlerError;
 
 use crate::context::{AppContext, SubscriberContext};
-use crate::extract::{FromHookContext, FromMessage, Message};
+use crate::extract::{Extraction, FromHookContext, FromMessage, Message};
 
 mod erased;
 
@@ -74,7 +74,7 @@ pub trait Hook<Args>: Clone + Send + Sync + 'static {
 
 macro_rules! impl_handler_and_hook {
     ($($arg:ident),*) => {
-        #[allow(non_snake_case, unused_variables)]
+        #[allow(non_snake_case, unused_variables, unused_mut)]
         impl<F, Fut, Out, $($arg,)*> Handler<($($arg,)*)> for F
         where
             F: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
@@ -84,20 +84,30 @@ macro_rules! impl_handler_and_hook {
         {
             fn call(&self, message: &Message, context: &SubscriberContext) -> HandlerFuture {
                 // The arguments are extracted now, so the future owns only them: the message
-                // stays with the caller, which needs it for logging.
+                // stays with the caller, which needs it for logging. A rejection names its
+                // argument, for the log line. An argument that waits (a view catching up with
+                // the message) is awaited in the call, before the function.
+                let mut position = 0;
                 $(
-                    let $arg = match <$arg as FromMessage>::from_message(message, context) {
-                        Ok(argument) => argument,
-                        Err(rejection) => {
+                    position += 1;
+                    let $arg = match <$arg as FromMessage>::extract(message, context) {
+                        Extraction::Ready(Err(rejection)) => {
+                            let rejection =
+                                rejection.of_argument(position, std::any::type_name::<$arg>());
                             return Box::pin(std::future::ready(Err(HandlerError::Rejected(
                                 rejection,
                             ))))
                         }
+                        extraction => extraction,
                     };
                 )*
-                let call = self($($arg),*);
+                let handler = self.clone();
                 Box::pin(async move {
-                    call.await.into_handler_result().map_err(|error| HandlerError::Failed(error.into()))
+                    $(let $arg = $arg.resolve().await?;)*
+                    handler($($arg),*)
+                        .await
+                        .into_handler_result()
+                        .map_err(|error| HandlerError::Failed(error.into()))
                 })
             }
 

@@ -17,5 +17,7 @@ pub(crate) mod watcher;
 // name has one path.
 pub use bucket::{BucketConfig, Placement, Republish, StorageType, MAX_HISTORY};
 pub use options::{DEFAULT_INACTIVE_THRESHOLD, DEFAULT_WATCH_TIMEOUT, MAX_WORKERS};
-pub use view::{KvViewOptions, KvViewSnapshot, ViewClosed};
+pub use view::{
+    KvViewOptions, KvViewSnapshot, ViewBehind, ViewClosed, DEFAULT_VIEW_CATCH_UP_TIMEOUT,
+};
 pub use watcher::{CatchUp, RecreateReason, WatchEvent, WatchPhase, WatchStatus};

@@ -204,15 +204,7 @@ impl KvWatch {
     /// Checks the settings without contacting the server; every problem, the bucket name
     /// included, is listed in the [`Error::InvalidWatch`].
     pub fn validate(&self) -> Result<()> {
-        let problems = self.problems();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidWatch {
-                bucket: self.bucket.to_string(),
-                problems,
-            })
-        }
+        invalid_watch(&self.bucket, self.problems())
     }
 
     /// Every problem of the settings, one sentence each, the bucket name included.
@@ -263,5 +255,17 @@ impl From<String> for KvWatch {
 impl From<&'static str> for KvWatch {
     fn from(bucket: &'static str) -> Self {
         Self::new(bucket)
+    }
+}
+
+/// `Ok` without problems, else the [`Error::InvalidWatch`] listing them for `bucket`.
+pub(crate) fn invalid_watch(bucket: &str, problems: Vec<String>) -> Result<()> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidWatch {
+            bucket: bucket.to_owned(),
+            problems,
+        })
     }
 }

@@ -35,18 +35,22 @@ pub(crate) enum Outcome {
     Panic,
     /// The handler ran past its timeout and was abandoned.
     Timeout,
-    /// The handler was not called: its arguments could not be built from the entry (a decode
-    /// failure), or an extractor skipped it (a `Json<T>` of a deletion).
+    /// The handler was not called, by design: an extractor skipped the entry (a `Json<T>` of a
+    /// deletion).
     Skipped,
+    /// The handler was not called: an argument could not be built from the entry (a value that
+    /// is not valid JSON or not UTF-8, a key token that does not parse). Bad input, to alert on.
+    Rejected,
 }
 
 impl Outcome {
-    pub(crate) const ALL: [Outcome; 5] = [
+    pub(crate) const ALL: [Outcome; 6] = [
         Outcome::Ok,
         Outcome::Error,
         Outcome::Panic,
         Outcome::Timeout,
         Outcome::Skipped,
+        Outcome::Rejected,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -56,6 +60,7 @@ impl Outcome {
             Outcome::Panic => "panic",
             Outcome::Timeout => "timeout",
             Outcome::Skipped => "skipped",
+            Outcome::Rejected => "rejected",
         }
     }
 
@@ -66,6 +71,7 @@ impl Outcome {
             Outcome::Panic => 2,
             Outcome::Timeout => 3,
             Outcome::Skipped => 4,
+            Outcome::Rejected => 5,
         }
     }
 }
@@ -337,8 +343,9 @@ impl Metrics {
             "faststream_kv_handled_total",
             Kind::Counter,
             "Entries handed to a subscriber, by how the call ended: ok, error (the handler \
-             returned Err), panic, timeout, skipped (not called: a decode failure or an entry \
-             an extractor skips).",
+             returned Err), panic, timeout, skipped (not called: an entry an extractor skips, \
+             such as a deletion for Json<T>), rejected (not called: an argument could not be \
+             built from the entry, such as a value that is not valid JSON).",
         );
         let mut seconds = Family::new(
             "faststream_kv_handler_seconds",
@@ -455,6 +462,23 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_outcome_has_its_own_counter_and_label() {
+        for (position, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome.index(), position, "{outcome:?}");
+        }
+        let mut labels: Vec<&str> = Outcome::ALL
+            .iter()
+            .map(|outcome| outcome.as_str())
+            .collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), Outcome::ALL.len(), "{labels:?}");
+        // Bad input is not a deliberate skip.
+        assert_eq!(Outcome::Rejected.as_str(), "rejected");
+        assert_eq!(Outcome::Skipped.as_str(), "skipped");
+    }
 
     #[test]
     fn histogram_bounds_are_inclusive_and_the_overflow_counted() {

@@ -68,7 +68,7 @@ pub struct Otlp {
 }
 
 /// The share of entries that get an exported span unless [`Otlp::entry_sampling`] says
-/// otherwise: one revision in a hundred, which keeps a handled entry within 1.3x the CPU of a
+/// otherwise: 1% of the revisions, which keeps a handled entry within 1.3x the CPU of a
 /// raw async-nats watch (the README has the figures).
 pub const DEFAULT_ENTRY_SAMPLING: f64 = 0.01;
 
@@ -115,8 +115,9 @@ impl Otlp {
         }
     }
 
-    /// The share of entries that get a span (default [`DEFAULT_ENTRY_SAMPLING`]), decided by
-    /// revision before the span is made, so the same revisions are traced on every instance.
+    /// The share of entries that get a span, 0 to 1 (default [`DEFAULT_ENTRY_SAMPLING`]; 0.75
+    /// traces three revisions in four), decided by a hash of the revision before the span is
+    /// made, so the same revisions are traced on every instance.
     /// An entry whose writer sent a sampled `traceparent` always gets one. 1.0 traces every
     /// entry, at several microseconds of CPU each; the SDK's sampler applies after this one.
     #[must_use]

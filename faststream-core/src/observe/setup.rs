@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
-use super::http::{Endpoints, HttpBinding, HttpServer};
+use super::http::{Endpoints, HttpBinding, HttpLimits, HttpServer};
 use super::prometheus::MetricsCollector;
 use super::trace::EntryTracing;
 use super::{Observer, HTTP_ADDR_VAR};
@@ -25,6 +25,8 @@ pub(crate) use without_otlp::{Exported, OtlpExport, LINK_PARENT};
 #[derive(Debug)]
 pub(crate) struct ObserveSettings {
     pub(crate) http: Option<HttpBinding>,
+    /// What the HTTP endpoints allow a client: the header timeout, the connection limit.
+    pub(crate) http_limits: HttpLimits,
     /// How long a connection blip or a watch re-creation may last before readiness drops.
     pub(crate) readiness_grace: Option<Duration>,
     /// The service's own registry, served on `/metrics` with the app's metrics.
@@ -37,6 +39,7 @@ impl Default for ObserveSettings {
     fn default() -> Self {
         Self {
             http: None,
+            http_limits: HttpLimits::default(),
             readiness_grace: None,
             registry: None,
             otlp: None,
@@ -53,6 +56,7 @@ pub(crate) struct Observing {
     /// trace when OpenTelemetry support is compiled in.
     pub(crate) entry_tracing: EntryTracing,
     http: Option<HttpBinding>,
+    http_limits: HttpLimits,
     registry: Option<Registry>,
     otlp: Option<OtlpExport>,
     /// The OTLP instruments, kept while the app runs.
@@ -66,6 +70,12 @@ impl ObserveSettings {
         if self.default_logging {
             logging::init_default(self.otlp.as_ref().map(|otlp| || otlp.export_layer()));
         }
+    }
+
+    /// Every problem of the settings, one sentence each, reported with the app's others
+    /// before anything starts.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        self.http_limits.problems()
     }
 
     /// The observer of this run, its metrics exported over OTLP if configured.
@@ -92,6 +102,7 @@ impl ObserveSettings {
             },
             observer,
             http,
+            http_limits: self.http_limits,
             registry: self.registry,
             otlp: self.otlp,
             _exported: exported,
@@ -112,7 +123,9 @@ impl Observing {
             registry: Arc::new(registry),
             health: self.observer.health.clone(),
         };
-        HttpServer::start(binding, endpoints).await.map(Some)
+        HttpServer::start(binding, endpoints, self.http_limits)
+            .await
+            .map(Some)
     }
 
     /// Flushes and stops the exporters, at the end of the run.

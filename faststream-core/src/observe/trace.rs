@@ -7,7 +7,8 @@
 //! feature's layer enables it for export only. Exported, a span costs several microseconds
 //! (the OpenTelemetry layer builds it before the SDK's sampler sees it), more than handling the
 //! entry, so exported spans are sampled here, before one is made: an [`EntrySampler`] keeps
-//! every entry a writer traced (a sampled `traceparent`) and one revision in N of the rest.
+//! every entry a writer traced (a sampled `traceparent`) and the given share of the other
+//! revisions, picked by a hash of the revision.
 //! The README gives the measured cost of each choice.
 
 use tracing::field::Empty;
@@ -85,34 +86,50 @@ pub(crate) struct EntryTracing {
 /// Which entries get a span, decided before one is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct EntrySampler {
-    /// Every `every`-th revision; 1: all; 0: only those a writer traced.
-    every: u64,
+    /// A revision is sampled when its hash is below this: `ratio` of the `u64` range, so
+    /// 0 samples none (but a writer's traced entries) and [`ALL`](Self::ALL) every one.
+    threshold: u128,
 }
 
 impl EntrySampler {
-    /// Samples `ratio` of the entries (clamped to 0..=1), by revision, so every instance of a
-    /// service samples the same ones.
+    /// Past every hash: every revision is sampled.
+    const ALL: u128 = 1 << 64;
+
+    /// Samples `ratio` of the entries (clamped to 0..=1; NaN is 0), by revision, so every
+    /// instance of a service samples the same ones.
     #[cfg_attr(not(feature = "otlp"), allow(dead_code))] // made only for the OTLP export
     pub(crate) fn new(ratio: f64) -> Self {
-        let every = if ratio >= 1.0 {
-            1
-        } else if ratio > 0.0 && ratio.is_finite() {
-            (1.0 / ratio).round() as u64
+        let threshold = if ratio >= 1.0 {
+            Self::ALL
+        } else if ratio > 0.0 {
+            // Exact to 2^-53, the precision of `ratio` itself.
+            (ratio * Self::ALL as f64) as u128
         } else {
             0
         };
-        Self { every }
+        Self { threshold }
     }
 
     /// Whether `message` gets a span: a writer's sampled trace always does.
     pub(crate) fn samples(&self, message: &KvMessage) -> bool {
-        match self.every {
-            1 => true,
-            every => {
-                (every != 0 && message.revision().is_multiple_of(every)) || writer_sampled(message)
-            }
-        }
+        self.samples_revision(message.revision()) || writer_sampled(message)
     }
+
+    /// Whether `revision` is among the sampled ones. Hashed rather than taken one in N, so
+    /// that any ratio is kept (0.75 is three in four, not all) and a writer whose keys take
+    /// turns (revisions of one key every other one) is not sampled on one key only.
+    fn samples_revision(&self, revision: u64) -> bool {
+        self.threshold == Self::ALL || u128::from(spread(revision)) < self.threshold
+    }
+}
+
+/// SplitMix64's finaliser: a bijection of `u64` that spreads consecutive revisions evenly over
+/// the whole range, the same on every instance and every run.
+fn spread(revision: u64) -> u64 {
+    let mut z = revision.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Whether the entry carries a W3C `traceparent` with the sampled flag.
@@ -146,13 +163,44 @@ pub(crate) fn record_failure(span: &Span, error_type: &'static str, message: &st
 mod tests {
     use super::*;
 
+    /// How many of `revisions` `ratio` samples.
+    fn sampled(ratio: f64, revisions: impl Iterator<Item = u64>) -> usize {
+        let sampler = EntrySampler::new(ratio);
+        revisions
+            .filter(|revision| sampler.samples_revision(*revision))
+            .count()
+    }
+
     #[test]
-    fn the_sampler_keeps_one_revision_in_n() {
-        assert_eq!(EntrySampler::new(1.0).every, 1);
-        assert_eq!(EntrySampler::new(2.0).every, 1);
-        assert_eq!(EntrySampler::new(0.01).every, 100);
-        assert_eq!(EntrySampler::new(0.3).every, 3);
-        assert_eq!(EntrySampler::new(0.0).every, 0);
-        assert_eq!(EntrySampler::new(f64::NAN).every, 0);
+    fn the_sampler_keeps_the_ratio_asked_for() {
+        const ENTRIES: u64 = 100_000;
+        // (ratio, fewest and most sampled of 100 000 revisions). The bounds are 5 standard
+        // deviations of a binomial draw either side; the hash is fixed, so the counts are too
+        // (consecutive revisions: 74 987, 50 287, 1 036; even ones: 75 094, 50 252, 1 073).
+        for (ratio, fewest, most) in [
+            (0.75, 74_300, 75_700),
+            (0.5, 49_200, 50_800),
+            (0.01, 850, 1_150),
+        ] {
+            let count = sampled(ratio, 1..=ENTRIES);
+            assert!(
+                (fewest..=most).contains(&count),
+                "{ratio}: {count} of {ENTRIES} sampled"
+            );
+            // Every other revision (one key of two written in turns) gets its share too.
+            let count = sampled(ratio, (2..=2 * ENTRIES).step_by(2));
+            assert!(
+                (fewest..=most).contains(&count),
+                "{ratio}, even revisions: {count} of {ENTRIES} sampled"
+            );
+        }
+        assert_eq!(sampled(1.0, 1..=ENTRIES), 100_000);
+        assert_eq!(sampled(2.0, 1..=ENTRIES), 100_000);
+        assert_eq!(sampled(0.0, 1..=ENTRIES), 0);
+        assert_eq!(sampled(-1.0, 1..=ENTRIES), 0);
+        assert_eq!(sampled(f64::NAN, 1..=ENTRIES), 0);
+        // The last revision there can be, at the edges of the range.
+        assert!(EntrySampler::new(1.0).samples_revision(u64::MAX));
+        assert!(!EntrySampler::new(0.0).samples_revision(u64::MAX));
     }
 }

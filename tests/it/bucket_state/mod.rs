@@ -25,23 +25,10 @@ async fn fill(
     keys: u64,
     revisions: u64,
 ) -> anyhow::Result<u64> {
-    let mut last = 0;
-    for round in 0..revisions {
-        let mut acks = Vec::new();
-        for key in 0..keys {
-            let subject = format!("$KV.{bucket}.k.{key}");
-            acks.push(js.publish(subject, format!("{round}").into()).await?);
-            if acks.len() == 1000 {
-                for ack in acks.drain(..) {
-                    last = last.max(ack.await?.sequence);
-                }
-            }
-        }
-        for ack in acks {
-            last = last.max(ack.await?.sequence);
-        }
-    }
-    Ok(last)
+    let messages = (0..revisions).flat_map(|round| {
+        (0..keys).map(move |key| (format!("$KV.{bucket}.k.{key}"), format!("{round}").into()))
+    });
+    crate::common::publish_all(js, messages).await
 }
 
 /// Reads events until the watch is caught up; returns the entries read and the catch-up.
@@ -125,4 +112,6 @@ mod with_views {
 }
 
 mod catch_up;
+mod handler_views;
+mod unconfirmed;
 mod views;

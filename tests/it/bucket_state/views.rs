@@ -165,8 +165,14 @@ async fn a_view_drops_keys_older_than_the_bucket_ttl_when_the_server_says_nothin
         wait_for_view(&mut view, "the put", |view| view.len() == 1).await?;
         wait_for_view(&mut view, "the expiry", |view| view.is_empty()).await?;
         let lived = before.elapsed();
+        println!(
+            "{}: a key of a 1 s bucket ttl left the view after {lived:?}",
+            server.binary()
+        );
+        // Measured 1.001-1.002 s: the view's own timer at the entry's age; up to 1 s late on a
+        // loaded machine.
         assert!(
-            lived >= Duration::from_millis(950),
+            lived >= Duration::from_millis(950) && lived < Duration::from_secs(2),
             "dropped after {lived:?}"
         );
         Ok(())

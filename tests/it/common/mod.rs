@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use faststream_core::{App, BrokerConfig, NatsBroker};
-use faststream_testing::{NatsServer, ServerBinary};
+use faststream_testing::{NatsServer, ServerBinary, ServerVersions};
 pub use recorder::Recorder;
 
 /// The event lines handlers and hooks record, in order.
@@ -22,8 +22,21 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn servers() -> Vec<ServerBinary> {
     match ServerBinary::discover() {
         Ok(binaries) => binaries,
-        Err(error) => panic!("no nats-server to test against: {error:#}"),
+        Err(error) => panic!(
+            "no nats-server to test against: {error:#}. `cargo xtask test` installs both \
+             versions the suite needs"
+        ),
     }
+}
+
+/// The servers in `versions`. None found fails the test, naming the versions it needs and how
+/// to get them; under `FASTSTREAM_ALLOW_SKIPS` it records a skip instead and returns none (see
+/// `faststream_testing::require_servers`). The test is named by its thread, else by the caller's
+/// source line.
+#[track_caller]
+pub fn servers_in(versions: ServerVersions) -> anyhow::Result<Vec<ServerBinary>> {
+    let caller = std::panic::Location::caller().to_string();
+    faststream_testing::require_servers(versions, &servers(), &caller)
 }
 
 /// Starts a server of each version in turn and runs `test` against it; the failure names the
@@ -33,8 +46,76 @@ where
     F: Fn(NatsServer) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    on_servers(servers(), test).await
+}
+
+/// [`on_each_server`] for a feature of nats-server `major.minor` and later: runs on every such
+/// server found, and fails when there is none ([`servers_in`]); older servers are not started
+/// (their refusal is tested on its own, with [`on_each_server_before`]).
+#[track_caller]
+pub fn on_each_server_since<F, Fut>(
+    major: u32,
+    minor: u32,
+    test: F,
+) -> impl std::future::Future<Output = anyhow::Result<()>>
+where
+    F: Fn(NatsServer) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let binaries = servers_in(ServerVersions::Since(major, minor));
+    async move { on_servers(binaries?, test).await }
+}
+
+/// [`on_each_server`] for what servers before `major.minor` do (refuse a feature): runs on every
+/// such server found, and fails when there is none ([`servers_in`]).
+#[track_caller]
+pub fn on_each_server_before<F, Fut>(
+    major: u32,
+    minor: u32,
+    test: F,
+) -> impl std::future::Future<Output = anyhow::Result<()>>
+where
+    F: Fn(NatsServer) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let binaries = servers_in(ServerVersions::Before(major, minor));
+    async move { on_servers(binaries?, test).await }
+}
+
+/// [`on_each_server`] for a test that branches on `version_at_least(major, minor)`: both
+/// branches must run, so it fails unless a server on each side of `major.minor` is found
+/// ([`servers_in`]; under the opt-out, the missing side is recorded and the other one runs).
+#[track_caller]
+pub fn on_each_server_before_and_since<F, Fut>(
+    major: u32,
+    minor: u32,
+    test: F,
+) -> impl std::future::Future<Output = anyhow::Result<()>>
+where
+    F: Fn(NatsServer) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let caller = std::panic::Location::caller().to_string();
+    let found = servers();
+    let before =
+        faststream_testing::require_servers(ServerVersions::Before(major, minor), &found, &caller);
+    let since =
+        faststream_testing::require_servers(ServerVersions::Since(major, minor), &found, &caller);
+    async move {
+        let (mut binaries, since) = (before?, since?);
+        binaries.extend(since);
+        on_servers(binaries, test).await
+    }
+}
+
+/// Starts a server of each of `binaries` in turn and runs `test` against it.
+async fn on_servers<F, Fut>(binaries: Vec<ServerBinary>, test: F) -> anyhow::Result<()>
+where
+    F: Fn(NatsServer) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     faststream_testing::init_test_logging();
-    for binary in servers() {
+    for binary in binaries {
         tracing::info!(version = %binary.version, path = %binary.path.display(), "test server");
         let server = NatsServer::start(&binary)
             .await
@@ -44,26 +125,6 @@ where
             .with_context(|| format!("on nats-server {}", binary.version))?;
     }
     Ok(())
-}
-
-/// [`on_each_server`] for a feature of nats-server `major.minor` and later: older servers are
-/// skipped (their refusal is tested on its own).
-pub async fn on_each_server_since<F, Fut>(major: u32, minor: u32, test: F) -> anyhow::Result<()>
-where
-    F: Fn(NatsServer) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    on_each_server(|server| {
-        let run = server.binary().version_at_least(major, minor);
-        let test = run.then(|| test(server));
-        async move {
-            match test {
-                Some(test) => test.await,
-                None => Ok(()),
-            }
-        }
-    })
-    .await
 }
 
 /// An app running in the background until [`RunningApp::stop`].
@@ -246,4 +307,25 @@ pub async fn cluster_jetstream(
         .connect(addresses)
         .await?;
     Ok(async_nats::jetstream::new(client))
+}
+
+/// Publishes every `(subject, value)`, pipelined; returns the last revision.
+pub async fn publish_all(
+    js: &async_nats::jetstream::Context,
+    messages: impl Iterator<Item = (String, bytes::Bytes)>,
+) -> anyhow::Result<u64> {
+    let mut acks = Vec::new();
+    let mut last = 0;
+    for (subject, value) in messages {
+        acks.push(js.publish(subject, value).await?);
+        if acks.len() == 1000 {
+            for ack in acks.drain(..) {
+                last = last.max(ack.await?.sequence);
+            }
+        }
+    }
+    for ack in acks {
+        last = last.max(ack.await?.sequence);
+    }
+    Ok(last)
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::{
-    bucket_with_history, connected_broker, jetstream, on_each_server, on_each_server_since,
+    bucket_with_history, connected_broker, jetstream, on_each_server_before, on_each_server_since,
     startup_error, Events, Recorder, RunningApp, EVENT_TIMEOUT,
 };
 use anyhow::Context as _;
@@ -25,10 +25,22 @@ use faststream_core::{
 };
 use faststream_testing::NatsServer;
 
+mod aborted_member;
+mod calls;
+mod hand_backs;
 mod hand_over;
+mod info;
+mod long_call;
+mod membership_rules;
+mod operator_reads;
+mod panicking_task;
+mod probe;
+mod recreated_bucket;
 mod retries;
 mod settings;
 mod sharing;
+mod unreadable_delivery;
+mod workers;
 
 const BUCKET: &str = "shop";
 const PATTERN: &str = "orders.{id}";
@@ -417,4 +429,22 @@ async fn last_revision(store: &KeyValue, key: &str) -> anyhow::Result<u64> {
 
 fn millis(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
+/// The differences a refusal of a member of `group` names, and the error's text.
+fn refusal(group: &str, error: Error) -> (Vec<String>, String) {
+    let text = faststream_core::error::chain(&error);
+    let (bucket, refused_by, source) = match error {
+        Error::Group {
+            bucket,
+            group,
+            source,
+        } => (bucket, group, source),
+        other => panic!("not Error::Group: {other:?}"),
+    };
+    assert_eq!((bucket.as_str(), refused_by.as_str()), (BUCKET, group));
+    match *source {
+        GroupError::SettingsDiffer { differences } => (differences, text),
+        other => panic!("not SettingsDiffer: {other:?}"),
+    }
 }

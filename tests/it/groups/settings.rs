@@ -29,20 +29,7 @@ async fn the_start_is_recorded_with_the_group() -> anyhow::Result<()> {
         // Other settings for the same group are refused, naming the setting.
         let refused = Calls::default();
         let differs = |error: Error, setting: &str, values: [&str; 2]| {
-            let text = faststream_core::error::chain(&error);
-            let (bucket, group, source) = match error {
-                Error::Group {
-                    bucket,
-                    group,
-                    source,
-                } => (bucket, group, source),
-                other => panic!("not Error::Group: {other:?}"),
-            };
-            assert_eq!((bucket.as_str(), group.as_str()), (BUCKET, "latest"));
-            let differences = match *source {
-                GroupError::SettingsDiffer { differences } => differences,
-                other => panic!("not SettingsDiffer: {other:?}"),
-            };
+            let (differences, text) = refusal("latest", error);
             assert_eq!(differences.len(), 1, "{differences:?}");
             assert!(differences[0].starts_with(setting), "{differences:?}");
             for value in values {
@@ -169,10 +156,7 @@ async fn delete_removes_the_group_streams() -> anyhow::Result<()> {
 /// version, before any handler runs, and nothing of the group is made.
 #[tokio::test]
 async fn servers_before_2_11_refuse_groups() -> anyhow::Result<()> {
-    on_each_server(|server| async move {
-        if server.binary().version_at_least(2, 11) {
-            return Ok(());
-        }
+    on_each_server_before(2, 11, |server| async move {
         let broker = connected_broker(&server).await?;
         let store = broker.key_value(BUCKET).await?;
         store.put("orders.1", "x".into()).await?;

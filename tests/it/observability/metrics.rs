@@ -33,6 +33,8 @@ async fn metrics_count_every_outcome() -> anyhow::Result<()> {
         }
         store.put("j.bad1", "not json".into()).await?;
         store.put("j.bad2", r#"{"amount": "one"}"#.into()).await?;
+        // A deletion is no value for `Json<Order>`: skipped by design, not bad input.
+        store.delete("j.gone").await?;
 
         let handled = "faststream_kv_handled_total";
         let mixed = |outcome| {
@@ -49,14 +51,16 @@ async fn metrics_count_every_outcome() -> anyhow::Result<()> {
                 ("outcome", outcome),
             ]
         };
-        let (ok, error, panic, timeout, skipped) = (
+        let (ok, error, panic, timeout, skipped, rejected) = (
             mixed("ok"),
             mixed("error"),
             mixed("panic"),
             mixed("timeout"),
             mixed("skipped"),
+            mixed("rejected"),
         );
-        let (typed_ok, typed_skipped) = (typed("ok"), typed("skipped"));
+        let (typed_ok, typed_skipped, typed_rejected) =
+            (typed("ok"), typed("skipped"), typed("rejected"));
         let text = until_metrics(
             addr,
             &[
@@ -65,9 +69,13 @@ async fn metrics_count_every_outcome() -> anyhow::Result<()> {
                 (handled, &panic, 2.0),
                 (handled, &timeout, 1.0),
                 (handled, &skipped, 0.0),
+                (handled, &rejected, 0.0),
                 (handled, &typed_ok, 4.0),
-                (handled, &typed_skipped, 2.0),
-                // Calls that ran: not the timed-out one, not the two never called.
+                // The deletion is skipped; the two values that are not an `Order` are bad
+                // input, counted apart so that an alert on `rejected` sees them.
+                (handled, &typed_skipped, 1.0),
+                (handled, &typed_rejected, 2.0),
+                // Calls that ran: not the timed-out one, not the three never called.
                 (
                     "faststream_kv_handler_seconds_count",
                     &[("subscriber", "mixed")],

@@ -163,3 +163,4 @@ fn member(server: &NatsServer, listener: std::net::TcpListener) -> App {
 
 mod health;
 mod metrics;
+mod slow_clients;

@@ -143,6 +143,8 @@ async fn record_round(message: KvMessage, State(events): State<Events>) {
     events.push(format!("{}@{}={round}", message.key(), message.revision()));
 }
 
+mod dropped_handles;
 mod outages;
+mod recreations;
 mod restarts;
 mod streams;

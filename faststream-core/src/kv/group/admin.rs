@@ -3,14 +3,14 @@
 use std::time::SystemTime;
 
 use async_nats::jetstream;
-use futures_util::StreamExt as _;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 
 use super::dead_letters::{self, DeadLetter};
 use super::declare::{is_not_found, META_PARTITIONS, META_PATTERN, META_SESSION};
 use super::layout::{GroupLayout, PRIORITY_GROUP};
-use super::membership::Heartbeat;
+use super::roster::{self, Listed};
 use crate::error::{Error, GroupError, Result};
-use crate::kv::message::{system_time, Operation};
+use crate::kv::message::Operation;
 
 /// A consumer group on a bucket, as an operator sees it: members, partitions, pending work and
 /// the changes given up. From [`NatsBroker::kv_group`](crate::NatsBroker::kv_group).
@@ -39,7 +39,8 @@ pub struct KvGroup {
 pub struct GroupInfo {
     /// The key pattern the group handles.
     pub pattern: String,
-    /// The members heard from within the last session timeout, sorted by id.
+    /// The members heard from within the last session timeout (by the server's clock), sorted
+    /// by id.
     pub members: Vec<MemberInfo>,
     /// Every partition, in order.
     pub partitions: Vec<PartitionInfo>,
@@ -98,7 +99,7 @@ pub struct MemberInfo {
     pub partitions: Vec<u16>,
     /// The partitions the server has pinned to it.
     pub pinned: Vec<u16>,
-    /// When its last heartbeat was stored.
+    /// When its last heartbeat was stored, by the server's clock.
     pub last_seen: SystemTime,
 }
 
@@ -114,7 +115,8 @@ pub struct PartitionInfo {
     pub pending: u64,
     /// Changes delivered and not yet settled (0 or 1).
     pub in_flight: u64,
-    /// Changes delivered more than once so far.
+    /// Of the changes in flight, those delivered more than once (0 or 1): a retry under way.
+    /// Not a running total: back to 0 once the change is settled.
     pub redelivered: u64,
     /// The bucket revision of the last change settled.
     pub last_settled_revision: u64,
@@ -165,6 +167,11 @@ impl KvGroup {
     }
 
     /// Members, partition assignment, pending work and the number of dead letters.
+    ///
+    /// Every lookup that fails is an error ([`Error::Group`], its source the step that
+    /// failed), as is an entry of the members bucket that is not a heartbeat
+    /// ([`GroupError::Members`], naming the entry): nothing is reported as 0 or as an empty
+    /// member. Only the dead-letter stream's absence counts as 0 dead letters.
     pub async fn info(&self) -> Result<GroupInfo> {
         let stream = self.stream().await?;
         let metadata = &stream.cached_info().config.metadata;
@@ -178,7 +185,15 @@ impl KvGroup {
             .and_then(|ms| ms.parse().ok())
             .map(std::time::Duration::from_millis)
             .unwrap_or(super::DEFAULT_SESSION_TIMEOUT);
-        let members = self.members(session).await?;
+        let members = roster::live_members(&self.context, &self.layout.members_bucket, session)
+            .await
+            .map_err(|source| {
+                self.error(GroupError::Members {
+                    operation: "read",
+                    bucket: self.layout.members_bucket.clone(),
+                    source: Box::new(source),
+                })
+            })?;
         let mut infos = Vec::with_capacity(usize::from(partitions));
         for partition in 0..partitions {
             let mut consumer: jetstream::consumer::PullConsumer = stream
@@ -206,14 +221,14 @@ impl KvGroup {
             let pinned_to = pin.and_then(|pin| {
                 members
                     .iter()
-                    .find(|(member, heartbeat)| {
-                        heartbeat
+                    .find(|member| {
+                        member
+                            .heartbeat
                             .pinned
                             .iter()
                             .any(|(held, id)| *held == partition && *id == pin)
-                            && !member.id.is_empty()
                     })
-                    .map(|(member, _)| member.id.clone())
+                    .map(|member| member.id.clone())
             });
             infos.push(PartitionInfo {
                 partition,
@@ -224,135 +239,56 @@ impl KvGroup {
                 last_settled_revision: info.ack_floor.stream_sequence,
             });
         }
-        let dead_letters = match self.context.get_stream(&self.layout.dead_stream).await {
-            Ok(mut dead) => dead
-                .info()
-                .await
-                .map(|info| info.state.messages)
-                .unwrap_or_default(),
-            Err(_) => 0,
+        let dead_letters = match self.dead_stream().await? {
+            Some(dead) => dead.cached_info().state.messages,
+            None => 0,
         };
         Ok(GroupInfo {
             pattern,
-            members: members.into_iter().map(|(member, _)| member).collect(),
+            members: members.into_iter().map(member_info).collect(),
             partitions: infos,
             dead_letters,
         })
     }
 
-    /// The members heard from within `session` (the group's session timeout), with their
-    /// heartbeats.
-    async fn members(&self, session: std::time::Duration) -> Result<Vec<(MemberInfo, Heartbeat)>> {
-        let members_error = |source: Box<dyn std::error::Error + Send + Sync>| {
-            self.error(GroupError::Members {
-                operation: "read",
-                bucket: self.layout.members_bucket.clone(),
-                source,
-            })
-        };
-        // Read through the stream's subject list and last-message requests: listing the keys
-        // the Key-Value way would create a consumer on the server at every call.
-        let members_stream = format!("KV_{}", self.layout.members_bucket);
-        let stream = self
-            .context
-            .get_stream(&members_stream)
-            .await
-            .map_err(|error| members_error(Box::new(error)))?;
-        let prefix = format!("$KV.{}.", self.layout.members_bucket);
-        let mut subjects = stream
-            .info_with_subjects(format!("{prefix}>"))
-            .await
-            .map_err(|error| members_error(Box::new(error)))?;
-        let mut members = Vec::new();
-        while let Some(subject) = subjects.next().await {
-            let (subject, _) = subject.map_err(|error| members_error(Box::new(error)))?;
-            let Some(key) = subject.strip_prefix(&prefix).map(str::to_owned) else {
-                continue;
-            };
-            let Ok(message) = stream.get_last_raw_message_by_subject(&subject).await else {
-                continue;
-            };
-            if Operation::from_headers(Some(&message.headers)) != Operation::Put {
-                continue;
-            }
-            let last_seen = system_time(message.time);
-            let fresh = SystemTime::now()
-                .duration_since(last_seen)
-                .map_or(true, |age| age < session);
-            if !fresh {
-                continue;
-            }
-            let heartbeat: Heartbeat = serde_json::from_slice(&message.payload).unwrap_or_default();
-            members.push((
-                MemberInfo {
-                    id: key,
-                    host: heartbeat.host.clone(),
-                    pid: heartbeat.pid,
-                    partitions: heartbeat.partitions.clone(),
-                    pinned: heartbeat
-                        .pinned
-                        .iter()
-                        .map(|(partition, _)| *partition)
-                        .collect(),
-                    last_seen,
-                },
-                heartbeat,
-            ));
+    /// The dead-letter stream; `None` if it does not exist (nothing was ever given up in a
+    /// group whose stream was deleted by hand), an error if the lookup failed.
+    async fn dead_stream(&self) -> Result<Option<jetstream::stream::Stream>> {
+        match self.context.get_stream(&self.layout.dead_stream).await {
+            Ok(stream) => Ok(Some(stream)),
+            Err(error) if is_not_found(&error) => Ok(None),
+            Err(error) => Err(self.error(GroupError::Stream {
+                operation: "look up",
+                stream: self.layout.dead_stream.clone(),
+                source: Box::new(error),
+            })),
         }
-        members.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        Ok(members)
     }
 
-    /// The changes given up, oldest first.
+    /// The changes given up, oldest first: all of them, or an error. They are read with a
+    /// short-lived consumer of the dead-letter stream, a pull request per few hundred letters.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
-        let dead_error = |sequence, source: Box<dyn std::error::Error + Send + Sync>| {
-            self.error(GroupError::DeadLetter {
-                operation: "read",
-                sequence,
-                source,
-            })
+        let Some(stream) = self.dead_stream().await? else {
+            return Ok(Vec::new());
         };
-        let mut stream = match self.context.get_stream(&self.layout.dead_stream).await {
-            Ok(stream) => stream,
-            Err(error) if is_not_found(&error) => return Ok(Vec::new()),
-            Err(error) => return Err(dead_error(0, Box::new(error))),
-        };
-        let state = stream
-            .info()
+        dead_letters::read_all(&stream, &self.layout)
             .await
-            .map_err(|error| dead_error(0, Box::new(error)))?
-            .state
-            .clone();
-        let mut letters = Vec::new();
-        if state.messages == 0 {
-            return Ok(letters);
-        }
-        for sequence in state.first_sequence..=state.last_sequence {
-            match stream.get_raw_message(sequence).await {
-                Ok(message) => letters.push(dead_letters::from_stored(&self.layout, message)),
-                // Discarded ones leave gaps.
-                Err(_) => continue,
-            }
-        }
-        Ok(letters)
+            .map_err(|source| {
+                self.error(GroupError::Stream {
+                    operation: "read",
+                    stream: self.layout.dead_stream.clone(),
+                    source: Box::new(source),
+                })
+            })
     }
 
-    /// Replays a dead letter: writes its value to its key again (a delete for a deletion), as
-    /// a new revision the group handles like any change, but only if the key has not changed
-    /// since (else the newer value would be overwritten: an error says so). Then discards it.
+    /// Replays a dead letter: writes its change to its key again, as a new revision the group
+    /// handles like any change, but only if the key has not changed since (else the newer
+    /// value would be overwritten: an error says so). Then discards it. A value is put again, a
+    /// deletion deleted again and a purge purged again; an expiry cannot be written (the server
+    /// writes expiries when a key's time to live ends), so replaying one is refused: discard it.
+    /// Returns the new revision of a value, 0 for a deletion or a purge.
     pub async fn replay(&self, sequence: u64) -> Result<u64> {
-        let letter = self
-            .dead_letters()
-            .await?
-            .into_iter()
-            .find(|letter| letter.sequence == sequence)
-            .ok_or_else(|| {
-                self.error(GroupError::DeadLetter {
-                    operation: "replay",
-                    sequence,
-                    source: "no such dead letter".into(),
-                })
-            })?;
         let replay_error = |source: Box<dyn std::error::Error + Send + Sync>| {
             self.error(GroupError::DeadLetter {
                 operation: "replay",
@@ -360,24 +296,56 @@ impl KvGroup {
                 source,
             })
         };
+        let no_such_letter = || replay_error("no such dead letter".into());
+        let stream = self.dead_stream().await?.ok_or_else(no_such_letter)?;
+        let stored = match stream.get_raw_message(sequence).await {
+            Ok(stored) => stored,
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                return Err(no_such_letter())
+            }
+            Err(error) => return Err(replay_error(Box::new(error))),
+        };
+        if self.layout.key_of_dead(&stored.subject).is_none() {
+            return Err(no_such_letter());
+        }
+        let letter = dead_letters::from_parts(
+            &self.layout,
+            stored.sequence,
+            &stored.subject,
+            Some(&stored.headers),
+            stored.payload,
+        );
         let store = self
             .context
             .get_key_value(&self.layout.bucket)
             .await
             .map_err(|error| replay_error(Box::new(error)))?;
-        let revision = match letter.operation {
-            Operation::Put => store
-                .update(&letter.key, letter.value.clone(), letter.revision)
-                .await
-                .map_err(|error| replay_error(Box::new(error)))?,
-            _ => {
-                store
-                    .delete_expect_revision(&letter.key, Some(letter.revision))
+        let revision =
+            match letter.operation {
+                Operation::Put => store
+                    .update(&letter.key, letter.value.clone(), letter.revision)
                     .await
-                    .map_err(|error| replay_error(Box::new(error)))?;
-                0
-            }
-        };
+                    .map_err(|error| replay_error(Box::new(error)))?,
+                Operation::Delete => {
+                    store
+                        .delete_expect_revision(&letter.key, Some(letter.revision))
+                        .await
+                        .map_err(|error| replay_error(Box::new(error)))?;
+                    0
+                }
+                Operation::Purge => {
+                    store
+                        .purge_expect_revision(&letter.key, Some(letter.revision))
+                        .await
+                        .map_err(|error| replay_error(Box::new(error)))?;
+                    0
+                }
+                Operation::Expired => return Err(replay_error(
+                    "an expiry cannot be written again (the server writes expiries); discard the \
+                     letter instead"
+                        .into(),
+                )),
+            };
         self.discard(sequence).await?;
         Ok(revision)
     }
@@ -410,6 +378,7 @@ impl KvGroup {
         for stream in [
             &self.layout.stream,
             &format!("KV_{}", self.layout.members_bucket),
+            &format!("KV_{}", self.layout.handbacks_bucket),
             &self.layout.dead_stream,
         ] {
             match self.context.delete_stream(stream).await {
@@ -428,5 +397,21 @@ impl KvGroup {
             }
         }
         Ok(())
+    }
+}
+
+fn member_info(member: Listed) -> MemberInfo {
+    MemberInfo {
+        id: member.id,
+        host: member.heartbeat.host,
+        pid: member.heartbeat.pid,
+        partitions: member.heartbeat.partitions,
+        pinned: member
+            .heartbeat
+            .pinned
+            .iter()
+            .map(|(partition, _)| *partition)
+            .collect(),
+        last_seen: member.stored,
     }
 }

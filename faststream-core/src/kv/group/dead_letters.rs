@@ -8,8 +8,10 @@
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream;
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 
 use super::layout::GroupLayout;
 use crate::kv::message::{KvMessage, Operation};
@@ -21,6 +23,8 @@ const CREATED: &str = "Faststream-Created-Ns";
 const ATTEMPTS: &str = "Faststream-Attempts";
 const ERROR: &str = "Faststream-Error";
 const MEMBER: &str = "Faststream-Member";
+/// The longest error kept in a dead letter, in characters.
+const MAX_ERROR_CHARS: usize = 4096;
 
 /// A change a group gave up: what it was, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,9 +71,11 @@ pub(crate) async fn publish(
         .as_nanos();
     headers.insert(CREATED, created.to_string().as_str());
     headers.insert(ATTEMPTS, attempts.to_string().as_str());
-    // A header value is one line.
+    // A header value is one line, and a long error must not make the letter too large to
+    // keep (it would then be retried for ever).
     let error: String = error
         .chars()
+        .take(MAX_ERROR_CHARS)
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     headers.insert(ERROR, error.as_str());
@@ -85,15 +91,137 @@ pub(crate) async fn publish(
     Ok(ack.sequence)
 }
 
-/// Reads a stored dead letter back.
-pub(crate) fn from_stored(
+/// Letters asked for per pull request when reading them all.
+const READ_BATCH: usize = 500;
+/// How long one pull request of [`read_all`] may go unanswered.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the reading consumer outlives a reader that vanished (it is deleted when done).
+const READER_INACTIVE: Duration = Duration::from_secs(30);
+
+/// A failure of [`read_all`]: the step, and its cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}")]
+pub(crate) struct ReadError {
+    step: &'static str,
+    #[source]
+    source: Option<async_nats::Error>,
+}
+
+impl ReadError {
+    fn new(step: &'static str, source: impl Into<async_nats::Error>) -> Self {
+        Self {
+            step,
+            source: Some(source.into()),
+        }
+    }
+}
+
+/// Every dead letter kept, oldest first, read with a consumer of the dead-letter stream's own
+/// (one pull request per [`READ_BATCH`] letters, not one request per letter), deleted when
+/// done. Nothing is skipped: a failed request fails the whole read.
+pub(crate) async fn read_all(
+    stream: &jetstream::stream::Stream,
     layout: &GroupLayout,
-    message: jetstream::message::StreamMessage,
+) -> Result<Vec<DeadLetter>, ReadError> {
+    if stream.cached_info().state.messages == 0 {
+        return Ok(Vec::new());
+    }
+    let consumer = stream
+        .create_consumer(pull::Config {
+            description: Some("faststream: listing the dead letters".to_owned()),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            filter_subject: layout.dead_subjects(),
+            inactive_threshold: READER_INACTIVE,
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| ReadError::new("creating a consumer to read them", error))?;
+    let read = read_with(&consumer, layout).await;
+    let name = consumer.cached_info().name.clone();
+    if let Err(error) = stream.delete_consumer(&name).await {
+        tracing::debug!(consumer = name, error = %error,
+            "could not delete the consumer that read the dead letters; the server removes it when idle");
+    }
+    read
+}
+
+async fn read_with(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    layout: &GroupLayout,
+) -> Result<Vec<DeadLetter>, ReadError> {
+    let mut left = consumer.cached_info().num_pending;
+    let mut letters = Vec::with_capacity(usize::try_from(left).unwrap_or_default());
+    while left > 0 {
+        let before = letters.len();
+        let batch = consumer
+            .fetch()
+            .max_messages(READ_BATCH)
+            .messages()
+            .await
+            .map_err(|error| ReadError::new("asking for them", error))?;
+        let fetched = tokio::time::timeout(READ_TIMEOUT, async {
+            let mut batch = std::pin::pin!(batch);
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(|error| ReadError::new("reading them", error))?;
+                let info = message
+                    .info()
+                    .map_err(|error| ReadError::new("reading a letter's metadata", error))?;
+                left = info.pending;
+                let sequence = info.stream_sequence;
+                letters.push(from_parts(
+                    layout,
+                    sequence,
+                    &message.subject,
+                    message.headers.as_ref(),
+                    message.payload.clone(),
+                ));
+            }
+            Ok::<(), ReadError>(())
+        })
+        .await;
+        match fetched {
+            Ok(fetched) => fetched?,
+            Err(_) => {
+                return Err(ReadError {
+                    step: "waiting for them: no answer within the read timeout",
+                    source: None,
+                })
+            }
+        }
+        if letters.len() == before {
+            // Nothing came although letters were pending: those were discarded meanwhile, or
+            // the answer was lost. The server's count tells which.
+            let mut info = consumer.clone();
+            let pending = info
+                .info()
+                .await
+                .map_err(|error| ReadError::new("counting those left", error))?
+                .num_pending;
+            if pending > 0 {
+                return Err(ReadError {
+                    step: "reading them: the server sent none while some were left",
+                    source: None,
+                });
+            }
+            left = 0;
+        }
+    }
+    Ok(letters)
+}
+
+/// A stored dead letter read back from its sequence, subject, headers and value.
+pub(crate) fn from_parts(
+    layout: &GroupLayout,
+    sequence: u64,
+    subject: &str,
+    headers: Option<&HeaderMap>,
+    value: Bytes,
 ) -> DeadLetter {
     let header = |name: &str| {
-        message
-            .headers
-            .get(name)
+        headers
+            .and_then(|headers| headers.get(name))
             .map(|value| value.as_str().to_owned())
             .unwrap_or_default()
     };
@@ -108,14 +236,11 @@ pub(crate) fn from_stored(
         .map(|nanos| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let key = match header(KEY) {
-        key if key.is_empty() => layout
-            .key_of_dead(&message.subject)
-            .unwrap_or_default()
-            .to_owned(),
+        key if key.is_empty() => layout.key_of_dead(subject).unwrap_or_default().to_owned(),
         key => key,
     };
     DeadLetter {
-        sequence: message.sequence,
+        sequence,
         key,
         revision: header(REVISION).parse().unwrap_or_default(),
         operation,
@@ -123,6 +248,6 @@ pub(crate) fn from_stored(
         attempts: header(ATTEMPTS).parse().unwrap_or_default(),
         error: header(ERROR),
         member: header(MEMBER),
-        value: message.payload,
+        value,
     }
 }

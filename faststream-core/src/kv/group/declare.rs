@@ -1,9 +1,12 @@
 //! Creating a group on the server, or joining the one that exists: its partitioned mirror of
-//! the bucket, one consumer per partition, the members bucket and the dead-letter stream.
+//! the bucket, one consumer per partition, the members bucket, the hand-backs bucket and the
+//! dead-letter stream.
 //!
 //! Every step is idempotent, so members starting together all succeed. What the group was
 //! created with is recorded in its stream's metadata; a member with other settings is refused
-//! with every difference named, rather than quietly watching something else.
+//! with every difference named, rather than quietly watching something else. The identity of
+//! the bucket's stream is recorded there too: a group found on a bucket deleted and created
+//! again since is started over on it (`kv::group::replaced`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,6 +22,7 @@ use async_nats::jetstream::stream::{
 use async_nats::jetstream::{self, kv};
 
 use super::layout::{GroupLayout, PRIORITY_GROUP};
+use super::replaced::{self, BucketIdentity};
 use super::settings::GroupSettings;
 use crate::error::GroupError;
 use crate::kv::start_at::StartAt;
@@ -87,6 +91,22 @@ fn start_name(start: StartAt) -> &'static str {
 pub(crate) struct DeclaredGroup {
     pub(crate) stream: stream::Stream,
     pub(crate) members: kv::Store,
+    pub(crate) handbacks: kv::Store,
+    /// What the group was declared with, to declare it again on a replaced bucket.
+    pub(crate) spec: GroupSpec,
+    /// The bucket's stream the group's mirror copies.
+    pub(crate) bucket: BucketIdentity,
+}
+
+/// Why the group's stream is being created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A new group: it starts where its `start` says.
+    New,
+    /// The group ran on a bucket that was deleted and created again: everything the new bucket
+    /// holds was written while the group ran, so all of it is copied (as much history per key
+    /// as the bucket keeps), whatever the group's `start`.
+    StartedOver,
 }
 
 /// Creates the group if it does not exist, else checks it was created with `spec`'s settings.
@@ -97,25 +117,76 @@ pub(crate) async fn declare(
     spec: &GroupSpec,
 ) -> Result<DeclaredGroup, GroupError> {
     let bucket_config = &bucket.cached_info().config;
+    let identity = BucketIdentity::of(bucket.cached_info());
     let layout = &spec.layout;
     let stream = match look_up(jetstream, &layout.stream).await {
         Ok(stream) => {
             check_recorded(&stream, spec)?;
-            stream
+            match replaced::recorded(stream.cached_info()) {
+                Some(recorded) if recorded != identity => {
+                    replaced::start_over(jetstream, bucket, spec, &recorded).await?
+                }
+                Some(_) => stream,
+                None => replaced::record(jetstream, stream, &identity).await,
+            }
         }
-        Err(error) if is_not_found(&error) => create_stream(jetstream, bucket, spec).await?,
+        Err(error) if is_not_found(&error) => {
+            create_stream(jetstream, bucket, spec, Origin::New).await?
+        }
         Err(error) => return Err(stream_error("look up", &layout.stream, error)),
     };
     create_consumers(&stream, spec).await?;
-    let members = members_bucket(jetstream, spec, bucket_config.num_replicas).await?;
-    dead_stream(jetstream, layout, bucket_config.num_replicas).await?;
-    Ok(DeclaredGroup { stream, members })
+    let replicas = bucket_config.num_replicas;
+    // Gone after a few missed beats: a member's key is refreshed every fifth of the session
+    // timeout, so a dead member's key does not stay for ever.
+    let members = kv_bucket(
+        jetstream,
+        kv::Config {
+            bucket: layout.members_bucket.clone(),
+            description: format!("faststream group `{}`: members", layout.group),
+            history: 1,
+            max_age: spec.settings.session_timeout * 4,
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|source| GroupError::Members {
+        operation: "create",
+        bucket: layout.members_bucket.clone(),
+        source: Box::new(source),
+    })?;
+    // No age limit: a count must last until its change is delivered again, which may be
+    // after a backoff, or after every member was stopped for a while.
+    let handbacks = kv_bucket(
+        jetstream,
+        kv::Config {
+            bucket: layout.handbacks_bucket.clone(),
+            description: format!(
+                "faststream group `{}`: deliveries handed back without a call, per partition",
+                layout.group
+            ),
+            history: 1,
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|source| stream_error("create", &format!("KV_{}", layout.handbacks_bucket), source))?;
+    dead_stream(jetstream, layout, replicas).await?;
+    Ok(DeclaredGroup {
+        stream,
+        members,
+        handbacks,
+        spec: spec.clone(),
+        bucket: identity,
+    })
 }
 
 /// Looks a stream up, retrying for up to [`LOOKUP_RETRY`] while the request goes unanswered:
 /// in a cluster, the info request for a stream another member is creating (or whose leader is
 /// being elected) can time out rather than fail, and members start together.
-async fn look_up(
+pub(super) async fn look_up(
     jetstream: &jetstream::Context,
     name: &str,
 ) -> Result<stream::Stream, jetstream::context::GetStreamError> {
@@ -140,7 +211,7 @@ pub(crate) fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
         if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
-fn stream_error(
+pub(super) fn stream_error(
     operation: &'static str,
     stream: &str,
     source: impl std::error::Error + Send + Sync + 'static,
@@ -178,17 +249,18 @@ fn differences(metadata: &HashMap<String, String>, spec: &GroupSpec) -> Vec<Stri
         .collect()
 }
 
-async fn create_stream(
+pub(super) async fn create_stream(
     jetstream: &jetstream::Context,
     bucket: &stream::Stream,
     spec: &GroupSpec,
+    origin: Origin,
 ) -> Result<stream::Stream, GroupError> {
     let layout = &spec.layout;
     let bucket_info = bucket.cached_info();
     let bucket_config = &bucket_info.config;
     let (src, dest) = layout.transform(&spec.filter, spec.settings.partitions);
     // Updates only: the mirror starts after the bucket's last message as of now.
-    let start_sequence = if spec.start == StartAt::NewOnly {
+    let start_sequence = if spec.start == StartAt::NewOnly && origin == Origin::New {
         let last = match bucket.clone().info().await {
             Ok(info) => info.state.last_sequence,
             Err(_) => bucket_info.state.last_sequence,
@@ -215,7 +287,7 @@ async fn create_stream(
         retention: RetentionPolicy::Limits,
         // As much as the bucket keeps: its history per key and its age limit; starting from
         // the latest value of each key, one per key until the bucket's state is copied.
-        max_messages_per_subject: if spec.start == StartAt::LatestPerKey {
+        max_messages_per_subject: if spec.start == StartAt::LatestPerKey && origin == Origin::New {
             1
         } else {
             bucket_config.max_messages_per_subject
@@ -228,6 +300,7 @@ async fn create_stream(
             .recorded()
             .into_iter()
             .map(|(key, _, value)| (key.to_owned(), value))
+            .chain([BucketIdentity::of(bucket_info).metadata()])
             .collect(),
         ..Default::default()
     };
@@ -278,7 +351,10 @@ async fn wait_for_mirror(mut stream: stream::Stream, name: &str) {
 
 /// The consumer of each partition: one change in flight at a time (so a partition's changes
 /// stay in order, retries included), one pinned member at a time.
-async fn create_consumers(stream: &stream::Stream, spec: &GroupSpec) -> Result<(), GroupError> {
+pub(super) async fn create_consumers(
+    stream: &stream::Stream,
+    spec: &GroupSpec,
+) -> Result<(), GroupError> {
     let settings = &spec.settings;
     // Where the group starts is the mirror's business (one revision per key until the state is
     // copied; or from after the bucket's last message): the consumers deliver all it holds.
@@ -344,39 +420,26 @@ async fn create_consumers(stream: &stream::Stream, spec: &GroupSpec) -> Result<(
     Ok(())
 }
 
-/// The bucket where members heartbeat: one key per member, gone after a few missed beats.
-async fn members_bucket(
+/// Opens the Key-Value bucket `config` describes, creating it if it does not exist.
+async fn kv_bucket(
     jetstream: &jetstream::Context,
-    spec: &GroupSpec,
-    replicas: usize,
-) -> Result<kv::Store, GroupError> {
-    let name = &spec.layout.members_bucket;
-    if let Ok(store) = jetstream.get_key_value(name).await {
+    config: kv::Config,
+) -> Result<kv::Store, jetstream::context::CreateKeyValueError> {
+    let name = config.bucket.clone();
+    if let Ok(store) = jetstream.get_key_value(&name).await {
         return Ok(store);
     }
-    let config = kv::Config {
-        bucket: name.clone(),
-        description: format!("faststream group `{}`: members", spec.layout.group),
-        history: 1,
-        max_age: spec.settings.session_timeout * 4,
-        num_replicas: replicas,
-        ..Default::default()
-    };
     let started = Instant::now();
     loop {
         match jetstream.create_key_value(config.clone()).await {
             Ok(store) => return Ok(store),
             Err(create_error) => {
-                if let Ok(store) = jetstream.get_key_value(name).await {
+                if let Ok(store) = jetstream.get_key_value(&name).await {
                     return Ok(store);
                 }
                 let unanswered = create_error.kind() == CreateKeyValueErrorKind::TimedOut;
                 if !unanswered || started.elapsed() >= LOOKUP_RETRY {
-                    return Err(GroupError::Members {
-                        operation: "create",
-                        bucket: name.clone(),
-                        source: Box::new(create_error),
-                    });
+                    return Err(create_error);
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

@@ -19,6 +19,9 @@ pub(crate) struct GroupLayout {
     pub(crate) members_bucket: String,
     /// The stream of the changes given up.
     pub(crate) dead_stream: String,
+    /// The Key-Value bucket counting, per partition, the deliveries of its change in hand that
+    /// were handed back without a call (see `kv::group::handbacks`).
+    pub(crate) handbacks_bucket: String,
 }
 
 impl GroupLayout {
@@ -29,6 +32,7 @@ impl GroupLayout {
             group: group.to_owned(),
             members_bucket: format!("{stream}_members"),
             dead_stream: format!("{stream}_dead"),
+            handbacks_bucket: format!("{stream}_handbacks"),
             stream,
         }
     }
@@ -101,6 +105,7 @@ mod tests {
         assert_eq!(layout.stream, "KVG_shop_billing");
         assert_eq!(layout.members_bucket, "KVG_shop_billing_members");
         assert_eq!(layout.dead_stream, "KVG_shop_billing_dead");
+        assert_eq!(layout.handbacks_bucket, "KVG_shop_billing_handbacks");
         assert_eq!(GroupLayout::consumer(3), "p3");
         assert_eq!(GroupLayout::partition_filter(3), "p.3.>");
         assert_eq!(

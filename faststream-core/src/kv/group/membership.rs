@@ -1,8 +1,13 @@
 //! Who is in the group and which partitions are whose.
 //!
 //! Each member writes a heartbeat (its own key in the members bucket) every fifth of the
-//! session timeout, and watches the bucket. A member not heard from for a session timeout is
-//! gone; a member that stops cleanly deletes its key, which the others see at once. Every member
+//! session timeout, and watches the bucket. A member is gone when no new heartbeat of it (a new
+//! revision of its key) has arrived for a session timeout, timed with this member's monotonic
+//! clock: never by comparing this host's wall clock with the server's timestamps, so a host whose
+//! clock is hours off neither drops live members nor keeps dead ones. (A heartbeat already
+//! stored when this member starts watching is aged by the server's clock alone: its time
+//! against the time of this member's own latest heartbeat, both the server's.) A member that
+//! stops cleanly deletes its key, which the others see at once. Every member
 //! sorts the live ids and takes partition `p` if it is the `p % n`-th of the `n` members: the
 //! same list gives the same assignment everywhere, balanced to within one partition.
 //!
@@ -106,7 +111,7 @@ impl Membership {
     /// Heartbeats and follows the other members until `cancel` fires, then leaves the group
     /// (deletes its key), so the others take over at once.
     pub(crate) async fn run(self, cancel: CancellationToken) {
-        let mut last_seen: HashMap<String, Instant> = HashMap::new();
+        let mut last_seen: HashMap<String, Heard> = HashMap::new();
         // Start as if the last heartbeat had just succeeded: the member joined moments ago.
         let mut heard_back = Instant::now();
         let mut beat = tokio::time::interval(self.heartbeat_interval);
@@ -118,6 +123,9 @@ impl Membership {
         // joining does not briefly claim every partition.
         let joined_at = Instant::now();
         let mut settled = false;
+        // This member's own latest heartbeat as the watch delivered it: the server's time then,
+        // and when it arrived.
+        let mut own_latest: Option<ServerTime> = None;
         loop {
             if watch.is_none() && Instant::now() >= rewatch_at {
                 match self.store.watch_all().await {
@@ -141,11 +149,13 @@ impl Membership {
                     Some(Ok(entry)) => match entry.operation {
                         kv::Operation::Put => {
                             settled |= entry.key == *self.id || entry.delta == 0;
-                            let age = (OffsetDateTime::now_utc() - entry.created)
-                                .try_into()
-                                .unwrap_or(Duration::ZERO);
-                            let seen = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-                            last_seen.insert(entry.key, seen);
+                            if entry.key == *self.id {
+                                own_latest = Some(ServerTime {
+                                    stored: entry.created,
+                                    received: Instant::now(),
+                                });
+                            }
+                            heard(&mut last_seen, entry.key, entry.revision, entry.created);
                         }
                         kv::Operation::Delete | kv::Operation::Purge => {
                             last_seen.remove(&entry.key);
@@ -163,7 +173,7 @@ impl Membership {
                 },
             }
             if settled || joined_at.elapsed() >= self.session_timeout {
-                self.reassign(&mut last_seen, heard_back);
+                self.reassign(&mut last_seen, heard_back, own_latest);
             }
         }
         self.assignment.send_replace(Assignment::default());
@@ -195,9 +205,14 @@ impl Membership {
 
     /// Drops the members not heard from for a session timeout and publishes the assignment
     /// if it changed. A member not heard back from itself holds nothing.
-    fn reassign(&self, last_seen: &mut HashMap<String, Instant>, heard_back: Instant) {
+    fn reassign(
+        &self,
+        last_seen: &mut HashMap<String, Heard>,
+        heard_back: Instant,
+        own_latest: Option<ServerTime>,
+    ) {
         let timeout = self.session_timeout;
-        last_seen.retain(|_, seen| seen.elapsed() < timeout);
+        last_seen.retain(|_, heard| heard.alive(timeout, own_latest));
         let mut members: Vec<Arc<str>> = last_seen
             .keys()
             .filter(|member| **member != *self.id)
@@ -228,6 +243,75 @@ impl Membership {
     }
 }
 
+/// A time of the server's clock (when it stored a heartbeat), and when this member received it.
+#[derive(Debug, Clone, Copy)]
+struct ServerTime {
+    stored: OffsetDateTime,
+    received: Instant,
+}
+
+/// The last heartbeat revision received of a member, and when it arrived here.
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    revision: u64,
+    at: Instant,
+    /// When the server stored it (its clock).
+    stored: OffsetDateTime,
+    /// Whether a new revision arrived since this member first heard of it.
+    renewed: bool,
+}
+
+impl Heard {
+    /// Heard from within `timeout`: a new heartbeat arrived less than `timeout` ago, by this
+    /// member's monotonic clock. A heartbeat not renewed since it was first heard of (one
+    /// already stored when this member started watching) must also be younger than `timeout`
+    /// by the server's clock: its time against that of this member's own latest heartbeat
+    /// (`own_latest`), plus the time since that one arrived. Differences of one clock each:
+    /// no wall clock of this host is compared with the server's.
+    fn alive(&self, timeout: Duration, own_latest: Option<ServerTime>) -> bool {
+        if self.at.elapsed() >= timeout {
+            return false;
+        }
+        match own_latest {
+            Some(own) if !self.renewed => {
+                let older_by = Duration::try_from(own.stored - self.stored).unwrap_or_default();
+                older_by.saturating_add(own.received.elapsed()) < timeout
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Notes a heartbeat of `member`. Only a new revision counts as a sign of life: a watch
+/// started again delivers the last heartbeat of each member again, and a dead member's last
+/// one must not keep it alive.
+fn heard(
+    last_seen: &mut HashMap<String, Heard>,
+    member: String,
+    revision: u64,
+    stored: OffsetDateTime,
+) {
+    let now = Instant::now();
+    last_seen
+        .entry(member)
+        .and_modify(|heard| {
+            if revision > heard.revision {
+                *heard = Heard {
+                    revision,
+                    at: now,
+                    stored,
+                    renewed: true,
+                };
+            }
+        })
+        .or_insert(Heard {
+            revision,
+            at: now,
+            stored,
+            renewed: false,
+        });
+}
+
 async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<Result<kv::Entry, kv::WatcherError>> {
     match watch {
         Some(watch) => watch.next().await,
@@ -254,6 +338,50 @@ mod tests {
         let ids: std::collections::HashSet<Arc<str>> =
             (0..100).map(|_| member_id(&client)).collect();
         assert_eq!(ids.len(), 100);
+    }
+
+    #[test]
+    fn only_a_new_revision_is_a_sign_of_life() {
+        let stored = OffsetDateTime::UNIX_EPOCH;
+        let mut last_seen = HashMap::new();
+        heard(&mut last_seen, "a".to_owned(), 5, stored);
+        let first = last_seen["a"].at;
+        std::thread::sleep(Duration::from_millis(5));
+        // The same heartbeat again (a watch started again): not a new sign of life.
+        heard(&mut last_seen, "a".to_owned(), 5, stored);
+        assert_eq!(last_seen["a"].at, first);
+        assert!(!last_seen["a"].renewed);
+        heard(&mut last_seen, "a".to_owned(), 9, stored);
+        assert!(last_seen["a"].at > first);
+        assert_eq!(last_seen["a"].revision, 9);
+        assert!(last_seen["a"].renewed);
+    }
+
+    #[test]
+    fn a_heartbeat_found_stored_is_aged_by_the_server_clock() {
+        let timeout = Duration::from_secs(5);
+        let server_now = OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1000);
+        let own = Some(ServerTime {
+            stored: server_now,
+            received: Instant::now(),
+        });
+        let found = |age: time::Duration| Heard {
+            revision: 1,
+            at: Instant::now(),
+            stored: server_now - age,
+            renewed: false,
+        };
+        assert!(found(time::Duration::seconds(1)).alive(timeout, own));
+        assert!(!found(time::Duration::seconds(12)).alive(timeout, own));
+        // Stored after this member's own latest heartbeat: fresh.
+        assert!(found(time::Duration::seconds(-3)).alive(timeout, own));
+        // Before this member's own heartbeat is back, or once renewed: the monotonic clock.
+        assert!(found(time::Duration::seconds(12)).alive(timeout, None));
+        let renewed = Heard {
+            renewed: true,
+            ..found(time::Duration::seconds(12))
+        };
+        assert!(renewed.alive(timeout, own));
     }
 
     #[test]

@@ -9,14 +9,22 @@
 //!   delivers to one member at a time and moves the pin when that member goes quiet;
 //! - a **members bucket** where each member heartbeats; every member computes the same
 //!   assignment of partitions from it and pulls only its own;
-//! - a **dead-letter stream** for the changes given up.
+//! - a **dead-letter stream** for the changes given up;
+//! - a **hand-backs bucket** counting, per partition, the deliveries handed back without a
+//!   call, so that they are not counted as attempts.
+//!
+//! A bucket deleted and created again under a running group is noticed, and the group starts
+//! over on it (`replaced`).
 
 mod admin;
 pub(crate) mod dead_letters;
 pub(crate) mod declare;
+pub(crate) mod handbacks;
 pub(crate) mod layout;
 pub(crate) mod membership;
 pub(crate) mod partition;
+pub(crate) mod replaced;
+mod roster;
 pub(crate) mod settings;
 
 pub use admin::{GroupInfo, KvGroup, MemberInfo, PartitionInfo};

@@ -53,9 +53,10 @@ pub(crate) enum Pulled {
 #[derive(Debug)]
 pub(crate) struct GroupDelivery {
     pub(crate) message: KvMessage,
-    /// The attempt this delivery is (1 for the first), counted by the server, so it survives
-    /// the member that made the earlier attempts.
-    pub(crate) attempt: u64,
+    /// The server's delivery count of the change (1 for the first delivery), which survives
+    /// the member that made the earlier attempts; see `kv::group::handbacks` for the attempt
+    /// number made from it.
+    pub(crate) delivered: u64,
     /// The stream sequence (the bucket revision), to recognise a redelivery of the change in
     /// hand.
     pub(crate) stream_sequence: u64,
@@ -175,7 +176,8 @@ impl PartitionPuller {
     }
 
     /// The next change or pin loss. Cancel-safe: a pull request is sent in one step, and what
-    /// arrives stays in the subscription.
+    /// arrives stays in the subscription (but for a delivery that cannot be read, cancelled
+    /// while it is being terminated: it comes back after the ack wait, to be terminated then).
     pub(crate) async fn next(&mut self) -> Pulled {
         loop {
             if self.remaining == 0 || Instant::now() >= self.repull_at {
@@ -220,8 +222,37 @@ impl PartitionPuller {
             }
             self.remaining = self.remaining.saturating_sub(1);
             self.outstanding &= self.remaining > 0;
-            if let Some(delivery) = self.delivery(message) {
+            if let Some(delivery) = self.accept(message).await {
                 return Pulled::Change(Box::new(delivery));
+            }
+        }
+    }
+
+    /// A delivery read, or `None` for one that cannot be: it is logged and terminated at
+    /// once, so that it neither blocks the partition until the ack wait (a session timeout)
+    /// and again after every redelivery, nor goes unseen.
+    async fn accept(&mut self, message: async_nats::Message) -> Option<GroupDelivery> {
+        let (subject, reply) = (message.subject.clone(), message.reply.clone());
+        match self.delivery(message) {
+            Ok(delivery) => Some(delivery),
+            Err(unread) => {
+                let (unread, problem) = *unread;
+                let terminated = match reply {
+                    Some(_) => unread
+                        .ack_with(AckKind::Term)
+                        .await
+                        .map_err(|error| error.to_string()),
+                    None => Err("it has no reply subject to terminate it with".to_owned()),
+                };
+                match terminated {
+                    Ok(()) => tracing::error!(partition = self.partition, %subject, problem,
+                        "a delivery of partition {} cannot be read ({problem}); terminated: it \
+                         will not be delivered again", self.partition),
+                    Err(error) => tracing::error!(partition = self.partition, %subject, problem,
+                        error, "a delivery of partition {} cannot be read ({problem}), nor \
+                         terminated ({error})", self.partition),
+                }
+                None
             }
         }
     }
@@ -260,7 +291,11 @@ impl PartitionPuller {
         }
     }
 
-    fn delivery(&mut self, message: async_nats::Message) -> Option<GroupDelivery> {
+    /// Reads a delivery; what cannot be read is returned with the reason.
+    fn delivery(
+        &mut self,
+        message: async_nats::Message,
+    ) -> Result<GroupDelivery, Box<(jetstream::Message, &'static str)>> {
         let message = jetstream::Message {
             message,
             context: self.context.clone(),
@@ -277,14 +312,24 @@ impl PartitionPuller {
             }
             self.pinned.store(true, Ordering::SeqCst);
         }
-        let info = message.info().ok()?;
+        let Ok(info) = message.info() else {
+            return Err(Box::new((
+                message,
+                "its reply subject is not a JetStream acknowledgement's",
+            )));
+        };
         let (stream_sequence, delivered, pending, published) = (
             info.stream_sequence,
             info.delivered,
             info.pending,
             info.published,
         );
-        let (_, key) = split_subject(&message.subject)?;
+        let Some((_, key)) = split_subject(&message.subject) else {
+            return Err(Box::new((
+                message,
+                "its subject is not `p.<partition>.<key>`",
+            )));
+        };
         let key = key.to_owned();
         let value_size = message.payload.len();
         let parts = MessageParts {
@@ -302,9 +347,9 @@ impl PartitionPuller {
             operation: Operation::from_headers(message.headers.as_ref()),
             headers: message.headers.clone(),
         };
-        Some(GroupDelivery {
+        Ok(GroupDelivery {
             message: KvMessage::from(parts),
-            attempt: u64::try_from(delivered).unwrap_or(1).max(1),
+            delivered: u64::try_from(delivered).unwrap_or(1).max(1),
             stream_sequence,
             ack: Acker { message },
         })
@@ -384,14 +429,16 @@ impl PartitionPuller {
             match answered {
                 None => tracing::debug!(partition = self.partition,
                     "no answer to the hand-over fence; a change sent here meanwhile may wait for the ack wait"),
-                Some(message) if message.status.is_none() => arrived.extend(self.delivery(message)),
+                Some(message) if message.status.is_none() => {
+                    arrived.extend(self.accept(message).await);
+                }
                 Some(_) => {}
             }
         }
         // Received before the answer, so already in the subscription.
         while let Some(Some(message)) = self.subscription.next().now_or_never() {
             if message.status.is_none() {
-                arrived.extend(self.delivery(message));
+                arrived.extend(self.accept(message).await);
             }
         }
         arrived
@@ -413,7 +460,7 @@ impl PartitionPuller {
                 None => {
                     self.remaining = self.remaining.saturating_sub(1);
                     self.outstanding = self.remaining > 0;
-                    if let Some(delivery) = self.delivery(message) {
+                    if let Some(delivery) = self.accept(message).await {
                         return vec![delivery];
                     }
                 }
@@ -431,7 +478,7 @@ impl PartitionPuller {
         let mut arrived = Vec::new();
         while let Some(message) = self.subscription.next().await {
             if message.status.is_none() {
-                arrived.extend(self.delivery(message));
+                arrived.extend(self.accept(message).await);
             }
         }
         arrived
@@ -441,3 +488,6 @@ impl PartitionPuller {
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod props;

@@ -93,8 +93,10 @@ impl GroupSettings {
     }
 
     /// How many times a change is tried before it is given up (default 5): an `Err`, a panic
-    /// or a call longer than [`call_timeout`](Self::call_timeout) each count. A change given up
-    /// is logged and kept in the group's dead letters, and its key moves on. A value the
+    /// or a call longer than [`call_timeout`](Self::call_timeout) each count, and so does a
+    /// call cut short by its member dying; a delivery handed back without a call (its member
+    /// gave the partition up, or lost the pin, before the call started) does not. A change given
+    /// up is logged and kept in the group's dead letters, and its key moves on. A value the
     /// handler's arguments cannot be built from is given up at once: trying again cannot help.
     #[must_use]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
@@ -104,7 +106,9 @@ impl GroupSettings {
 
     /// The wait before each retry: the first element before the 2nd attempt, and so on, the
     /// last one reused (default 1 s, 5 s, 30 s). The partition of the key waits too, so that
-    /// a key's later changes never overtake a failing one.
+    /// a key's later changes never overtake a failing one. At least one wait: an empty list is
+    /// a setup error at start-up (`[Duration::ZERO]` retries at once, if that is what is
+    /// meant).
     #[must_use]
     pub fn backoff(mut self, backoff: impl IntoIterator<Item = Duration>) -> Self {
         self.backoff = backoff.into_iter().collect();
@@ -166,6 +170,13 @@ impl GroupSettings {
         if self.max_attempts == 0 {
             problems.push("group `max_attempts` must be at least 1".to_owned());
         }
+        if self.backoff.is_empty() {
+            problems.push(
+                "group `backoff` must list at least one wait (`[Duration::ZERO]` retries at \
+                 once), got none"
+                    .to_owned(),
+            );
+        }
         if self.call_timeout.is_zero() {
             problems.push("group `call_timeout` must be more than zero".to_owned());
         }
@@ -202,10 +213,6 @@ mod tests {
         assert_eq!(settings.backoff_after(1), Duration::from_secs(1));
         assert_eq!(settings.backoff_after(2), Duration::from_secs(3));
         assert_eq!(settings.backoff_after(9), Duration::from_secs(3));
-        assert_eq!(
-            GroupSettings::new("g").backoff([]).backoff_after(2),
-            Duration::ZERO
-        );
     }
 
     #[test]
@@ -217,5 +224,12 @@ mod tests {
             .session_timeout(Duration::from_millis(10))
             .problems();
         assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(
+            GroupSettings::new("billing").backoff([]).problems(),
+            ["group `backoff` must list at least one wait (`[Duration::ZERO]` retries at once), \
+              got none"]
+        );
+        let zero = GroupSettings::new("billing").backoff([Duration::ZERO]);
+        assert!(zero.problems().is_empty());
     }
 }

@@ -121,6 +121,7 @@ impl<T: Send + Sync + 'static> Keeper<T> {
                 // Built afresh from the new stream; readers keep the old state meanwhile.
                 self.caught_up = false;
                 self.working = ViewState::default();
+                self.published.progress.started_over();
                 if let Some(expiry) = self.expiry.as_mut() {
                     expiry.deadlines.clear();
                 }

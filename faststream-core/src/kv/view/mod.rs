@@ -13,6 +13,9 @@
 //! After the bucket's stream is replaced (deleted and created again), the view goes on showing
 //! the old state while it loads the new one, then switches to it whole.
 //!
+//! A handler given a view of the bucket its entry came from gets it once the view has passed
+//! the entry's stream position (`position.rs`).
+//!
 //! Reading the watch and applying its entries run side by side, handing over batches: the
 //! reader is a task on the caller's runtime (it owns the watch, the expiry timer and notices
 //! when every clone of the view is gone); the keeper, which decodes and builds the map, runs on
@@ -32,6 +35,7 @@ mod decode;
 mod handover;
 mod keeper;
 mod options;
+mod position;
 mod reader;
 mod snapshot;
 mod state;
@@ -39,7 +43,9 @@ mod state;
 pub(crate) use decode::{json, raw, Decode};
 use handover::{NextDeadline, BATCHES_AHEAD, NO_DEADLINE};
 use keeper::Keeper;
-pub use options::KvViewOptions;
+pub use options::{KvViewOptions, DEFAULT_VIEW_CATCH_UP_TIMEOUT};
+use position::Progress;
+pub use position::ViewBehind;
 use reader::Reader;
 pub use snapshot::KvViewSnapshot;
 use state::{PublishedView, ViewState};
@@ -55,7 +61,9 @@ use crate::kv::watcher::{KvWatcher, WatchStatus};
 /// the watch last published. Get one with [`NatsBroker::kv_view`](crate::NatsBroker::kv_view)
 /// (JSON values), `kv_view_raw` (bytes) or `kv_view_decoded` (your decoder), which return once
 /// the view holds the bucket's state; or declare it with
-/// [`App::with_kv_view`](crate::App::with_kv_view) and take it as a handler or hook argument.
+/// [`App::with_kv_view`](crate::App::with_kv_view) and take it as a handler or hook argument
+/// (a handler is given it once it has passed the handler's entry, when it views the same
+/// bucket: see the [guide](crate::guide::bucket_state#a-handlers-view-is-not-behind-its-entry)).
 ///
 /// A key is absent (`get` returns `None`) when it has no value: never written, deleted,
 /// purged, expired, or its latest value does not decode into `T` (logged with key and
@@ -106,6 +114,7 @@ impl<T: Send + Sync + 'static> KvView<T> {
             state: ArcSwap::from_pointee(ViewState::default()),
             status: watcher.status(),
             ready,
+            progress: Progress::new(watcher.head_lookup(), watcher.timeout()),
         });
         let changes_sender = Arc::new(changes_sender);
         let next_deadline = Arc::new(NextDeadline {

@@ -6,6 +6,10 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::kv::options::{KvWatch, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_WATCH_TIMEOUT};
 
+/// How long a view may take to catch up unless [`KvViewOptions::catch_up_timeout`] or, for a
+/// view an app declares, [`App::wait_for_catch_up`](crate::App::wait_for_catch_up) says.
+pub const DEFAULT_VIEW_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Settings of a [`KvView`](super::KvView): the bucket, whether to create it, and how the
 /// view's watch runs.
 ///
@@ -22,12 +26,14 @@ use crate::kv::options::{KvWatch, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_WATCH_TIME
 /// let options = KvViewOptions::new("flags")
 ///     .declare(false)
 ///     .timeout(Duration::from_secs(2))
-///     .inactive_threshold(Duration::from_secs(60));
+///     .inactive_threshold(Duration::from_secs(60))
+///     .catch_up_timeout(Duration::from_secs(10));
 /// assert_eq!(options.bucket(), "flags");
 /// assert!(!options.declares());
 /// assert!(options.validate().is_ok());
 /// assert_eq!(KvViewOptions::from("flags"), KvViewOptions::new("flags"));
 /// assert!(KvViewOptions::new("no spaces").validate().is_err());
+/// assert!(KvViewOptions::new("flags").catch_up_timeout(Duration::ZERO).validate().is_err());
 /// ```
 ///
 /// Options that do not apply to a view do not compile:
@@ -43,6 +49,8 @@ pub struct KvViewOptions {
     declare: bool,
     timeout: Duration,
     inactive_threshold: Duration,
+    /// `None`: the default of whoever starts the view.
+    catch_up_timeout: Option<Duration>,
 }
 
 impl KvViewOptions {
@@ -53,6 +61,7 @@ impl KvViewOptions {
             declare: true,
             timeout: DEFAULT_WATCH_TIMEOUT,
             inactive_threshold: DEFAULT_INACTIVE_THRESHOLD,
+            catch_up_timeout: None,
         }
     }
 
@@ -82,6 +91,24 @@ impl KvViewOptions {
         self
     }
 
+    /// How long the view may take to catch up (hold the bucket's state as of its start) before
+    /// what starts it fails with [`Error::CatchUpTimeout`](crate::Error::CatchUpTimeout) naming the bucket and the time:
+    /// [`NatsBroker::kv_view`](crate::NatsBroker::kv_view) (default
+    /// [`DEFAULT_VIEW_CATCH_UP_TIMEOUT`], 60 s), or the start-up of an app that declares the
+    /// view (default: the app's [`wait_for_catch_up`](crate::App::wait_for_catch_up) timeout,
+    /// else 60 s). A catch-up that cannot finish (the server unreachable, or a lookup the
+    /// catch-up needs refused) fails there instead of waiting forever.
+    #[must_use]
+    pub fn catch_up_timeout(mut self, timeout: Duration) -> Self {
+        self.catch_up_timeout = Some(timeout);
+        self
+    }
+
+    /// The catch-up timeout set with [`catch_up_timeout`](Self::catch_up_timeout), if any.
+    pub(crate) fn chosen_catch_up_timeout(&self) -> Option<Duration> {
+        self.catch_up_timeout
+    }
+
     /// The bucket's name.
     pub fn bucket(&self) -> &str {
         &self.bucket
@@ -95,7 +122,14 @@ impl KvViewOptions {
     /// Checks the settings without contacting the server; every problem, the bucket name
     /// included, is listed in the [`Error::InvalidWatch`](crate::Error::InvalidWatch).
     pub fn validate(&self) -> Result<()> {
-        self.to_watch().validate()
+        let mut problems = self.to_watch().problems();
+        if self
+            .catch_up_timeout
+            .is_some_and(|timeout| timeout.is_zero())
+        {
+            problems.push("`catch_up_timeout` must be more than zero".to_owned());
+        }
+        crate::kv::options::invalid_watch(&self.bucket, problems)
     }
 
     /// The settings of the view's watch: these, and every other option at its default.

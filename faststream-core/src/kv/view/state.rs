@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use super::position::Progress;
 use crate::kv::watcher::WatchStatus;
 
 /// What every clone of a view shares with the keeper: the state the keeper last published,
@@ -17,6 +18,8 @@ pub(super) struct PublishedView<T> {
     pub(super) status: WatchStatus,
     /// `true` once the view holds the bucket's state.
     pub(super) ready: watch::Receiver<bool>,
+    /// How far it has passed in the bucket's stream, for handlers given the view.
+    pub(super) progress: Progress,
 }
 
 /// The view's map and the revision it reflects.

@@ -11,7 +11,7 @@ use async_nats::jetstream::stream::{ConsumerErrorKind, LastRawMessageErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 
 use super::position::Position;
-use crate::error::{chain, WatchError};
+use crate::error::{chain, BoxError, WatchError};
 use crate::kv::start_at::StartAt;
 
 /// The first pause before re-creating a watch; it doubles while attempts fail.
@@ -20,6 +20,8 @@ const FIRST_REWATCH_DELAY: Duration = Duration::from_millis(100);
 pub(super) const MAX_REWATCH_DELAY: Duration = Duration::from_secs(1);
 /// A missing bucket is looked up less often: it may stay missing for long.
 pub(super) const MAX_MISSING_BUCKET_DELAY: Duration = Duration::from_secs(5);
+/// The longest pause between two lookups of the head after failed ones.
+pub(super) const MAX_HEAD_CHECK_DELAY: Duration = Duration::from_secs(5);
 /// How often a creation waiting for the connection checks it.
 const CONNECTION_POLL: Duration = Duration::from_millis(25);
 
@@ -108,21 +110,16 @@ pub(super) async fn delete_consumer(
 
 /// The revision of the last entry of the keys `filter` matches (0 if there is none): the head
 /// a catch-up must reach. One request to the stream's leader, so it is not behind the watch.
-/// `None` if the lookup failed.
 pub(super) async fn head_revision(
     jetstream: &jetstream::Context,
     stream_name: &str,
     filter: &str,
-) -> Option<u64> {
-    let stream = jetstream.get_stream_no_info(stream_name).await.ok()?;
+) -> Result<u64, BoxError> {
+    let stream = jetstream.get_stream_no_info(stream_name).await?;
     match stream.get_last_raw_message_by_subject(filter).await {
-        Ok(message) => Some(message.sequence),
-        Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Some(0),
-        Err(error) => {
-            tracing::debug!(stream = stream_name, filter, error = %chain(&error),
-                "head lookup failed");
-            None
-        }
+        Ok(message) => Ok(message.sequence),
+        Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+        Err(error) => Err(error.into()),
     }
 }
 

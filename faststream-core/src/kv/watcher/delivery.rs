@@ -42,6 +42,9 @@ pub(super) fn parse_reply(reply: &str) -> Option<Delivery> {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -30,7 +30,10 @@
 //! their new values are still to come. So that sign only starts a check: one request for the
 //! last revision of the watched keys, and the watch is caught up once it has read that far. A
 //! reader slower than the bucket's writers is therefore not caught up until it catches up for
-//! real.
+//! real. A lookup that fails (no permission for it, no answer in time) confirms nothing: it is
+//! tried again (100 ms, doubling up to 5 s, logged at warn level), and the watch stays catching
+//! up meanwhile, so a start-up waiting for it fails at its timeout rather than going on with a
+//! state nothing confirmed.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -44,6 +47,7 @@ use tokio::task::JoinHandle;
 
 mod consumer;
 mod delivery;
+mod head;
 mod position;
 mod read;
 mod reconnect;
@@ -53,13 +57,14 @@ mod status;
 mod stream_tests;
 
 use consumer::{create, CreateFailure, Created};
+pub(crate) use head::HeadLookup;
 use position::Position;
 pub(crate) use reconnect::ReconnectSignal;
 use reconnect::ReconnectWait;
 use status::StatusWriter;
 pub use status::{CatchUp, RecreateReason, WatchEvent, WatchPhase, WatchStatus};
 
-use crate::error::WatchError;
+use crate::error::{BoxError, WatchError};
 use crate::kv::key_value::KeyValue;
 use crate::kv::message::KvMessage;
 use crate::kv::options::KvWatch;
@@ -122,9 +127,13 @@ pub struct KvWatcher {
     catch_up_entries: u64,
     /// The last catch-up announced was for the current state (reset when starting over).
     caught_up_announced: bool,
-    /// Looking up the head of the watched keys, to confirm a catch-up; `None` in the result:
-    /// the lookup failed.
-    head_check: Option<JoinHandle<Option<u64>>>,
+    /// Looking up the head of the watched keys, to confirm a catch-up.
+    head_check: Option<JoinHandle<Result<u64, BoxError>>>,
+    /// The lookups of the head that failed in a row, and the pause before the next one.
+    head_check_failures: u32,
+    head_check_delay: Duration,
+    /// When a failed lookup of the head was last logged at warn level.
+    head_check_warned: Option<Instant>,
     /// The head found by the last check, when the watch had not reached it yet.
     head_target: Option<u64>,
 }
@@ -197,6 +206,9 @@ impl KvWatcher {
             catch_up_entries: 0,
             caught_up_announced: false,
             head_check: None,
+            head_check_failures: 0,
+            head_check_delay: Duration::ZERO,
+            head_check_warned: None,
             head_target: None,
         };
         // Start-up fails rather than waiting without bound for a connection.
@@ -219,6 +231,11 @@ impl KvWatcher {
     /// The bucket watched.
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// How long the watch may go without hearing from the server ([`KvWatch::timeout`]).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.options.timeout
     }
 
     /// The revision of the last entry read from the server, if any.

@@ -7,17 +7,22 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use async_nats::StatusCode;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tokio::task::JoinHandle;
 
-use super::consumer::head_revision;
+use super::consumer::{head_revision, next_delay, MAX_HEAD_CHECK_DELAY};
 use super::delivery::parse_reply;
 use super::status::{CatchUp, RecreateReason, WatchEvent, WatchPhase};
 use super::KvWatcher;
+use crate::error::{chain, BoxError};
 use crate::kv::message::{KvMessage, MessageParts, Operation};
+
+/// How often a head lookup that keeps failing is logged again at warn level.
+const HEAD_CHECK_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 impl KvWatcher {
     /// The next entry or change of state, as [`next_event`](Self::next_event) returns it.
@@ -101,17 +106,18 @@ impl KvWatcher {
     }
 
     /// The result of the running head check, clearing it; pending if there is none.
-    fn poll_head_check(&mut self, cx: &mut Context<'_>) -> Poll<Option<u64>> {
+    fn poll_head_check(&mut self, cx: &mut Context<'_>) -> Poll<Result<u64, BoxError>> {
         let Some(check) = self.head_check.as_mut() else {
             return Poll::Pending;
         };
         // The check goes on while nobody polls it.
-        let head = ready!(Pin::new(check).poll(cx)).ok().flatten();
+        let head = ready!(Pin::new(check).poll(cx)).unwrap_or_else(|error| Err(error.into()));
         self.head_check = None;
         Poll::Ready(head)
     }
 
-    /// Looks up the head of the watched keys in the background (one at a time).
+    /// Looks up the head of the watched keys in the background (one at a time), after the
+    /// pause that failed lookups call for.
     fn start_head_check(&mut self) {
         if self.head_check.is_some() {
             return;
@@ -119,29 +125,67 @@ impl KvWatcher {
         let jetstream = self.jetstream.clone();
         let stream = self.stream_name.clone();
         let filter = self.filter_subject.clone();
+        let delay = self.head_check_delay;
         self.head_check = Some(tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             head_revision(&jetstream, &stream, &filter).await
         }));
     }
 
-    /// Caught up if the watch has read as far as the head found; a failed lookup trusts the
-    /// server's count instead.
-    fn head_checked(&mut self, head: Option<u64>) {
+    /// Caught up if the watch has read as far as the head found. A failed lookup confirms
+    /// nothing: the watch stays catching up and looks again after a pause (100 ms, doubling up
+    /// to [`MAX_HEAD_CHECK_DELAY`]). Trusting the server's count instead would report a watch
+    /// caught up that may not be (the reason for the check).
+    fn head_checked(&mut self, head: Result<u64, BoxError>) {
         let read = self.position.last_revision.unwrap_or(0);
-        match head {
-            Some(head) if head > read => {
-                tracing::debug!(bucket = %self.bucket, filter = %self.filter_subject, head, read,
-                    "nothing pending, but the head is further: catching up on");
-                self.head_target = Some(head);
+        let head = match head {
+            Ok(head) => head,
+            Err(error) => {
+                self.head_check_failed(&*error);
+                return;
             }
-            Some(_) => self.position.caught_up = true,
-            None => {
-                tracing::debug!(bucket = %self.bucket, filter = %self.filter_subject,
-                    "could not look up the head of the watched keys; trusting the server's count");
-                self.position.caught_up = true;
-            }
+        };
+        if self.head_check_failures > 0 {
+            tracing::info!(bucket = %self.bucket, filter = %self.filter_subject,
+                failures = self.head_check_failures, "the head of the watched keys was looked up");
+        }
+        self.head_check_failures = 0;
+        self.head_check_delay = Duration::ZERO;
+        self.status.set_head_unconfirmed(false);
+        if head > read {
+            tracing::debug!(bucket = %self.bucket, filter = %self.filter_subject, head, read,
+                "nothing pending, but the head is further: catching up on");
+            self.head_target = Some(head);
+        } else {
+            self.position.caught_up = true;
         }
         self.check_caught_up();
+    }
+
+    /// Logs a failed lookup of the head (at warn level the first time, then once a minute)
+    /// and starts the next one after a pause.
+    fn head_check_failed(&mut self, error: &(dyn std::error::Error + 'static)) {
+        self.head_check_failures += 1;
+        self.head_check_delay = next_delay(self.head_check_delay, MAX_HEAD_CHECK_DELAY);
+        self.status.set_head_unconfirmed(true);
+        let failures = self.head_check_failures;
+        let retry_in = self.head_check_delay;
+        if self
+            .head_check_warned
+            .is_none_or(|at| at.elapsed() >= HEAD_CHECK_WARNING_INTERVAL)
+        {
+            self.head_check_warned = Some(Instant::now());
+            tracing::warn!(bucket = %self.bucket, filter = %self.filter_subject, failures,
+                ?retry_in, error = %chain(error),
+                "could not look up the head of the watched keys to confirm the catch-up; the \
+                 watch stays catching up and looks again");
+        } else {
+            tracing::debug!(bucket = %self.bucket, filter = %self.filter_subject, failures,
+                ?retry_in, error = %chain(error), "head lookup failed again");
+        }
+        self.start_head_check();
     }
 
     /// Queues the catch-up event the first time the position says the state is delivered.

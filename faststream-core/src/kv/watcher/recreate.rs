@@ -171,6 +171,9 @@ impl KvWatcher {
                 check.abort();
             }
             self.head_target = None;
+            self.head_check_failures = 0;
+            self.head_check_delay = Duration::ZERO;
+            self.status.set_head_unconfirmed(false);
             self.caught_up_announced = false;
             self.catch_up_started = Instant::now();
             self.catch_up_entries = 0;

@@ -6,7 +6,7 @@
 //! changes and re-creations are counted here too, so metrics and health checks read them at
 //! scrape time instead of the watcher reporting them anywhere.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -164,6 +164,8 @@ struct Counters {
     phase_changed: AtomicU64,
     /// Re-creations by [`RecreateReason::index`].
     recreated: [AtomicU64; 4],
+    /// The last lookup of the head, to confirm the catch-up, failed.
+    head_unconfirmed: AtomicBool,
 }
 
 impl WatchStatus {
@@ -202,6 +204,25 @@ impl WatchStatus {
     pub fn in_phase_for(&self) -> Duration {
         let changed = Duration::from_millis(self.counters.phase_changed.load(Ordering::Relaxed));
         EPOCH.elapsed().saturating_sub(changed)
+    }
+
+    /// Whether the last lookup of the bucket's head, which confirms the catch-up, failed: the
+    /// watch read what the server counted as pending but cannot tell whether that was all.
+    pub(crate) fn head_unconfirmed(&self) -> bool {
+        self.counters.head_unconfirmed.load(Ordering::Relaxed)
+    }
+
+    /// How far from caught up the watch is, for an error saying why it is not: the entries
+    /// still pending, or the lookup of the head that keeps failing; and its phase.
+    pub(crate) fn behind(&self) -> String {
+        let behind = if self.head_unconfirmed() {
+            "read what the server counted as pending, but the lookup of the bucket's head that \
+             would confirm it was all keeps failing (logged as warnings)"
+                .to_owned()
+        } else {
+            format!("{} entries still pending on the server", self.pending())
+        };
+        format!("{behind} ({:?})", self.phase())
     }
 
     /// How many times the watch re-created its consumer for `reason` (each start over on a
@@ -252,6 +273,12 @@ impl StatusWriter {
 
     pub(super) fn recreated(&self, reason: RecreateReason) {
         self.counters.recreated[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_head_unconfirmed(&self, unconfirmed: bool) {
+        self.counters
+            .head_unconfirmed
+            .store(unconfirmed, Ordering::Relaxed);
     }
 
     pub(super) fn caught_up(&self, catch_up: CatchUp) {
