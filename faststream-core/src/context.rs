@@ -61,12 +61,25 @@ impl AppContext {
     }
 }
 
+/// What a subscriber receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// Changes of a Key-Value bucket.
+    KeyValue,
+    /// Messages of a core subject.
+    Subject,
+    /// Deliveries of a JetStream stream.
+    Stream,
+}
+
 /// The context of one subscriber, shared by all the messages it handles.
 #[derive(Debug)]
 pub struct SubscriberContext {
     pub(crate) app: AppContext,
     pub(crate) name: Arc<str>,
     pub(crate) pattern: KeyPattern,
+    pub(crate) kind: MessageKind,
 }
 
 impl SubscriberContext {
@@ -80,8 +93,14 @@ impl SubscriberContext {
         &self.name
     }
 
-    /// The key pattern the subscriber watches, as written.
+    /// The key or subject pattern the subscriber watches, as written (with its router's
+    /// prefix).
     pub fn pattern(&self) -> &str {
         self.pattern.as_str()
+    }
+
+    /// What the subscriber receives: Key-Value changes, core messages or stream deliveries.
+    pub fn kind(&self) -> MessageKind {
+        self.kind
     }
 }

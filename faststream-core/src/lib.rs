@@ -58,6 +58,7 @@ pub mod guide;
 pub mod handler;
 pub mod kv;
 mod logging;
+pub mod nats;
 mod observe;
 mod registry;
 mod signal;
@@ -65,18 +66,23 @@ mod type_map;
 
 pub use app::App;
 pub use broker::{Authentication, BrokerConfig, NatsBroker, DEFAULT_NATS_URL};
-pub use context::{AppContext, SubscriberContext};
+pub use context::{AppContext, MessageKind, SubscriberContext};
 pub use error::app_error::{Error, Result};
 pub use extract::json::Json;
 pub use extract::path::Path;
 pub use extract::state::State;
-pub use faststream_macros::{after_shutdown, after_startup, on_shutdown, on_startup, subscriber};
+pub use faststream_macros::{
+    after_shutdown, after_startup, on_shutdown, on_startup, publisher, router, subscriber,
+};
 pub use faststream_rules::HookStage;
 pub use kv::key_value::KeyValue;
 pub use kv::message::{KvMessage, Operation};
 pub use kv::options::KvWatch;
 pub use kv::view::KvView;
 pub use kv::watcher::KvWatcher;
+pub use nats::{
+    AckPolicy, DeliverPolicy, JStream, NatsMessage, Outgoing, PullSub, Publisher, Subscription,
+};
 #[cfg(feature = "otlp")]
 pub use observe::otlp;
 pub use observe::trace::ENTRY_TARGET;

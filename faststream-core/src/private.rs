@@ -5,12 +5,19 @@ pub use inventory;
 
 pub use faststream_rules::HookStage;
 
-pub use crate::registry::{HookRegistration, SubscriberRegistration};
+pub use crate::registry::{
+    HookRegistration, PublisherRegistration, RouterRegistration, SubjectRegistration,
+    SubscriberRegistration,
+};
 
 use std::future::Future;
 
 use crate::extract::{FromHookContext, FromMessage};
-use crate::handler::{BoxedHandler, BoxedHook, IntoHandlerResult};
+use crate::handler::{BoxedHandler, BoxedHook, IntoHandlerResult, IntoHookResult, PublishOutput};
+
+/// What `#[publisher]` emits to check, at the handler's return type, that the handler returns
+/// something to publish.
+pub fn publishes<Out: PublishOutput>() {}
 
 /// `handlerN` and `hookN` box a function of `N` arguments. The macros call them with every
 /// argument type and the return type spelled out, as written by the user
@@ -34,7 +41,7 @@ macro_rules! typed_constructors {
         pub fn $hook<$($arg,)* Out, F, Fut>(hook: F) -> BoxedHook
         where
             $($arg: FromHookContext + Send + 'static,)*
-            Out: IntoHandlerResult,
+            Out: IntoHookResult,
             F: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
             Fut: Future<Output = Out> + Send + 'static,
         {

@@ -7,27 +7,43 @@ use faststream_rules::KeyPattern;
 
 use super::running::RunningApp;
 use super::views::ViewStart;
-use crate::context::SubscriberContext;
+use crate::context::{MessageKind, SubscriberContext};
 use crate::error::{Error, Result};
 use crate::handler::BoxedHandler;
 use crate::kv::group::GroupSettings;
 use crate::kv::options::KvWatch;
+use crate::nats::Subscription;
 use crate::observe::SubscriberObserver;
+use crate::registry::PublisherSpec;
 
-/// A subscriber whose settings passed every check.
+/// A Key-Value subscriber whose settings passed every check.
 pub(super) struct CheckedSubscriber {
     pub(super) kv_watch: KvWatch,
     pub(super) context: Arc<SubscriberContext>,
     pub(super) handler: BoxedHandler,
     pub(super) observer: SubscriberObserver,
+    /// The `#[publisher]`s of its function.
+    pub(super) publishers: Vec<PublisherSpec>,
+}
+
+/// A subject or stream subscriber whose settings passed every check.
+pub(super) struct CheckedSubject {
+    pub(super) subscription: Arc<Subscription>,
+    pub(super) context: Arc<SubscriberContext>,
+    pub(super) handler: BoxedHandler,
+    pub(super) observer: SubscriberObserver,
+    pub(super) publishers: Vec<PublisherSpec>,
+}
+
+/// Every subscriber, checked.
+pub(super) struct Checked {
+    pub(super) watches: Vec<CheckedSubscriber>,
+    pub(super) subjects: Vec<CheckedSubject>,
 }
 
 impl RunningApp {
     /// Checks every subscriber and hook before connecting; all problems are reported together.
-    pub(super) fn check_registry(
-        &self,
-        mut problems: Vec<String>,
-    ) -> Result<Vec<CheckedSubscriber>> {
+    pub(super) fn check_registry(&self, mut problems: Vec<String>) -> Result<Checked> {
         let mut checked = Vec::new();
         for spec in &self.registry.subscribers {
             let at = spec
@@ -52,6 +68,7 @@ impl RunningApp {
                 app: self.app.clone(),
                 name: Arc::from(&*spec.name),
                 pattern,
+                kind: MessageKind::KeyValue,
             };
             for problem in spec.handler.check(&context) {
                 fail(problem);
@@ -67,18 +84,85 @@ impl RunningApp {
                 context: Arc::new(context),
                 handler: spec.handler.clone(),
                 observer,
+                publishers: self.publishers_of(&spec.name),
             });
         }
+        let subjects = self.check_subjects(&mut problems);
         for hook in &self.registry.hooks {
             for problem in hook.hook.check(&self.context_for(hook.stage)) {
                 problems.push(format!("{} hook `{}`: {problem}", hook.stage, hook.name));
             }
         }
         if problems.is_empty() {
-            Ok(checked)
+            Ok(Checked {
+                watches: checked,
+                subjects,
+            })
         } else {
             Err(Error::Setup { problems })
         }
+    }
+
+    fn check_subjects(&self, problems: &mut Vec<String>) -> Vec<CheckedSubject> {
+        let mut checked = Vec::new();
+        for spec in &self.registry.subjects {
+            let at = spec
+                .location
+                .map(|(file, line)| format!(" ({file}:{line})"))
+                .unwrap_or_default();
+            let mut fail = |problem: String| {
+                problems.push(format!("subscriber `{}`{at}: {problem}", spec.name));
+            };
+            let pattern = match KeyPattern::parse_subject(&spec.subject) {
+                Ok(pattern) => pattern,
+                Err(error) => {
+                    fail(error.to_string());
+                    continue;
+                }
+            };
+            for problem in spec.subscription.problems(&pattern) {
+                fail(problem);
+            }
+            let stream = spec.subscription.jstream();
+            let context = SubscriberContext {
+                app: self.app.clone(),
+                name: Arc::from(&*spec.name),
+                pattern,
+                kind: if stream.is_some() {
+                    MessageKind::Stream
+                } else {
+                    MessageKind::Subject
+                },
+            };
+            for problem in spec.handler.check(&context) {
+                fail(problem);
+            }
+            let observer = self.observer.subscriber(
+                &spec.name,
+                stream.map_or("", |stream| stream.name()),
+                &spec.subject,
+                spec.subscription
+                    .durable_name()
+                    .or(spec.subscription.queue.as_deref()),
+            );
+            checked.push(CheckedSubject {
+                subscription: Arc::new(spec.subscription.clone()),
+                context: Arc::new(context),
+                handler: spec.handler.clone(),
+                observer,
+                publishers: self.publishers_of(&spec.function),
+            });
+        }
+        checked
+    }
+
+    fn publishers_of(&self, function: &str) -> Vec<PublisherSpec> {
+        self.registry
+            .publishers
+            .iter()
+            .filter(|publisher| publisher.handler == function)
+            .cloned()
+            .collect()
     }
 
     pub(super) fn log_registry(&self, views: &[ViewStart]) {
@@ -86,11 +170,11 @@ impl RunningApp {
             tracing::info!("{}", view.description);
         }
         let registry = &self.registry;
+        let subscribers = registry.subscribers.len() + registry.subjects.len();
         tracing::info!(
-            subscribers = registry.subscribers.len(),
+            subscribers,
             hooks = registry.hooks.len(),
-            "found {} subscriber(s) and {} hook(s)",
-            registry.subscribers.len(),
+            "found {subscribers} subscriber(s) and {} hook(s)",
             registry.hooks.len()
         );
         for spec in &registry.subscribers {
@@ -103,6 +187,17 @@ impl RunningApp {
                 spec.key,
                 spec.kv_watch.bucket()
             );
+        }
+        for spec in &registry.subjects {
+            let stream = spec.subscription.jstream().map(|stream| stream.name());
+            tracing::info!(subscriber = %spec.name, subject = %spec.subject, stream,
+                queue = spec.subscription.queue.as_deref(),
+                "subscriber listens on `{}`{}", spec.subject,
+                stream.map(|stream| format!(" in stream `{stream}`")).unwrap_or_default());
+        }
+        for publisher in &registry.publishers {
+            tracing::info!(handler = %publisher.handler, subject = %publisher.subject,
+                "`{}` publishes to `{}`", publisher.handler, publisher.subject);
         }
         for hook in &registry.hooks {
             tracing::info!(hook = %hook.name, stage = %hook.stage, order = hook.order, "hook");

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::catch_up::wait_for_catch_up;
-use super::checks::CheckedSubscriber;
+use super::checks::{Checked, CheckedSubscriber};
 use super::running::{RunningApp, StartOutcome};
 use super::subscribers::RunningSubscriber;
 use super::views::ViewStart;
@@ -37,7 +37,7 @@ impl RunningApp {
     /// like a running app.
     pub(super) async fn run(
         &self,
-        subscribers: Vec<CheckedSubscriber>,
+        subscribers: Checked,
         views: Vec<ViewStart>,
         requested: CancellationToken,
     ) -> Result<()> {
@@ -96,7 +96,7 @@ impl RunningApp {
     /// as they start, so the caller stops them whatever happens.
     async fn start(
         &self,
-        subscribers: Vec<CheckedSubscriber>,
+        subscribers: Checked,
         views: Vec<ViewStart>,
         watches: &mut Vec<RunningSubscriber>,
         requested: &CancellationToken,
@@ -118,6 +118,10 @@ impl RunningApp {
             () = requested.cancelled() => return Ok(interrupted("connecting")),
             connected = self.app.broker.ensure_connected() => connected?,
         }
+        let Checked {
+            watches: subscribers,
+            subjects,
+        } = subscribers;
         if subscribers
             .iter()
             .any(|subscriber| subscriber.kv_watch.group.is_some())
@@ -127,8 +131,10 @@ impl RunningApp {
         }
         let declared = async {
             self.declare_buckets(&subscribers).await?;
+            self.declare_streams(&subjects).await?;
             self.start_views(views).await?;
-            self.start_subscribers(subscribers, watches).await
+            self.start_subscribers(subscribers, watches).await?;
+            self.start_subjects(subjects, watches).await
         };
         tokio::select! {
             biased;

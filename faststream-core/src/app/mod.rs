@@ -7,6 +7,7 @@ mod hooks;
 mod lifecycle;
 mod running;
 mod subscribers;
+mod subjects;
 mod views;
 
 use std::borrow::Cow;
@@ -24,7 +25,8 @@ use crate::kv::options::KvWatch;
 use crate::kv::view::{self, Decode, KvViewOptions};
 use crate::observe::http::HttpBinding;
 use crate::observe::setup::ObserveSettings;
-use crate::registry::{self, HookSpec, Registry, Scope, SubscriberSpec};
+use crate::nats::Subscription;
+use crate::registry::{self, HookSpec, Registry, Scope, SubjectSpec, SubscriberSpec};
 use crate::signal::ShutdownSignals;
 use crate::type_map::TypeMap;
 use faststream_rules::HookStage;
@@ -56,6 +58,7 @@ pub struct App {
     state: TypeMap,
     scope: Scope,
     subscribers: Vec<SubscriberSpec>,
+    subjects: Vec<SubjectSpec>,
     hooks: Vec<HookSpec>,
     timeouts: Timeouts,
     /// The declared views' slots, by value type.
@@ -74,6 +77,7 @@ impl App {
             state: TypeMap::default(),
             scope: Scope::All,
             subscribers: Vec::new(),
+            subjects: Vec::new(),
             hooks: Vec::new(),
             timeouts: Timeouts {
                 shutdown: DEFAULT_SHUTDOWN_TIMEOUT,
@@ -397,6 +401,43 @@ impl App {
         self
     }
 
+    /// Adds a subject subscriber in code: what `#[subscriber("subject", ..)]` registers.
+    ///
+    /// ```no_run
+    /// use faststream_core::{App, BrokerConfig, Subscription};
+    ///
+    /// async fn ping() -> &'static str {
+    ///     "pong"
+    /// }
+    ///
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// App::new(BrokerConfig::from_env())
+    ///     .subject_subscriber("ping", "svc.ping", Subscription::new().queue("svc"), ping)
+    ///     .run()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn subject_subscriber<H: Handler<Args>, Args: 'static>(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        subject: impl Into<Cow<'static, str>>,
+        subscription: Subscription,
+        handler: H,
+    ) -> Self {
+        let name = name.into();
+        self.subjects.push(SubjectSpec {
+            function: name.clone(),
+            name,
+            subject: subject.into(),
+            subscription,
+            handler: BoxedHandler::new(handler),
+            location: None,
+        });
+        self
+    }
+
     /// Adds a lifecycle hook in code, with order 0.
     #[must_use]
     pub fn hook<H: Hook<Args>, Args: 'static>(
@@ -436,7 +477,8 @@ impl App {
         self.observe.install_logging();
         // Before any hook runs: a URL connecting would refuse after the `on_startup` hooks.
         self.broker.config().validate()?;
-        let registry = Registry::collect(&self.scope, self.subscribers, self.hooks)?;
+        let registry =
+            Registry::collect(&self.scope, self.subscribers, self.subjects, self.hooks)?;
         let mut problems = self.problems;
         problems.extend(self.observe.problems());
         let mut observing = self.observe.begin(self.broker.clone());

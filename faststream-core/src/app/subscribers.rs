@@ -7,12 +7,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::catch_up::CatchUpWait;
-use super::checks::CheckedSubscriber;
+use super::checks::{CheckedSubject, CheckedSubscriber};
 use super::running::RunningApp;
 use crate::broker::WatchOwner;
 use crate::dispatch::group_member::GroupMember;
 use crate::dispatch::watch_loop::{HandledSignal, WatchLoop};
-use crate::dispatch::Dispatcher;
+use crate::context::SubscriberContext;
+use crate::dispatch::{Dispatcher, Publication};
+use crate::handler::BoxedHandler;
+use crate::observe::SubscriberObserver;
 use crate::error::Result;
 use crate::kv::group::GroupSettings;
 use crate::observe::metrics::{GroupMetrics, Progress};
@@ -63,9 +66,10 @@ impl RunningApp {
         let status = watcher.status();
         let handled = Arc::new(HandledSignal::new(false));
         let progress = Progress::Watch(status.clone());
+        let publications = self.resolve_publishers(&subscriber.publishers).await?;
         let watch_loop = WatchLoop {
             max_workers: subscriber.kv_watch.max_workers,
-            dispatcher: self.dispatcher(&subscriber, None),
+            dispatcher: self.dispatcher(&subscriber, None, publications),
             watcher,
             handled: Arc::clone(&handled),
         };
@@ -102,11 +106,16 @@ impl RunningApp {
         let joined = Arc::new(HandledSignal::new(false));
         let metrics = Arc::new(GroupMetrics::new(settings.partitions));
         let progress = Progress::Group(Arc::clone(&metrics));
+        let publications = self.resolve_publishers(&subscriber.publishers).await?;
         let member = GroupMember {
             max_workers: watch.max_workers,
             without_values: watch.without_values(),
             ignore_deletes: watch.ignore_deletes,
-            dispatcher: self.dispatcher(&subscriber, Some(Arc::from(settings.name()))),
+            dispatcher: self.dispatcher(
+                &subscriber,
+                Some(Arc::from(settings.name())),
+                publications,
+            ),
             metrics,
             jetstream: self.app.broker.jetstream()?,
             layout,
@@ -122,37 +131,84 @@ impl RunningApp {
         Ok(self.spawn(&subscriber, progress, catch_up, |cancel| member.run(cancel)))
     }
 
-    /// What calls the subscriber's handler; `group` for a member's calls.
-    fn dispatcher(&self, subscriber: &CheckedSubscriber, group: Option<Arc<str>>) -> Dispatcher {
+    /// What calls the subscriber's handler; `group` for a member's calls (or the queue group
+    /// or consumer of a subject subscriber's).
+    pub(super) fn dispatcher(
+        &self,
+        subscriber: &impl Started,
+        group: Option<Arc<str>>,
+        publications: Arc<[Publication]>,
+    ) -> Dispatcher {
         Dispatcher {
-            context: Arc::clone(&subscriber.context),
-            handler: subscriber.handler.clone(),
+            context: Arc::clone(subscriber.context()),
+            handler: subscriber.handler().clone(),
             handler_timeout: self.timeouts.handler,
-            metrics: subscriber.observer.recorder.clone(),
+            metrics: subscriber.observer().recorder.clone(),
             group,
             entry_tracing: self.entry_tracing,
+            publishers: publications,
+            replies: subscriber.replies(),
         }
     }
 
     /// Spawns a subscriber's loop, seen by readiness and metrics through `progress`, and marked
     /// failed by readiness if it ends before the app stops.
-    fn spawn<F: Future<Output = ()> + Send + 'static>(
+    pub(super) fn spawn<F: Future<Output = ()> + Send + 'static>(
         &self,
-        subscriber: &CheckedSubscriber,
+        subscriber: &impl Started,
         progress: Progress,
         catch_up: CatchUpWait,
         run: impl FnOnce(CancellationToken) -> F,
     ) -> RunningSubscriber {
-        let ended = subscriber.observer.started(progress, catch_up.done.clone());
+        let ended = subscriber.observer().started(progress, catch_up.done.clone());
         let run = run(self.cancel.clone());
         let handle = tokio::spawn(async move {
             let _ended = ended;
             run.await;
         });
         RunningSubscriber {
-            name: Arc::clone(&subscriber.context.name),
+            name: Arc::clone(&subscriber.context().name),
             handle,
             catch_up,
         }
+    }
+}
+
+/// What starting a subscriber of either kind reads from it.
+pub(super) trait Started {
+    fn context(&self) -> &Arc<SubscriberContext>;
+    fn handler(&self) -> &BoxedHandler;
+    fn observer(&self) -> &SubscriberObserver;
+    /// Whether a request is answered with the handler's return value.
+    fn replies(&self) -> bool;
+}
+
+impl Started for CheckedSubscriber {
+    fn context(&self) -> &Arc<SubscriberContext> {
+        &self.context
+    }
+    fn handler(&self) -> &BoxedHandler {
+        &self.handler
+    }
+    fn observer(&self) -> &SubscriberObserver {
+        &self.observer
+    }
+    fn replies(&self) -> bool {
+        false
+    }
+}
+
+impl Started for CheckedSubject {
+    fn context(&self) -> &Arc<SubscriberContext> {
+        &self.context
+    }
+    fn handler(&self) -> &BoxedHandler {
+        &self.handler
+    }
+    fn observer(&self) -> &SubscriberObserver {
+        &self.observer
+    }
+    fn replies(&self) -> bool {
+        !self.subscription.no_reply
     }
 }

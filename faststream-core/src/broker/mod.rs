@@ -4,6 +4,7 @@
 mod bucket_cache;
 mod config;
 mod connection;
+mod messaging;
 mod settings;
 
 use std::fmt;
@@ -14,6 +15,7 @@ use async_nats::jetstream;
 
 use bucket_cache::{BucketCache, Declare};
 pub use config::{Authentication, BrokerConfig, DEFAULT_NATS_URL};
+pub use messaging::DEFAULT_REQUEST_TIMEOUT;
 use connection::Connection;
 pub(crate) use connection::ConnectionHealth;
 use faststream_rules::KeyPattern;

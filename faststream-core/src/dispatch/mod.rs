@@ -1,15 +1,19 @@
-//! Dispatch: turning what a subscriber receives into handler calls. It sits above `kv`, which
-//! knows nothing of handlers: the watcher and the group's partitions yield changes, and the
-//! loops here decide when and how each becomes a call.
+//! Dispatch: turning what a subscriber receives into handler calls. It sits above `kv` and
+//! `nats`, which know nothing of handlers: the watcher, the group's partitions and the
+//! subscriptions yield messages, and the loops here decide when and how each becomes a call.
 //!
-//! - [`watch_loop`]: a plain subscriber, every instance handling every change;
+//! - [`watch_loop`]: a plain Key-Value subscriber, every instance handling every change;
 //! - [`group_member`]: a member of a consumer group, handling the partitions the group gives
-//!   it and settling each change with the server (acknowledged, retried or given up).
+//!   it and settling each change with the server (acknowledged, retried or given up);
+//! - [`subject_loop`]: a subject or stream subscriber, settling each JetStream delivery as
+//!   its acknowledgement policy says.
 //!
-//! Both call the handler through [`Dispatcher`], which turns every way a call can end (a
-//! skipped entry, a rejected argument, an `Err`, a panic, a timeout) into a [`CallOutcome`]
-//! instead of an unwinding task, so nothing a handler does stops a loop, and counts it as its
-//! own [`Outcome`]: a rejection (bad input) is never counted as a deliberate skip.
+//! All of them call the handler through [`Dispatcher`], the one path every message takes:
+//! extract, call, send what the handler returned (to its publishers, and as the reply to a
+//! request), turn every way the call can end (a skipped entry, a rejected argument, an `Err`, a
+//! panic, a timeout, a publish that failed) into a [`CallOutcome`] instead of an unwinding
+//! task, so nothing a handler does stops a loop, and count it as its own [`Outcome`] in the
+//! message's span.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -22,12 +26,16 @@ use crate::context::SubscriberContext;
 use crate::error::{chain, HandlerError, Rejection};
 use crate::extract::Message;
 use crate::handler::{call_catching_panics, panic_message, BoxedHandler};
-use crate::kv::message::KvMessage;
 use crate::observe::metrics::{Outcome, SubscriberMetrics};
 use crate::observe::trace;
 
 pub(crate) mod group_member;
+mod keyed;
+mod respond;
+pub(crate) mod subject_loop;
 pub(crate) mod watch_loop;
+
+pub(crate) use respond::Publication;
 
 /// Calls the handler for one entry, in the entry's span, and logs and counts the outcome.
 #[derive(Clone)]
@@ -42,6 +50,10 @@ pub(crate) struct Dispatcher {
     pub(crate) group: Option<Arc<str>>,
     /// Which entries get a span, and how it joins the writer's trace.
     pub(crate) entry_tracing: trace::EntryTracing,
+    /// Where the handler's return value is published: its `#[publisher]`s.
+    pub(crate) publishers: Arc<[Publication]>,
+    /// Whether a request (a message with a reply subject) is answered; `no_reply` turns it off.
+    pub(crate) replies: bool,
 }
 
 /// How one handler call ended.
@@ -69,7 +81,7 @@ pub(crate) enum FailureLog {
 impl Dispatcher {
     /// Calls the handler with the app's handler timeout and logs the outcome, with a panic
     /// anywhere in it caught and logged, so it can stop neither the key nor the subscriber.
-    pub(crate) async fn dispatch_guarded(&self, message: KvMessage) {
+    pub(crate) async fn dispatch_guarded(&self, message: Message) {
         self.call_guarded(message, self.handler_timeout, FailureLog::Dispatcher)
             .await;
     }
@@ -78,11 +90,11 @@ impl Dispatcher {
     /// panic anywhere in it, the logging included, caught.
     pub(crate) async fn call_guarded(
         &self,
-        message: KvMessage,
+        message: Message,
         timeout: Option<Duration>,
         failure_log: FailureLog,
     ) -> CallOutcome {
-        let (key, revision) = (message.key().to_owned(), message.revision());
+        let label = message.label().to_string();
         let span = trace::entry_span(
             &self.context.name,
             self.group.as_deref(),
@@ -96,8 +108,8 @@ impl Dispatcher {
         called.unwrap_or_else(|payload| {
             let panic = panic_message(&*payload).to_owned();
             let _entered = span.enter();
-            tracing::error!(subscriber = %self.context.name, key, revision, panic,
-                "{key} | {revision} - panic outside the handler (dropping or logging its call); the watch goes on");
+            tracing::error!(subscriber = %self.context.name, message = label, panic,
+                "{label} - panic outside the handler (dropping or logging its call); the subscriber goes on");
             trace::record_failure(&span, "panic", &panic);
             // `call` counts its outcome last, so a panic before that is counted here, once.
             self.count(Outcome::Panic, None);
@@ -115,18 +127,15 @@ impl Dispatcher {
     /// call failed, and counts the outcome, last.
     async fn call(
         &self,
-        message: KvMessage,
+        message: Message,
         timeout: Option<Duration>,
         failure_log: FailureLog,
         span: &Span,
     ) -> CallOutcome {
         let log = failure_log == FailureLog::Dispatcher;
-        let message = Message::from_kv(message);
-        let entry = message.as_kv();
-        let (bucket, key, revision) = (entry.bucket(), entry.key(), entry.revision());
+        let label = message.label();
         let subscriber = &*self.context.name;
-        tracing::debug!(subscriber, operation = %entry.operation(),
-            "{bucket} | {key} | {revision} - Received");
+        tracing::debug!(subscriber, "{label} - Received");
 
         let started = self.metrics.is_some().then(Instant::now);
         let call = call_catching_panics(|| self.handler.call(&message, &self.context));
@@ -140,13 +149,12 @@ impl Dispatcher {
                     Ok(outcome) => outcome,
                     Err(_) => {
                         if log {
-                            tracing::error!(
-                                subscriber, bucket, key, revision, timeout = ?limit,
-                                "{bucket} | {key} | {revision} - handler timed out; abandoned"
-                            );
+                            tracing::error!(subscriber, message = %label, timeout = ?limit,
+                                "{label} - handler timed out; abandoned");
                         }
                         let reason = format!("timed out after {limit:?}");
                         trace::record_failure(span, "timeout", &reason);
+                        self.answer_failure(&message, 500, &reason).await;
                         self.count(Outcome::Timeout, None);
                         return CallOutcome::Failed(reason);
                     }
@@ -155,13 +163,22 @@ impl Dispatcher {
         };
         let took = started.map(|started| started.elapsed());
         let (counted, outcome) = match outcome {
-            Ok(()) => {
-                tracing::debug!(subscriber, "{bucket} | {key} | {revision} - Processed");
-                (Outcome::Ok, CallOutcome::Done)
-            }
+            Ok(reply) => match self.send_output(&message, reply).await {
+                Ok(()) => {
+                    tracing::debug!(subscriber, "{label} - Processed");
+                    (Outcome::Ok, CallOutcome::Done)
+                }
+                Err(error) => {
+                    if log {
+                        tracing::error!(subscriber, message = %label, error = %error,
+                            "{label} - handled, but {error}");
+                    }
+                    trace::record_failure(span, "publish_error", &error);
+                    (Outcome::Error, CallOutcome::Failed(error))
+                }
+            },
             Err(HandlerError::Rejected(rejection)) if rejection.is_skip() => {
-                tracing::debug!(subscriber, reason = %rejection,
-                    "{bucket} | {key} | {revision} - Skipped");
+                tracing::debug!(subscriber, reason = %rejection, "{label} - Skipped");
                 (Outcome::Skipped, CallOutcome::Done)
             }
             Err(HandlerError::Rejected(rejection)) => {
@@ -169,31 +186,32 @@ impl Dispatcher {
                 let (argument, argument_type) = rejection
                     .argument()
                     .map_or((0, ""), |argument| (argument.position, argument.type_name));
-                tracing::error!(subscriber, bucket, key, revision, argument, argument_type,
+                tracing::error!(subscriber, message = %label, argument, argument_type,
                     error = %chain(&rejection),
-                    "{bucket} | {key} | {revision} - {reason}; handler not called");
+                    "{label} - {reason}; handler not called");
                 trace::record_failure(span, "decode_error", &reason);
+                self.answer_failure(&message, 400, &reason).await;
                 (Outcome::Rejected, CallOutcome::Rejected(reason))
             }
             Err(HandlerError::Failed(error)) => {
                 let error = chain(&*error);
                 if log {
-                    tracing::error!(subscriber, bucket, key, revision, error = %error,
-                        "{bucket} | {key} | {revision} - handler failed");
+                    tracing::error!(subscriber, message = %label, error = %error,
+                        "{label} - handler failed");
                 }
                 trace::record_failure(span, "handler_error", &error);
+                self.answer_failure(&message, 500, &error).await;
                 (Outcome::Error, CallOutcome::Failed(error))
             }
-            Err(HandlerError::Panicked { message }) => {
+            Err(HandlerError::Panicked { message: panic }) => {
                 if log {
-                    tracing::error!(subscriber, bucket, key, revision, panic = %message,
-                        "{bucket} | {key} | {revision} - handler panicked");
+                    tracing::error!(subscriber, message = %label, panic = %panic,
+                        "{label} - handler panicked");
                 }
-                trace::record_failure(span, "panic", &message);
-                (
-                    Outcome::Panic,
-                    CallOutcome::Failed(format!("panicked: {message}")),
-                )
+                trace::record_failure(span, "panic", &panic);
+                let reason = format!("panicked: {panic}");
+                self.answer_failure(&message, 500, &reason).await;
+                (Outcome::Panic, CallOutcome::Failed(reason))
             }
         };
         // A skipped or rejected entry's handler never ran: no duration.

@@ -29,6 +29,7 @@ use tokio::task::{self, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::Dispatcher;
+use crate::extract::Message;
 use crate::kv::message::KvMessage;
 use crate::kv::watcher::{CatchUp, KvWatcher, WatchEvent};
 
@@ -128,7 +129,7 @@ impl WatchLoop {
             match event {
                 WatchEvent::Entry(entry) => {
                     let in_state = catch_up.taken();
-                    self.dispatcher.dispatch_guarded(entry).await;
+                    self.dispatcher.dispatch_guarded(Message::from_kv(entry)).await;
                     catch_up.handled(in_state, &self.handled, &subscriber);
                 }
                 WatchEvent::CaughtUp(read) => {
@@ -222,7 +223,8 @@ impl WatchLoop {
         let dispatcher = self.dispatcher.clone();
         let key = entry.key().to_owned();
         // The id is recorded before the loop next polls the set, so no finished task is missed.
-        let task = calls.spawn(async move { dispatcher.dispatch_guarded(entry).await });
+        let task =
+            calls.spawn(async move { dispatcher.dispatch_guarded(Message::from_kv(entry)).await });
         task_keys.insert(task.id(), (key, in_state));
     }
 }

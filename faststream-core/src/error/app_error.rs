@@ -150,6 +150,17 @@ pub enum Error {
         problems: Vec<String>,
     },
 
+    /// A subject subscriber or publisher could not be started: its subscription, stream or
+    /// consumer.
+    #[error("{subscriber} could not start")]
+    Messaging {
+        /// The subscriber or publisher, e.g. ``subscriber `my_service::bill` ``.
+        subscriber: String,
+        /// What failed.
+        #[source]
+        source: super::NatsError,
+    },
+
     /// A lifecycle hook returned an error, could not get an argument, or panicked.
     #[error("{stage} hook `{hook}` failed")]
     Hook {

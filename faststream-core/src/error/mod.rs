@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) mod app_error;
+mod nats;
+
+pub use nats::NatsError;
 
 // `Error` and `Result` are exported at the crate root, and only there.
 pub(crate) use app_error::is_certificate_error;

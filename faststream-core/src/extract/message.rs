@@ -1,48 +1,109 @@
 //! [`Message`]: what a handler's arguments are extracted from.
 
+use std::fmt;
+
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
 use crate::kv::message::KvMessage;
+use crate::nats::NatsMessage;
 
-/// One message as a subscriber received it, which its handler's arguments are built from.
-///
-/// Today every subscriber watches a Key-Value bucket, so every message is a Key-Value change
-/// ([`kv`](Self::kv)); extractors that read only the payload, the headers or the key
-/// ([`payload`](Self::payload), [`headers`](Self::headers), [`key`](Self::key)) work for any
-/// message a subscriber may receive.
+/// One message as a subscriber received it, which its handler's arguments are built from: a
+/// Key-Value change ([`kv`](Self::kv)) or a message from a subject or a stream
+/// ([`nats`](Self::nats)). Extractors that read only the payload, the headers or what the
+/// pattern matched ([`payload`](Self::payload), [`headers`](Self::headers),
+/// [`key`](Self::key)) work for both.
 #[derive(Debug, Clone)]
 pub struct Message {
-    kv: KvMessage,
+    source: Source,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Kv(KvMessage),
+    Nats(NatsMessage),
 }
 
 impl Message {
     pub(crate) fn from_kv(kv: KvMessage) -> Self {
-        Self { kv }
+        Self {
+            source: Source::Kv(kv),
+        }
     }
 
-    /// The payload: a Key-Value change's value (empty for `DEL`, `PURGE` and `EXPIRED`).
+    pub(crate) fn from_nats(message: NatsMessage) -> Self {
+        Self {
+            source: Source::Nats(message),
+        }
+    }
+
+    /// The payload: a Key-Value change's value (empty for `DEL`, `PURGE` and `EXPIRED`), or a
+    /// message's payload.
     pub fn payload(&self) -> &Bytes {
-        self.kv.value()
+        match &self.source {
+            Source::Kv(kv) => kv.value(),
+            Source::Nats(message) => message.payload(),
+        }
     }
 
     /// The headers, if the message has any.
     pub fn headers(&self) -> Option<&HeaderMap> {
-        self.kv.headers()
+        match &self.source {
+            Source::Kv(kv) => kv.headers(),
+            Source::Nats(message) => message.headers(),
+        }
     }
 
-    /// What the subscriber's pattern matched: the key of a Key-Value change.
+    /// What the subscriber's pattern matched: the key of a Key-Value change, the subject of a
+    /// message.
     pub fn key(&self) -> &str {
-        self.kv.key()
+        match &self.source {
+            Source::Kv(kv) => kv.key(),
+            Source::Nats(message) => message.subject(),
+        }
     }
 
     /// The Key-Value change, if the message is one.
     pub fn kv(&self) -> Option<&KvMessage> {
-        Some(&self.kv)
+        match &self.source {
+            Source::Kv(kv) => Some(kv),
+            Source::Nats(_) => None,
+        }
     }
 
-    /// The Key-Value change, for the framework's own logs and spans.
-    pub(crate) fn as_kv(&self) -> &KvMessage {
-        &self.kv
+    /// The message from a subject or a stream, if it is one.
+    pub fn nats(&self) -> Option<&NatsMessage> {
+        match &self.source {
+            Source::Kv(_) => None,
+            Source::Nats(message) => Some(message),
+        }
+    }
+
+    /// How the framework's log lines name the message: `bucket | key | revision` for a
+    /// Key-Value change, `subject` for a core message, `stream | subject | sequence` for a
+    /// JetStream delivery.
+    pub(crate) fn label(&self) -> Label<'_> {
+        Label(self)
+    }
+}
+
+/// See [`Message::label`].
+pub(crate) struct Label<'a>(&'a Message);
+
+impl fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0.source {
+            Source::Kv(kv) => write!(f, "{} | {} | {}", kv.bucket(), kv.key(), kv.revision()),
+            Source::Nats(message) => match message.jetstream_info() {
+                Some(info) => write!(
+                    f,
+                    "{} | {} | {}",
+                    info.stream,
+                    message.subject(),
+                    info.stream_sequence
+                ),
+                None => f.write_str(message.subject()),
+            },
+        }
     }
 }

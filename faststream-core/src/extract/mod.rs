@@ -21,8 +21,9 @@ pub use message::Message;
 use crate::error::Rejection;
 
 use crate::broker::NatsBroker;
-use crate::context::{AppContext, SubscriberContext};
+use crate::context::{AppContext, MessageKind, SubscriberContext};
 use crate::kv::message::KvMessage;
+use crate::nats::NatsMessage;
 
 /// A type a `#[subscriber]` handler can take as an argument, built from each message.
 ///
@@ -43,7 +44,7 @@ use crate::kv::message::KvMessage;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an argument of a `#[subscriber]` handler",
     label = "not an extractor",
-    note = "handler arguments may be `String`, `Vec<u8>`, `bytes::Bytes`, `Json<T>`, `Path<T>`, `KvMessage`, `NatsBroker`, `State<T>` or `KvView<T>`, `Option<T>` or `Result<T, Rejection>` of these, or a type implementing `faststream_core::extract::FromMessage`"
+    note = "handler arguments may be `String`, `Vec<u8>`, `bytes::Bytes`, `Json<T>`, `Path<T>`, `KvMessage`, `NatsMessage`, `NatsBroker`, `State<T>` or `KvView<T>`, `Option<T>` or `Result<T, Rejection>` of these, or a type implementing `faststream_core::extract::FromMessage`"
 )]
 pub trait FromMessage: Sized {
     /// Builds the argument from the message; an `Err` skips the handler for this message.
@@ -113,6 +114,36 @@ impl FromMessage for KvMessage {
             .kv()
             .cloned()
             .ok_or_else(|| Rejection::new("the message is not a Key-Value change"))
+    }
+
+    fn check(context: &SubscriberContext) -> Result<(), String> {
+        match context.kind() {
+            MessageKind::KeyValue => Ok(()),
+            _ => Err("`KvMessage` is a Key-Value change, and this subscriber listens on a \
+                      subject: take `NatsMessage` instead"
+                .to_owned()),
+        }
+    }
+}
+
+/// The whole message from a subject or a stream: subject, headers, reply subject, JetStream
+/// metadata, and the means to settle a JetStream delivery under `AckPolicy::Manual`.
+impl FromMessage for NatsMessage {
+    fn from_message(message: &Message, _: &SubscriberContext) -> Result<Self, Rejection> {
+        message
+            .nats()
+            .cloned()
+            .ok_or_else(|| Rejection::new("the message is not from a subject or a stream"))
+    }
+
+    fn check(context: &SubscriberContext) -> Result<(), String> {
+        match context.kind() {
+            MessageKind::KeyValue => Err("`NatsMessage` is a message from a subject or a \
+                 stream, and this subscriber watches a Key-Value bucket: take `KvMessage` \
+                 instead"
+                .to_owned()),
+            _ => Ok(()),
+        }
     }
 }
 

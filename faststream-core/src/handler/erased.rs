@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Handler, HandlerFuture, Hook};
+use super::{Handler, HandlerFuture, Hook, HookFuture};
 use crate::context::{AppContext, SubscriberContext};
 use crate::extract::Message;
 
@@ -48,7 +48,7 @@ impl fmt::Debug for BoxedHandler {
 /// A hook with its argument types erased, as stored in the registry.
 #[derive(Clone)]
 pub struct BoxedHook {
-    call: Arc<dyn Fn(AppContext) -> HandlerFuture + Send + Sync>,
+    call: Arc<dyn Fn(AppContext) -> HookFuture + Send + Sync>,
     check: fn(&AppContext) -> Vec<String>,
 }
 
@@ -61,7 +61,7 @@ impl BoxedHook {
         }
     }
 
-    pub(crate) fn call(&self, context: AppContext) -> HandlerFuture {
+    pub(crate) fn call(&self, context: AppContext) -> HookFuture {
         (self.call)(context)
     }
 

@@ -16,40 +16,22 @@ use crate::context::{AppContext, SubscriberContext};
 use crate::extract::{Extraction, FromHookContext, FromMessage, Message};
 
 mod erased;
+mod output;
 
 pub(crate) use erased::{BoxedHandler, BoxedHook};
+pub(crate) use output::{JSON, TEXT};
+pub use output::{IntoHandlerResult, IntoHookResult, IntoReply, PublishOutput, Reply};
 
-/// What calling a handler or hook produces.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+/// What calling a handler produces: its return value as a [`Reply`], or how it failed.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, HandlerError>> + Send>>;
 
-/// What a handler or hook may return: `()` or `Result<(), E>` with `E` convertible to
-/// `anyhow::Error` (any `std::error::Error + Send + Sync + 'static`, or `anyhow::Error` itself).
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a valid return type for a faststream handler or hook",
-    label = "return `()` or `Result<(), E>` here",
-    note = "handlers and hooks return `()` or `Result<(), E>` where `E: Into<anyhow::Error>` (for example `anyhow::Result<()>`)"
-)]
-pub trait IntoHandlerResult {
-    /// Converts the function's output.
-    fn into_handler_result(self) -> anyhow::Result<()>;
-}
-
-impl IntoHandlerResult for () {
-    fn into_handler_result(self) -> anyhow::Result<()> {
-        Ok(())
-    }
-}
-
-impl<E: Into<anyhow::Error>> IntoHandlerResult for Result<(), E> {
-    fn into_handler_result(self) -> anyhow::Result<()> {
-        self.map_err(Into::into)
-    }
-}
+/// What calling a lifecycle hook produces.
+pub type HookFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
 
 /// An async fn usable as a `#[subscriber]` handler; `Args` is the tuple of its argument types.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a valid `#[subscriber]` handler",
-    note = "a handler is an `async fn` whose arguments all implement `FromMessage` and that returns `()` or `Result<(), E>`"
+    note = "a handler is an `async fn` whose arguments all implement `FromMessage` and whose return type implements `IntoHandlerResult`"
 )]
 pub trait Handler<Args>: Clone + Send + Sync + 'static {
     /// Extracts the arguments from `message` and returns the function's call, boxed.
@@ -66,7 +48,7 @@ pub trait Handler<Args>: Clone + Send + Sync + 'static {
 )]
 pub trait Hook<Args>: Clone + Send + Sync + 'static {
     /// Extracts the arguments and calls the function.
-    fn call(&self, context: AppContext) -> HandlerFuture;
+    fn call(&self, context: AppContext) -> HookFuture;
 
     /// Runs every argument's start-up check; one line per problem.
     fn check(context: &AppContext) -> Vec<String>;
@@ -123,10 +105,10 @@ macro_rules! impl_handler_and_hook {
         where
             F: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
             Fut: Future<Output = Out> + Send + 'static,
-            Out: IntoHandlerResult,
+            Out: IntoHookResult,
             $($arg: FromHookContext + Send + 'static,)*
         {
-            fn call(&self, context: AppContext) -> HandlerFuture {
+            fn call(&self, context: AppContext) -> HookFuture {
                 let hook = self.clone();
                 Box::pin(async move {
                     $(
@@ -135,7 +117,7 @@ macro_rules! impl_handler_and_hook {
                     )*
                     hook($($arg),*)
                         .await
-                        .into_handler_result()
+                        .into_hook_result()
                         .map_err(|error| HandlerError::Failed(error.into()))
                 })
             }
@@ -180,9 +162,9 @@ const _: () = assert!(
 /// Makes a call and awaits it, turning a panic (in an extractor, which runs when the call is
 /// made, or in the function) into [`HandlerError::Panicked`]: no handler or hook can take down
 /// a watch loop or the app.
-pub(crate) async fn call_catching_panics(
-    call: impl FnOnce() -> HandlerFuture,
-) -> Result<(), HandlerError> {
+pub(crate) async fn call_catching_panics<T>(
+    call: impl FnOnce() -> Pin<Box<dyn Future<Output = Result<T, HandlerError>> + Send>>,
+) -> Result<T, HandlerError> {
     let call = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
         Ok(call) => call,
         Err(panic) => return Err(panicked(&*panic)),

@@ -266,6 +266,9 @@ fn subscriber_state(subscriber: &SubscriberHealth) -> State {
             partitions: Some(group.owned_and_pending().0),
         },
         Progress::Group(_) => State::Starting,
+        // Subscribed (and its stream and consumer declared): nothing to catch up with.
+        Progress::Subject(_) if done => State::Live { partitions: None },
+        Progress::Subject(_) => State::Starting,
     }
 }
 

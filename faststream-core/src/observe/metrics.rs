@@ -199,6 +199,33 @@ pub(crate) enum Progress {
     Watch(WatchStatus),
     /// A consumer-group member.
     Group(Arc<GroupMetrics>),
+    /// A subject or stream subscriber.
+    Subject(Arc<SubjectMetrics>),
+}
+
+/// A subject or stream subscriber's own counters, beside the calls every subscriber counts.
+#[derive(Debug, Default)]
+pub(crate) struct SubjectMetrics {
+    /// JetStream deliveries handed back to be tried again.
+    redelivered: AtomicU64,
+    /// JetStream deliveries given up and kept as dead letters.
+    given_up: AtomicU64,
+    /// Messages still pending for the JetStream consumer, as of the last delivery.
+    pending: AtomicU64,
+}
+
+impl SubjectMetrics {
+    pub(crate) fn redelivered(&self) {
+        self.redelivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn given_up(&self) {
+        self.given_up.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_pending(&self, pending: u64) {
+        self.pending.store(pending, Ordering::Relaxed);
+    }
 }
 
 /// One subscriber's instruments. Bound once; the dispatcher records into it on every call.
@@ -405,6 +432,17 @@ impl Metrics {
                         let count = status.recreations(reason);
                         recreated.series.push((labels, Value::Counter(count)));
                     }
+                }
+                Some(Progress::Subject(subject)) => {
+                    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+                    let lag = i64::try_from(load(&subject.pending)).unwrap_or(i64::MAX);
+                    pending.series.push((labels.clone(), Value::Gauge(lag)));
+                    redelivered
+                        .series
+                        .push((labels.clone(), Value::Counter(load(&subject.redelivered))));
+                    given_up
+                        .series
+                        .push((labels.clone(), Value::Counter(load(&subject.given_up))));
                 }
                 Some(Progress::Group(group)) => {
                     let (held, lag) = group.owned_and_pending();

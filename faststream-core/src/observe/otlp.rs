@@ -34,7 +34,7 @@
 use std::sync::Arc;
 
 use opentelemetry::metrics::{Histogram, Meter, MeterProvider as _};
-use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -278,6 +278,27 @@ fn link_to_writer(span: &Span, headers: Option<&async_nats::HeaderMap>) {
     if parent.span().span_context().is_valid() {
         // Fails only without the OpenTelemetry layer, where there is nothing to link.
         let _ = span.set_parent(parent);
+    }
+}
+
+/// How a published message carries the current trace: [`inject_current`].
+pub(crate) const INJECT: Option<fn(&mut async_nats::HeaderMap)> = Some(inject_current);
+
+/// Writes the current span's W3C `traceparent` (and `tracestate`) into `headers`, so the
+/// receiver's span continues this trace. Nothing is written outside a sampled span.
+fn inject_current(headers: &mut async_nats::HeaderMap) {
+    let context = Span::current().context();
+    if !context.span().span_context().is_valid() {
+        return;
+    }
+    TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+}
+
+struct HeaderInjector<'a>(&'a mut async_nats::HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key, value.as_str());
     }
 }
 

@@ -17,9 +17,9 @@ use crate::error::Result;
 use crate::logging;
 
 #[cfg(feature = "otlp")]
-pub(crate) use super::otlp::{Exported, Otlp as OtlpExport, LINK_PARENT};
+pub(crate) use super::otlp::{Exported, Otlp as OtlpExport, INJECT, LINK_PARENT};
 #[cfg(not(feature = "otlp"))]
-pub(crate) use without_otlp::{Exported, OtlpExport, LINK_PARENT};
+pub(crate) use without_otlp::{Exported, OtlpExport, INJECT, LINK_PARENT};
 
 /// How the app is observed, as configured on [`App`](crate::App).
 #[derive(Debug)]
@@ -99,6 +99,7 @@ impl ObserveSettings {
             entry_tracing: EntryTracing {
                 sampler: self.otlp.as_ref().map(OtlpExport::entry_sampler),
                 link_parent: LINK_PARENT,
+                inject: INJECT,
             },
             observer,
             http,
@@ -151,6 +152,7 @@ mod without_otlp {
 
     /// No trace context is read without OpenTelemetry.
     pub(crate) const LINK_PARENT: Option<fn(&tracing::Span, Option<&async_nats::HeaderMap>)> = None;
+    pub(crate) const INJECT: Option<fn(&mut async_nats::HeaderMap)> = None;
 
     /// Nothing exported.
     #[derive(Debug)]

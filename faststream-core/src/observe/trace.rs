@@ -16,21 +16,49 @@ use tracing::Span;
 
 use async_nats::HeaderMap;
 
+use crate::extract::Message;
 use crate::kv::message::KvMessage;
+use crate::nats::NatsMessage;
 
 /// The target of the per-entry spans, for filters (`RUST_LOG=faststream::entry=debug`).
 pub const ENTRY_TARGET: &str = "faststream::entry";
 
-/// The span for handling `message`. Attributes:
+/// The span for handling `message`. Attributes, after OpenTelemetry's messaging conventions:
 ///
 /// - `messaging.system` `nats`, `messaging.operation.type` and `.name` `process`,
-///   `messaging.destination.name` `$KV.<bucket>.<key>`, `messaging.consumer.group.name` for a
-///   consumer-group member, `messaging.message.body.size`;
-/// - `nats.kv.bucket`, `nats.kv.key`, `nats.kv.revision`, `nats.kv.operation`,
+///   `messaging.destination.name` (`$KV.<bucket>.<key>` for a Key-Value change, the subject
+///   for a message), `messaging.consumer.group.name` (a consumer group, a queue group or a
+///   JetStream consumer), `messaging.message.body.size`, `messaging.message.conversation_id`
+///   (FastStream's `correlation_id`);
+/// - for a change `nats.kv.bucket`, `nats.kv.key`, `nats.kv.revision`, `nats.kv.operation`;
+///   for a JetStream delivery `nats.stream`, `nats.stream.sequence`, `nats.delivered`;
 ///   `faststream.subscriber`;
-/// - on failure, `error.type` (`handler_error`, `panic`, `timeout`, `decode_error`) and the
-///   span's status (`otel.status_code` `error`, `otel.status_description`).
+/// - on failure, `error.type` (`handler_error`, `panic`, `timeout`, `decode_error`,
+///   `publish_error`) and the span's status (`otel.status_code` `error`,
+///   `otel.status_description`).
 pub(crate) fn entry_span(
+    subscriber: &str,
+    group: Option<&str>,
+    entry_tracing: EntryTracing,
+    message: &Message,
+) -> Span {
+    let span = match (message.kv(), message.nats()) {
+        (Some(kv), _) => kv_span(subscriber, group, entry_tracing, kv),
+        (None, Some(nats)) => nats_span(subscriber, group, entry_tracing, nats),
+        (None, None) => Span::none(),
+    };
+    if let Some(link_parent) = entry_tracing.link_parent.filter(|_| !span.is_disabled()) {
+        link_parent(&span, message.headers());
+    }
+    span
+}
+
+// Integers as i64: the OpenTelemetry layer would export a u64 as text.
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn kv_span(
     subscriber: &str,
     group: Option<&str>,
     entry_tracing: EntryTracing,
@@ -38,13 +66,11 @@ pub(crate) fn entry_span(
 ) -> Span {
     if entry_tracing
         .sampler
-        .is_some_and(|sampler| !sampler.samples(message))
+        .is_some_and(|sampler| !sampler.samples(message.revision(), message.headers()))
     {
         return Span::none();
     }
-    // Integers as i64: the OpenTelemetry layer would export a u64 as text.
-    let as_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-    let span = tracing::debug_span!(
+    tracing::debug_span!(
         target: "faststream::entry",
         "process",
         otel.name = %format_args!("process {}", message.bucket()),
@@ -63,11 +89,58 @@ pub(crate) fn entry_span(
         error.type = Empty,
         otel.status_code = Empty,
         otel.status_description = Empty,
-    );
-    if let Some(link_parent) = entry_tracing.link_parent.filter(|_| !span.is_disabled()) {
-        link_parent(&span, message.headers());
+    )
+}
+
+fn nats_span(
+    subscriber: &str,
+    group: Option<&str>,
+    entry_tracing: EntryTracing,
+    message: &NatsMessage,
+) -> Span {
+    let info = message.jetstream_info();
+    // A stream's messages are sampled by sequence, as changes are by revision; a core
+    // message, which has none, by a counter.
+    let position = info.map_or_else(next_core_position, |info| info.stream_sequence);
+    if entry_tracing
+        .sampler
+        .is_some_and(|sampler| !sampler.samples(position, message.headers()))
+    {
+        return Span::none();
     }
-    span
+    tracing::debug_span!(
+        target: "faststream::entry",
+        "process",
+        otel.name = %format_args!("process {}", message.subject()),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = message.subject(),
+        messaging.consumer.group.name = group,
+        messaging.message.body.size = as_i64(message.payload().len() as u64),
+        messaging.message.conversation_id = message.correlation_id(),
+        nats.stream = info.map(|info| info.stream.as_str()),
+        nats.stream.sequence = info.map(|info| as_i64(info.stream_sequence)),
+        nats.delivered = info.map(|info| as_i64(info.delivered)),
+        faststream.subscriber = subscriber,
+        error.type = Empty,
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+    )
+}
+
+fn next_core_position() -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Writes the current trace context into `headers` of a message being published, when
+/// OpenTelemetry support is compiled in.
+pub(crate) fn inject_context(entry_tracing: EntryTracing, headers: &mut HeaderMap) {
+    if let Some(inject) = entry_tracing.inject {
+        inject(headers);
+    }
 }
 
 /// How entries are traced: which get a span, and how a span becomes the child of the writer's
@@ -81,6 +154,9 @@ pub(crate) struct EntryTracing {
     /// Makes the span a child of the trace the entry's headers carry; `None` without
     /// OpenTelemetry support compiled in.
     pub(crate) link_parent: Option<fn(&Span, Option<&HeaderMap>)>,
+    /// Writes the current trace context into a published message's headers; `None` without
+    /// OpenTelemetry support compiled in.
+    pub(crate) inject: Option<fn(&mut HeaderMap)>,
 }
 
 /// Which entries get a span, decided before one is made.
@@ -110,9 +186,10 @@ impl EntrySampler {
         Self { threshold }
     }
 
-    /// Whether `message` gets a span: a writer's sampled trace always does.
-    pub(crate) fn samples(&self, message: &KvMessage) -> bool {
-        self.samples_revision(message.revision()) || writer_sampled(message)
+    /// Whether the message at `position` (a revision or a stream sequence) with `headers`
+    /// gets a span: a writer's sampled trace always does.
+    pub(crate) fn samples(&self, position: u64, headers: Option<&HeaderMap>) -> bool {
+        self.samples_revision(position) || writer_sampled(headers)
     }
 
     /// Whether `revision` is among the sampled ones. Hashed rather than taken one in N, so
@@ -132,11 +209,9 @@ fn spread(revision: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Whether the entry carries a W3C `traceparent` with the sampled flag.
-fn writer_sampled(message: &KvMessage) -> bool {
-    let Some(parent) = message
-        .headers()
-        .and_then(|headers| headers.get("traceparent"))
+/// Whether the headers carry a W3C `traceparent` with the sampled flag.
+fn writer_sampled(headers: Option<&HeaderMap>) -> bool {
+    let Some(parent) = headers.and_then(|headers| headers.get("traceparent"))
     else {
         return false;
     };

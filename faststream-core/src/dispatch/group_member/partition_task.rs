@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::{CallOutcome, Dispatcher, FailureLog};
+use crate::extract::Message;
 use crate::kv::group::dead_letters;
 use crate::kv::group::handbacks::Handbacks;
 use crate::kv::group::layout::GroupLayout;
@@ -369,7 +370,7 @@ impl PartitionTask {
             call_started.store(true, Ordering::SeqCst);
             AttemptEnd::Called(
                 dispatcher
-                    .call_guarded(call_message, Some(timeout), FailureLog::Caller)
+                    .call_guarded(Message::from_kv(call_message), Some(timeout), FailureLog::Caller)
                     .await,
             )
         }

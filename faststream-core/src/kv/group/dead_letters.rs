@@ -20,8 +20,8 @@ const KEY: &str = "Faststream-Key";
 const REVISION: &str = "Faststream-Revision";
 const OPERATION: &str = "Faststream-Operation";
 const CREATED: &str = "Faststream-Created-Ns";
-const ATTEMPTS: &str = "Faststream-Attempts";
-const ERROR: &str = "Faststream-Error";
+pub(crate) const ATTEMPTS: &str = "Faststream-Attempts";
+pub(crate) const ERROR: &str = "Faststream-Error";
 const MEMBER: &str = "Faststream-Member";
 /// The longest error kept in a dead letter, in characters.
 const MAX_ERROR_CHARS: usize = 4096;
@@ -71,14 +71,7 @@ pub(crate) async fn publish(
         .as_nanos();
     headers.insert(CREATED, created.to_string().as_str());
     headers.insert(ATTEMPTS, attempts.to_string().as_str());
-    // A header value is one line, and a long error must not make the letter too large to
-    // keep (it would then be retried for ever).
-    let error: String = error
-        .chars()
-        .take(MAX_ERROR_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    headers.insert(ERROR, error.as_str());
+    headers.insert(ERROR, header_line(error).as_str());
     headers.insert(MEMBER, member);
     let ack = context
         .publish_with_headers(
@@ -89,6 +82,16 @@ pub(crate) async fn publish(
         .await?
         .await?;
     Ok(ack.sequence)
+}
+
+/// `error` as a header value: one line, and short enough that a long error cannot make the
+/// letter too large to keep (it would then be retried for ever).
+pub(crate) fn header_line(error: &str) -> String {
+    error
+        .chars()
+        .take(MAX_ERROR_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Letters asked for per pull request when reading them all.
@@ -116,13 +119,27 @@ impl ReadError {
     }
 }
 
-/// Every dead letter kept, oldest first, read with a consumer of the dead-letter stream's own
-/// (one pull request per [`READ_BATCH`] letters, not one request per letter), deleted when
-/// done. Nothing is skipped: a failed request fails the whole read.
+/// Every dead letter kept, oldest first.
 pub(crate) async fn read_all(
     stream: &jetstream::stream::Stream,
     layout: &GroupLayout,
 ) -> Result<Vec<DeadLetter>, ReadError> {
+    read_stored(stream, layout.dead_subjects(), |sequence, subject, headers, value| {
+        from_parts(layout, sequence, subject, headers, value)
+    })
+    .await
+}
+
+/// Every message of `stream` on `filter`, oldest first, each made a `T` by `parse` (from its
+/// sequence, subject, headers and payload), read with a consumer of its own (one pull request
+/// per [`READ_BATCH`] messages, not one request per message), deleted when done. Nothing is
+/// skipped: a failed request fails the whole read. The dead letters of consumer groups and of
+/// stream subscribers are both read this way.
+pub(crate) async fn read_stored<T>(
+    stream: &jetstream::stream::Stream,
+    filter: String,
+    parse: impl Fn(u64, &str, Option<&HeaderMap>, Bytes) -> T,
+) -> Result<Vec<T>, ReadError> {
     if stream.cached_info().state.messages == 0 {
         return Ok(Vec::new());
     }
@@ -131,14 +148,14 @@ pub(crate) async fn read_all(
             description: Some("faststream: listing the dead letters".to_owned()),
             deliver_policy: DeliverPolicy::All,
             ack_policy: AckPolicy::None,
-            filter_subject: layout.dead_subjects(),
+            filter_subject: filter,
             inactive_threshold: READER_INACTIVE,
             memory_storage: true,
             ..Default::default()
         })
         .await
         .map_err(|error| ReadError::new("creating a consumer to read them", error))?;
-    let read = read_with(&consumer, layout).await;
+    let read = read_with(&consumer, parse).await;
     let name = consumer.cached_info().name.clone();
     if let Err(error) = stream.delete_consumer(&name).await {
         tracing::debug!(consumer = name, error = %error,
@@ -147,10 +164,10 @@ pub(crate) async fn read_all(
     read
 }
 
-async fn read_with(
+async fn read_with<T>(
     consumer: &jetstream::consumer::Consumer<pull::Config>,
-    layout: &GroupLayout,
-) -> Result<Vec<DeadLetter>, ReadError> {
+    parse: impl Fn(u64, &str, Option<&HeaderMap>, Bytes) -> T,
+) -> Result<Vec<T>, ReadError> {
     let mut left = consumer.cached_info().num_pending;
     let mut letters = Vec::with_capacity(usize::try_from(left).unwrap_or_default());
     while left > 0 {
@@ -170,8 +187,7 @@ async fn read_with(
                     .map_err(|error| ReadError::new("reading a letter's metadata", error))?;
                 left = info.pending;
                 let sequence = info.stream_sequence;
-                letters.push(from_parts(
-                    layout,
+                letters.push(parse(
                     sequence,
                     &message.subject,
                     message.headers.as_ref(),

@@ -1,0 +1,226 @@
+//! The subject loop: one task per subject or stream subscriber that hands each message of its
+//! [`SubjectSource`] to the handler, then settles a JetStream delivery as its
+//! [`AckPolicy`] says.
+//!
+//! With `max_workers = 1` (the default) messages are handled one at a time, in arrival order.
+//! With `N > 1` up to `N` calls run at once; with `ordered_by`, the messages of one key wait
+//! for each other, in arrival order. At most `N` wait; beyond that the loop stops reading,
+//! which holds back the subscription (for a stream, the server) instead of buffering.
+//!
+//! On shutdown the subscription is stopped first: a core subscription is drained (the
+//! messages already received are still handled, none is taken and dropped), a stream's
+//! deliveries received but not started are handed back; then the calls in flight finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio_util::sync::CancellationToken;
+
+use super::keyed::KeyedCalls;
+use super::{CallOutcome, Dispatcher, FailureLog};
+use crate::extract::Message;
+use crate::nats::dead_letters;
+use crate::nats::source::SubjectSource;
+use crate::nats::{AckPolicy, NatsMessage, Subscription};
+use crate::observe::metrics::SubjectMetrics;
+
+/// Which part of a subject orders the calls of `max_workers > 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OrderKey {
+    /// No order: any messages at once.
+    None,
+    /// The whole subject.
+    Subject,
+    /// The subject's token at this index (a `{name}` placeholder).
+    Token(usize),
+}
+
+impl OrderKey {
+    fn of(self, subject: &str) -> Option<String> {
+        match self {
+            Self::None => None,
+            Self::Subject => Some(subject.to_owned()),
+            Self::Token(index) => subject.split('.').nth(index).map(str::to_owned),
+        }
+    }
+}
+
+/// How a stream subscriber settles its deliveries.
+#[derive(Debug, Clone)]
+pub(crate) struct Settlement {
+    pub(crate) policy: AckPolicy,
+    pub(crate) max_attempts: u32,
+    pub(crate) subscription: Arc<Subscription>,
+    /// Where dead letters go; `None` for a core subscriber.
+    pub(crate) jetstream: Option<jetstream::Context>,
+    /// The stream's replicas, for its dead-letter stream.
+    pub(crate) replicas: usize,
+    pub(crate) metrics: Arc<SubjectMetrics>,
+}
+
+/// One subject subscriber's loop over its source.
+pub(crate) struct SubjectLoop {
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) source: SubjectSource,
+    pub(crate) max_workers: usize,
+    pub(crate) order: OrderKey,
+    pub(crate) settlement: Settlement,
+}
+
+impl SubjectLoop {
+    /// Handles messages until `cancel` fires; then stops the subscription, handles what it
+    /// had received (a core subscription's) and lets the calls in flight finish.
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+        let name = Arc::clone(&self.dispatcher.context.name);
+        let dispatcher = self.dispatcher.clone();
+        let settlement = self.settlement.clone();
+        let mut calls = KeyedCalls::new(self.max_workers, move |message: NatsMessage| {
+            let dispatcher = dispatcher.clone();
+            let settlement = settlement.clone();
+            async move { handle(&dispatcher, &settlement, message).await }
+        });
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                Some(()) = calls.join_next(), if !calls.is_idle() => {}
+                message = self.source.next(), if calls.has_room() => {
+                    let Some(message) = message else {
+                        tracing::warn!(subscriber = %name, "subscription closed; subject loop ends");
+                        calls.finish().await;
+                        return;
+                    };
+                    self.take(&mut calls, message);
+                }
+            }
+        }
+        self.source.stop().await;
+        // What a drained core subscription still holds is handled; a stream's is handed back.
+        while let Some(message) = self.source.next().await {
+            while !calls.has_room() {
+                calls.join_next().await;
+            }
+            self.take(&mut calls, message);
+        }
+        for message in calls.take_waiting() {
+            hand_back(&message).await;
+        }
+        calls.finish().await;
+        tracing::debug!(subscriber = %name, "subject loop stopped");
+    }
+
+    fn take(&self, calls: &mut KeyedCalls<NatsMessage>, message: NatsMessage) {
+        if let Some(info) = message.jetstream_info() {
+            self.settlement.metrics.set_pending(info.pending);
+        }
+        calls.submit(self.order.of(message.subject()), message);
+    }
+}
+
+/// Calls the handler for one message and settles it: the one path every message takes.
+async fn handle(dispatcher: &Dispatcher, settlement: &Settlement, message: NatsMessage) {
+    let Some(info) = message.jetstream_info().cloned() else {
+        dispatcher.dispatch_guarded(Message::from_nats(message)).await;
+        return;
+    };
+    let policy = settlement.policy;
+    if policy == AckPolicy::AckFirst {
+        settle(&message, message.ack().await);
+    }
+    let outcome = {
+        let call = dispatcher.call_guarded(
+            Message::from_nats(message.clone()),
+            dispatcher.handler_timeout,
+            FailureLog::Dispatcher,
+        );
+        keep_alive(&message, settlement.subscription.ack_wait, policy, call).await
+    };
+    if matches!(policy, AckPolicy::AckFirst | AckPolicy::Manual) || message.is_settled() {
+        return;
+    }
+    let failure = match outcome {
+        CallOutcome::Done => return settle(&message, message.ack().await),
+        CallOutcome::Rejected(reason) => Some(reason),
+        CallOutcome::Failed(_) if policy == AckPolicy::Ack => {
+            return settle(&message, message.ack().await)
+        }
+        CallOutcome::Failed(reason)
+            if policy == AckPolicy::NackOnError
+                && info.delivered < u64::from(settlement.max_attempts) =>
+        {
+            let delay = settlement.subscription.delay_after(info.delivered);
+            tracing::info!(subject = message.subject(), attempt = info.delivered, ?delay, reason,
+                "{} | {} | {} - handed back, to be tried again in {delay:?}",
+                info.stream, message.subject(), info.stream_sequence);
+            settlement.metrics.redelivered();
+            return settle(&message, message.nak(Some(delay)).await);
+        }
+        CallOutcome::Failed(reason) => Some(reason),
+    };
+    let Some(reason) = failure else { return };
+    give_up(settlement, &message, info.delivered, &reason).await;
+}
+
+/// Keeps the failed delivery as a dead letter, then terminates it. If it cannot be kept, it is
+/// handed back instead, to be tried again: never dropped.
+async fn give_up(settlement: &Settlement, message: &NatsMessage, attempts: u64, reason: &str) {
+    let Some(jetstream) = &settlement.jetstream else {
+        return;
+    };
+    match dead_letters::keep(jetstream, message, settlement.replicas, attempts, reason).await {
+        Ok(sequence) => {
+            tracing::warn!(subject = message.subject(), attempts, dead_letter = sequence, reason,
+                "given up after {attempts} attempt(s) and kept as dead letter {sequence}");
+            settlement.metrics.given_up();
+            settle(message, message.term().await);
+        }
+        Err(error) => {
+            tracing::error!(subject = message.subject(), error = %crate::error::chain(&error),
+                "could not keep a delivery given up as a dead letter; handing it back");
+            settle(message, message.nak(Some(Duration::from_secs(5))).await);
+        }
+    }
+}
+
+/// Runs `call`, telling the server the delivery is still worked on every third of its ack
+/// wait, so a long call is not delivered again to another instance meanwhile.
+async fn keep_alive<F: std::future::Future<Output = CallOutcome>>(
+    message: &NatsMessage,
+    ack_wait: Duration,
+    policy: AckPolicy,
+    call: F,
+) -> CallOutcome {
+    if policy == AckPolicy::AckFirst {
+        return call.await;
+    }
+    let period = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut call = std::pin::pin!(call);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            outcome = &mut call => return outcome,
+            _ = ticks.tick() => {
+                if !message.is_settled() {
+                    if let Err(error) = message.in_progress().await {
+                        tracing::debug!(error = %error, "could not extend the ack wait");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A delivery taken but not started at shutdown: handed back for another instance.
+async fn hand_back(message: &NatsMessage) {
+    if message.jetstream_info().is_some() {
+        settle(message, message.nak(None).await);
+    }
+}
+
+fn settle(message: &NatsMessage, settled: Result<(), crate::error::NatsError>) {
+    if let Err(error) = settled {
+        tracing::warn!(subject = message.subject(), error = %crate::error::chain(&error),
+            "could not settle a delivery; the server delivers it again after its ack wait");
+    }
+}
