@@ -1,4 +1,5 @@
-//! NATS Key-Value naming rules (ADR-8):
+//! NATS Key-Value naming rules (ADR-8), and the token walk shared with subject patterns
+//! (`subjects`):
 //! - a bucket name is one or more of `A-Z a-z 0-9 _ -`;
 //! - a key is one or more `.`-separated tokens of `A-Z a-z 0-9 - / _ =`, no empty token;
 //! - a watch pattern is a key whose tokens may also be `*` (any one token), `>` (the rest, last
@@ -13,7 +14,7 @@ pub struct NameError {
 }
 
 impl NameError {
-    fn new(message: String) -> Self {
+    pub(crate) fn new(message: String) -> Self {
         Self { message }
     }
 }
@@ -107,7 +108,7 @@ pub fn validate_key(key: &str) -> Result<(), NameError> {
 }
 
 /// Splits on `.`, rejecting empty input and empty tokens. Yields `(index, token)`.
-fn tokens<'a>(
+pub(crate) fn tokens<'a>(
     text: &'a str,
     what: &str,
 ) -> Result<impl Iterator<Item = (usize, &'a str)>, NameError> {
@@ -153,61 +154,7 @@ impl KeyPattern {
     /// assert!(faststream_rules::KeyPattern::parse("a.>.b").is_err());
     /// ```
     pub fn parse(pattern: &str) -> Result<Self, NameError> {
-        let count = pattern.split('.').count();
-        let mut filter_tokens = Vec::with_capacity(count);
-        let mut params: Vec<PathParam> = Vec::new();
-        for (index, token) in tokens(pattern, "key pattern")? {
-            let is_last = index + 1 == count;
-            match token {
-                "*" => filter_tokens.push("*"),
-                ">" if is_last => filter_tokens.push(">"),
-                ">" => {
-                    return Err(NameError::new(format!(
-                        "invalid key pattern `{pattern}`: `>` in token {} must be the last \
-                         token (it matches all the remaining tokens)",
-                        index + 1
-                    )))
-                }
-                _ if token.starts_with('{') || token.ends_with('}') => {
-                    let name = placeholder_name(pattern, index, token)?;
-                    if let Some(first) = params.iter().find(|p| p.name == name) {
-                        return Err(NameError::new(format!(
-                            "invalid key pattern `{pattern}`: placeholder `{{{name}}}` in token \
-                             {} is used more than once (first in token {}; each path parameter \
-                             needs its own name)",
-                            index + 1,
-                            first.token + 1
-                        )));
-                    }
-                    params.push(PathParam {
-                        name: name.to_owned(),
-                        token: index,
-                    });
-                    filter_tokens.push("*");
-                }
-                _ => {
-                    if let Some(bad) = token.chars().find(|c| !is_key_char(*c)) {
-                        let hint = match bad {
-                            '{' | '}' => " (a `{name}` placeholder must be a whole token)",
-                            '*' | '>' => " (wildcards `*` and `>` must be whole tokens)",
-                            _ => "",
-                        };
-                        return Err(NameError::new(format!(
-                            "invalid key pattern `{pattern}`: character `{bad}` in token {} is \
-                             not allowed{hint}; keys use A-Z, a-z, 0-9, `-`, `/`, `_`, `=`, \
-                             `.` between tokens, and whole-token `*`, `>` or `{{name}}`",
-                            index + 1
-                        )));
-                    }
-                    filter_tokens.push(token);
-                }
-            }
-        }
-        Ok(Self {
-            pattern: pattern.to_owned(),
-            filter: filter_tokens.join("."),
-            params,
-        })
+        parse_pattern(pattern, PatternKind::Key)
     }
 
     /// The pattern as written, placeholders included.
@@ -231,14 +178,132 @@ impl KeyPattern {
     }
 }
 
-/// The name of the `{name}` placeholder that is token `index` (from 0) of `pattern`.
-fn placeholder_name<'a>(pattern: &str, index: usize, token: &'a str) -> Result<&'a str, NameError> {
+/// What a pattern is matched against: a Key-Value key or a NATS subject. The token walk is the
+/// same; only the characters a literal token may use, and the words of the messages, differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PatternKind {
+    /// A watch pattern over the keys of a bucket ([`KeyPattern::parse`]).
+    Key,
+    /// A subscription pattern over NATS subjects ([`KeyPattern::parse_subject`]).
+    Subject,
+}
+
+impl PatternKind {
+    /// How messages name a pattern of this kind.
+    fn what(self) -> &'static str {
+        match self {
+            Self::Key => "key pattern",
+            Self::Subject => "subject pattern",
+        }
+    }
+
+    /// Whether a literal token (not a wildcard or placeholder) may use `c`.
+    fn allows(self, c: char) -> bool {
+        match self {
+            Self::Key => is_key_char(c),
+            Self::Subject => crate::subjects::is_subject_char(c),
+        }
+    }
+
+    /// `c` as shown in a message. Key messages show the character itself, as they always did;
+    /// subjects allow almost any character, so the few refused may be invisible ones.
+    fn show(self, c: char) -> String {
+        match self {
+            Self::Key => format!("`{c}`"),
+            Self::Subject => crate::subjects::shown(c),
+        }
+    }
+
+    /// The rule a literal token breaks, ending the message about a refused character.
+    fn rule(self) -> &'static str {
+        match self {
+            Self::Key => {
+                "keys use A-Z, a-z, 0-9, `-`, `/`, `_`, `=`, `.` between tokens, and whole-token \
+                 `*`, `>` or `{name}`"
+            }
+            Self::Subject => {
+                "subjects use printable characters other than whitespace, `.` between tokens, \
+                 and whole-token `*`, `>` or `{name}`"
+            }
+        }
+    }
+}
+
+/// Parses and checks a pattern of `kind`: `.`-separated tokens, each `*`, a final `>`, a whole
+/// `{name}` placeholder (names unique), or a literal of the characters `kind` allows.
+pub(crate) fn parse_pattern(pattern: &str, kind: PatternKind) -> Result<KeyPattern, NameError> {
+    let what = kind.what();
+    let count = pattern.split('.').count();
+    let mut filter_tokens = Vec::with_capacity(count);
+    let mut params: Vec<PathParam> = Vec::new();
+    for (index, token) in tokens(pattern, what)? {
+        let is_last = index + 1 == count;
+        match token {
+            "*" => filter_tokens.push("*"),
+            ">" if is_last => filter_tokens.push(">"),
+            ">" => {
+                return Err(NameError::new(format!(
+                    "invalid {what} `{pattern}`: `>` in token {} must be the last \
+                     token (it matches all the remaining tokens)",
+                    index + 1
+                )))
+            }
+            _ if token.starts_with('{') || token.ends_with('}') => {
+                let name = placeholder_name(pattern, what, index, token)?;
+                if let Some(first) = params.iter().find(|p| p.name == name) {
+                    return Err(NameError::new(format!(
+                        "invalid {what} `{pattern}`: placeholder `{{{name}}}` in token \
+                         {} is used more than once (first in token {}; each path parameter \
+                         needs its own name)",
+                        index + 1,
+                        first.token + 1
+                    )));
+                }
+                params.push(PathParam {
+                    name: name.to_owned(),
+                    token: index,
+                });
+                filter_tokens.push("*");
+            }
+            _ => {
+                if let Some(bad) = token.chars().find(|c| !kind.allows(*c)) {
+                    let hint = match bad {
+                        '{' | '}' => " (a `{name}` placeholder must be a whole token)",
+                        '*' | '>' => " (wildcards `*` and `>` must be whole tokens)",
+                        _ => "",
+                    };
+                    return Err(NameError::new(format!(
+                        "invalid {what} `{pattern}`: character {} in token {} is \
+                         not allowed{hint}; {}",
+                        kind.show(bad),
+                        index + 1,
+                        kind.rule(),
+                    )));
+                }
+                filter_tokens.push(token);
+            }
+        }
+    }
+    Ok(KeyPattern {
+        pattern: pattern.to_owned(),
+        filter: filter_tokens.join("."),
+        params,
+    })
+}
+
+/// The name of the `{name}` placeholder that is token `index` (from 0) of `pattern`, a `what`.
+fn placeholder_name<'a>(
+    pattern: &str,
+    what: &str,
+    index: usize,
+    token: &'a str,
+) -> Result<&'a str, NameError> {
     let name = token
         .strip_prefix('{')
         .and_then(|rest| rest.strip_suffix('}'))
         .ok_or_else(|| {
             NameError::new(format!(
-                "invalid key pattern `{pattern}`: unbalanced braces in token {}, `{token}` \
+                "invalid {what} `{pattern}`: unbalanced braces in token {}, `{token}` \
                  (a placeholder is a whole token written `{{name}}`)",
                 index + 1
             ))
@@ -249,7 +314,7 @@ fn placeholder_name<'a>(pattern: &str, index: usize, token: &'a str) -> Result<&
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !starts_well || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(NameError::new(format!(
-            "invalid key pattern `{pattern}`: placeholder `{token}` in token {} needs a name \
+            "invalid {what} `{pattern}`: placeholder `{token}` in token {} needs a name \
              made of letters, digits and `_`, not starting with a digit",
             index + 1
         )));

@@ -1,9 +1,14 @@
 //! Property tests of the naming rules against what users write: every valid key is accepted
 //! and matched by the patterns made from it, `{name}` captures give back the key's tokens, and
 //! every invalid key or pattern is refused with an error naming the token at fault — never a
-//! panic, whatever the text.
+//! panic, whatever the text. The subject rules are a superset of the key rules, a concrete
+//! subject is exactly a subject pattern without wildcards, and a router prefix in front of a
+//! subject keeps it valid.
 
-use faststream_rules::{validate_key, KeyPattern};
+use faststream_rules::{
+    validate_durable, validate_key, validate_queue, validate_stream, validate_subject,
+    validate_subject_prefix, KeyPattern, MAX_STREAM_NAME,
+};
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -283,6 +288,144 @@ proptest! {
                 prop_assert!(key.is_err(), "{text:?} is a valid key but no valid pattern");
                 prop_assert!(error.to_string().starts_with("invalid key pattern `"), "{error}");
             }
+        }
+    }
+}
+
+/// One subject token: one to eight characters a subject may use, mostly the ones a key may not.
+fn subject_token() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            select(vec![
+                'a', 'Z', '0', '$', ':', '#', '~', '-', 'é', '🙂', '/', '\\'
+            ]),
+            any::<char>().prop_filter("a subject character", |c| {
+                !c.is_whitespace() && !c.is_control() && !matches!(c, '.' | '*' | '>' | '{' | '}')
+            }),
+        ],
+        1..=8,
+    )
+    .prop_map(|chars| chars.into_iter().collect())
+}
+
+/// The tokens of a valid concrete subject: one to six.
+fn subject_tokens() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(subject_token(), 1..=6)
+}
+
+/// Text that is mostly made of what matters to subjects, names and patterns.
+fn subject_text() -> impl Strategy<Value = String> {
+    prop_oneof![any::<String>(), "[ab.{}*>_1é \t/\\$-]{0,24}"]
+}
+
+proptest! {
+    #[test]
+    fn a_valid_key_pattern_is_the_same_subject_pattern(text in subject_text()) {
+        if let Ok(pattern) = KeyPattern::parse(&text) {
+            prop_assert_eq!(KeyPattern::parse_subject(&text), Ok(pattern));
+        }
+    }
+
+    #[test]
+    fn a_concrete_subject_is_a_subject_pattern_without_wildcards(text in subject_text()) {
+        let pattern = KeyPattern::parse_subject(&text);
+        let exact = pattern.as_ref().is_ok_and(KeyPattern::is_exact);
+        prop_assert_eq!(validate_subject(&text).is_ok(), exact, "{:?}: {:?}", text, pattern);
+        if let Err(error) = pattern {
+            prop_assert!(error.to_string().starts_with("invalid subject pattern `"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_valid_subject_is_accepted_everywhere_a_subject_goes(tokens in subject_tokens()) {
+        let subject = tokens.join(".");
+        prop_assert_eq!(validate_subject(&subject), Ok(()));
+        let pattern = KeyPattern::parse_subject(&subject);
+        prop_assert!(pattern.as_ref().is_ok_and(|p| p.is_exact() && p.filter() == subject), "{pattern:?}");
+        prop_assert_eq!(validate_subject_prefix(&subject), Ok(()));
+        prop_assert_eq!(validate_subject_prefix(&format!("{subject}.")), Ok(()));
+        prop_assert_eq!(validate_queue(&subject), Ok(()));
+    }
+
+    #[test]
+    fn a_subject_with_whitespace_or_a_control_character_is_refused_naming_the_token(
+        (tokens, at, offset, bad) in subject_tokens().prop_flat_map(|tokens| {
+            let count = tokens.len();
+            (
+                Just(tokens),
+                0..count,
+                0..=8usize,
+                prop_oneof![
+                    select(vec![' ', '\t', '\n', '\r', '\0', '\u{7f}', '\u{a0}', '\u{2003}']),
+                    any::<char>().prop_filter("invisible", |c| c.is_whitespace() || c.is_control()),
+                ],
+            )
+        })
+    ) {
+        let mut tokens = tokens;
+        let token = &mut tokens[at];
+        let offset = token.char_indices().nth(offset).map_or(token.len(), |(byte, _)| byte);
+        token.insert(offset, bad);
+        let subject = tokens.join(".");
+        let named = format!("character U+{:04X} ", u32::from(bad));
+        let in_token = format!("in token {}", at + 1);
+        for error in [
+            validate_subject(&subject).err(),
+            KeyPattern::parse_subject(&subject).err(),
+            validate_subject_prefix(&subject).err(),
+        ] {
+            let error = error.map(|error| error.to_string());
+            prop_assert!(
+                error.as_ref().is_some_and(|e| e.contains(&named) && e.contains(&in_token)),
+                "{subject:?}: {error:?}"
+            );
+        }
+        prop_assert!(validate_queue(&subject).is_err());
+        prop_assert!(validate_stream(&subject).is_err());
+    }
+
+    #[test]
+    fn a_prefix_keeps_a_subject_valid_and_a_dotted_prefix_keeps_a_pattern_valid(
+        prefix in subject_tokens(),
+        dotted in any::<bool>(),
+        (tokens, stands, tail) in key_and_pattern(),
+    ) {
+        let prefix = if dotted { format!("{}.", prefix.join(".")) } else { prefix.join(".") };
+        prop_assert_eq!(validate_subject_prefix(&prefix), Ok(()));
+        let subject = tokens.join(".");
+        prop_assert_eq!(validate_subject(&format!("{prefix}{subject}")), Ok(()));
+        if dotted {
+            let mut written: Vec<String> = tokens
+                .iter()
+                .zip(&stands)
+                .enumerate()
+                .take(tail)
+                .map(|(index, (token, stand))| match stand {
+                    Stand::Literal => token.clone(),
+                    Stand::Star => "*".to_owned(),
+                    Stand::Param(name) => format!("{{{}}}", unique(name, index)),
+                })
+                .collect();
+            if tail < tokens.len() {
+                written.push(">".to_owned());
+            }
+            let pattern = format!("{prefix}{}", written.join("."));
+            let parsed = KeyPattern::parse_subject(&pattern);
+            prop_assert!(parsed.is_ok(), "{pattern:?}: {parsed:?}");
+        }
+    }
+
+    #[test]
+    fn stream_and_durable_names_follow_one_rule(text in subject_text()) {
+        let valid = !text.is_empty()
+            && text.len() <= MAX_STREAM_NAME
+            && text.chars().all(|c| {
+                !c.is_whitespace() && !c.is_control() && !matches!(c, '.' | '*' | '>' | '/' | '\\')
+            });
+        prop_assert_eq!(validate_stream(&text).is_ok(), valid, "{:?}", text);
+        prop_assert_eq!(validate_durable(&text).is_ok(), valid, "{:?}", text);
+        if valid {
+            prop_assert_eq!(validate_queue(&text), Ok(()));
         }
     }
 }
