@@ -65,14 +65,16 @@ mod signal;
 mod type_map;
 
 pub use app::App;
-pub use broker::{Authentication, BrokerConfig, NatsBroker, DEFAULT_NATS_URL};
+pub use broker::{
+    Authentication, BrokerConfig, NatsBroker, DEFAULT_NATS_URL, DEFAULT_REQUEST_TIMEOUT,
+};
 pub use context::{AppContext, MessageKind, SubscriberContext};
 pub use error::app_error::{Error, Result};
 pub use extract::json::Json;
 pub use extract::path::Path;
 pub use extract::state::State;
 pub use faststream_macros::{
-    after_shutdown, after_startup, on_shutdown, on_startup, publisher, router, subscriber,
+    after_shutdown, after_startup, on_shutdown, on_startup, subscriber,
 };
 pub use faststream_rules::HookStage;
 pub use kv::key_value::KeyValue;

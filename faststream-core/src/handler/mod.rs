@@ -19,7 +19,6 @@ mod erased;
 mod output;
 
 pub(crate) use erased::{BoxedHandler, BoxedHook};
-pub(crate) use output::{JSON, TEXT};
 pub use output::{IntoHandlerResult, IntoHookResult, IntoReply, PublishOutput, Reply};
 
 /// What calling a handler produces: its return value as a [`Reply`], or how it failed.

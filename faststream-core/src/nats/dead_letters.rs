@@ -4,8 +4,6 @@
 //! ([`NatsBroker::stream_dead_letters`](crate::NatsBroker::stream_dead_letters)) and replay
 //! one to its subject. Read as consumer groups' dead letters are.
 
-use std::time::Duration;
-
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -132,10 +130,16 @@ fn parse(sequence: u64, _: &str, headers: Option<&HeaderMap>, payload: Bytes) ->
             .map(|value| value.as_str().to_owned())
             .unwrap_or_default()
     };
-    let mut kept = headers.cloned().unwrap_or_default();
-    for name in [SUBJECT, SEQUENCE, CONSUMER, ATTEMPTS, ERROR] {
-        // Only the letter's own headers are removed; the message's are returned as sent.
-        let _ = kept.remove(name);
+    // The letter's own headers are left out; the message's are returned as sent.
+    let own = [SUBJECT, SEQUENCE, CONSUMER, ATTEMPTS, ERROR];
+    let mut kept = HeaderMap::new();
+    for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
+        let name: &str = name.as_ref();
+        if !own.contains(&name) {
+            for value in values {
+                kept.append(name, value.as_str());
+            }
+        }
     }
     StreamDeadLetter {
         sequence,
@@ -175,13 +179,11 @@ pub(crate) async fn replay(
         .publish_with_headers(letter.subject.clone(), letter.headers, letter.payload)
         .await
         .map_err(|error| failed("replay from", Box::new(error)))?
-        .into_future()
         .await
         .map_err(|error| failed("replay from", Box::new(error)))?;
     handle
         .delete_message(sequence)
         .await
         .map_err(|error| failed("delete from", Box::new(error)))?;
-    let _ = Duration::ZERO;
     Ok(())
 }

@@ -20,7 +20,6 @@ mod subscription;
 
 pub use dead_letters::StreamDeadLetter;
 pub use jstream::{JStream, RetentionPolicy, StorageType};
-pub(crate) use jstream::captures;
 pub use message::{JetStreamInfo, NatsMessage};
 pub(crate) use message::{CONTENT_TYPE, CORRELATION_ID};
 pub use policy::{AckPolicy, DeliverPolicy, PullSub};

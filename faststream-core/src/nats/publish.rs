@@ -71,7 +71,7 @@ impl Outgoing {
             .map(|(name, values)| {
                 values
                     .iter()
-                    .map(|value| name.as_ref().len() + value.as_str().len() + 4)
+                    .map(|value| AsRef::<str>::as_ref(name).len() + value.as_str().len() + 4)
                     .sum::<usize>()
             })
             .sum();
