@@ -24,6 +24,7 @@ mod group_processes;
 mod groups;
 mod library_crate;
 mod lifecycle;
+mod messaging;
 mod observability;
 mod options;
 mod reliability;

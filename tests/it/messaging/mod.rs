@@ -1,0 +1,3 @@
+//! Subjects, queue groups, request/reply, publishers and JetStream streams.
+
+mod smoke;
