@@ -1,6 +1,7 @@
 //! The connection itself: connecting with retries, following it as it drops and comes back,
 //! and draining it at shutdown.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,8 @@ pub(crate) struct ConnectionHealth {
     pub(crate) down_for: Option<Duration>,
     /// Times the connection was re-established after being lost.
     pub(crate) reconnects: u64,
+    /// Messages dropped by the client because a subscription fell behind.
+    pub(crate) slow_consumers: u64,
 }
 
 impl Connection {
@@ -41,6 +44,7 @@ impl Connection {
         settings: &ConnectSettings,
         connections: Arc<tokio::sync::watch::Sender<u64>>,
         down_since: Arc<Mutex<Option<Instant>>>,
+        slow_consumers: Arc<AtomicU64>,
     ) -> Result<Self> {
         let url = redact_url(&settings.url);
         let (options, servers) = settings.connect_options().await?;
@@ -52,6 +56,7 @@ impl Connection {
             let remaining = settings.connect_timeout.saturating_sub(started.elapsed());
             let connections = Arc::clone(&connections);
             let down_since = Arc::clone(&down_since);
+            let slow_consumers = Arc::clone(&slow_consumers);
             let options = options
                 .clone()
                 .connection_timeout(remaining.clamp(Duration::from_millis(100), MAX_RETRY_DELAY))
@@ -64,6 +69,9 @@ impl Connection {
                         }
                         async_nats::Event::Disconnected => {
                             set_down_since(&down_since, Some(Instant::now()));
+                        }
+                        async_nats::Event::SlowConsumer(_) => {
+                            slow_consumers.fetch_add(1, Ordering::Relaxed);
                         }
                         _ => {}
                     }
@@ -138,6 +146,7 @@ impl ConnectionHealth {
         connection: Option<&Connection>,
         down_since: &Mutex<Option<Instant>>,
         connections: &tokio::sync::watch::Sender<u64>,
+        slow_consumers: &AtomicU64,
     ) -> Self {
         let connected = connection.is_some_and(|connection| {
             connection.client.connection_state() == async_nats::connection::State::Connected
@@ -155,6 +164,7 @@ impl ConnectionHealth {
             connected,
             down_for,
             reconnects: connections.borrow().saturating_sub(1),
+            slow_consumers: slow_consumers.load(Ordering::Relaxed),
         }
     }
 }
@@ -186,6 +196,8 @@ fn log_connection_event(event: async_nats::Event) {
     match event {
         async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
         async_nats::Event::ClientError(error) => tracing::error!(%error, "NATS client error"),
+        async_nats::Event::SlowConsumer(subscription) => tracing::warn!(subscription,
+            "a subscription fell behind and the client dropped a message for it (slow consumer)"),
         other => tracing::debug!(event = %other, "NATS connection event"),
     }
 }

@@ -66,6 +66,8 @@ struct Inner {
     /// Since when the connection is down (`None` while up), for a readiness check that lets a
     /// blip pass.
     down_since: Arc<Mutex<Option<Instant>>>,
+    /// Messages the client dropped because a subscription fell behind (slow consumers).
+    slow_consumers: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl NatsBroker {
@@ -87,6 +89,7 @@ impl NatsBroker {
                 buckets: BucketCache::default(),
                 connections: Arc::new(tokio::sync::watch::Sender::new(0)),
                 down_since: Arc::default(),
+                slow_consumers: Arc::default(),
             }),
         }
     }
@@ -120,6 +123,7 @@ impl NatsBroker {
             &self.inner.config.settings,
             Arc::clone(&self.inner.connections),
             Arc::clone(&self.inner.down_since),
+            Arc::clone(&self.inner.slow_consumers),
         )
         .await?;
         // The mutex guard makes this the only initialisation.
@@ -150,6 +154,7 @@ impl NatsBroker {
             self.inner.connection.get(),
             &self.inner.down_since,
             &self.inner.connections,
+            &self.inner.slow_consumers,
         )
     }
 

@@ -13,6 +13,7 @@
 //! | [`watcher`](crate::guide::watcher) | watching without a handler: `get_one`, `next`, streams |
 //! | [`bucket_state`](crate::guide::bucket_state) | caught up, live typed views ([`KvView`](crate::KvView)), expiry |
 //! | [`consumer_groups`](crate::guide::consumer_groups) | several instances sharing the work: partitions, ordering, the delivery guarantee, clusters, operating a group |
+//! | [`messaging`](crate::guide::messaging) | subjects, queue groups, request/reply, publishers, JetStream streams and acknowledgement, routers |
 //! | [`buckets`](crate::guide::buckets) | declaring and configuring buckets, the [`KeyValue`](crate::KeyValue) handle, per-key TTLs |
 //! | [`errors`](crate::guide::errors) | [`Error`](crate::Error), its variants and causes |
 //! | [`lifecycle`](crate::guide::lifecycle) | hooks, their order, what [`App::run`](crate::App::run) does step by step, signals |
@@ -42,6 +43,9 @@ pub mod bucket_state {}
 
 #[doc = include_str!("consumer_groups.md")]
 pub mod consumer_groups {}
+
+#[doc = include_str!("messaging.md")]
+pub mod messaging {}
 
 #[doc = include_str!("buckets.md")]
 pub mod buckets {}

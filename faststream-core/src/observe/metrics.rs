@@ -483,6 +483,13 @@ impl Metrics {
         reconnects
             .series
             .push((Vec::new(), Value::Counter(connection.reconnects)));
+        let mut slow = Family::new(
+            "faststream_nats_slow_consumers_total",
+            Kind::Counter,
+            "Messages the client dropped because a subscription fell behind (slow consumer).",
+        );
+        slow.series
+            .push((Vec::new(), Value::Counter(connection.slow_consumers)));
         vec![
             handled,
             seconds,
@@ -493,6 +500,7 @@ impl Metrics {
             owned,
             connected,
             reconnects,
+            slow,
         ]
     }
 }
