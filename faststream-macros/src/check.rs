@@ -7,14 +7,27 @@
 
 mod options;
 mod signature;
+mod subjects;
 mod values;
 
 use proc_macro2::{Span, TokenStream};
-use syn::{Expr, LitInt, LitStr};
+use syn::ext::IdentExt;
+use syn::{Expr, LitBool, LitInt, LitStr, ReturnType};
 
+use crate::errors::join;
 use crate::parse::HandlerFn;
 
 pub(crate) use options::{sort_options, Known, Sorted};
+pub(crate) use subjects::{
+    durable, no_reply, ordered_by, publish_subject, pull_sub, queue, stream, subject_pattern,
+    subject_prefix, typed,
+};
+#[cfg(test)]
+pub(crate) use subjects::{
+    DURABLE_NOT_LITERAL, NO_REPLY_NOT_BOOL, ORDERED_BY_NOT_LITERAL, PREFIX_NOT_LITERAL,
+    PUBLISH_SUBJECT_NOT_LITERAL, PULL_SUB_FALSE, PULL_SUB_INVALID, QUEUE_NOT_LITERAL,
+    SUBJECT_NOT_LITERAL,
+};
 pub(crate) use values::{group, key_pattern, kv_watch, max_workers, order};
 #[cfg(test)]
 pub(crate) use values::{GROUP_NOT_LITERAL, KEY_NOT_LITERAL, ORDER_NOT_INTEGER};
@@ -45,9 +58,99 @@ pub(crate) enum KvWatchSource {
     Expression(Expr),
 }
 
+/// A validated `#[subscriber("subject", ..)]` without `kv_watch`: a NATS subject subscriber.
+pub(crate) struct SubjectSubscriber {
+    /// The subject pattern, a fresh literal with the span of the one written.
+    pub(crate) subject: LitStr,
+    pub(crate) subscription: Subscription,
+}
+
+/// The settings of a subject subscriber, each `None` when not written; applied in this order.
+#[derive(Default)]
+pub(crate) struct Subscription {
+    /// `queue = "workers"`, a checked queue group name.
+    pub(crate) queue: Option<LitStr>,
+    pub(crate) stream: Option<Stream>,
+    /// `durable = "billing"`, a checked durable consumer name.
+    pub(crate) durable: Option<LitStr>,
+    pub(crate) pull_sub: Option<PullSub>,
+    /// `deliver_policy = <expr>`, of type `faststream_core::DeliverPolicy`.
+    pub(crate) deliver_policy: Option<Typed>,
+    /// `ack_policy = <expr>`, of type `faststream_core::AckPolicy`.
+    pub(crate) ack_policy: Option<Typed>,
+    /// `max_workers = N` as a `usize` literal.
+    pub(crate) max_workers: Option<LitInt>,
+    /// `ordered_by = "id"`: a placeholder of the subject pattern, or `"subject"`.
+    pub(crate) ordered_by: Option<LitStr>,
+    /// `no_reply = true|false`.
+    pub(crate) no_reply: Option<LitBool>,
+}
+
+/// `stream = ..` of a subscriber or publisher.
+pub(crate) enum Stream {
+    /// A stream name written as a literal, already checked.
+    Name(LitStr),
+    /// Any other expression, passed to a method taking `impl Into<JStream>`.
+    Expression(Expr),
+}
+
+/// `pull_sub = ..`: how a pull subscriber fetches.
+pub(crate) enum PullSub {
+    /// `pull_sub = 16`: a batch size, checked and given back as a `usize` literal.
+    Batch(LitInt),
+    /// `pull_sub = true`: the default settings.
+    Default,
+    /// Any other expression, of type `faststream_core::PullSub`.
+    Expression(Typed),
+}
+
+/// An option's expression passed through to a method, with the span of the option's name: a
+/// value of the wrong type is reported there, as for `kv_watch`.
+pub(crate) struct Typed {
+    pub(crate) expr: Expr,
+    pub(crate) name_span: Span,
+}
+
+/// A validated `#[publisher("subject", stream = ..)]`.
+pub(crate) struct Publisher {
+    /// The concrete subject, a fresh literal with the span of the one written.
+    pub(crate) subject: LitStr,
+    pub(crate) stream: Option<Stream>,
+}
+
+/// A validated `router!(prefix = "..")`.
+pub(crate) struct Router {
+    /// The subject prefix, a fresh literal with the span of the one written.
+    pub(crate) prefix: LitStr,
+}
+
 /// The function under an attribute, parsed and checked for being registrable.
 pub(crate) fn handler(item: TokenStream, attr: &str) -> syn::Result<HandlerFn> {
     HandlerFn::parse(item, attr).and_then(|handler| signature::signature(handler, attr))
+}
+
+/// The function under `#[publisher]`: registrable as a handler (see [`handler`]), and returning
+/// the value to publish. Gives the function and its written return type; every problem of both
+/// is reported.
+pub(crate) fn publishing_handler(
+    item: TokenStream,
+    attr: &str,
+) -> syn::Result<(HandlerFn, syn::Type)> {
+    let handler = HandlerFn::parse(item, attr)?;
+    let output = match &handler.sig.output {
+        ReturnType::Type(_, ty) => Ok((**ty).clone()),
+        ReturnType::Default => {
+            let name = handler.sig.ident.unraw();
+            Err(syn::Error::new(
+                handler.sig.ident.span(),
+                format!(
+                    "`#[{attr}]` publishes what `{name}` returns, but it returns nothing: return \
+                     the value to publish, for example `-> anyhow::Result<Json<Bill>>`"
+                ),
+            ))
+        }
+    };
+    join(signature::signature(handler, attr), output)
 }
 
 /// A validated lifecycle hook attribute.

@@ -12,6 +12,10 @@ use syn::{FnArg, Ident, LitInt, LitStr, ReturnType, Signature};
 use crate::check::{Hook, KvWatch, KvWatchSource, Subscriber};
 use crate::parse::HandlerFn;
 
+mod nats;
+
+pub(crate) use nats::{publisher, router, subject_subscriber};
+
 /// The macro's output: the original item unchanged, followed by the generated tokens or by the
 /// errors. Keeping the item on error lets the rest of the crate (and rust-analyzer) still see it.
 pub(crate) fn output(
@@ -143,24 +147,51 @@ fn registration(
     registration: TokenStream,
     fields: TokenStream,
 ) -> TokenStream {
-    // Registered relative to its module, under the name as called: `r#type` is `type`.
+    let name = path_of(handler);
+    submit(
+        handler,
+        quote! {
+            ::faststream_core::__private::#registration {
+                name: #name,
+                #fields
+                file: ::core::file!(),
+                line: ::core::line!(),
+            }
+        },
+    )
+}
+
+/// `module::path::name` of `handler` as an expression: registered relative to its module, under
+/// the name as called (`r#type` is `type`).
+fn path_of(handler: &HandlerFn) -> TokenStream {
     let name = LitStr::new(&handler.sig.ident.unraw().to_string(), Span::call_site());
+    quote!(::core::concat!(::core::module_path!(), "::", #name))
+}
+
+/// `tokens` under the `#[cfg]`s of `handler`, in an anonymous `const`: what is generated for a
+/// function compiled out goes with it, and names nothing that does not exist.
+fn with_cfgs(handler: &HandlerFn, tokens: TokenStream) -> TokenStream {
     let cfgs = handler.attrs.iter().filter(|a| a.path().is_ident("cfg"));
     quote! {
         #(#cfgs)*
         #[doc(hidden)]
         #[allow(non_upper_case_globals, clippy::all)]
         const _: () = {
-            ::faststream_core::__private::inventory::submit! {
-                ::faststream_core::__private::#registration {
-                    name: ::core::concat!(::core::module_path!(), "::", #name),
-                    #fields
-                    file: ::core::file!(),
-                    line: ::core::line!(),
-                }
-            }
+            #tokens
         };
     }
+}
+
+/// Submits the registration `value` of `handler` to `inventory`, under its `#[cfg]`s.
+fn submit(handler: &HandlerFn, value: TokenStream) -> TokenStream {
+    with_cfgs(
+        handler,
+        quote! {
+            ::faststream_core::__private::inventory::submit! {
+                #value
+            }
+        },
+    )
 }
 
 #[cfg(test)]

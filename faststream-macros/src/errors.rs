@@ -18,6 +18,18 @@ impl Errors {
         }
     }
 
+    /// The value of `result`, or `None` with its error pushed: for checks whose values are
+    /// only needed once every check has run.
+    pub(crate) fn take<T>(&mut self, result: syn::Result<T>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.push(error);
+                None
+            }
+        }
+    }
+
     /// `value` if nothing was pushed, otherwise every pushed error.
     pub(crate) fn finish_with<T>(self, value: T) -> syn::Result<T> {
         match self.0 {
@@ -83,6 +95,15 @@ mod tests {
         errors.push(syn::Error::new(Span::call_site(), "first"));
         errors.push(syn::Error::new(Span::call_site(), "second"));
         assert_eq!(messages(errors.finish_with(7)), ["first", "second"]);
+    }
+
+    #[test]
+    fn take_keeps_a_value_or_pushes_the_error() {
+        let mut errors = Errors::default();
+        assert_eq!(errors.take(Ok(1)), Some(1));
+        assert_eq!(errors.take(fail::<u8>("a")), None);
+        assert_eq!(errors.take(fail::<u8>("b")), None);
+        assert_eq!(messages(errors.finish_with(())), ["a", "b"]);
     }
 
     #[test]

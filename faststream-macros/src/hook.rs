@@ -35,6 +35,7 @@ fn check_args(stage: HookStage, options: Vec<NameValue>) -> syn::Result<Hook> {
     let Sorted {
         slots: [order],
         problems,
+        ..
     } = check::sort_options(options, &KNOWN);
     let order = order.map_or(Ok(0), |(expr, _)| check::order(&expr));
     let ((), order) = join(problems, order)?;

@@ -77,7 +77,8 @@ pub(crate) fn options(input: ParseStream) -> syn::Result<Vec<NameValue>> {
     Ok(list)
 }
 
-/// The arguments of `#[subscriber]` as written: an optional leading key, then the options.
+/// The arguments of `#[subscriber]` or `#[publisher]` as written: an optional leading key or
+/// subject, then the options.
 pub(crate) struct SubscriberArgs {
     pub(crate) key: Option<Expr>,
     pub(crate) options: Vec<NameValue>,

@@ -18,6 +18,9 @@ pub(crate) struct Sorted<const N: usize> {
     /// One slot per known option, in the order of the `known` list: the value with the span of
     /// its name, or `None` when not written (or written without a value).
     pub(crate) slots: [Option<(Expr, Span)>; N],
+    /// One entry per known option: the span of its name where it is first written, with or
+    /// without a value. Options that only make sense together are judged by these.
+    pub(crate) written: [Option<Span>; N],
     /// The unknown, repeated and valueless options. Kept apart from the slots so that the values
     /// that were set are still checked.
     pub(crate) problems: syn::Result<()>,
@@ -29,7 +32,7 @@ pub(crate) struct Sorted<const N: usize> {
 /// occurrence; the first one is kept); a known name without `= value`.
 pub(crate) fn sort_options<const N: usize>(list: Vec<NameValue>, known: &[Known; N]) -> Sorted<N> {
     let mut slots: [Option<(Expr, Span)>; N] = std::array::from_fn(|_| None);
-    let mut seen = [false; N];
+    let mut written: [Option<Span>; N] = [None; N];
     let mut errors = Errors::default();
     for NameValue { name, value } in list {
         let text = name.unraw().to_string();
@@ -37,7 +40,7 @@ pub(crate) fn sort_options<const N: usize>(list: Vec<NameValue>, known: &[Known;
             errors.push(unknown(&name, &text, known));
             continue;
         };
-        if std::mem::replace(&mut seen[index], true) {
+        if written[index].replace(name.span()).is_some() {
             errors.push(syn::Error::new(
                 name.span(),
                 format!("`{text}` is set more than once"),
@@ -54,6 +57,7 @@ pub(crate) fn sort_options<const N: usize>(list: Vec<NameValue>, known: &[Known;
     }
     Sorted {
         slots,
+        written,
         problems: errors.finish_with(()),
     }
 }
@@ -89,7 +93,9 @@ mod tests {
 
     fn run(tokens: proc_macro2::TokenStream) -> (Vec<bool>, Vec<String>) {
         let list = crate::parse::options.parse2(tokens).expect("parses");
-        let Sorted { slots, problems } = sort_options(list, &KNOWN);
+        let Sorted {
+            slots, problems, ..
+        } = sort_options(list, &KNOWN);
         let messages = match problems {
             Ok(()) => Vec::new(),
             Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
@@ -105,6 +111,17 @@ mod tests {
         let (set, messages) = run(quote!());
         assert_eq!(set, [false, false]);
         assert!(messages.is_empty());
+    }
+
+    #[test]
+    fn records_which_names_are_written_even_without_a_value() {
+        let list = crate::parse::options
+            .parse2(quote!(order, order = 1))
+            .expect("parses");
+        let Sorted { slots, written, .. } = sort_options(list, &KNOWN);
+        assert!(written[1].is_some() && written[0].is_none());
+        // The first occurrence counts: it had no value, and the repeat is not taken.
+        assert!(slots[1].is_none());
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub(crate) fn order(expr: &Expr) -> syn::Result<i32> {
 
 /// Removes the invisible groups that `macro_rules!` puts around an `$x:expr`, so that a literal
 /// passed through a declarative macro is still seen as a literal.
-fn peel(mut expr: &Expr) -> &Expr {
+pub(super) fn peel(mut expr: &Expr) -> &Expr {
     while let Expr::Group(group) = expr {
         expr = &group.expr;
     }
