@@ -74,7 +74,7 @@ pub use extract::json::Json;
 pub use extract::path::Path;
 pub use extract::state::State;
 pub use faststream_macros::{
-    after_shutdown, after_startup, on_shutdown, on_startup, subscriber,
+    after_shutdown, after_startup, on_shutdown, on_startup, publisher, router, subscriber,
 };
 pub use faststream_rules::HookStage;
 pub use kv::key_value::KeyValue;
