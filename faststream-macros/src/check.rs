@@ -90,8 +90,9 @@ pub(crate) struct Subscription {
 pub(crate) enum Stream {
     /// A stream name written as a literal, already checked.
     Name(LitStr),
-    /// Any other expression, passed to a method taking `impl Into<JStream>`.
-    Expression(Expr),
+    /// Any other expression, passed to a method taking `impl Into<JStream>`; the call carries
+    /// the span of the option's name, where rustc points when the bound is not met.
+    Expression(Typed),
 }
 
 /// `pull_sub = ..`: how a pull subscriber fetches.

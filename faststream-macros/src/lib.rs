@@ -161,7 +161,7 @@ pub fn subscriber(args: TokenStream, item: TokenStream) -> TokenStream {
 /// #[subscriber("orders.created")]
 /// #[publisher("billing.done")]
 /// #[publisher("audit.bills", stream = "AUDIT")]
-/// async fn bill(order: Json<Order>) -> anyhow::Result<Json<Bill>> {
+/// async fn bill(Json(order): Json<Order>) -> anyhow::Result<Json<Bill>> {
 ///     Ok(Json(Bill { total: order.total }))
 /// }
 /// ```

@@ -45,7 +45,9 @@ fn check_args(args: SubscriberArgs) -> syn::Result<Publisher> {
         || Err(syn::Error::new(Span::call_site(), MISSING_SUBJECT)),
         check::publish_subject,
     );
-    let stream = stream.map(|(expr, _)| check::stream(expr)).transpose();
+    let stream = stream
+        .map(|(expr, name_span)| check::stream(expr, name_span))
+        .transpose();
     let (subject, ((), stream)) = join(subject, join(problems, stream))?;
     Ok(Publisher { subject, stream })
 }

@@ -161,7 +161,7 @@ fn check_options(
     let max_workers = max_workers.and_then(|(expr, _)| errors.take(check::max_workers(&expr)));
     let group = group.and_then(|(expr, _)| errors.take(check::group(&expr)));
     let queue = queue.and_then(|(expr, _)| errors.take(check::queue(&expr)));
-    let stream = stream.and_then(|(expr, _)| errors.take(check::stream(expr)));
+    let stream = stream.and_then(|(expr, name)| errors.take(check::stream(expr, name)));
     let durable = durable.and_then(|(expr, _)| errors.take(check::durable(&expr)));
     let pull_sub = pull_sub.and_then(|(expr, name)| errors.take(check::pull_sub(expr, name)));
     let deliver_policy = deliver_policy.map(|(expr, name)| check::typed(expr, name));

@@ -95,8 +95,8 @@ pub(crate) fn durable(expr: &Expr) -> syn::Result<LitStr> {
 }
 
 /// `stream = "ORDERS"` is a stream name, checked now; any other expression is passed to a
-/// method taking `impl Into<JStream>`, checked by rustc.
-pub(crate) fn stream(expr: Expr) -> syn::Result<Stream> {
+/// method taking `impl Into<JStream>`, checked by rustc. `name_span` is the span of `stream`.
+pub(crate) fn stream(expr: Expr, name_span: Span) -> syn::Result<Stream> {
     match string_literal(&expr) {
         Some(lit) => {
             let name = lit.value();
@@ -104,7 +104,7 @@ pub(crate) fn stream(expr: Expr) -> syn::Result<Stream> {
                 .map_err(|error| syn::Error::new(lit.span(), error))?;
             Ok(Stream::Name(LitStr::new(&name, lit.span())))
         }
-        None => Ok(Stream::Expression(expr)),
+        None => Ok(Stream::Expression(typed(expr, name_span))),
     }
 }
 

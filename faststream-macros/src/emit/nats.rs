@@ -42,10 +42,7 @@ pub(crate) fn publisher(
 ) -> TokenStream {
     let Publisher { subject, stream } = publisher;
     let path = super::path_of(handler);
-    let stream = stream.as_ref().map(|stream| {
-        let stream = stream_argument(stream);
-        quote!(.stream(#stream))
-    });
+    let stream = stream.as_ref().map(stream_call);
     let registration = super::submit(
         handler,
         quote! {
@@ -116,8 +113,7 @@ fn subscription_closure(subscription: &Subscription) -> TokenStream {
         calls.extend(quote!(.queue(#queue)));
     }
     if let Some(stream) = stream {
-        let stream = stream_argument(stream);
-        calls.extend(quote!(.stream(#stream)));
+        calls.extend(stream_call(stream));
     }
     if let Some(durable) = durable {
         calls.extend(quote!(.durable(#durable)));
@@ -155,12 +151,16 @@ fn subscription_closure(subscription: &Subscription) -> TokenStream {
     }
 }
 
-/// The argument of `.stream(..)`: the checked name, or the expression as written (the method
-/// takes `impl Into<JStream>`, so rustc reports a wrong type at the expression).
-fn stream_argument(stream: &Stream) -> TokenStream {
+/// `.stream(..)` with the checked name, or with the expression as written: the method takes
+/// `impl Into<JStream>`, so rustc reports a wrong type at the expression, and (the call
+/// carrying its span) "required by a bound introduced by this call" at the option's name.
+fn stream_call(stream: &Stream) -> TokenStream {
     match stream {
-        Stream::Name(name) => quote!(#name),
-        Stream::Expression(expr) => quote!(#expr),
+        Stream::Name(name) => quote!(.stream(#name)),
+        Stream::Expression(Typed { expr, name_span }) => {
+            let method = Ident::new("stream", *name_span);
+            quote_spanned!(*name_span=> .#method(#expr))
+        }
     }
 }
 
