@@ -1,6 +1,6 @@
 use faststream_core::subscriber;
 
-#[subscriber("key", kv_watch = "bucket", durable = true)]
+#[subscriber("key", kv_watch = "bucket", prefetch = true)]
 async fn handler(msg: String) {
     let _ = msg;
 }
