@@ -88,6 +88,7 @@ impl RunningApp {
             });
         }
         let subjects = self.check_subjects(&mut problems);
+        self.check_publishers(&mut problems);
         for hook in &self.registry.hooks {
             for problem in hook.hook.check(&self.context_for(hook.stage)) {
                 problems.push(format!("{} hook `{}`: {problem}", hook.stage, hook.name));
@@ -154,6 +155,26 @@ impl RunningApp {
             });
         }
         checked
+    }
+
+    /// A publisher's subject (with its router's prefix) and stream are checked here, as the
+    /// macro could check only what was written.
+    fn check_publishers(&self, problems: &mut Vec<String>) {
+        for publisher in &self.registry.publishers {
+            let at = publisher
+                .location
+                .map(|(file, line)| format!(" ({file}:{line})"))
+                .unwrap_or_default();
+            let stream = publisher.publisher.stream.as_deref();
+            let checked = faststream_rules::validate_subject(&publisher.subject)
+                .and_then(|()| stream.map_or(Ok(()), faststream_rules::validate_stream));
+            if let Err(error) = checked {
+                problems.push(format!(
+                    "publisher `{}` of `{}`{at}: {error}",
+                    publisher.subject, publisher.handler
+                ));
+            }
+        }
     }
 
     fn publishers_of(&self, function: &str) -> Vec<PublisherSpec> {

@@ -176,6 +176,13 @@ impl Subscription {
                 self.max_workers
             ));
         }
+        if !(1..=faststream_rules::MAX_PULL_BATCH).contains(&self.pull.batch_size) {
+            problems.push(format!(
+                "pull_sub's batch must be 1 to {}, got {}",
+                faststream_rules::MAX_PULL_BATCH,
+                self.pull.batch_size
+            ));
+        }
         if let Some(queue) = &self.queue {
             if let Err(error) = faststream_rules::validate_queue(queue) {
                 problems.push(error.to_string());
