@@ -1,4 +1,5 @@
-//! React to NATS JetStream Key-Value changes with annotated async functions.
+//! React to NATS JetStream Key-Value changes, and serve the rest of a NATS service (subjects,
+//! queue groups, request/reply, publishers, JetStream streams), with annotated async functions.
 //!
 //! ```no_run
 //! use faststream_core::{after_startup, subscriber, App, BrokerConfig, NatsBroker};
@@ -34,6 +35,7 @@
 //! | observability | `observe` | metrics, readiness, the per-entry span; `/metrics` and `/health/*` |
 //! | broker | [`BrokerConfig`], [`NatsBroker`] | the configuration (servers, credentials, TLS), the connection and the bucket cache |
 //! | Key-Value | [`kv`] | buckets, watch settings, messages, the resumable [`KvWatcher`] and the live [`KvView`] |
+//! | messaging | [`nats`] | subscriptions of subjects and streams, publishing, requests, acknowledgement, dead letters |
 //! | errors | [`error`] | every error type, each keeping its cause |
 //!
 //! Each module imports only from the layers below it, so, for example, `kv` knows nothing of
