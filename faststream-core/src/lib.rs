@@ -85,7 +85,7 @@ pub use kv::options::KvWatch;
 pub use kv::view::KvView;
 pub use kv::watcher::KvWatcher;
 pub use nats::{
-    AckPolicy, DeliverPolicy, JStream, NatsMessage, Outgoing, PullSub, Publisher, Subscription,
+    AckPolicy, DeliverPolicy, JStream, NatsMessage, Outgoing, Publisher, PullSub, Subscription,
 };
 #[cfg(feature = "otlp")]
 pub use observe::otlp;

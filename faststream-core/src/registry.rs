@@ -193,9 +193,8 @@ impl Registry {
         mut subjects: Vec<SubjectSpec>,
         mut hooks: Vec<HookSpec>,
     ) -> Result<Self> {
-        let routers: Vec<&RouterRegistration> = inventory::iter::<RouterRegistration>
-            .into_iter()
-            .collect();
+        let routers: Vec<&RouterRegistration> =
+            inventory::iter::<RouterRegistration>.into_iter().collect();
         let prefixed = |name: &str, subject: &'static str| -> Cow<'static, str> {
             match router_prefix(&routers, name) {
                 prefix if prefix.is_empty() => Cow::Borrowed(subject),
@@ -281,8 +280,12 @@ impl Registry {
             }
         }
         for publisher in &publishers {
-            let subscribed = subjects.iter().any(|spec| spec.function == publisher.handler)
-                || subscribers.iter().any(|spec| spec.name == publisher.handler);
+            let subscribed = subjects
+                .iter()
+                .any(|spec| spec.function == publisher.handler)
+                || subscribers
+                    .iter()
+                    .any(|spec| spec.name == publisher.handler);
             if !subscribed {
                 let at = publisher
                     .location

@@ -6,8 +6,8 @@ mod checks;
 mod hooks;
 mod lifecycle;
 mod running;
-mod subscribers;
 mod subjects;
+mod subscribers;
 mod views;
 
 use std::borrow::Cow;
@@ -23,9 +23,9 @@ use crate::error::Result;
 use crate::handler::{BoxedHandler, BoxedHook, Handler, Hook};
 use crate::kv::options::KvWatch;
 use crate::kv::view::{self, Decode, KvViewOptions};
+use crate::nats::Subscription;
 use crate::observe::http::HttpBinding;
 use crate::observe::setup::ObserveSettings;
-use crate::nats::Subscription;
 use crate::registry::{self, HookSpec, Registry, Scope, SubjectSpec, SubscriberSpec};
 use crate::signal::ShutdownSignals;
 use crate::type_map::TypeMap;
@@ -477,8 +477,7 @@ impl App {
         self.observe.install_logging();
         // Before any hook runs: a URL connecting would refuse after the `on_startup` hooks.
         self.broker.config().validate()?;
-        let registry =
-            Registry::collect(&self.scope, self.subscribers, self.subjects, self.hooks)?;
+        let registry = Registry::collect(&self.scope, self.subscribers, self.subjects, self.hooks)?;
         let mut problems = self.problems;
         problems.extend(self.observe.problems());
         let mut observing = self.observe.begin(self.broker.clone());

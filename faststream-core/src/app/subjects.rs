@@ -58,16 +58,24 @@ impl RunningApp {
         let mut resolved = Vec::with_capacity(publishers.len());
         for publisher in publishers {
             let failed = |source| Error::Messaging {
-                subscriber: format!("publisher `{}` of `{}`", publisher.subject, publisher.handler),
+                subscriber: format!(
+                    "publisher `{}` of `{}`",
+                    publisher.subject, publisher.handler
+                ),
                 source,
             };
             let (stream, expect_stream) = match &publisher.publisher.stream {
                 Some(stream) => (Some(Arc::from(stream.as_str())), true),
                 None => {
                     let jetstream = self.app.broker.jetstream()?;
-                    match jetstream.stream_by_subject(publisher.subject.to_string()).await {
+                    match jetstream
+                        .stream_by_subject(publisher.subject.to_string())
+                        .await
+                    {
                         Ok(stream) => (Some(Arc::from(stream.as_str())), false),
-                        Err(error) if matches!(error.kind(), GetStreamByNameErrorKind::NotFound) => {
+                        Err(error)
+                            if matches!(error.kind(), GetStreamByNameErrorKind::NotFound) =>
+                        {
                             (None, false)
                         }
                         Err(error) => {
@@ -145,7 +153,10 @@ impl RunningApp {
                 policy: subscription.ack_policy,
                 max_attempts: subscription.max_attempts,
                 jetstream: subscription.stream.as_ref().map(|_| jetstream.clone()),
-                replicas: subscription.stream.as_ref().map_or(1, |stream| stream.replicas),
+                replicas: subscription
+                    .stream
+                    .as_ref()
+                    .map_or(1, |stream| stream.replicas),
                 subscription: Arc::clone(&subscription),
                 metrics: Arc::clone(&metrics),
             },
@@ -158,10 +169,15 @@ impl RunningApp {
             done: live.subscribe(),
         };
         tracing::info!(subscriber = %name, subject = %filter, "subscriber `{name}` listens on `{filter}`");
-        Ok(self.spawn(&subject, Progress::Subject(metrics), catch_up, |cancel| async move {
-            // Held while the loop runs, so readiness reads the signal it sent.
-            let _live = live;
-            subject_loop.run(cancel).await
-        }))
+        Ok(self.spawn(
+            &subject,
+            Progress::Subject(metrics),
+            catch_up,
+            |cancel| async move {
+                // Held while the loop runs, so readiness reads the signal it sent.
+                let _live = live;
+                subject_loop.run(cancel).await
+            },
+        ))
     }
 }

@@ -10,15 +10,15 @@ use super::catch_up::CatchUpWait;
 use super::checks::{CheckedSubject, CheckedSubscriber};
 use super::running::RunningApp;
 use crate::broker::WatchOwner;
+use crate::context::SubscriberContext;
 use crate::dispatch::group_member::GroupMember;
 use crate::dispatch::watch_loop::{HandledSignal, WatchLoop};
-use crate::context::SubscriberContext;
 use crate::dispatch::{Dispatcher, Publication};
-use crate::handler::BoxedHandler;
-use crate::observe::SubscriberObserver;
 use crate::error::Result;
+use crate::handler::BoxedHandler;
 use crate::kv::group::GroupSettings;
 use crate::observe::metrics::{GroupMetrics, Progress};
+use crate::observe::SubscriberObserver;
 
 /// A started watch loop.
 pub(super) struct RunningSubscriber {
@@ -160,7 +160,9 @@ impl RunningApp {
         catch_up: CatchUpWait,
         run: impl FnOnce(CancellationToken) -> F,
     ) -> RunningSubscriber {
-        let ended = subscriber.observer().started(progress, catch_up.done.clone());
+        let ended = subscriber
+            .observer()
+            .started(progress, catch_up.done.clone());
         let run = run(self.cancel.clone());
         let handle = tokio::spawn(async move {
             let _ended = ended;

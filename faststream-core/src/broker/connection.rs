@@ -196,8 +196,10 @@ fn log_connection_event(event: async_nats::Event) {
     match event {
         async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
         async_nats::Event::ClientError(error) => tracing::error!(%error, "NATS client error"),
-        async_nats::Event::SlowConsumer(subscription) => tracing::warn!(subscription,
-            "a subscription fell behind and the client dropped a message for it (slow consumer)"),
+        async_nats::Event::SlowConsumer(subscription) => {
+            tracing::warn!(subscription,
+            "a subscription fell behind and the client dropped a message for it (slow consumer)")
+        }
         other => tracing::debug!(event = %other, "NATS connection event"),
     }
 }

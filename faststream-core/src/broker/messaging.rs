@@ -37,8 +37,14 @@ impl NatsBroker {
         let jetstream = self.jetstream().map_err(|_| NatsError::NotConnected)?;
         match jetstream.stream_by_subject(subject.to_owned()).await {
             Ok(_) => {
-                publish::publish_stored(&jetstream, subject, message, None, &PublishRetry::default())
-                    .await
+                publish::publish_stored(
+                    &jetstream,
+                    subject,
+                    message,
+                    None,
+                    &PublishRetry::default(),
+                )
+                .await
             }
             Err(error) if matches!(error.kind(), GetStreamByNameErrorKind::NotFound) => {
                 publish::publish(&jetstream.client(), subject, message).await

@@ -15,10 +15,10 @@ use async_nats::jetstream;
 
 use bucket_cache::{BucketCache, Declare};
 pub use config::{Authentication, BrokerConfig, DEFAULT_NATS_URL};
-pub use messaging::DEFAULT_REQUEST_TIMEOUT;
 use connection::Connection;
 pub(crate) use connection::ConnectionHealth;
 use faststream_rules::KeyPattern;
+pub use messaging::DEFAULT_REQUEST_TIMEOUT;
 
 use crate::error::{BoxError, Error, Result};
 use crate::kv::bucket::BucketConfig;

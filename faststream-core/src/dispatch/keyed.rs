@@ -91,10 +91,7 @@ impl<T: Send + 'static> KeyedCalls<T> {
     /// Drops the items still waiting (their calls are not started) and returns them.
     pub(crate) fn take_waiting(&mut self) -> Vec<T> {
         self.waiting = 0;
-        self.busy
-            .values_mut()
-            .flat_map(std::mem::take)
-            .collect()
+        self.busy.values_mut().flat_map(std::mem::take).collect()
     }
 
     /// Waits for every call in flight to end.
@@ -115,9 +112,12 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    /// What each call did: its key, its number, `start` or `end`.
+    type Log = Arc<Mutex<Vec<(String, u32, &'static str)>>>;
+
     #[tokio::test]
     async fn one_call_per_key_at_a_time_in_order() {
-        let log: Arc<Mutex<Vec<(String, u32, &'static str)>>> = Arc::default();
+        let log: Log = Arc::default();
         let recorded = Arc::clone(&log);
         let mut calls = KeyedCalls::new(4, move |(key, n): (String, u32)| {
             let log = Arc::clone(&recorded);

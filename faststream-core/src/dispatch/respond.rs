@@ -42,8 +42,14 @@ impl Dispatcher {
                 Some(stream) => {
                     let jetstream = broker.jetstream().map_err(|e| chain(&e))?;
                     let expected = publication.expect_stream.then_some(&**stream);
-                    publish::publish_stored(&jetstream, subject, outgoing, expected, &publication.retry)
-                        .await
+                    publish::publish_stored(
+                        &jetstream,
+                        subject,
+                        outgoing,
+                        expected,
+                        &publication.retry,
+                    )
+                    .await
                 }
                 None => {
                     let client = broker.client().map_err(|e| chain(&e))?;

@@ -121,7 +121,9 @@ impl SubjectLoop {
 /// Calls the handler for one message and settles it: the one path every message takes.
 async fn handle(dispatcher: &Dispatcher, settlement: &Settlement, message: NatsMessage) {
     let Some(info) = message.jetstream_info().cloned() else {
-        dispatcher.dispatch_guarded(Message::from_nats(message)).await;
+        dispatcher
+            .dispatch_guarded(Message::from_nats(message))
+            .await;
         return;
     };
     let policy = settlement.policy;
@@ -150,9 +152,16 @@ async fn handle(dispatcher: &Dispatcher, settlement: &Settlement, message: NatsM
                 && info.delivered < u64::from(settlement.max_attempts) =>
         {
             let delay = settlement.subscription.delay_after(info.delivered);
-            tracing::info!(subject = message.subject(), attempt = info.delivered, ?delay, reason,
+            tracing::info!(
+                subject = message.subject(),
+                attempt = info.delivered,
+                ?delay,
+                reason,
                 "{} | {} | {} - handed back, to be tried again in {delay:?}",
-                info.stream, message.subject(), info.stream_sequence);
+                info.stream,
+                message.subject(),
+                info.stream_sequence
+            );
             settlement.metrics.redelivered();
             return settle(&message, message.nak(Some(delay)).await);
         }
@@ -170,8 +179,13 @@ async fn give_up(settlement: &Settlement, message: &NatsMessage, attempts: u64, 
     };
     match dead_letters::keep(jetstream, message, settlement.replicas, attempts, reason).await {
         Ok(sequence) => {
-            tracing::warn!(subject = message.subject(), attempts, dead_letter = sequence, reason,
-                "given up after {attempts} attempt(s) and kept as dead letter {sequence}");
+            tracing::warn!(
+                subject = message.subject(),
+                attempts,
+                dead_letter = sequence,
+                reason,
+                "given up after {attempts} attempt(s) and kept as dead letter {sequence}"
+            );
             settlement.metrics.given_up();
             settle(message, message.term().await);
         }

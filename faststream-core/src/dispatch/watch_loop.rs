@@ -129,7 +129,9 @@ impl WatchLoop {
             match event {
                 WatchEvent::Entry(entry) => {
                     let in_state = catch_up.taken();
-                    self.dispatcher.dispatch_guarded(Message::from_kv(entry)).await;
+                    self.dispatcher
+                        .dispatch_guarded(Message::from_kv(entry))
+                        .await;
                     catch_up.handled(in_state, &self.handled, &subscriber);
                 }
                 WatchEvent::CaughtUp(read) => {

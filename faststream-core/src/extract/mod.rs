@@ -119,9 +119,11 @@ impl FromMessage for KvMessage {
     fn check(context: &SubscriberContext) -> Result<(), String> {
         match context.kind() {
             MessageKind::KeyValue => Ok(()),
-            _ => Err("`KvMessage` is a Key-Value change, and this subscriber listens on a \
+            _ => Err(
+                "`KvMessage` is a Key-Value change, and this subscriber listens on a \
                       subject: take `NatsMessage` instead"
-                .to_owned()),
+                    .to_owned(),
+            ),
         }
     }
 }

@@ -208,7 +208,9 @@ mod tests {
     fn a_value_json_cannot_serialize_fails_the_call() {
         let mut map = std::collections::HashMap::new();
         map.insert(vec![1u8], 1);
-        let error = Json(map).into_handler_result().expect_err("non-string keys");
+        let error = Json(map)
+            .into_handler_result()
+            .expect_err("non-string keys");
         assert!(
             error.to_string().starts_with("the returned `Json<"),
             "{error}"

@@ -56,9 +56,11 @@ pub(crate) async fn keep(
     attempts: u64,
     error: &str,
 ) -> Result<u64, NatsError> {
-    let info = message.jetstream_info().ok_or_else(|| NatsError::NotJetStream {
-        subject: message.subject().to_owned(),
-    })?;
+    let info = message
+        .jetstream_info()
+        .ok_or_else(|| NatsError::NotJetStream {
+            subject: message.subject().to_owned(),
+        })?;
     let dead = stream_name(&info.stream);
     let stream_error = |operation, error: crate::error::BoxError| NatsError::Stream {
         operation,
@@ -69,7 +71,10 @@ pub(crate) async fn keep(
         .get_or_create_stream(stream::Config {
             name: dead.clone(),
             subjects: vec![subjects(&info.stream)],
-            description: Some(format!("faststream: dead letters of stream `{}`", info.stream)),
+            description: Some(format!(
+                "faststream: dead letters of stream `{}`",
+                info.stream
+            )),
             num_replicas: replicas,
             ..Default::default()
         })

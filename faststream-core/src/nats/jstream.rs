@@ -205,16 +205,28 @@ impl JStream {
     fn warn_differences(&self, existing: &stream::Config) {
         let mut differences = Vec::new();
         if existing.retention != self.retention {
-            differences.push(format!("retention {:?}, not {:?}", existing.retention, self.retention));
+            differences.push(format!(
+                "retention {:?}, not {:?}",
+                existing.retention, self.retention
+            ));
         }
         if existing.storage != self.storage {
-            differences.push(format!("storage {:?}, not {:?}", existing.storage, self.storage));
+            differences.push(format!(
+                "storage {:?}, not {:?}",
+                existing.storage, self.storage
+            ));
         }
         if existing.num_replicas != self.replicas {
-            differences.push(format!("{} replicas, not {}", existing.num_replicas, self.replicas));
+            differences.push(format!(
+                "{} replicas, not {}",
+                existing.num_replicas, self.replicas
+            ));
         }
         if existing.max_age != self.max_age {
-            differences.push(format!("max_age {:?}, not {:?}", existing.max_age, self.max_age));
+            differences.push(format!(
+                "max_age {:?}, not {:?}",
+                existing.max_age, self.max_age
+            ));
         }
         if !differences.is_empty() {
             tracing::warn!(stream = %self.name, ?differences,

@@ -209,8 +209,10 @@ impl NatsMessage {
     }
 
     fn delivery(&self) -> Result<&Delivery, NatsError> {
-        self.jetstream.as_deref().ok_or_else(|| NatsError::NotJetStream {
-            subject: self.subject.to_string(),
-        })
+        self.jetstream
+            .as_deref()
+            .ok_or_else(|| NatsError::NotJetStream {
+                subject: self.subject.to_string(),
+            })
     }
 }

@@ -245,7 +245,10 @@ mod tests {
     #[test]
     fn sizes_count_payload_and_headers() {
         let message = Outgoing::new(Bytes::from_static(b"12345"));
-        let id = message.headers().get(CORRELATION_ID).map(|v| v.as_str().len());
+        let id = message
+            .headers()
+            .get(CORRELATION_ID)
+            .map(|v| v.as_str().len());
         // `correlation_id: <22 chars>\r\n` plus the header block's framing.
         assert_eq!(id, Some(22));
         assert_eq!(message.size(), 5 + ("correlation_id".len() + 22 + 4) + 12);

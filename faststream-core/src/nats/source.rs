@@ -23,7 +23,8 @@ pub(crate) struct SubjectSource {
 
 enum Incoming {
     Core(async_nats::Subscriber),
-    Stream(StreamReader),
+    // Boxed: a pull consumer and its stream are large, a core subscription small.
+    Stream(Box<StreamReader>),
 }
 
 /// A JetStream pull consumer and its message stream.
@@ -52,7 +53,11 @@ impl SubjectSource {
         let incoming = match &subscription.stream {
             None => {
                 let subscribed = match &subscription.queue {
-                    Some(queue) => client.queue_subscribe(filter.to_owned(), queue.clone()).await,
+                    Some(queue) => {
+                        client
+                            .queue_subscribe(filter.to_owned(), queue.clone())
+                            .await
+                    }
                     None => client.subscribe(filter.to_owned()).await,
                 };
                 Incoming::Core(subscribed.map_err(|error| NatsError::Subscribe {
@@ -63,14 +68,15 @@ impl SubjectSource {
             Some(stream) => {
                 let durable = subscription.durable_name().map(str::to_owned);
                 let name = durable.clone().unwrap_or_else(|| "(ephemeral)".to_owned());
-                let consumer_error = |operation, error: Box<dyn std::error::Error + Send + Sync>| {
-                    NatsError::Consumer {
-                        operation,
-                        stream: stream.name.clone(),
-                        consumer: name.clone(),
-                        source: error,
-                    }
-                };
+                let consumer_error =
+                    |operation, error: Box<dyn std::error::Error + Send + Sync>| {
+                        NatsError::Consumer {
+                            operation,
+                            stream: stream.name.clone(),
+                            consumer: name.clone(),
+                            source: error,
+                        }
+                    };
                 let handle = jetstream
                     .get_stream(&stream.name)
                     .await
@@ -99,7 +105,7 @@ impl SubjectSource {
                 let consumer = create(&handle, &config)
                     .await
                     .map_err(|error| consumer_error("create", error))?;
-                Incoming::Stream(StreamReader {
+                Incoming::Stream(Box::new(StreamReader {
                     consumer,
                     handle,
                     config,
@@ -107,7 +113,7 @@ impl SubjectSource {
                     pull: subscription.pull,
                     stream: stream.name.clone(),
                     name,
-                })
+                }))
             }
         };
         Ok(Self {
@@ -230,7 +236,11 @@ async fn create(
     config: &pull::Config,
 ) -> Result<PullConsumer, Box<dyn std::error::Error + Send + Sync>> {
     Ok(match &config.durable_name {
-        Some(durable) => stream.get_or_create_consumer(durable, config.clone()).await?,
+        Some(durable) => {
+            stream
+                .get_or_create_consumer(durable, config.clone())
+                .await?
+        }
         None => stream.create_consumer(config.clone()).await?,
     })
 }

@@ -208,7 +208,10 @@ impl Subscription {
                 let stream_only = [
                     (self.durable.is_some(), "durable"),
                     (self.ack_policy != AckPolicy::default(), "ack_policy"),
-                    (self.deliver_policy != DeliverPolicy::default(), "deliver_policy"),
+                    (
+                        self.deliver_policy != DeliverPolicy::default(),
+                        "deliver_policy",
+                    ),
                 ];
                 for (set, option) in stream_only {
                     if set {

@@ -211,8 +211,7 @@ fn spread(revision: u64) -> u64 {
 
 /// Whether the headers carry a W3C `traceparent` with the sampled flag.
 fn writer_sampled(headers: Option<&HeaderMap>) -> bool {
-    let Some(parent) = headers.and_then(|headers| headers.get("traceparent"))
-    else {
+    let Some(parent) = headers.and_then(|headers| headers.get("traceparent")) else {
         return false;
     };
     // version-trace_id-parent_id-flags; bit 0 of the flags: sampled.

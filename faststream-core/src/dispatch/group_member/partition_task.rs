@@ -370,7 +370,11 @@ impl PartitionTask {
             call_started.store(true, Ordering::SeqCst);
             AttemptEnd::Called(
                 dispatcher
-                    .call_guarded(Message::from_kv(call_message), Some(timeout), FailureLog::Caller)
+                    .call_guarded(
+                        Message::from_kv(call_message),
+                        Some(timeout),
+                        FailureLog::Caller,
+                    )
                     .await,
             )
         }

@@ -124,9 +124,11 @@ pub(crate) async fn read_all(
     stream: &jetstream::stream::Stream,
     layout: &GroupLayout,
 ) -> Result<Vec<DeadLetter>, ReadError> {
-    read_stored(stream, layout.dead_subjects(), |sequence, subject, headers, value| {
-        from_parts(layout, sequence, subject, headers, value)
-    })
+    read_stored(
+        stream,
+        layout.dead_subjects(),
+        |sequence, subject, headers, value| from_parts(layout, sequence, subject, headers, value),
+    )
     .await
 }
 
