@@ -10,7 +10,6 @@ use crate::extract::Message;
 use crate::handler::Reply;
 use crate::nats::publish::{self, Outgoing, PublishRetry, SERVICE_ERROR, SERVICE_ERROR_CODE};
 use crate::nats::{NatsMessage, CONTENT_TYPE, CORRELATION_ID};
-use crate::observe::trace;
 
 /// One `#[publisher]` of a handler, resolved when the app started.
 #[derive(Debug, Clone)]
@@ -93,7 +92,8 @@ impl Dispatcher {
     }
 
     /// A message of `reply`'s body with FastStream's headers: `content-type`, and the
-    /// request's `correlation_id` (a new one without a request), and the trace context.
+    /// request's `correlation_id` (a new one without a request); the trace context is added
+    /// when it is sent.
     fn outgoing(&self, reply: &Reply, correlation: Option<&str>) -> Outgoing {
         let mut outgoing = Outgoing::new(reply.payload().clone());
         if let Some(correlation) = correlation {
@@ -102,7 +102,6 @@ impl Dispatcher {
         if let Some(content_type) = reply.content_type() {
             outgoing = outgoing.header(CONTENT_TYPE, content_type);
         }
-        trace::inject_context(self.entry_tracing, outgoing.headers_mut());
         outgoing
     }
 

@@ -1,6 +1,7 @@
 //! Sending: publishing to a subject (through JetStream, awaiting the stream's
 //! acknowledgement, when a stream captures it), requests, and the headers FastStream sets.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_nats::client::{PublishErrorKind, RequestErrorKind};
@@ -17,6 +18,23 @@ pub(crate) const SERVICE_ERROR: &str = "Nats-Service-Error";
 pub(crate) const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
 /// JetStream refuses a message whose stream is not this one.
 const EXPECTED_STREAM: &str = "Nats-Expected-Stream";
+
+/// Writes the current trace context (W3C `traceparent`) into a message's headers: set once by
+/// the observability set-up when OpenTelemetry support is compiled in, so every publish and
+/// request, from a handler or not, carries the trace it is part of.
+static TRACE_INJECTOR: OnceLock<fn(&mut HeaderMap)> = OnceLock::new();
+
+/// Sets [`TRACE_INJECTOR`] (the first call wins: there is one OpenTelemetry set-up per
+/// process).
+pub(crate) fn inject_traces_with(inject: fn(&mut HeaderMap)) {
+    let _ = TRACE_INJECTOR.set(inject);
+}
+
+fn inject_trace(message: &mut Outgoing) {
+    if let Some(inject) = TRACE_INJECTOR.get() {
+        inject(&mut message.headers);
+    }
+}
 
 /// A message to send: payload and headers, built with FastStream's `content-type` and
 /// `correlation_id`.
@@ -106,8 +124,9 @@ impl Default for PublishRetry {
 pub(crate) async fn publish(
     client: &Client,
     subject: &str,
-    message: Outgoing,
+    mut message: Outgoing,
 ) -> Result<(), NatsError> {
+    inject_trace(&mut message);
     check_size(client, subject, &message)?;
     client
         .publish_with_headers(subject.to_owned(), message.headers, message.payload)
@@ -130,6 +149,7 @@ pub(crate) async fn publish_stored(
     stream: Option<&str>,
     retry: &PublishRetry,
 ) -> Result<(), NatsError> {
+    inject_trace(&mut message);
     check_size(&jetstream.client(), subject, &message)?;
     if let Some(stream) = stream {
         message.headers.insert(EXPECTED_STREAM, stream);
@@ -176,9 +196,10 @@ pub(crate) async fn publish_stored(
 pub(crate) async fn request(
     client: &Client,
     subject: &str,
-    message: Outgoing,
+    mut message: Outgoing,
     timeout: Duration,
 ) -> Result<async_nats::Message, NatsError> {
+    inject_trace(&mut message);
     check_size(client, subject, &message)?;
     let request = async_nats::Request::new()
         .payload(message.payload)

@@ -87,6 +87,9 @@ impl ObserveSettings {
                 .map(HttpBinding::Addr)
         });
         // Calls record only when something reads the metrics.
+        if let Some(inject) = INJECT {
+            crate::nats::publish::inject_traces_with(inject);
+        }
         let recording = http.is_some() || self.otlp.is_some();
         let grace = self.readiness_grace.unwrap_or(super::health::DEFAULT_GRACE);
         let observer = Observer::new(broker, recording, grace);
@@ -99,7 +102,6 @@ impl ObserveSettings {
             entry_tracing: EntryTracing {
                 sampler: self.otlp.as_ref().map(OtlpExport::entry_sampler),
                 link_parent: LINK_PARENT,
-                inject: INJECT,
             },
             observer,
             http,

@@ -135,14 +135,6 @@ fn next_core_position() -> u64 {
     COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Writes the current trace context into `headers` of a message being published, when
-/// OpenTelemetry support is compiled in.
-pub(crate) fn inject_context(entry_tracing: EntryTracing, headers: &mut HeaderMap) {
-    if let Some(inject) = entry_tracing.inject {
-        inject(headers);
-    }
-}
-
 /// How entries are traced: which get a span, and how a span becomes the child of the writer's
 /// trace. The OpenTelemetry support provides both (it alone reads a trace context), so this
 /// module depends on no exporter.
@@ -154,9 +146,6 @@ pub(crate) struct EntryTracing {
     /// Makes the span a child of the trace the entry's headers carry; `None` without
     /// OpenTelemetry support compiled in.
     pub(crate) link_parent: Option<fn(&Span, Option<&HeaderMap>)>,
-    /// Writes the current trace context into a published message's headers; `None` without
-    /// OpenTelemetry support compiled in.
-    pub(crate) inject: Option<fn(&mut HeaderMap)>,
 }
 
 /// Which entries get a span, decided before one is made.
