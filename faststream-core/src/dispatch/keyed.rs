@@ -1,6 +1,7 @@
 //! [`KeyedCalls`]: up to `limit` calls at once, each in its own task, where calls that share
 //! a key run one at a time in the order they were submitted and calls without a key run as
-//! soon as there is room.
+//! soon as there is room. The watch loop (keyed by the entry's key) and the subject loop
+//! (keyed by `ordered_by`, or not at all) both schedule their calls with it.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -10,20 +11,21 @@ use tokio::task::{self, JoinSet};
 
 type Start<T> = Box<dyn Fn(T) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// Calls in flight and the ones waiting behind a busy key.
-pub(crate) struct KeyedCalls<T> {
+/// Calls in flight and the ones waiting behind a busy key. Each call carries a `Tag` (what the
+/// caller needs back when it ends, e.g. whether it belonged to a bucket's state).
+pub(crate) struct KeyedCalls<T, Tag = ()> {
     limit: usize,
     start: Start<T>,
     calls: JoinSet<()>,
-    /// The key of each call task: a task that panics or is cancelled returns no value, but
-    /// its id still frees its key.
-    task_keys: HashMap<task::Id, Option<String>>,
+    /// The key and tag of each call task: a task that panics or is cancelled returns no
+    /// value, but its id still frees its key and returns its tag.
+    task_keys: HashMap<task::Id, (Option<String>, Tag)>,
     /// Keys with a call in flight, and the items waiting behind it, oldest first.
-    busy: HashMap<String, VecDeque<T>>,
+    busy: HashMap<String, VecDeque<(T, Tag)>>,
     waiting: usize,
 }
 
-impl<T: Send + 'static> KeyedCalls<T> {
+impl<T: Send + 'static, Tag> KeyedCalls<T, Tag> {
     /// At most `limit` calls at once, each made by `start`.
     pub(crate) fn new<F, Fut>(limit: usize, start: F) -> Self
     where
@@ -52,46 +54,56 @@ impl<T: Send + 'static> KeyedCalls<T> {
     }
 
     /// Starts `item`'s call, or queues it behind the call of its key.
-    pub(crate) fn submit(&mut self, key: Option<String>, item: T) {
+    pub(crate) fn submit(&mut self, key: Option<String>, item: T, tag: Tag) {
         if let Some(key) = &key {
             if let Some(queue) = self.busy.get_mut(key) {
-                queue.push_back(item);
+                queue.push_back((item, tag));
                 self.waiting += 1;
                 return;
             }
             self.busy.insert(key.clone(), VecDeque::new());
         }
-        self.spawn(key, item);
+        self.spawn(key, item, tag);
     }
 
-    /// Waits for a call to end and starts the next one of its key. `None` when none runs.
-    pub(crate) async fn join_next(&mut self) -> Option<()> {
-        let finished = self.calls.join_next_with_id().await?;
-        let id = match finished {
-            Ok((id, ())) => id,
-            Err(error) => {
-                tracing::error!(error = %error, "a handler call task failed; its key goes on");
-                error.id()
-            }
-        };
-        if let Some(Some(key)) = self.task_keys.remove(&id) {
-            match self.busy.get_mut(&key).and_then(VecDeque::pop_front) {
-                Some(next) => {
-                    self.waiting -= 1;
-                    self.spawn(Some(key), next);
+    /// Waits for a call to end, starts the next one of its key, and returns the ended call's
+    /// tag. `None` when none runs.
+    pub(crate) async fn join_next(&mut self) -> Option<Tag> {
+        loop {
+            let finished = self.calls.join_next_with_id().await?;
+            let id = match finished {
+                Ok((id, ())) => id,
+                Err(error) => {
+                    tracing::error!(error = %error, "a handler call task failed; its key goes on");
+                    error.id()
                 }
-                None => {
-                    self.busy.remove(&key);
+            };
+            let Some((key, tag)) = self.task_keys.remove(&id) else {
+                continue;
+            };
+            if let Some(key) = key {
+                match self.busy.get_mut(&key).and_then(VecDeque::pop_front) {
+                    Some((next, next_tag)) => {
+                        self.waiting -= 1;
+                        self.spawn(Some(key), next, next_tag);
+                    }
+                    None => {
+                        self.busy.remove(&key);
+                    }
                 }
             }
+            return Some(tag);
         }
-        Some(())
     }
 
     /// Drops the items still waiting (their calls are not started) and returns them.
     pub(crate) fn take_waiting(&mut self) -> Vec<T> {
         self.waiting = 0;
-        self.busy.values_mut().flat_map(std::mem::take).collect()
+        self.busy
+            .values_mut()
+            .flat_map(std::mem::take)
+            .map(|(item, _)| item)
+            .collect()
     }
 
     /// Waits for every call in flight to end.
@@ -99,10 +111,10 @@ impl<T: Send + 'static> KeyedCalls<T> {
         while self.calls.join_next().await.is_some() {}
     }
 
-    fn spawn(&mut self, key: Option<String>, item: T) {
+    fn spawn(&mut self, key: Option<String>, item: T, tag: Tag) {
         // The id is recorded before the set is polled again, so no finished task is missed.
         let task = self.calls.spawn((self.start)(item));
-        self.task_keys.insert(task.id(), key);
+        self.task_keys.insert(task.id(), (key, tag));
     }
 }
 
@@ -129,7 +141,7 @@ mod tests {
         });
         for n in 0..3 {
             for key in ["a", "b"] {
-                calls.submit(Some(key.to_owned()), (key.to_owned(), n));
+                calls.submit(Some(key.to_owned()), (key.to_owned(), n), ());
             }
         }
         while calls.join_next().await.is_some() {}
@@ -163,7 +175,7 @@ mod tests {
         let mut submitted = 0;
         while submitted < 9 {
             if calls.has_room() {
-                calls.submit(None, ());
+                calls.submit(None, (), ());
                 submitted += 1;
             } else {
                 calls.join_next().await;

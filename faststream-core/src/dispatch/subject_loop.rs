@@ -114,7 +114,7 @@ impl SubjectLoop {
         if let Some(info) = message.jetstream_info() {
             self.settlement.metrics.set_pending(info.pending);
         }
-        calls.submit(self.order.of(message.subject()), message);
+        calls.submit(self.order.of(message.subject()), message, ());
     }
 }
 

@@ -21,13 +21,12 @@
 //! watcher only knows when it was read): with `max_workers > 1`, once the calls for every entry
 //! read before the watcher's catch-up have finished.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::task::{self, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use super::keyed::KeyedCalls;
 use super::Dispatcher;
 use crate::extract::Message;
 use crate::kv::message::KvMessage;
@@ -144,46 +143,26 @@ impl WatchLoop {
 
     /// Up to `max_workers` calls at once; an entry whose key is being handled waits for it.
     async fn run_concurrent(mut self, cancel: &CancellationToken) {
-        let limit = self.max_workers;
-        let mut calls: JoinSet<()> = JoinSet::new();
-        // The key of each call task (and whether its entry belongs to the bucket's state): a
-        // task that panics or is cancelled returns no value, but its id still frees its key.
-        let mut task_keys: HashMap<task::Id, (String, bool)> = HashMap::new();
-        // Keys with a call in flight, and their entries waiting behind it, oldest first.
-        let mut busy_keys: HashMap<String, VecDeque<(KvMessage, bool)>> = HashMap::new();
-        let mut waiting = 0usize;
+        let dispatcher = self.dispatcher.clone();
+        // Each call is tagged with whether its entry belongs to the bucket's state: a call
+        // that ends in any way (a panic included) still counts towards the catch-up.
+        let mut calls: KeyedCalls<KvMessage, bool> =
+            KeyedCalls::new(self.max_workers, move |entry: KvMessage| {
+                let dispatcher = dispatcher.clone();
+                async move { dispatcher.dispatch_guarded(Message::from_kv(entry)).await }
+            });
         let mut catch_up = CatchUpTracker::new();
         let subscriber = Arc::clone(&self.dispatcher.context.name);
         loop {
-            // Read on only while there is room: a full house holds back the watch, and with it
-            // the server, instead of buffering.
-            let room = calls.len() < limit && waiting < limit;
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                Some(finished) = calls.join_next_with_id(), if !calls.is_empty() => {
-                    let id = match finished {
-                        Ok((id, ())) => id,
-                        Err(error) => {
-                            tracing::error!(subscriber = %self.dispatcher.context.name,
-                                error = %error, "a handler call task failed; its key goes on");
-                            error.id()
-                        }
-                    };
-                    let Some((key, in_state)) = task_keys.remove(&id) else { continue };
+                Some(in_state) = calls.join_next(), if !calls.is_idle() => {
                     catch_up.handled(in_state, &self.handled, &subscriber);
-                    let next = busy_keys.get_mut(&key).and_then(VecDeque::pop_front);
-                    match next {
-                        Some(entry) => {
-                            waiting -= 1;
-                            self.spawn_call(&mut calls, &mut task_keys, entry);
-                        }
-                        None => {
-                            busy_keys.remove(&key);
-                        }
-                    }
                 }
-                event = self.watcher.next_event(), if room => {
+                // Read on only while there is room: a full house holds back the watch, and
+                // with it the server, instead of buffering.
+                event = self.watcher.next_event(), if calls.has_room() => {
                     let entry = match event {
                         Some(WatchEvent::Entry(entry)) => entry,
                         Some(WatchEvent::CaughtUp(read)) => {
@@ -200,34 +179,15 @@ impl WatchLoop {
                             break;
                         }
                     };
-                    let entry = (entry, catch_up.taken());
-                    if let Some(queue) = busy_keys.get_mut(entry.0.key()) {
-                        queue.push_back(entry);
-                        waiting += 1;
-                    } else {
-                        busy_keys.insert(entry.0.key().to_owned(), VecDeque::new());
-                        self.spawn_call(&mut calls, &mut task_keys, entry);
-                    }
+                    let in_state = catch_up.taken();
+                    calls.submit(Some(entry.key().to_owned()), entry, in_state);
                 }
             }
         }
         // Entries still waiting are not started; calls in flight finish (the caller bounds how
         // long, and aborting this task aborts them).
-        while calls.join_next().await.is_some() {}
-    }
-
-    fn spawn_call(
-        &self,
-        calls: &mut JoinSet<()>,
-        task_keys: &mut HashMap<task::Id, (String, bool)>,
-        (entry, in_state): (KvMessage, bool),
-    ) {
-        let dispatcher = self.dispatcher.clone();
-        let key = entry.key().to_owned();
-        // The id is recorded before the loop next polls the set, so no finished task is missed.
-        let task =
-            calls.spawn(async move { dispatcher.dispatch_guarded(Message::from_kv(entry)).await });
-        task_keys.insert(task.id(), (key, in_state));
+        calls.take_waiting();
+        calls.finish().await;
     }
 }
 
