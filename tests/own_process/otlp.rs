@@ -26,6 +26,9 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tracing::Instrument as _;
 
+#[path = "otlp/messaging.rs"]
+mod messaging;
+
 /// How long the test waits for the spans.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
 
