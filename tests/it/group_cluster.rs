@@ -53,9 +53,10 @@ const WRITE_PERIOD: Duration = Duration::from_millis(20);
 /// sometimes restarts the mirror only ~45-50 s later (its retry backoff, seen in about 1 run
 /// in 5); nothing is lost, changes wait, and the bound counts from the mirror being back.
 const RESUME_BOUND: Duration = Duration::from_secs(18);
-/// From a node healthy again to every partition handled: measured 0.33-3.73 s; about as much
-/// again for a loaded 2-core machine.
-const RESTART_BOUND: Duration = Duration::from_secs(8);
+/// From a node healthy again to every partition handled: measured 0.33-3.73 s on an idle
+/// machine, 11.2 s once with a compile running on both cores beside the suite (the restarted
+/// node catching up its streams takes that long under load); 16 s leaves room for that.
+const RESTART_BOUND: Duration = Duration::from_secs(16);
 /// How long a test waits for every partition to be handled again.
 const RESUME_WAIT: Duration = Duration::from_secs(75);
 const WAIT: Duration = Duration::from_secs(40);
