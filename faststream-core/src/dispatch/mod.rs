@@ -37,6 +37,24 @@ pub(crate) mod watch_loop;
 
 pub(crate) use respond::Publication;
 
+/// A log event about one message, with the fields that name it: `bucket`, `key` and
+/// `revision` for a Key-Value change, `subject` (and `stream`, `sequence` for a JetStream
+/// delivery) for a message. A field a message does not have is left out.
+macro_rules! message_event {
+    ($level:ident, $fields:expr, $($rest:tt)*) => {{
+        let fields = &$fields;
+        tracing::$level!(
+            bucket = fields.bucket,
+            key = fields.key,
+            revision = fields.revision,
+            subject = fields.subject,
+            stream = fields.stream,
+            sequence = fields.sequence,
+            $($rest)*
+        )
+    }};
+}
+
 /// Calls the handler for one entry, in the entry's span, and logs and counts the outcome.
 #[derive(Clone)]
 pub(crate) struct Dispatcher {
@@ -95,20 +113,21 @@ impl Dispatcher {
         failure_log: FailureLog,
     ) -> CallOutcome {
         let label = message.label().to_string();
+        let fields = message.log_fields();
         let span = trace::entry_span(
             &self.context.name,
             self.group.as_deref(),
             self.entry_tracing,
             &message,
         );
-        let called = AssertUnwindSafe(self.call(message, timeout, failure_log, &span))
+        let called = AssertUnwindSafe(self.call(&message, timeout, failure_log, &span))
             .catch_unwind()
             .instrument(span.clone())
             .await;
         called.unwrap_or_else(|payload| {
             let panic = panic_message(&*payload).to_owned();
             let _entered = span.enter();
-            tracing::error!(subscriber = %self.context.name, message = label, panic,
+            message_event!(error, fields, subscriber = %self.context.name, panic,
                 "{label} - panic outside the handler (dropping or logging its call); the subscriber goes on");
             trace::record_failure(&span, "panic", &panic);
             // `call` counts its outcome last, so a panic before that is counted here, once.
@@ -127,18 +146,19 @@ impl Dispatcher {
     /// call failed, and counts the outcome, last.
     async fn call(
         &self,
-        message: Message,
+        message: &Message,
         timeout: Option<Duration>,
         failure_log: FailureLog,
         span: &Span,
     ) -> CallOutcome {
         let log = failure_log == FailureLog::Dispatcher;
         let label = message.label();
+        let fields = message.log_fields();
         let subscriber = &*self.context.name;
-        tracing::debug!(subscriber, "{label} - Received");
+        message_event!(debug, fields, subscriber, "{label} - Received");
 
         let started = self.metrics.is_some().then(Instant::now);
-        let call = call_catching_panics(|| self.handler.call(&message, &self.context));
+        let call = call_catching_panics(|| self.handler.call(message, &self.context));
         let outcome = match timeout {
             None => call.await,
             Some(limit) => {
@@ -149,12 +169,12 @@ impl Dispatcher {
                     Ok(outcome) => outcome,
                     Err(_) => {
                         if log {
-                            tracing::error!(subscriber, message = %label, timeout = ?limit,
+                            message_event!(error, fields, subscriber, timeout = ?limit,
                                 "{label} - handler timed out; abandoned");
                         }
                         let reason = format!("timed out after {limit:?}");
                         trace::record_failure(span, "timeout", &reason);
-                        self.answer_failure(&message, 500, &reason).await;
+                        self.answer_failure(message, 500, &reason).await;
                         self.count(Outcome::Timeout, None);
                         return CallOutcome::Failed(reason);
                     }
@@ -163,14 +183,14 @@ impl Dispatcher {
         };
         let took = started.map(|started| started.elapsed());
         let (counted, outcome) = match outcome {
-            Ok(reply) => match self.send_output(&message, reply).await {
+            Ok(reply) => match self.send_output(message, reply).await {
                 Ok(()) => {
-                    tracing::debug!(subscriber, "{label} - Processed");
+                    message_event!(debug, fields, subscriber, "{label} - Processed");
                     (Outcome::Ok, CallOutcome::Done)
                 }
                 Err(error) => {
                     if log {
-                        tracing::error!(subscriber, message = %label, error = %error,
+                        message_event!(error, fields, subscriber, error = %error,
                             "{label} - handled, but {error}");
                     }
                     trace::record_failure(span, "publish_error", &error);
@@ -178,7 +198,7 @@ impl Dispatcher {
                 }
             },
             Err(HandlerError::Rejected(rejection)) if rejection.is_skip() => {
-                tracing::debug!(subscriber, reason = %rejection, "{label} - Skipped");
+                message_event!(debug, fields, subscriber, reason = %rejection, "{label} - Skipped");
                 (Outcome::Skipped, CallOutcome::Done)
             }
             Err(HandlerError::Rejected(rejection)) => {
@@ -186,31 +206,31 @@ impl Dispatcher {
                 let (argument, argument_type) = rejection
                     .argument()
                     .map_or((0, ""), |argument| (argument.position, argument.type_name));
-                tracing::error!(subscriber, message = %label, argument, argument_type,
+                message_event!(error, fields, subscriber, argument, argument_type,
                     error = %chain(&rejection),
                     "{label} - {reason}; handler not called");
                 trace::record_failure(span, "decode_error", &reason);
-                self.answer_failure(&message, 400, &reason).await;
+                self.answer_failure(message, 400, &reason).await;
                 (Outcome::Rejected, CallOutcome::Rejected(reason))
             }
             Err(HandlerError::Failed(error)) => {
                 let error = chain(&*error);
                 if log {
-                    tracing::error!(subscriber, message = %label, error = %error,
+                    message_event!(error, fields, subscriber, error = %error,
                         "{label} - handler failed");
                 }
                 trace::record_failure(span, "handler_error", &error);
-                self.answer_failure(&message, 500, &error).await;
+                self.answer_failure(message, 500, &error).await;
                 (Outcome::Error, CallOutcome::Failed(error))
             }
             Err(HandlerError::Panicked { message: panic }) => {
                 if log {
-                    tracing::error!(subscriber, message = %label, panic = %panic,
+                    message_event!(error, fields, subscriber, panic = %panic,
                         "{label} - handler panicked");
                 }
                 trace::record_failure(span, "panic", &panic);
                 let reason = format!("panicked: {panic}");
-                self.answer_failure(&message, 500, &reason).await;
+                self.answer_failure(message, 500, &reason).await;
                 (Outcome::Panic, CallOutcome::Failed(reason))
             }
         };

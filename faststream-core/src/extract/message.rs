@@ -85,6 +85,38 @@ impl Message {
     pub(crate) fn label(&self) -> Label<'_> {
         Label(self)
     }
+
+    /// The fields the framework's log events name the message with.
+    pub(crate) fn log_fields(&self) -> LogFields<'_> {
+        match &self.source {
+            Source::Kv(kv) => LogFields {
+                bucket: Some(kv.bucket()),
+                key: Some(kv.key()),
+                revision: Some(kv.revision()),
+                ..LogFields::default()
+            },
+            Source::Nats(message) => {
+                let info = message.jetstream_info();
+                LogFields {
+                    subject: Some(message.subject()),
+                    stream: info.map(|info| info.stream.as_str()),
+                    sequence: info.map(|info| info.stream_sequence),
+                    ..LogFields::default()
+                }
+            }
+        }
+    }
+}
+
+/// See [`Message::log_fields`].
+#[derive(Debug, Default)]
+pub(crate) struct LogFields<'a> {
+    pub(crate) bucket: Option<&'a str>,
+    pub(crate) key: Option<&'a str>,
+    pub(crate) revision: Option<u64>,
+    pub(crate) subject: Option<&'a str>,
+    pub(crate) stream: Option<&'a str>,
+    pub(crate) sequence: Option<u64>,
 }
 
 /// See [`Message::label`].
