@@ -3,4 +3,5 @@
 mod queue_groups;
 mod request_reply;
 mod smoke;
+mod streams;
 mod support;
