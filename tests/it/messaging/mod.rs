@@ -3,5 +3,6 @@
 mod queue_groups;
 mod request_reply;
 mod smoke;
+mod stream_acks;
 mod streams;
 mod support;
