@@ -3,6 +3,7 @@
 mod publishers;
 mod queue_groups;
 mod request_reply;
+mod routers;
 mod smoke;
 mod stream_acks;
 mod streams;
