@@ -4,6 +4,7 @@ mod publishers;
 mod queue_groups;
 mod request_reply;
 mod routers;
+mod shutdown;
 mod smoke;
 mod stream_acks;
 mod streams;
