@@ -1,5 +1,6 @@
 //! Subjects, queue groups, request/reply, publishers and JetStream streams.
 
+mod message_kinds;
 mod publishers;
 mod queue_groups;
 mod request_reply;
