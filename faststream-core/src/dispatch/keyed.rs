@@ -115,9 +115,12 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    /// `(key, n, "start" | "end")` of each call.
+    type CallLog = Arc<Mutex<Vec<(String, u32, &'static str)>>>;
+
     #[tokio::test]
     async fn one_call_per_key_at_a_time_in_order() {
-        let log: Arc<Mutex<Vec<(String, u32, &'static str)>>> = Arc::default();
+        let log: CallLog = Arc::default();
         let recorded = Arc::clone(&log);
         let mut calls = KeyedCalls::new(4, move |(key, n): (String, u32)| {
             let log = Arc::clone(&recorded);

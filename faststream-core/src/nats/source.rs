@@ -23,7 +23,8 @@ pub(crate) struct SubjectSource {
 
 enum Incoming {
     Core(async_nats::Subscriber),
-    Stream(StreamReader),
+    /// Boxed: the pull stream is some kilobytes, the core subscriber a few words.
+    Stream(Box<StreamReader>),
 }
 
 /// A JetStream pull consumer and its message stream.
@@ -99,7 +100,7 @@ impl SubjectSource {
                 let consumer = create(&handle, &config)
                     .await
                     .map_err(|error| consumer_error("create", error))?;
-                Incoming::Stream(StreamReader {
+                Incoming::Stream(Box::new(StreamReader {
                     consumer,
                     handle,
                     config,
@@ -107,7 +108,7 @@ impl SubjectSource {
                     pull: subscription.pull,
                     stream: stream.name.clone(),
                     name,
-                })
+                }))
             }
         };
         Ok(Self {
