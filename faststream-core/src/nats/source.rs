@@ -23,7 +23,7 @@ pub(crate) struct SubjectSource {
 
 enum Incoming {
     Core(async_nats::Subscriber),
-    // Boxed: a pull consumer and its stream are large, a core subscription small.
+    /// Boxed: the pull stream is some kilobytes, the core subscriber a few words.
     Stream(Box<StreamReader>),
 }
 
@@ -150,8 +150,19 @@ impl SubjectSource {
                 let Some(mut messages) = reader.messages.take() else {
                     return;
                 };
+                let mut received = Vec::new();
+                while let Some(Some(delivery)) = messages.next().now_or_never() {
+                    if let Ok(message) = delivery {
+                        received.push(message);
+                    }
+                }
+                // Unsubscribed before handing them back (the unsubscription goes out first on
+                // the connection): the server redelivers at once, and a redelivery to this
+                // instance's pull request, still open, would be read by no one and wait out
+                // the ack wait.
+                drop(messages);
                 let mut handed_back = 0usize;
-                while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+                for message in received {
                     if message
                         .ack_with(jetstream::AckKind::Nak(None))
                         .await
