@@ -84,6 +84,9 @@ pub(crate) struct Subscription {
     pub(crate) ordered_by: Option<LitStr>,
     /// `no_reply = true|false`.
     pub(crate) no_reply: Option<LitBool>,
+    /// `subscription = <expr>`, of type `faststream_core::Subscription`: the settings the other
+    /// options are applied on (`Subscription::new()` when not written).
+    pub(crate) base: Option<Typed>,
 }
 
 /// `stream = ..` of a subscriber or publisher.

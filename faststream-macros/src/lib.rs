@@ -91,6 +91,9 @@ mod subscriber;
 ///   for the whole subject.
 /// - `no_reply` (optional), `true` or `false`: with `true`, a request's reply subject is not
 ///   answered with what the function returns.
+/// - `subscription` (optional), an expression of type `faststream_core::Subscription`: the
+///   settings the other options are applied on, for those without an option of their own
+///   (`max_attempts`, `backoff`, `ack_wait`).
 ///
 /// Stream and durable names must be at most 255 bytes, without whitespace, `.`, `*`, `>`, `/`
 /// or `\`; a queue group name has no whitespace. Each option may be written once.
@@ -119,7 +122,8 @@ mod subscriber;
 ///
 /// - The first argument, a string literal, is the watch pattern: `.`-separated tokens where `*`
 ///   matches one token, a final `>` matches the rest and `{name}` is a named path parameter.
-///   Other tokens use A-Z, a-z, 0-9, `-`, `/`, `_` and `=`. A `router!` prefix does not apply.
+///   Other tokens use A-Z, a-z, 0-9, `-`, `/`, `_` and `=`. A `router!` prefix of the module is
+///   written in front of it, as FastStream's router prefixes a `kv_watch` subscriber's key.
 /// - `kv_watch` is the bucket: a string literal, checked at compile time, or an expression of
 ///   type `faststream_core::KvWatch`.
 /// - `max_workers` (optional), an integer literal from 1 to 4096: `KvWatch::max_workers`.
@@ -130,7 +134,8 @@ mod subscriber;
 ///
 /// `max_workers` and `group` are applied on top of the `kv_watch` value, expression or not, and
 /// replace what it set. The subject options (`queue`, `stream`, `durable`, `pull_sub`,
-/// `deliver_policy`, `ack_policy`, `ordered_by`, `no_reply`) cannot be used with `kv_watch`.
+/// `deliver_policy`, `ack_policy`, `ordered_by`, `no_reply`, `subscription`) cannot be used
+/// with `kv_watch`.
 ///
 /// # The function
 ///
@@ -201,8 +206,9 @@ pub fn publisher(args: TokenStream, item: TokenStream) -> TokenStream {
 /// The prefix, a string literal checked at compile time, is written in front of every subject
 /// of `#[subscriber]` and `#[publisher]` as it stands, as FastStream does (`"orders."` +
 /// `"created"`): it ends with `.` to add a token. It has no wildcard or placeholder, no
-/// whitespace and no empty token but after its final `.`. Key-Value keys (`kv_watch`) are not
-/// prefixed. The runtime applies it at start-up.
+/// whitespace and no empty token but after its final `.`. Key-Value keys (`kv_watch`) are
+/// prefixed too, as FastStream's router does. Nested modules' prefixes are joined outermost
+/// first. The runtime applies it at start-up, and checks the joined subject or key.
 #[proc_macro]
 pub fn router(input: TokenStream) -> TokenStream {
     router::expand(input.into()).into()

@@ -1,7 +1,8 @@
 //! `#[subscriber(..)]` in its two forms: a Key-Value watch, `#[subscriber("key", kv_watch =
 //! BUCKET, max_workers = N, group = "name")]`, and a NATS subject subscriber,
 //! `#[subscriber("orders.{id}", queue = .., stream = .., durable = .., pull_sub = ..,
-//! deliver_policy = .., ack_policy = .., max_workers = N, ordered_by = "id", no_reply = ..)]`.
+//! deliver_policy = .., ack_policy = .., max_workers = N, ordered_by = "id", no_reply = ..,
+//! subscription = ..)]`.
 //! This driver knows the options, which form each belongs to, which parts are required and the
 //! order of the errors; the work is done by `parse`, `check` and `emit`.
 
@@ -28,7 +29,7 @@ const MISSING_SUBJECT: &str =
 
 /// The options, `kv_watch` first: its presence decides the form. The values are checked and
 /// their errors reported in this order.
-const KNOWN: [Known; 11] = [
+const KNOWN: [Known; 12] = [
     Known {
         name: "kv_watch",
         usage: "`kv_watch = \"bucket\"`",
@@ -73,10 +74,14 @@ const KNOWN: [Known; 11] = [
         name: "no_reply",
         usage: "`no_reply = true`",
     },
+    Known {
+        name: "subscription",
+        usage: "`subscription = Subscription::new().ack_wait(Duration::from_secs(60))`",
+    },
 ];
 
 /// The options other than `kv_watch`, as sorted, in the order of [`KNOWN`].
-type OptionSlots = [Option<(Expr, Span)>; 10];
+type OptionSlots = [Option<(Expr, Span)>; 11];
 
 /// The two forms of the attribute, checked. (The subject form, with its many settings, is
 /// boxed to keep the two the same size.)
@@ -155,7 +160,7 @@ fn check_options(
     written: &[Option<Span>; KNOWN.len()],
     subject: Option<&KeyPattern>,
 ) -> syn::Result<(Option<LitStr>, Subscription)> {
-    let [max_workers, group, queue, stream, durable, pull_sub, deliver_policy, ack_policy, ordered_by, no_reply] =
+    let [max_workers, group, queue, stream, durable, pull_sub, deliver_policy, ack_policy, ordered_by, no_reply, base] =
         options;
     let mut errors = Errors::default();
     let max_workers = max_workers.and_then(|(expr, _)| errors.take(check::max_workers(&expr)));
@@ -169,6 +174,7 @@ fn check_options(
     let ordered_by =
         ordered_by.and_then(|(expr, _)| errors.take(check::ordered_by(&expr, subject)));
     let no_reply = no_reply.and_then(|(expr, _)| errors.take(check::no_reply(&expr)));
+    let base = base.map(|(expr, name)| check::typed(expr, name));
     for conflict in combinations::conflicts(written) {
         errors.push(conflict);
     }
@@ -184,6 +190,7 @@ fn check_options(
             max_workers,
             ordered_by,
             no_reply,
+            base,
         },
     ))
 }

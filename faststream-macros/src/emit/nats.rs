@@ -92,8 +92,8 @@ pub(crate) fn router(router: &Router) -> TokenStream {
     }
 }
 
-/// The `|| -> Subscription { .. }` closure that builds the settings: `Subscription::new()` with
-/// one call per option written, in a fixed order. The expressions of `pull_sub`,
+/// The `|| -> Subscription { .. }` closure that builds the settings: `Subscription::new()` (or
+/// the `subscription = ..` expression) with one call per option written, in a fixed order. The expressions of `pull_sub`,
 /// `deliver_policy` and `ack_policy` are first bound to variables of their types (see [`bind`]).
 fn subscription_closure(subscription: &Subscription) -> TokenStream {
     let Subscription {
@@ -106,6 +106,7 @@ fn subscription_closure(subscription: &Subscription) -> TokenStream {
         max_workers,
         ordered_by,
         no_reply,
+        base,
     } = subscription;
     let mut bindings = TokenStream::new();
     let mut calls = TokenStream::new();
@@ -143,10 +144,14 @@ fn subscription_closure(subscription: &Subscription) -> TokenStream {
     if let Some(no_reply) = no_reply {
         calls.extend(quote!(.no_reply(#no_reply)));
     }
+    let base = match base {
+        Some(typed) => bind(&mut bindings, "subscription", "Subscription", typed),
+        None => quote!(::faststream_core::Subscription::new()),
+    };
     quote! {
         || -> ::faststream_core::Subscription {
             #bindings
-            ::faststream_core::Subscription::new() #calls
+            #base #calls
         }
     }
 }

@@ -7,7 +7,7 @@ use proc_macro2::Span;
 use super::KNOWN;
 
 /// What each subject setting would mean beside `kv_watch`, and why a watch has no use for it.
-const NOT_WITH_KV_WATCH: [(&str, &str); 8] = [
+const NOT_WITH_KV_WATCH: [(&str, &str); 9] = [
     (
         "queue",
         "a Key-Value watch shares its changes among instances with `group = \"..\"`, not with \
@@ -37,6 +37,10 @@ const NOT_WITH_KV_WATCH: [(&str, &str); 8] = [
     (
         "no_reply",
         "a Key-Value change has no reply subject to answer",
+    ),
+    (
+        "subscription",
+        "a Key-Value watch takes its settings from `kv_watch = KvWatch::new(..)`",
     ),
 ];
 

@@ -342,7 +342,7 @@ fn every_error_together_in_order() {
         messages[1],
         "unknown option `colour`; expected one of: `kv_watch`, `max_workers`, `group`, `queue`, \
          `stream`, `durable`, `pull_sub`, `deliver_policy`, `ack_policy`, `ordered_by`, \
-         `no_reply`"
+         `no_reply`, `subscription`"
     );
     assert_eq!(messages[2], "`queue` is set more than once");
     assert!(messages[3].starts_with("invalid queue group name ``"));
@@ -367,4 +367,33 @@ fn keeps_the_item_and_its_other_attributes() {
         "the registration is under the function's #[cfg]: {out}"
     );
     assert!(out.contains("\"::\" , \"bill\""), "{out}");
+}
+
+#[test]
+fn a_subscription_expression_is_the_base_of_the_other_options() {
+    let out = run(quote::quote!(
+        "jobs",
+        subscription = Subscription::new().max_attempts(3),
+        queue = "workers"
+    ))
+    .expect("expands");
+    assert!(
+        out.contains(
+            "let subscription : :: faststream_core :: Subscription = Subscription :: new () . max_attempts (3) ; subscription . queue (\"workers\")"
+        ),
+        "{out}"
+    );
+    let errors = run(quote::quote!(
+        "k",
+        kv_watch = "b",
+        subscription = Subscription::new()
+    ))
+    .unwrap_err();
+    assert_eq!(
+        errors,
+        [
+            "`subscription` cannot be used with `kv_watch`: a Key-Value watch takes its settings \
+          from `kv_watch = KvWatch::new(..)`; remove one of them"
+        ]
+    );
 }

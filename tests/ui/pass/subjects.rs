@@ -107,6 +107,19 @@ async fn acks(msg: NatsMessage) {
     let _ = msg;
 }
 
+// Settings without an option of their own, as the base of the others.
+#[subscriber(
+    "retried.>",
+    stream = "RETRIED",
+    subscription = faststream_core::Subscription::new()
+        .max_attempts(3)
+        .ack_wait(std::time::Duration::from_secs(60)),
+    durable = "retrier"
+)]
+async fn retried(msg: NatsMessage) {
+    let _ = msg;
+}
+
 // Publishers above and below the subscriber, several, one renamed, with and without a stream.
 #[publisher("billing.done")]
 #[subscriber("orders.created", queue = "billing")]
