@@ -23,7 +23,8 @@ pub(crate) struct SubjectSource {
 
 enum Incoming {
     Core(async_nats::Subscriber),
-    Stream(StreamReader),
+    // Boxed: the pull stream is large, the core subscriber small.
+    Stream(Box<StreamReader>),
 }
 
 /// A JetStream pull consumer and its message stream.
@@ -99,7 +100,7 @@ impl SubjectSource {
                 let consumer = create(&handle, &config)
                     .await
                     .map_err(|error| consumer_error("create", error))?;
-                Incoming::Stream(StreamReader {
+                Incoming::Stream(Box::new(StreamReader {
                     consumer,
                     handle,
                     config,
@@ -107,7 +108,7 @@ impl SubjectSource {
                     pull: subscription.pull,
                     stream: stream.name.clone(),
                     name,
-                })
+                }))
             }
         };
         Ok(Self {
@@ -144,8 +145,16 @@ impl SubjectSource {
                 let Some(mut messages) = reader.messages.take() else {
                     return;
                 };
-                let mut handed_back = 0usize;
+                let mut received = Vec::new();
                 while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+                    received.push(message);
+                }
+                // Stops pulling and unsubscribes the pull's inbox, before the naks on the same
+                // connection: a delivery handed back while this instance still pulled would
+                // as likely be delivered to it again, and lost until the ack wait.
+                drop(messages);
+                let mut handed_back = 0usize;
+                for message in received {
                     if message
                         .ack_with(jetstream::AckKind::Nak(None))
                         .await
