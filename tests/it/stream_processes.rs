@@ -30,6 +30,10 @@ const MAX_WORKERS: usize = 4;
 /// calls in flight, and one acknowledgement handed to the client (freeing its call's slot)
 /// but not yet written to the socket. Measured 2-4.
 const IN_FLIGHT_AT_A_KILL: usize = MAX_WORKERS + 1;
+/// The most deliveries a SIGTERM can leave to the ack wait: those the server sent the
+/// stopping member's pull just before its inbox was unsubscribed, on their way when it
+/// stopped (the pull stream gives no way to drain them). Measured 0-1 a stop.
+const IN_TRANSIT_AT_A_STOP: usize = 2;
 const MESSAGES: u64 = 2_000;
 /// ~900 messages a second (a tick is a little over 1 ms).
 const WRITE_PERIOD: Duration = Duration::from_millis(1);
@@ -118,7 +122,7 @@ impl Setup {
     async fn new(server: NatsServer, test: &str, ack_wait: Duration) -> anyhow::Result<Self> {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("stream_processes")
-            .join(test);
+            .join(format!("{test}-{}", server.binary().version));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let jetstream = crate::common::jetstream(&server).await?;
@@ -328,17 +332,22 @@ fn check(
     })
 }
 
-/// The redeliveries (`delivered` 2 or more) by `member` after `at`: how many, and how long
-/// after `at` the first and the last were called.
-fn redeliveries(calls: &[Call], member: &str, at: Instant) -> (usize, Duration, Duration) {
-    let times: Vec<Duration> = calls
+/// How long after `at` each redelivery (`delivered` 2 or more) to `member` was called, in
+/// order.
+fn redeliveries(calls: &[Call], member: &str, at: Instant) -> Vec<Duration> {
+    let mut times: Vec<Duration> = calls
         .iter()
         .filter(|call| call.member == member && call.delivered >= 2 && call.at >= at)
         .map(|call| call.at - at)
         .collect();
-    let first = times.iter().min().copied().unwrap_or_default();
-    let last = times.iter().max().copied().unwrap_or_default();
-    (times.len(), first, last)
+    times.sort();
+    times
+}
+
+/// The first and the last of `times`, zero if none.
+fn first_and_last(times: &[Duration]) -> (Duration, Duration) {
+    let first = times.first().copied().unwrap_or_default();
+    (first, times.last().copied().unwrap_or_default())
 }
 
 /// The only member killed with SIGKILL under a writer and started again: every message is
@@ -367,7 +376,8 @@ async fn a_member_killed_and_started_again_loses_nothing() -> anyhow::Result<()>
 
         let calls = setup.calls.snapshot();
         let checked = check(&calls, &done, &written, Some("a"))?;
-        let (taken_over, first_back, last_back) = redeliveries(&calls, "a2", killed_at);
+        let back = redeliveries(&calls, "a2", killed_at);
+        let (taken_over, (first_back, last_back)) = (back.len(), first_and_last(&back));
         println!(
             "SIGKILL of the only member under {} messages, started again {restarted:?} later: \
              {} calls, {} messages called twice ({} twice in DONE), {taken_over} redelivered \
@@ -417,7 +427,8 @@ async fn a_killed_members_deliveries_go_to_the_other_after_the_ack_wait() -> any
 
         let calls = setup.calls.snapshot();
         let checked = check(&calls, &done, &written, Some("a"))?;
-        let (taken_over, first_back, last_back) = redeliveries(&calls, "b", killed_at);
+        let back = redeliveries(&calls, "b", killed_at);
+        let (taken_over, (first_back, last_back)) = (back.len(), first_and_last(&back));
         println!(
             "SIGKILL of one of two members under {} messages: {} calls, {} messages called \
              twice ({} twice in DONE); {taken_over} of its deliveries handled by the other \
@@ -443,14 +454,19 @@ async fn a_killed_members_deliveries_go_to_the_other_after_the_ack_wait() -> any
 }
 
 /// Two members sharing the durable consumer, one stopped with SIGTERM: it hands back the
-/// deliveries it had not started, which the other handles at once (not after the 10 s ack
-/// wait); it finishes its calls in flight; every message is handled exactly once.
+/// deliveries it had received and not started, which the other handles at once, not after
+/// the ack wait; it finishes its calls in flight; every message is handled exactly once.
+///
+/// A delivery still on its way to the stopping member when its pull stops is not received,
+/// so not handed back: it comes back after the ack wait (a known window, see
+/// [`IN_TRANSIT_AT_A_STOP`]).
 #[tokio::test]
 async fn a_member_stopped_with_sigterm_hands_back_at_once() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     on_each_server(|server| async move {
-        const ACK_WAIT: Duration = Duration::from_secs(10);
-        // Measured 4-50 ms for the last one handed back; a 10 s ack wait would mean ten.
+        const ACK_WAIT: Duration = Duration::from_secs(4);
+        // Measured 2-61 ms for the last one handed back; 500 ms for a loaded machine, far
+        // below the ack wait.
         const HAND_BACK_BOUND: Duration = Duration::from_millis(500);
         let started = Instant::now();
         let setup = Setup::new(server, "shared_sigterm", ACK_WAIT).await?;
@@ -468,20 +484,29 @@ async fn a_member_stopped_with_sigterm_hands_back_at_once() -> anyhow::Result<()
 
         let calls = setup.calls.snapshot();
         let checked = check(&calls, &done, &written, None)?;
-        let (handed_back, first_back, last_back) = redeliveries(&calls, "b", stopped_at);
+        let back = redeliveries(&calls, "b", stopped_at);
+        let (handed_back, late): (Vec<Duration>, Vec<Duration>) =
+            back.iter().partition(|after| **after < HAND_BACK_BOUND);
         println!(
             "SIGTERM of one of two members under {} messages: exited {exited:?} after the \
-             signal; {} calls, each message once; {handed_back} deliveries handed back, \
-             handled by the other {first_back:?} to {last_back:?} after the signal (ack wait \
-             {ACK_WAIT:?}); test {:?}",
+             signal; {} calls, each message once; {} deliveries handed back, handled by the \
+             other {:?} to {:?} after the signal; {} more after the ack wait ({ACK_WAIT:?}): \
+             {late:?}; test {:?}",
             written.len(),
             checked.calls,
+            handed_back.len(),
+            handed_back.first().copied().unwrap_or_default(),
+            handed_back.last().copied().unwrap_or_default(),
+            late.len(),
             started.elapsed()
         );
-        anyhow::ensure!(handed_back > 0, "the stopped member handed nothing back");
         anyhow::ensure!(
-            last_back < HAND_BACK_BOUND,
-            "deliveries handed back were handled {last_back:?} after the signal"
+            !handed_back.is_empty(),
+            "the stopped member handed nothing back"
+        );
+        anyhow::ensure!(
+            late.len() <= IN_TRANSIT_AT_A_STOP && late.iter().all(|after| *after >= ACK_WAIT),
+            "deliveries came back late, not handed back: {late:?}"
         );
         Ok(())
     })
