@@ -1,13 +1,12 @@
 //! JetStream stream subscribers on a three-node cluster (nats-server 2.15 and later): an R3
 //! stream's subscriber while the stream's leader is killed and restarted under a writer that
 //! retries, and a `#[publisher]` whose R3 stream loses its quorum (two nodes of three killed).
-//! Also the steady writer the process tests use.
+//! Also what the process tests share with these: the calls recorded, and a steady writer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::common::{servers_in, Recorder, RunningApp};
-use crate::stream_processes::Call;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use faststream_core::{App, BrokerConfig, JStream, NatsMessage, State, Subscription};
@@ -17,6 +16,15 @@ use tokio::task::JoinHandle;
 
 /// How long a test waits for a leader, a stream, or every message to be handled.
 const WAIT: Duration = Duration::from_secs(60);
+
+/// A call of a stream subscriber's handler, timed when the test learnt of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub(crate) member: String,
+    pub(crate) sequence: u64,
+    pub(crate) delivered: u64,
+    pub(crate) at: Instant,
+}
 
 /// Publishes `count` messages to a stream at a steady rate.
 pub(crate) struct Writer {

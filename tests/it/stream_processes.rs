@@ -1,8 +1,8 @@
 //! Stream subscribers in processes of their own (the `stream_member` binary: the durable
 //! consumer `svc` of the stream `WORK`, four calls at once, its handler's return value
 //! published to `done.work` and stored by the stream `DONE`), killed with SIGKILL, stopped
-//! with SIGTERM and started again while a writer publishes to `WORK` at a steady rate; and a
-//! core subscription across a server restart.
+//! with SIGTERM and started again while a writer publishes to `WORK` at a steady rate; a call
+//! longer than the consumer's ack wait; and a core subscription across a server restart.
 //!
 //! What the members did is read from their stdout (`call <member> <sequence> <delivered>`,
 //! timed here when read) and from `DONE` (one entry per call that completed, published before
@@ -10,11 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::{on_each_server, Events, Recorder, RunningApp, EVENT_TIMEOUT};
-use crate::stream_cluster::Writer;
+use crate::stream_cluster::{Call, Writer};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, stream};
 use faststream_core::{App, BrokerConfig, NatsMessage, State, Subscription};
@@ -43,15 +43,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The tests of this file one at a time: each runs member processes and a writer, and two at
 /// once on a loaded 2-core machine would blur the timings they bound.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A call, as a member printed it, timed when the test read it.
-#[derive(Debug, Clone)]
-pub(crate) struct Call {
-    pub(crate) member: String,
-    pub(crate) sequence: u64,
-    pub(crate) delivered: u64,
-    pub(crate) at: Instant,
-}
 
 /// An entry of `DONE`: the sequence of the `WORK` message its call handled.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -83,24 +74,19 @@ impl Member {
         Ok(())
     }
 
-    /// Waits for the process to exit, at most [`WAIT`]; it must exit cleanly.
-    async fn exited(&mut self) -> anyhow::Result<ExitStatus> {
+    /// SIGTERM, then a clean exit within [`WAIT`].
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        self.terminate()?;
         let status = tokio::time::timeout(WAIT, self.child.wait())
             .await
             .with_context(|| format!("member {} still running after {WAIT:?}", self.name))??;
+        let log = self.log.display();
         anyhow::ensure!(
             status.success(),
-            "member {} exited with {status}; log: {}",
-            self.name,
-            self.log.display()
+            "{} exited with {status}; log: {log}",
+            self.name
         );
-        Ok(status)
-    }
-
-    /// SIGTERM, then a clean exit.
-    async fn stop(&mut self) -> anyhow::Result<()> {
-        self.terminate()?;
-        self.exited().await.map(drop)
+        Ok(())
     }
 }
 
@@ -290,14 +276,9 @@ fn check(
         *done_count.entry(*sequence).or_default() += 1;
     }
     for sequence in written {
-        anyhow::ensure!(
-            per_message.contains_key(sequence),
-            "message {sequence} never called"
-        );
-        anyhow::ensure!(
-            done_count.contains_key(sequence),
-            "message {sequence} not in DONE"
-        );
+        let (called, stored) = (per_message.get(sequence), done_count.get(sequence));
+        let what = format!("message {sequence}: calls {called:?}, in DONE {stored:?}");
+        anyhow::ensure!(called.is_some() && stored.is_some(), "{what}");
     }
     anyhow::ensure!(
         per_message.len() == written.len() && done_count.len() == written.len(),
@@ -507,6 +488,29 @@ async fn a_member_stopped_with_sigterm_hands_back_at_once() -> anyhow::Result<()
         anyhow::ensure!(
             late.len() <= IN_TRANSIT_AT_A_STOP && late.iter().all(|after| *after >= ACK_WAIT),
             "deliveries came back late, not handed back: {late:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// A member joining the durable consumer as it was made, with a 1 s ack wait (its attribute
+/// sets none: 30 s), keeps a 2.5 s call alive with progress acknowledgements timed by the
+/// consumer's ack wait: the message is not delivered again during the call.
+#[tokio::test]
+async fn a_call_longer_than_the_joined_consumers_ack_wait_is_not_delivered_again(
+) -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    on_each_server(|server| async move {
+        let setup = Setup::new(server, "long_call", Duration::from_secs(1)).await?;
+        let mut member = setup.member("a", 2_500).await?;
+        let sequence = setup.jetstream.publish("work.0", "0".into()).await?.await?;
+        setup.all_done(&[sequence.sequence]).await?;
+        member.stop().await?;
+        let calls = setup.calls.snapshot();
+        anyhow::ensure!(
+            calls.len() == 1,
+            "delivered again during the call: {calls:?}"
         );
         Ok(())
     })
