@@ -29,4 +29,6 @@ mod observability;
 mod options;
 mod reliability;
 mod shutdown_and_timeouts;
+mod stream_cluster;
+mod stream_processes;
 mod watch;

@@ -132,7 +132,16 @@ impl RunningApp {
             .or_else(|| subject.subscription.queue.as_deref().map(Arc::from));
         let publications = self.resolve_publishers(&subject.publishers).await?;
         let metrics = Arc::new(SubjectMetrics::default());
-        let subscription = Arc::clone(&subject.subscription);
+        let mut subscription = Arc::clone(&subject.subscription);
+        // Progress acknowledgements must come within the server's ack wait, the consumer's.
+        match source.ack_wait() {
+            Some(ack_wait) if ack_wait != subscription.ack_wait => {
+                tracing::info!(subscriber = %name, ?ack_wait,
+                    "subscriber `{name}` joined a consumer whose ack wait is {ack_wait:?}");
+                Arc::make_mut(&mut subscription).ack_wait = ack_wait;
+            }
+            _ => {}
+        }
         let order = match subscription.ordered_by.as_deref() {
             None => OrderKey::None,
             Some("subject") => OrderKey::Subject,

@@ -179,6 +179,15 @@ impl SubjectSource {
         }
     }
 
+    /// For a JetStream subscriber, the ack wait of its consumer on the server: a durable
+    /// consumer that existed is joined as it is, perhaps with another than the subscription's.
+    pub(crate) fn ack_wait(&self) -> Option<Duration> {
+        match &self.incoming {
+            Incoming::Core(_) => None,
+            Incoming::Stream(reader) => Some(reader.consumer.cached_info().config.ack_wait),
+        }
+    }
+
     /// For a JetStream subscriber, the stream and the consumer.
     pub(crate) fn consumer(&self) -> Option<(&str, &str)> {
         match &self.incoming {
