@@ -16,23 +16,28 @@ use crate::nats::Subscription;
 use crate::observe::SubscriberObserver;
 use crate::registry::PublisherSpec;
 
-/// A Key-Value subscriber whose settings passed every check.
-pub(super) struct CheckedSubscriber {
-    pub(super) kv_watch: KvWatch,
+/// What every checked subscriber has, whatever it receives: what its handler is called with
+/// and where its calls are counted.
+pub(super) struct CheckedHandler {
     pub(super) context: Arc<SubscriberContext>,
     pub(super) handler: BoxedHandler,
     pub(super) observer: SubscriberObserver,
     /// The `#[publisher]`s of its function.
     pub(super) publishers: Vec<PublisherSpec>,
+    /// Whether a request is answered with the handler's return value.
+    pub(super) replies: bool,
+}
+
+/// A Key-Value subscriber whose settings passed every check.
+pub(super) struct CheckedSubscriber {
+    pub(super) kv_watch: KvWatch,
+    pub(super) called: CheckedHandler,
 }
 
 /// A subject or stream subscriber whose settings passed every check.
 pub(super) struct CheckedSubject {
     pub(super) subscription: Arc<Subscription>,
-    pub(super) context: Arc<SubscriberContext>,
-    pub(super) handler: BoxedHandler,
-    pub(super) observer: SubscriberObserver,
-    pub(super) publishers: Vec<PublisherSpec>,
+    pub(super) called: CheckedHandler,
 }
 
 /// Every subscriber, checked.
@@ -81,10 +86,13 @@ impl RunningApp {
             );
             checked.push(CheckedSubscriber {
                 kv_watch: spec.kv_watch.clone(),
-                context: Arc::new(context),
-                handler: spec.handler.clone(),
-                observer,
-                publishers: self.publishers_of(&spec.name),
+                called: CheckedHandler {
+                    context: Arc::new(context),
+                    handler: spec.handler.clone(),
+                    observer,
+                    publishers: self.publishers_of(&spec.name),
+                    replies: false,
+                },
             });
         }
         let subjects = self.check_subjects(&mut problems);
@@ -148,10 +156,13 @@ impl RunningApp {
             );
             checked.push(CheckedSubject {
                 subscription: Arc::new(spec.subscription.clone()),
-                context: Arc::new(context),
-                handler: spec.handler.clone(),
-                observer,
-                publishers: self.publishers_of(&spec.function),
+                called: CheckedHandler {
+                    context: Arc::new(context),
+                    handler: spec.handler.clone(),
+                    observer,
+                    publishers: self.publishers_of(&spec.function),
+                    replies: !spec.subscription.no_reply,
+                },
             });
         }
         checked

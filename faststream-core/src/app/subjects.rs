@@ -30,8 +30,10 @@ impl RunningApp {
             };
             let entry = streams
                 .entry(stream.name())
-                .or_insert_with(|| (stream, Vec::new(), &subject.context.name));
-            entry.1.push(subject.context.pattern.filter().to_owned());
+                .or_insert_with(|| (stream, Vec::new(), &subject.called.context.name));
+            entry
+                .1
+                .push(subject.called.context.pattern.filter().to_owned());
         }
         if streams.is_empty() {
             return Ok(());
@@ -115,14 +117,14 @@ impl RunningApp {
     }
 
     async fn start_subject(&self, subject: CheckedSubject) -> Result<RunningSubscriber> {
-        let name = Arc::clone(&subject.context.name);
+        let name = Arc::clone(&subject.called.context.name);
         let failed = |source| Error::Messaging {
             subscriber: format!("subscriber `{name}`"),
             source,
         };
         let client = self.app.broker.client()?;
         let jetstream = self.app.broker.jetstream()?;
-        let filter = subject.context.pattern.filter().to_owned();
+        let filter = subject.called.context.pattern.filter().to_owned();
         let source = SubjectSource::open(&client, &jetstream, &filter, &subject.subscription)
             .await
             .map_err(failed)?;
@@ -130,7 +132,7 @@ impl RunningApp {
             .consumer()
             .map(|(_, consumer)| Arc::from(consumer))
             .or_else(|| subject.subscription.queue.as_deref().map(Arc::from));
-        let publications = self.resolve_publishers(&subject.publishers).await?;
+        let publications = self.resolve_publishers(&subject.called.publishers).await?;
         let metrics = Arc::new(SubjectMetrics::default());
         let mut subscription = Arc::clone(&subject.subscription);
         // Progress acknowledgements must come within the server's ack wait, the consumer's.
@@ -146,6 +148,7 @@ impl RunningApp {
             None => OrderKey::None,
             Some("subject") => OrderKey::Subject,
             Some(name) => subject
+                .called
                 .context
                 .pattern
                 .params()
@@ -154,7 +157,7 @@ impl RunningApp {
                 .map_or(OrderKey::Subject, |param| OrderKey::Token(param.token)),
         };
         let subject_loop = SubjectLoop {
-            dispatcher: self.dispatcher(&subject, group, publications),
+            dispatcher: self.dispatcher(&subject.called, group, publications),
             source,
             max_workers: subscription.max_workers,
             order,
@@ -173,13 +176,16 @@ impl RunningApp {
         // Subscribed (and the consumer made): live at once, nothing to catch up with.
         let live = Arc::new(HandledSignal::new(true));
         let catch_up = CatchUpWait {
-            description: format!("subscriber `{name}` (`{}`)", subject.context.pattern()),
+            description: format!(
+                "subscriber `{name}` (`{}`)",
+                subject.called.context.pattern()
+            ),
             status: None,
             done: live.subscribe(),
         };
         tracing::info!(subscriber = %name, subject = %filter, "subscriber `{name}` listens on `{filter}`");
         Ok(self.spawn(
-            &subject,
+            &subject.called,
             Progress::Subject(metrics),
             catch_up,
             |cancel| async move {

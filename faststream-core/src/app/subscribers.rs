@@ -7,18 +7,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::catch_up::CatchUpWait;
-use super::checks::{CheckedSubject, CheckedSubscriber};
+use super::checks::{CheckedHandler, CheckedSubscriber};
 use super::running::RunningApp;
 use crate::broker::WatchOwner;
-use crate::context::SubscriberContext;
 use crate::dispatch::group_member::GroupMember;
 use crate::dispatch::watch_loop::{HandledSignal, WatchLoop};
 use crate::dispatch::{Dispatcher, Publication};
 use crate::error::Result;
-use crate::handler::BoxedHandler;
 use crate::kv::group::GroupSettings;
 use crate::observe::metrics::{GroupMetrics, Progress};
-use crate::observe::SubscriberObserver;
 
 /// A started watch loop.
 pub(super) struct RunningSubscriber {
@@ -48,28 +45,30 @@ impl RunningApp {
 
     /// Creates a subscriber's watch and spawns the loop feeding its handler.
     async fn start_watch(&self, subscriber: CheckedSubscriber) -> Result<RunningSubscriber> {
-        let name = Arc::clone(&subscriber.context.name);
+        let name = Arc::clone(&subscriber.called.context.name);
         let watcher = self
             .app
             .broker
             .watch(
-                &subscriber.context.pattern,
+                &subscriber.called.context.pattern,
                 subscriber.kv_watch.clone(),
                 WatchOwner::Subscriber(&name),
             )
             .await?;
         let description = format!(
             "subscriber `{name}` (`{}` in bucket `{}`)",
-            subscriber.context.pattern(),
+            subscriber.called.context.pattern(),
             subscriber.kv_watch.bucket()
         );
         let status = watcher.status();
         let handled = Arc::new(HandledSignal::new(false));
         let progress = Progress::Watch(status.clone());
-        let publications = self.resolve_publishers(&subscriber.publishers).await?;
+        let publications = self
+            .resolve_publishers(&subscriber.called.publishers)
+            .await?;
         let watch_loop = WatchLoop {
             max_workers: subscriber.kv_watch.max_workers,
-            dispatcher: self.dispatcher(&subscriber, None, publications),
+            dispatcher: self.dispatcher(&subscriber.called, None, publications),
             watcher,
             handled: Arc::clone(&handled),
         };
@@ -78,9 +77,11 @@ impl RunningApp {
             status: Some(status),
             done: handled.subscribe(),
         };
-        Ok(self.spawn(&subscriber, progress, catch_up, |cancel| {
-            watch_loop.run(cancel)
-        }))
+        Ok(
+            self.spawn(&subscriber.called, progress, catch_up, |cancel| {
+                watch_loop.run(cancel)
+            }),
+        )
     }
 
     /// Creates or joins a subscriber's consumer group and spawns the member. Start-up may wait
@@ -94,25 +95,27 @@ impl RunningApp {
         let (layout, declared) = self
             .app
             .broker
-            .declare_group(&subscriber.context.pattern, watch, &settings)
+            .declare_group(&subscriber.called.context.pattern, watch, &settings)
             .await?;
         let description = format!(
             "subscriber `{}` (group `{}` on `{}` in bucket `{}`)",
-            subscriber.context.name,
+            subscriber.called.context.name,
             settings.name(),
-            subscriber.context.pattern(),
+            subscriber.called.context.pattern(),
             watch.bucket()
         );
         let joined = Arc::new(HandledSignal::new(false));
         let metrics = Arc::new(GroupMetrics::new(settings.partitions));
         let progress = Progress::Group(Arc::clone(&metrics));
-        let publications = self.resolve_publishers(&subscriber.publishers).await?;
+        let publications = self
+            .resolve_publishers(&subscriber.called.publishers)
+            .await?;
         let member = GroupMember {
             max_workers: watch.max_workers,
             without_values: watch.without_values(),
             ignore_deletes: watch.ignore_deletes,
             dispatcher: self.dispatcher(
-                &subscriber,
+                &subscriber.called,
                 Some(Arc::from(settings.name())),
                 publications,
             ),
@@ -128,26 +131,30 @@ impl RunningApp {
             status: None,
             done: joined.subscribe(),
         };
-        Ok(self.spawn(&subscriber, progress, catch_up, |cancel| member.run(cancel)))
+        Ok(
+            self.spawn(&subscriber.called, progress, catch_up, |cancel| {
+                member.run(cancel)
+            }),
+        )
     }
 
     /// What calls the subscriber's handler; `group` for a member's calls (or the queue group
     /// or consumer of a subject subscriber's).
     pub(super) fn dispatcher(
         &self,
-        subscriber: &impl Started,
+        called: &CheckedHandler,
         group: Option<Arc<str>>,
         publications: Arc<[Publication]>,
     ) -> Dispatcher {
         Dispatcher {
-            context: Arc::clone(subscriber.context()),
-            handler: subscriber.handler().clone(),
+            context: Arc::clone(&called.context),
+            handler: called.handler.clone(),
             handler_timeout: self.timeouts.handler,
-            metrics: subscriber.observer().recorder.clone(),
+            metrics: called.observer.recorder.clone(),
             group,
             entry_tracing: self.entry_tracing,
             publishers: publications,
-            replies: subscriber.replies(),
+            replies: called.replies,
         }
     }
 
@@ -155,62 +162,21 @@ impl RunningApp {
     /// failed by readiness if it ends before the app stops.
     pub(super) fn spawn<F: Future<Output = ()> + Send + 'static>(
         &self,
-        subscriber: &impl Started,
+        called: &CheckedHandler,
         progress: Progress,
         catch_up: CatchUpWait,
         run: impl FnOnce(CancellationToken) -> F,
     ) -> RunningSubscriber {
-        let ended = subscriber
-            .observer()
-            .started(progress, catch_up.done.clone());
+        let ended = called.observer.started(progress, catch_up.done.clone());
         let run = run(self.cancel.clone());
         let handle = tokio::spawn(async move {
             let _ended = ended;
             run.await;
         });
         RunningSubscriber {
-            name: Arc::clone(&subscriber.context().name),
+            name: Arc::clone(&called.context.name),
             handle,
             catch_up,
         }
-    }
-}
-
-/// What starting a subscriber of either kind reads from it.
-pub(super) trait Started {
-    fn context(&self) -> &Arc<SubscriberContext>;
-    fn handler(&self) -> &BoxedHandler;
-    fn observer(&self) -> &SubscriberObserver;
-    /// Whether a request is answered with the handler's return value.
-    fn replies(&self) -> bool;
-}
-
-impl Started for CheckedSubscriber {
-    fn context(&self) -> &Arc<SubscriberContext> {
-        &self.context
-    }
-    fn handler(&self) -> &BoxedHandler {
-        &self.handler
-    }
-    fn observer(&self) -> &SubscriberObserver {
-        &self.observer
-    }
-    fn replies(&self) -> bool {
-        false
-    }
-}
-
-impl Started for CheckedSubject {
-    fn context(&self) -> &Arc<SubscriberContext> {
-        &self.context
-    }
-    fn handler(&self) -> &BoxedHandler {
-        &self.handler
-    }
-    fn observer(&self) -> &SubscriberObserver {
-        &self.observer
-    }
-    fn replies(&self) -> bool {
-        !self.subscription.no_reply
     }
 }
