@@ -196,7 +196,7 @@ impl Dispatcher {
                     trace::record_failure(span, "publish_error", &error);
                     // The reply follows the publishers, so none was sent: a requester gets
                     // the failure rather than silence.
-                    self.answer_failure(&message, 500, &error).await;
+                    self.answer_failure(message, 500, &error).await;
                     (Outcome::Error, CallOutcome::Failed(error))
                 }
             },
