@@ -120,6 +120,9 @@ pub(crate) struct Publisher {
     /// The concrete subject, a fresh literal with the span of the one written.
     pub(crate) subject: LitStr,
     pub(crate) stream: Option<Stream>,
+    /// `publisher = <expr>`, of type `faststream_core::Publisher`: the settings `stream` is
+    /// applied on (`Publisher::new()` when not written).
+    pub(crate) base: Option<Typed>,
 }
 
 /// A validated `router!(prefix = "..")`.

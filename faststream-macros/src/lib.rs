@@ -176,6 +176,8 @@ pub fn subscriber(args: TokenStream, item: TokenStream) -> TokenStream {
 ///   in front of it at start-up.
 /// - `stream` (optional): publish through JetStream to this stream, a string literal checked
 ///   at compile time or an expression of a type that is `Into<JStream>`.
+/// - `publisher` (optional), an expression of type `faststream_core::Publisher`: the settings
+///   `stream` is applied on, for those without an option of their own (`retries`, `backoff`).
 ///
 /// `#[publisher]` and `#[subscriber]` may be stacked in any order, several `#[publisher]` on
 /// one function, and under another name (`use faststream_core::publisher as emit;`). The

@@ -1,4 +1,4 @@
-//! `#[publisher("subject", stream = ..)]`: publishes what the function returns. Its options and
+//! `#[publisher("subject", stream = .., publisher = ..)]`: publishes what the function returns. Its options and
 //! the order of its errors; the work is done by `parse`, `check` and `emit`.
 //!
 //! Several `#[publisher]` and `#[subscriber]` attributes may be stacked on one function, in any
@@ -18,10 +18,16 @@ const ATTR: &str = "publisher";
 const MISSING_SUBJECT: &str =
     "missing the subject to publish to: write `#[publisher(\"billing.done\")]`";
 
-const KNOWN: [Known; 1] = [Known {
-    name: "stream",
-    usage: "`stream = \"BILLING\"`",
-}];
+const KNOWN: [Known; 2] = [
+    Known {
+        name: "stream",
+        usage: "`stream = \"BILLING\"`",
+    },
+    Known {
+        name: "publisher",
+        usage: "`publisher = Publisher::new().retries(8)`",
+    },
+];
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let generated = generate(args, item.clone());
@@ -35,12 +41,14 @@ fn generate(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
 }
 
 /// The subject, then the unknown, repeated or valueless options, then the value of `stream`.
+/// `publisher = <expr>` (a `faststream_core::Publisher`) is the base `stream` is applied on.
 fn check_args(args: SubscriberArgs) -> syn::Result<Publisher> {
     let Sorted {
-        slots: [stream],
+        slots: [stream, base],
         problems,
         ..
     } = check::sort_options(args.options, &KNOWN);
+    let base = base.map(|(expr, name_span)| check::typed(expr, name_span));
     let subject = args.key.as_ref().map_or_else(
         || Err(syn::Error::new(Span::call_site(), MISSING_SUBJECT)),
         check::publish_subject,
@@ -49,7 +57,11 @@ fn check_args(args: SubscriberArgs) -> syn::Result<Publisher> {
         .map(|(expr, name_span)| check::stream(expr, name_span))
         .transpose();
     let (subject, ((), stream)) = join(subject, join(problems, stream))?;
-    Ok(Publisher { subject, stream })
+    Ok(Publisher {
+        subject,
+        stream,
+        base,
+    })
 }
 
 #[cfg(test)]

@@ -40,9 +40,18 @@ pub(crate) fn publisher(
     handler: &HandlerFn,
     output: &syn::Type,
 ) -> TokenStream {
-    let Publisher { subject, stream } = publisher;
+    let Publisher {
+        subject,
+        stream,
+        base,
+    } = publisher;
     let path = super::path_of(handler);
     let stream = stream.as_ref().map(stream_call);
+    let mut bindings = TokenStream::new();
+    let base = match base {
+        Some(typed) => bind(&mut bindings, "publisher", "Publisher", typed),
+        None => quote!(::faststream_core::Publisher::new()),
+    };
     let registration = super::submit(
         handler,
         quote! {
@@ -50,7 +59,8 @@ pub(crate) fn publisher(
                 handler: #path,
                 subject: #subject,
                 publisher: || -> ::faststream_core::Publisher {
-                    ::faststream_core::Publisher::new() #stream
+                    #bindings
+                    #base #stream
                 },
                 file: ::core::file!(),
                 line: ::core::line!(),

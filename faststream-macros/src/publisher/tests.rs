@@ -134,7 +134,7 @@ fn every_error_together_in_order() {
         [
             "invalid subject `billing.>`: `>` in token 2 is a wildcard; a message is published \
              to one concrete subject (wildcards are for subscribing)",
-            "unknown option `queue`; expected one of: `stream`",
+            "unknown option `queue`; expected one of: `stream`, `publisher`",
             "`stream` is set more than once",
             "invalid stream name `a.b`: character `.` is not allowed (a stream name may not \
              contain whitespace, `.`, `*`, `>`, `/`, `\\` or non-printable characters)",
@@ -177,4 +177,26 @@ fn keeps_the_item_on_error() {
     let out = expand(quote!("a.*"), item.clone()).to_string();
     assert!(out.starts_with(&item.to_string()), "{out}");
     assert!(out.contains("compile_error"), "{out}");
+}
+
+#[test]
+fn a_publisher_expression_is_the_base_of_stream() {
+    let out = generate(
+        quote!(
+            "billing.done",
+            publisher = Publisher::new().retries(8),
+            stream = "BILLING"
+        ),
+        quote!(
+            async fn bill() -> String {}
+        ),
+    )
+    .expect("expands")
+    .to_string();
+    assert!(
+        out.contains(
+            "let publisher : :: faststream_core :: Publisher = Publisher :: new () . retries (8) ; publisher . stream (\"BILLING\")"
+        ),
+        "{out}"
+    );
 }

@@ -108,6 +108,16 @@ async fn acks(msg: NatsMessage) {
 }
 
 // Settings without an option of their own, as the base of the others.
+#[subscriber("audited.>")]
+#[publisher(
+    "audit.done",
+    publisher = faststream_core::Publisher::new().retries(8),
+    stream = "AUDIT"
+)]
+async fn audited(msg: NatsMessage) -> String {
+    msg.subject().to_owned()
+}
+
 #[subscriber(
     "retried.>",
     stream = "RETRIED",
