@@ -37,22 +37,22 @@ pub(crate) mod watch_loop;
 
 pub(crate) use respond::Publication;
 
-/// A log event about one message, with the fields that name it: `bucket`, `key` and
-/// `revision` for a Key-Value change, `subject` (and `stream`, `sequence` for a JetStream
-/// delivery) for a message. A field a message does not have is left out.
+/// A log event about `message` (a `&Message`), with the fields that name it: `bucket`, `key`
+/// and `revision` for a Key-Value change, `subject` (and `stream`, `sequence` for a JetStream
+/// delivery) for a message. A field a message does not have is left out. The fields are read
+/// only when the event is enabled.
 macro_rules! message_event {
-    ($level:ident, $fields:expr, $($rest:tt)*) => {{
-        let fields = &$fields;
+    ($level:ident, $message:expr, $($rest:tt)*) => {
         tracing::$level!(
-            bucket = fields.bucket,
-            key = fields.key,
-            revision = fields.revision,
-            subject = fields.subject,
-            stream = fields.stream,
-            sequence = fields.sequence,
+            bucket = $message.log_fields().bucket,
+            key = $message.log_fields().key,
+            revision = $message.log_fields().revision,
+            subject = $message.log_fields().subject,
+            stream = $message.log_fields().stream,
+            sequence = $message.log_fields().sequence,
             $($rest)*
         )
-    }};
+    };
 }
 
 /// Calls the handler for one entry, in the entry's span, and logs and counts the outcome.
@@ -112,8 +112,6 @@ impl Dispatcher {
         timeout: Option<Duration>,
         failure_log: FailureLog,
     ) -> CallOutcome {
-        let label = message.label().to_string();
-        let fields = message.log_fields();
         let span = trace::entry_span(
             &self.context.name,
             self.group.as_deref(),
@@ -126,8 +124,9 @@ impl Dispatcher {
             .await;
         called.unwrap_or_else(|payload| {
             let panic = panic_message(&*payload).to_owned();
+            let label = message.label();
             let _entered = span.enter();
-            message_event!(error, fields, subscriber = %self.context.name, panic,
+            message_event!(error, message, subscriber = %self.context.name, panic,
                 "{label} - panic outside the handler (dropping or logging its call); the subscriber goes on");
             trace::record_failure(&span, "panic", &panic);
             // `call` counts its outcome last, so a panic before that is counted here, once.
@@ -153,9 +152,8 @@ impl Dispatcher {
     ) -> CallOutcome {
         let log = failure_log == FailureLog::Dispatcher;
         let label = message.label();
-        let fields = message.log_fields();
         let subscriber = &*self.context.name;
-        message_event!(debug, fields, subscriber, "{label} - Received");
+        message_event!(debug, message, subscriber, "{label} - Received");
 
         let started = self.metrics.is_some().then(Instant::now);
         let call = call_catching_panics(|| self.handler.call(message, &self.context));
@@ -169,7 +167,7 @@ impl Dispatcher {
                     Ok(outcome) => outcome,
                     Err(_) => {
                         if log {
-                            message_event!(error, fields, subscriber, timeout = ?limit,
+                            message_event!(error, message, subscriber, timeout = ?limit,
                                 "{label} - handler timed out; abandoned");
                         }
                         let reason = format!("timed out after {limit:?}");
@@ -185,12 +183,12 @@ impl Dispatcher {
         let (counted, outcome) = match outcome {
             Ok(reply) => match self.send_output(message, reply).await {
                 Ok(()) => {
-                    message_event!(debug, fields, subscriber, "{label} - Processed");
+                    message_event!(debug, message, subscriber, "{label} - Processed");
                     (Outcome::Ok, CallOutcome::Done)
                 }
                 Err(error) => {
                     if log {
-                        message_event!(error, fields, subscriber, error = %error,
+                        message_event!(error, message, subscriber, error = %error,
                             "{label} - handled, but {error}");
                     }
                     trace::record_failure(span, "publish_error", &error);
@@ -201,7 +199,7 @@ impl Dispatcher {
                 }
             },
             Err(HandlerError::Rejected(rejection)) if rejection.is_skip() => {
-                message_event!(debug, fields, subscriber, reason = %rejection, "{label} - Skipped");
+                message_event!(debug, message, subscriber, reason = %rejection, "{label} - Skipped");
                 (Outcome::Skipped, CallOutcome::Done)
             }
             Err(HandlerError::Rejected(rejection)) => {
@@ -209,7 +207,7 @@ impl Dispatcher {
                 let (argument, argument_type) = rejection
                     .argument()
                     .map_or((0, ""), |argument| (argument.position, argument.type_name));
-                message_event!(error, fields, subscriber, argument, argument_type,
+                message_event!(error, message, subscriber, argument, argument_type,
                     error = %chain(&rejection),
                     "{label} - {reason}; handler not called");
                 trace::record_failure(span, "decode_error", &reason);
@@ -219,7 +217,7 @@ impl Dispatcher {
             Err(HandlerError::Failed(error)) => {
                 let error = chain(&*error);
                 if log {
-                    message_event!(error, fields, subscriber, error = %error,
+                    message_event!(error, message, subscriber, error = %error,
                         "{label} - handler failed");
                 }
                 trace::record_failure(span, "handler_error", &error);
@@ -228,7 +226,7 @@ impl Dispatcher {
             }
             Err(HandlerError::Panicked { message: panic }) => {
                 if log {
-                    message_event!(error, fields, subscriber, panic = %panic,
+                    message_event!(error, message, subscriber, panic = %panic,
                         "{label} - handler panicked");
                 }
                 trace::record_failure(span, "panic", &panic);

@@ -71,7 +71,40 @@ pub(crate) struct SubjectLoop {
 impl SubjectLoop {
     /// Handles messages until `cancel` fires; then stops the subscription, handles what it
     /// had received (a core subscription's) and lets the calls in flight finish.
-    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+    pub(crate) async fn run(self, cancel: CancellationToken) {
+        if self.max_workers <= 1 {
+            self.run_sequential(cancel).await;
+        } else {
+            self.run_concurrent(cancel).await;
+        }
+    }
+
+    /// One call at a time, in the loop itself: no task per message.
+    async fn run_sequential(mut self, cancel: CancellationToken) {
+        let name = Arc::clone(&self.dispatcher.context.name);
+        loop {
+            let message = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                message = self.source.next() => message,
+            };
+            let Some(message) = message else {
+                tracing::warn!(subscriber = %name, "subscription closed; subject loop ends");
+                return;
+            };
+            self.note_pending(&message);
+            handle(&self.dispatcher, &self.settlement, message).await;
+        }
+        self.source.stop().await;
+        // What a drained core subscription still holds is handled; a stream's is handed back.
+        while let Some(message) = self.source.next().await {
+            handle(&self.dispatcher, &self.settlement, message).await;
+        }
+        tracing::debug!(subscriber = %name, "subject loop stopped");
+    }
+
+    /// Up to `max_workers` calls at once, each in a task; with `ordered_by`, one per key.
+    async fn run_concurrent(mut self, cancel: CancellationToken) {
         let name = Arc::clone(&self.dispatcher.context.name);
         let dispatcher = self.dispatcher.clone();
         let settlement = self.settlement.clone();
@@ -111,19 +144,24 @@ impl SubjectLoop {
     }
 
     fn take(&self, calls: &mut KeyedCalls<NatsMessage>, message: NatsMessage) {
-        if let Some(info) = message.jetstream_info() {
-            self.settlement.metrics.set_pending(info.pending);
-        }
+        self.note_pending(&message);
         calls.submit(self.order.of(message.subject()), message, ());
+    }
+
+    fn note_pending(&self, message: &NatsMessage) {
+        if let Some(counts) = message.delivery_counts() {
+            self.settlement.metrics.set_pending(counts.pending);
+        }
     }
 }
 
 /// Calls the handler for one message and settles it: the one path every message takes.
+///
+/// The call's future is boxed, as is the dead-letter path: kept inline they made this future
+/// some kilobytes, moved several times for every message.
 async fn handle(dispatcher: &Dispatcher, settlement: &Settlement, message: NatsMessage) {
-    let Some(info) = message.jetstream_info().cloned() else {
-        dispatcher
-            .dispatch_guarded(Message::from_nats(message))
-            .await;
+    let Some(delivered) = message.delivery_counts().map(|counts| counts.delivered) else {
+        Box::pin(dispatcher.dispatch_guarded(Message::from_nats(message))).await;
         return;
     };
     let policy = settlement.policy;
@@ -131,11 +169,11 @@ async fn handle(dispatcher: &Dispatcher, settlement: &Settlement, message: NatsM
         settle(&message, message.ack().await);
     }
     let outcome = {
-        let call = dispatcher.call_guarded(
+        let call = Box::pin(dispatcher.call_guarded(
             Message::from_nats(message.clone()),
             dispatcher.handler_timeout,
             FailureLog::Dispatcher,
-        );
+        ));
         keep_alive(&message, settlement.subscription.ack_wait, policy, call).await
     };
     if matches!(policy, AckPolicy::AckFirst | AckPolicy::Manual) || message.is_settled() {
@@ -149,18 +187,16 @@ async fn handle(dispatcher: &Dispatcher, settlement: &Settlement, message: NatsM
         }
         CallOutcome::Failed(reason)
             if policy == AckPolicy::NackOnError
-                && info.delivered < u64::from(settlement.max_attempts) =>
+                && delivered < u64::from(settlement.max_attempts) =>
         {
-            let delay = settlement.subscription.delay_after(info.delivered);
+            let delay = settlement.subscription.delay_after(delivered);
+            let label = Message::from_nats(message.clone()).label().to_string();
             tracing::info!(
                 subject = message.subject(),
-                attempt = info.delivered,
+                attempt = delivered,
                 ?delay,
                 reason,
-                "{} | {} | {} - handed back, to be tried again in {delay:?}",
-                info.stream,
-                message.subject(),
-                info.stream_sequence
+                "{label} - handed back, to be tried again in {delay:?}"
             );
             settlement.metrics.redelivered();
             return settle(&message, message.nak(Some(delay)).await);
@@ -168,7 +204,7 @@ async fn handle(dispatcher: &Dispatcher, settlement: &Settlement, message: NatsM
         CallOutcome::Failed(reason) => Some(reason),
     };
     let Some(reason) = failure else { return };
-    give_up(settlement, &message, info.delivered, &reason).await;
+    Box::pin(give_up(settlement, &message, delivered, &reason)).await;
 }
 
 /// Keeps the failed delivery as a dead letter, then terminates it. If it cannot be kept, it is
@@ -227,7 +263,7 @@ async fn keep_alive<F: std::future::Future<Output = CallOutcome>>(
 
 /// A delivery taken but not started at shutdown: handed back for another instance.
 async fn hand_back(message: &NatsMessage) {
-    if message.jetstream_info().is_some() {
+    if message.is_jetstream() {
         settle(message, message.nak(None).await);
     }
 }

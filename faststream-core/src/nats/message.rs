@@ -2,7 +2,7 @@
 //! for a JetStream delivery, the means to settle it by hand.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
@@ -43,7 +43,9 @@ pub struct NatsMessage {
 /// A JetStream delivery: where it came from, and its acknowledgement.
 #[derive(Debug)]
 struct Delivery {
-    info: JetStreamInfo,
+    /// Read from the acknowledgement subject when first asked for: most deliveries need only
+    /// the counts ([`NatsMessage::delivery_counts`]), which need no allocation.
+    info: OnceLock<JetStreamInfo>,
     message: async_nats::jetstream::Message,
     /// Set once it was acked, nak'd or terminated, by the handler or the framework.
     settled: AtomicBool,
@@ -69,6 +71,14 @@ pub struct JetStreamInfo {
     pub published: OffsetDateTime,
 }
 
+/// See [`NatsMessage::delivery_counts`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DeliveryCounts {
+    pub(crate) stream_sequence: u64,
+    pub(crate) delivered: u64,
+    pub(crate) pending: u64,
+}
+
 impl NatsMessage {
     /// A message received on a core subscription.
     pub(crate) fn core(message: async_nats::Message) -> Self {
@@ -84,18 +94,7 @@ impl NatsMessage {
     /// A JetStream delivery; `None` when its reply subject carries no metadata (not a
     /// JetStream acknowledgement subject).
     pub(crate) fn jetstream(message: async_nats::jetstream::Message) -> Option<Self> {
-        let info = {
-            let info = message.info().ok()?;
-            JetStreamInfo {
-                stream: info.stream.to_owned(),
-                consumer: info.consumer.to_owned(),
-                stream_sequence: info.stream_sequence,
-                consumer_sequence: info.consumer_sequence,
-                delivered: u64::try_from(info.delivered).unwrap_or(0),
-                pending: info.pending,
-                published: info.published,
-            }
-        };
+        message.info().ok()?;
         let headers = message.headers.clone();
         let reply = headers
             .as_ref()
@@ -108,7 +107,7 @@ impl NatsMessage {
             headers,
             reply,
             jetstream: Some(Arc::new(Delivery {
-                info,
+                info: OnceLock::new(),
                 message,
                 settled: AtomicBool::new(false),
             })),
@@ -154,7 +153,37 @@ impl NatsMessage {
 
     /// Where a JetStream delivery came from; `None` for a core message.
     pub fn jetstream_info(&self) -> Option<&JetStreamInfo> {
-        self.jetstream.as_deref().map(|delivery| &delivery.info)
+        let delivery = self.jetstream.as_deref()?;
+        if let Some(info) = delivery.info.get() {
+            return Some(info);
+        }
+        // Checked readable when the delivery was received.
+        let info = delivery.message.info().ok()?;
+        Some(delivery.info.get_or_init(|| JetStreamInfo {
+            stream: info.stream.to_owned(),
+            consumer: info.consumer.to_owned(),
+            stream_sequence: info.stream_sequence,
+            consumer_sequence: info.consumer_sequence,
+            delivered: u64::try_from(info.delivered).unwrap_or(0),
+            pending: info.pending,
+            published: info.published,
+        }))
+    }
+
+    /// For a JetStream delivery, its stream sequence, how many times it has been delivered
+    /// and how many messages are pending after it, read without allocating.
+    pub(crate) fn delivery_counts(&self) -> Option<DeliveryCounts> {
+        let info = self.jetstream.as_deref()?.message.info().ok()?;
+        Some(DeliveryCounts {
+            stream_sequence: info.stream_sequence,
+            delivered: u64::try_from(info.delivered).unwrap_or(0),
+            pending: info.pending,
+        })
+    }
+
+    /// Whether it is a JetStream delivery.
+    pub(crate) fn is_jetstream(&self) -> bool {
+        self.jetstream.is_some()
     }
 
     /// Acknowledges a JetStream delivery: it is done and will not be delivered again.

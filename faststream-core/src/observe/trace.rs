@@ -98,16 +98,19 @@ fn nats_span(
     entry_tracing: EntryTracing,
     message: &NatsMessage,
 ) -> Span {
-    let info = message.jetstream_info();
     // A stream's messages are sampled by sequence, as changes are by revision; a core
     // message, which has none, by a counter.
-    let position = info.map_or_else(next_core_position, |info| info.stream_sequence);
+    let position = message
+        .delivery_counts()
+        .map_or_else(next_core_position, |counts| counts.stream_sequence);
     if entry_tracing
         .sampler
         .is_some_and(|sampler| !sampler.samples(position, message.headers()))
     {
         return Span::none();
     }
+    // Read only for a span that is made (its fields are evaluated only then).
+    let info = || message.jetstream_info();
     tracing::debug_span!(
         target: "faststream::entry",
         "process",
@@ -120,9 +123,9 @@ fn nats_span(
         messaging.consumer.group.name = group,
         messaging.message.body.size = as_i64(message.payload().len() as u64),
         messaging.message.conversation_id = message.correlation_id(),
-        nats.stream = info.map(|info| info.stream.as_str()),
-        nats.stream.sequence = info.map(|info| as_i64(info.stream_sequence)),
-        nats.delivered = info.map(|info| as_i64(info.delivered)),
+        nats.stream = info().map(|info| info.stream.as_str()),
+        nats.stream.sequence = info().map(|info| as_i64(info.stream_sequence)),
+        nats.delivered = info().map(|info| as_i64(info.delivered)),
         faststream.subscriber = subscriber,
         error.type = Empty,
         otel.status_code = Empty,
