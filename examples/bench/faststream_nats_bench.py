@@ -3,8 +3,8 @@ workloads (`core-publish`, `request-reply`, `js-pull`), run by kv_bench as a chi
 
 Modes:
   core N         : a core subscriber on `bench.msg.core`; kv_bench publishes N messages once it
-                   is ready. Timed from the first message handled to the Nth; a message that never
-                   arrives (nothing for 3 s) is reported as lost.
+                   is ready, then closes stdin. Timed from the first message handled to the Nth; a
+                   message that never arrives (nothing for 3 s) is reported as lost.
   reply          : a responder on `svc.echo` returning the request's body, until stdin is closed;
                    kv_bench times the round trips.
   pull N BATCH   : a durable pull consumer (`bench`) of the stream `BENCH_MSG` (made and filled by
@@ -46,14 +46,18 @@ class Arrivals:
             self.done.set()
 
     async def wait(self) -> None:
+        # The stall clock runs once a message came or kv_bench closed stdin (done sending).
+        parent_done = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         seen, moved, started = 0, time.perf_counter(), time.perf_counter()
+        stall_clock = False
         while not self.done.is_set():
             try:
                 await asyncio.wait_for(self.done.wait(), 0.2)
             except asyncio.TimeoutError:
-                if self.seen != seen:
+                if self.seen != seen or (not stall_clock and parent_done.done()):
+                    stall_clock = True
                     seen, moved = self.seen, time.perf_counter()
-                elif seen > 0 and time.perf_counter() - moved >= STALL:
+                elif stall_clock and time.perf_counter() - moved >= STALL:
                     self.last = moved
                     return
                 if time.perf_counter() - started > 300:
@@ -63,9 +67,10 @@ class Arrivals:
 def counted(mode: str, n: int, arrivals: Arrivals, cpu0: float, end: float) -> dict:
     cpu, rss = usage()
     cpu -= cpu0
-    took = end - arrivals.first
+    took = end - (arrivals.first or end)
     return {"impl": "faststream-py", "mode": mode, "n": n, "handled": arrivals.seen,
-            "lost": n - arrivals.seen, "seconds": took, "msgs_per_s": arrivals.seen / took,
+            "lost": n - arrivals.seen, "seconds": took,
+            "msgs_per_s": arrivals.seen / took if took > 0 else 0.0,
             "cpu_s": cpu, "cpu_us_per_msg": cpu * 1e6 / max(arrivals.seen, 1),
             "peak_rss_kib": rss}
 
@@ -83,7 +88,7 @@ async def core(n: int) -> dict:
     await broker.connection.flush()
     ready()
     await arrivals.wait()
-    result = counted("core", n, arrivals, cpu0, arrivals.last)
+    result = counted("core", n, arrivals, cpu0, arrivals.last or time.perf_counter())
     await broker.stop()
     return result
 
@@ -122,7 +127,7 @@ async def pull(n: int, batch: int) -> dict:
     started = time.perf_counter()
     while True:
         info = await js.consumer_info("BENCH_MSG", "bench")
-        if info.num_ack_pending == 0 and info.num_pending == 0:
+        if info.num_ack_pending == 0 and (info.num_pending == 0 or arrivals.seen < n):
             break
         if time.perf_counter() - started > 300:
             raise TimeoutError(f"{info.num_ack_pending} acknowledgements still pending")

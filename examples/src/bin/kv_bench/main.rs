@@ -32,8 +32,7 @@
 //! kv_bench catchup faststream-rs-view bench 100000     # or async-nats-raw, ...
 //! kv_bench prefill-stream 20000
 //! kv_bench msg-consumer pull faststream-rs 20000 100   # or async-nats-raw
-//! kv_bench msg-consumer core faststream-rs 50000 &     # then, once it printed ready:
-//! kv_bench msg-publish 50000
+//! (sleep 5; kv_bench msg-publish 50000) | kv_bench msg-consumer core faststream-rs 50000
 //! ```
 //!
 //! The files: `cli.rs` (the command line), `child.rs` (the child-process protocol),

@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 
-use super::serve::{announce_ready, Arrivals, ServedApp, Side};
+use super::serve::{announce_ready, server_has_subscriptions, Arrivals, ServedApp, Side};
 use super::{consumer_result, run_compared, Consumed, CORE_SUBJECT};
 use crate::cli::CorePublishSizes;
 use crate::common::url;
@@ -35,7 +35,8 @@ pub mod handlers {
     }
 }
 
-/// Messages published between two flushes: the publisher never has more than this in flight.
+/// Messages published between two flushes of the publisher's buffer to the socket. What keeps
+/// a consumer from dropping any is the subscription's capacity (65,536 in async-nats).
 const PUBLISH_BATCH: usize = 1_000;
 
 /// The child side with the `#[subscriber]` app: ready once subscribed, done at the Nth message
@@ -54,7 +55,7 @@ pub async fn framework(n: usize) -> anyhow::Result<Consumed> {
 pub async fn raw(n: usize) -> anyhow::Result<Consumed> {
     let client = async_nats::connect(url()).await?;
     let subscriber = client.subscribe(CORE_SUBJECT).await?;
-    client.flush().await?;
+    server_has_subscriptions(&client).await?;
     announce_ready();
     let arrivals = Arrivals::new(n);
     let reading = async {

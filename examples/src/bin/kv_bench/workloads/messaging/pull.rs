@@ -62,7 +62,7 @@ pub async fn framework(n: usize, batch: usize) -> anyhow::Result<Consumed> {
     let app = ServedApp::start(handlers::HANDLERS, Arc::clone(&arrivals)).await?;
     announce_ready();
     let handled = arrivals.wait().await?;
-    let done = acknowledged(&js, &arrivals, handled).await?;
+    let done = acknowledged(&js, &arrivals, handled, n).await?;
     app.stop().await?;
     Ok(done)
 }
@@ -108,21 +108,22 @@ pub async fn raw(n: usize, batch: usize) -> anyhow::Result<Consumed> {
         read = reading => { read?; anyhow::bail!("the consumer's messages ended"); }
         handled = arrivals.wait() => handled?,
     };
-    acknowledged(&js, &arrivals, handled).await
+    acknowledged(&js, &arrivals, handled, n).await
 }
 
-/// Waits until the server reports no acknowledgement pending and nothing left to deliver; the
-/// time from the first message to then.
+/// Waits until the server reports no acknowledgement pending and, if every message was
+/// handled, nothing left to deliver; the time from the first message to then.
 async fn acknowledged(
     js: &jetstream::Context,
     arrivals: &Arrivals,
     mut handled: Handled,
+    n: usize,
 ) -> anyhow::Result<Consumed> {
     let stream = js.get_stream(STREAM).await?;
     let started = Instant::now();
     loop {
         let info = stream.consumer_info(DURABLE).await?;
-        if info.num_ack_pending == 0 && info.num_pending == 0 {
+        if info.num_ack_pending == 0 && (info.num_pending == 0 || handled.seen < n) {
             break;
         }
         anyhow::ensure!(

@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 
-use super::serve::{announce_ready, stdin_closed, ServedApp, Side};
+use super::serve::{announce_ready, server_has_subscriptions, stdin_closed, ServedApp, Side};
 use super::{consumer_result, run_compared, Consumed, ECHO_SUBJECT};
 use crate::cli::RequestReplySizes;
 use crate::common::url;
@@ -53,7 +53,7 @@ pub async fn framework() -> anyhow::Result<Consumed> {
 pub async fn raw() -> anyhow::Result<Consumed> {
     let client = async_nats::connect(url()).await?;
     let mut requests = client.subscribe(ECHO_SUBJECT).await?;
-    client.flush().await?;
+    server_has_subscriptions(&client).await?;
     announce_ready();
     let answering = async {
         while let Some(request) = requests.next().await {

@@ -1,7 +1,7 @@
 //! The protocol of the messaging consumers, both sides. A consumer (this binary's hidden
 //! `msg-consumer` command, or the FastStream script) subscribes, prints `{"ready":true}` and
 //! then its result line; the parent publishes or sends requests between the two lines, and
-//! closes the consumer's stdin when it is done with it (a responder stops then). The consumer
+//! closes the consumer's stdin when it is done sending (a responder stops then). The consumer
 //! counts what it handles in [`Arrivals`]: the first arrival, the Nth, and a stall that means
 //! messages were lost.
 
@@ -74,11 +74,14 @@ impl Arrivals {
     }
 
     /// Waits until the target is reached, or until nothing came for [`STALL`] after the first
-    /// message (the rest were lost); fails if nothing came within [`TIMEOUT`].
+    /// message or after the parent was done sending (the rest were lost); fails if nothing
+    /// came within [`TIMEOUT`].
     pub async fn wait(&self) -> anyhow::Result<Handled> {
+        let parent_done = tokio::spawn(stdin_closed());
         let started = Instant::now();
         let mut seen = 0;
         let mut moved = Instant::now();
+        let mut stall_clock = false;
         loop {
             if tokio::time::timeout(Duration::from_millis(200), self.done.notified())
                 .await
@@ -87,9 +90,10 @@ impl Arrivals {
                 break;
             }
             let now = self.seen.load(Ordering::Relaxed);
-            if now != seen {
+            if now != seen || (!stall_clock && parent_done.is_finished()) {
+                stall_clock = true;
                 (seen, moved) = (now, Instant::now());
-            } else if seen > 0 && moved.elapsed() >= STALL {
+            } else if stall_clock && moved.elapsed() >= STALL {
                 break;
             }
             anyhow::ensure!(
@@ -122,10 +126,22 @@ pub async fn stdin_closed() {
     .await;
 }
 
+/// Returns once the server has processed everything `client` sent before (its subscriptions):
+/// a request nobody answers, which the server refuses (no responders) in order. A flush alone
+/// only writes to the socket: a publisher on another connection could still be first.
+pub async fn server_has_subscriptions(client: &async_nats::Client) -> anyhow::Result<()> {
+    use async_nats::client::RequestErrorKind;
+    match client.request("_bench.ready", bytes::Bytes::new()).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// The `after_startup` hook of every messaging app: the subscriptions are made; once the
-/// server has them (a flush of the app's connection), the consumer is ready.
+/// server has them, the consumer is ready.
 async fn ready_hook(broker: NatsBroker, State(ready): State<ReadySlot>) -> anyhow::Result<()> {
-    broker.client()?.flush().await?;
+    server_has_subscriptions(&broker.client()?).await?;
     if let Some(sender) = ready.0.lock().ok().and_then(|mut slot| slot.take()) {
         let _ = sender.send(());
     }
