@@ -28,7 +28,10 @@ use crate::child::ChildCommand;
         kv_bench prefill bench 20000 1000\n  \
         kv_bench consume replay faststream-rs bench 20000    # or async-nats-raw\n  \
         kv_bench prefill-view bench 100000\n  \
-        kv_bench catchup faststream-rs-view bench 100000    # or async-nats-raw, ..."
+        kv_bench catchup faststream-rs-view bench 100000    # or async-nats-raw, ...\n  \
+        kv_bench prefill-stream 20000\n  \
+        kv_bench msg-consumer pull faststream-rs 20000 100    # or async-nats-raw\n  \
+        (sleep 5; kv_bench msg-publish 50000) | kv_bench msg-consumer core faststream-rs 50000"
 )]
 pub struct Cli {
     /// Also runs the FastStream 0.7.8 anchor scripts (python3, `faststream[nats]==0.7.8`)
