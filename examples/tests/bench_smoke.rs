@@ -1,5 +1,6 @@
 //! A quick smoke run of the benchmark binary on tiny workloads: every mode runs, prints JSON,
-//! and the summary has its ratios. (The figures themselves are not checked: not a timed test.)
+//! and the summary has its ratios; the core-publish run lost no message. (The figures
+//! themselves are not checked: not a timed test.)
 
 use anyhow::Context as _;
 use faststream_testing::{NatsServer, ServerBinary, ServerVersions};
@@ -16,6 +17,26 @@ async fn every_workload_runs_and_prints_json() -> anyhow::Result<()> {
         ),
         (vec!["latency", "20"], vec!["latency_p50_vs_raw"]),
         (vec!["slow", "100", "10"], vec!["slow_64_workers_vs_1"]),
+        (
+            vec!["core-publish", "300"],
+            vec![
+                "core_throughput_vs_raw",
+                "core_cpu_per_msg_vs_raw",
+                "core_peak_rss_vs_raw",
+            ],
+        ),
+        (
+            vec!["request-reply", "20"],
+            vec![
+                "request_p50_vs_raw",
+                "request_best_p50_vs_raw",
+                "request_p99_vs_raw",
+            ],
+        ),
+        (
+            vec!["js-pull", "300", "20"],
+            vec!["pull_throughput_vs_raw", "pull_cpu_per_msg_vs_raw"],
+        ),
         (vec!["keys", "100"], vec!["peak_rss_10k_keys_vs_raw"]),
         (
             vec!["view", "300", "50", "1000", "0.2"],
@@ -72,6 +93,10 @@ async fn every_workload_runs_and_prints_json() -> anyhow::Result<()> {
                 .as_f64()
                 .with_context(|| format!("{key} in {summary}"))?;
             assert!(ratio.is_finite() && ratio > 0.0, "{key} = {ratio}");
+        }
+        // A core subscriber's run must not lose messages: 300 is far below its capacity.
+        if let Some(lost) = summary.get("core_lost") {
+            assert_eq!(lost.as_f64(), Some(0.0), "{args:?}: {summary}");
         }
         assert!(lines.len() > 2, "{args:?}: {stdout}");
     }

@@ -14,7 +14,7 @@ use crate::data::{prefill, prefill_flags};
 use crate::report::{compare, emit, Runs};
 use crate::workloads::group::live::{group_live, LiveRun};
 use crate::workloads::group::membership::{group_member, group_times};
-use crate::workloads::{consume, latency, view};
+use crate::workloads::{consume, latency, messaging, view};
 
 /// The commands the benchmark runs in its child processes (hidden from `--help`).
 #[derive(Subcommand, Debug)]
@@ -133,6 +133,39 @@ pub enum ChildCommand {
         #[arg(default_value_t = 500)]
         m: usize,
     },
+    /// One messaging consumer (MODE core, reply or pull): prints `{"ready":true}` once
+    /// subscribed, then its result when it has handled N messages (core, pull) or when its
+    /// stdin is closed (reply).
+    #[command(hide = true)]
+    MsgConsumer {
+        /// core, reply or pull.
+        mode: String,
+        /// faststream-rs or async-nats-raw.
+        #[arg(value_name = "IMPL")]
+        implementation: String,
+        /// Messages to handle (core, pull).
+        #[arg(default_value_t = 0)]
+        n: usize,
+        /// Messages a pull request asks for (pull).
+        #[arg(default_value_t = 100)]
+        batch: usize,
+    },
+    /// Makes the stream of `js-pull` afresh with N messages: for profiling `msg-consumer pull`
+    /// alone.
+    #[command(hide = true)]
+    PrefillStream {
+        /// Messages.
+        #[arg(default_value_t = 20_000)]
+        n: usize,
+    },
+    /// Publishes N messages to the subject of `core-publish`, as its parent does: for
+    /// profiling `msg-consumer core` alone.
+    #[command(hide = true)]
+    MsgPublish {
+        /// Messages.
+        #[arg(default_value_t = 50_000)]
+        n: usize,
+    },
 }
 
 /// Runs one child command; prints its JSON line, if it has one.
@@ -187,6 +220,14 @@ pub async fn run(command: ChildCommand) -> anyhow::Result<()> {
             set_bucket(&bucket);
             emit(&latency::latency(&implementation, m).await?);
         }
+        ChildCommand::MsgConsumer {
+            mode,
+            implementation,
+            n,
+            batch,
+        } => emit(&messaging::consumer(&mode, &implementation, n, batch).await?),
+        ChildCommand::PrefillStream { n } => messaging::pull::prefill_stream(n).await?,
+        ChildCommand::MsgPublish { n } => emit(&messaging::core_publish::publish_alone(n).await?),
     }
     Ok(())
 }

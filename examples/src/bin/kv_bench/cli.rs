@@ -28,11 +28,15 @@ use crate::child::ChildCommand;
         kv_bench prefill bench 20000 1000\n  \
         kv_bench consume replay faststream-rs bench 20000    # or async-nats-raw\n  \
         kv_bench prefill-view bench 100000\n  \
-        kv_bench catchup faststream-rs-view bench 100000    # or async-nats-raw, ..."
+        kv_bench catchup faststream-rs-view bench 100000    # or async-nats-raw, ...\n  \
+        kv_bench prefill-stream 20000\n  \
+        kv_bench msg-consumer pull faststream-rs 20000 100    # or async-nats-raw\n  \
+        (sleep 5; kv_bench msg-publish 50000) | kv_bench msg-consumer core faststream-rs 50000"
 )]
 pub struct Cli {
     /// Also runs the FastStream 0.7.8 anchor scripts (python3, `faststream[nats]==0.7.8`)
-    /// against the same server, for the workloads that have one (replay, latency, slow).
+    /// against the same server, for the workloads that have one (replay, latency, slow,
+    /// core-publish, request-reply, js-pull).
     #[arg(long, global = true)]
     pub python: bool,
     /// The workload; every one at its default sizes if none is given.
@@ -116,6 +120,33 @@ pub enum Workload {
     /// In a full run the group workloads are skipped on a server older than 2.11; run alone,
     /// they fail there with the server's reason.
     Group(GroupSizes),
+    /// [N=50000] core publish -> handler throughput: a raw async-nats publisher sends N
+    /// messages to a subject, faststream-rs vs raw async-nats (vs FastStream with --python)
+    ///
+    /// Each consumer in a process of its own: a `#[subscriber("bench.msg.core")]` app, a raw
+    /// `subscribe` loop, FastStream's `@broker.subscriber`. Once it is subscribed, the parent
+    /// publishes `m<i>` N times, a flush every 1,000; timed from the first message received to
+    /// the Nth handled, with the consumer's CPU time and peak RSS. N at most 65,536 (the
+    /// subscription's capacity in async-nats) cannot overflow a consumer; a message that never
+    /// arrives is reported as lost. Three runs of each side, alternating.
+    CorePublish(CorePublishSizes),
+    /// [M=2000] request/reply round trips to a responder, faststream-rs vs raw async-nats
+    /// (vs FastStream with --python)
+    ///
+    /// M sequential requests (after 20 warm-up ones) from the parent's raw async-nats client to
+    /// `svc.echo`, answered by a `#[subscriber]` returning `Bytes`, a raw `subscribe` +
+    /// `publish(reply)` loop or FastStream's subscriber returning the body, each in a process
+    /// of its own. Five runs of each side, alternating; p50 (median and best run) and p99.
+    RequestReply(RequestReplySizes),
+    /// [N=20000 BATCH=100] a durable JetStream pull consumer handling and acknowledging N
+    /// stored messages, faststream-rs vs raw async-nats (vs FastStream with --python)
+    ///
+    /// The stream is filled first; each run, in a process of its own with a fresh durable
+    /// consumer, pulls BATCH at a time: `#[subscriber(.., stream, durable, pull_sub)]`, raw
+    /// `consumer.messages()` + `ack()`, FastStream's `pull_sub=PullSub(BATCH)`. Timed from the
+    /// first message received until the server reports every one acknowledged. Three runs of
+    /// each side, alternating.
+    JsPull(JsPullSizes),
 }
 
 impl Workload {
@@ -129,6 +160,9 @@ impl Workload {
             Self::Keys(defaults()?),
             Self::View(defaults()?),
             Self::Group(defaults()?),
+            Self::CorePublish(defaults()?),
+            Self::RequestReply(defaults()?),
+            Self::JsPull(defaults()?),
         ])
     }
 }
@@ -222,6 +256,34 @@ pub struct GroupSizes {
     /// Runs of each side of each comparison.
     #[arg(value_name = "REPEATS", default_value_t = 3)]
     pub repeats: usize,
+}
+
+/// The size of `core-publish`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct CorePublishSizes {
+    /// Messages published in each run (at most 65,536, the subscription's capacity in
+    /// async-nats, for a run that cannot drop any).
+    #[arg(value_name = "N", default_value_t = 50_000)]
+    pub n: usize,
+}
+
+/// The size of `request-reply`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct RequestReplySizes {
+    /// Round trips measured in each run (after 20 warm-up ones).
+    #[arg(value_name = "M", default_value_t = 2_000)]
+    pub m: usize,
+}
+
+/// The sizes of `js-pull`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct JsPullSizes {
+    /// Messages stored before the consumers start, each handled once per run.
+    #[arg(value_name = "N", default_value_t = 20_000)]
+    pub n: usize,
+    /// Messages a pull request asks for.
+    #[arg(value_name = "BATCH", default_value_t = 100)]
+    pub batch: usize,
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@
 //! cargo run --release -p examples --bin kv_bench -- keys 10000
 //! cargo run --release -p examples --bin kv_bench -- view 100000 10000 10000 2
 //! cargo run --release -p examples --bin kv_bench -- group 50000 1000 40000 10000 8 48 2000 3
+//! cargo run --release -p examples --bin kv_bench -- core-publish 50000
+//! cargo run --release -p examples --bin kv_bench -- request-reply 2000
+//! cargo run --release -p examples --bin kv_bench -- js-pull 20000 100
 //! ```
 //!
 //! With `NATS_SERVER_PID` set (the server on this machine), the live runs also report the
@@ -27,6 +30,9 @@
 //! kv_bench consume replay faststream-rs bench 20000     # or async-nats-raw
 //! kv_bench prefill-view bench 100000
 //! kv_bench catchup faststream-rs-view bench 100000     # or async-nats-raw, ...
+//! kv_bench prefill-stream 20000
+//! kv_bench msg-consumer pull faststream-rs 20000 100   # or async-nats-raw
+//! (sleep 5; kv_bench msg-publish 50000) | kv_bench msg-consumer core faststream-rs 50000
 //! ```
 //!
 //! The files: `cli.rs` (the command line), `child.rs` (the child-process protocol),

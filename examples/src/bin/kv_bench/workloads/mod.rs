@@ -1,10 +1,11 @@
-//! The workloads, one file each (the consumer groups a folder), and the full run that takes
+//! The workloads, one file each (the consumer groups and the messaging workloads a folder), and the full run that takes
 //! them in order and prints the summary.
 
 pub mod consume;
 pub mod group;
 pub mod keys;
 pub mod latency;
+pub mod messaging;
 pub mod observe;
 pub mod replay;
 pub mod slow;
@@ -37,6 +38,15 @@ pub async fn run(workloads: Vec<Workload>, with_python: bool, alone: bool) -> an
             Workload::Keys(sizes) => keys::run(sizes, pid, &mut summary).await?,
             Workload::View(sizes) => view::run(sizes, pid, &mut summary).await?,
             Workload::Group(sizes) => group::run(sizes, alone, &mut summary).await?,
+            Workload::CorePublish(sizes) => {
+                messaging::core_publish::run(sizes, with_python, &mut summary).await?;
+            }
+            Workload::RequestReply(sizes) => {
+                messaging::request_reply::run(sizes, with_python, &mut summary).await?;
+            }
+            Workload::JsPull(sizes) => {
+                messaging::pull::run(sizes, with_python, &mut summary).await?
+            }
         }
     }
     emit(&json!({ "summary": summary }));
