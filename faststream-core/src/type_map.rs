@@ -4,12 +4,36 @@
 use std::any::{type_name, Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// One value per type, shared between clones of the app's context.
 #[derive(Clone, Default)]
 pub(crate) struct TypeMap {
-    values: HashMap<TypeId, (&'static str, Arc<dyn Any + Send + Sync>)>,
+    values:
+        HashMap<TypeId, (&'static str, Arc<dyn Any + Send + Sync>), BuildHasherDefault<IdHasher>>,
+}
+
+/// Hashes a `TypeId`, already a hash, by keeping it (as `http`'s `Extensions` do): a `State<T>`
+/// argument looks its value up on every call, and SipHash cost more than the rest of it.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // `TypeId` hashes through `write_u64`; anything else is folded in, not lost.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 ^= id;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl TypeMap {

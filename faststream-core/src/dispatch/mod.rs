@@ -172,7 +172,7 @@ impl Dispatcher {
                         }
                         let reason = format!("timed out after {limit:?}");
                         trace::record_failure(span, "timeout", &reason);
-                        self.answer_failure(message, 500, &reason).await;
+                        self.answer_failure_if_asked(message, 500, &reason).await;
                         self.count(Outcome::Timeout, None);
                         return CallOutcome::Failed(reason);
                     }
@@ -181,7 +181,7 @@ impl Dispatcher {
         };
         let took = started.map(|started| started.elapsed());
         let (counted, outcome) = match outcome {
-            Ok(reply) => match self.send_output(message, reply).await {
+            Ok(reply) => match self.send_output_if_any(message, reply).await {
                 Ok(()) => {
                     message_event!(debug, message, subscriber, "{label} - Processed");
                     (Outcome::Ok, CallOutcome::Done)
@@ -194,7 +194,7 @@ impl Dispatcher {
                     trace::record_failure(span, "publish_error", &error);
                     // The reply follows the publishers, so none was sent: a requester gets
                     // the failure rather than silence.
-                    self.answer_failure(message, 500, &error).await;
+                    self.answer_failure_if_asked(message, 500, &error).await;
                     (Outcome::Error, CallOutcome::Failed(error))
                 }
             },
@@ -211,7 +211,7 @@ impl Dispatcher {
                     error = %chain(&rejection),
                     "{label} - {reason}; handler not called");
                 trace::record_failure(span, "decode_error", &reason);
-                self.answer_failure(message, 400, &reason).await;
+                self.answer_failure_if_asked(message, 400, &reason).await;
                 (Outcome::Rejected, CallOutcome::Rejected(reason))
             }
             Err(HandlerError::Failed(error)) => {
@@ -221,7 +221,7 @@ impl Dispatcher {
                         "{label} - handler failed");
                 }
                 trace::record_failure(span, "handler_error", &error);
-                self.answer_failure(message, 500, &error).await;
+                self.answer_failure_if_asked(message, 500, &error).await;
                 (Outcome::Error, CallOutcome::Failed(error))
             }
             Err(HandlerError::Panicked { message: panic }) => {
@@ -231,7 +231,7 @@ impl Dispatcher {
                 }
                 trace::record_failure(span, "panic", &panic);
                 let reason = format!("panicked: {panic}");
-                self.answer_failure(message, 500, &reason).await;
+                self.answer_failure_if_asked(message, 500, &reason).await;
                 (Outcome::Panic, CallOutcome::Failed(reason))
             }
         };

@@ -28,10 +28,36 @@ pub(crate) struct Publication {
 const MAX_DESCRIPTION: usize = 1024;
 
 impl Dispatcher {
+    /// [`send_output`](Self::send_output) when there is anywhere to send to. Its future is
+    /// boxed: kept inline it would grow every call's future, publishers or not.
+    pub(super) async fn send_output_if_any(
+        &self,
+        message: &Message,
+        reply: Reply,
+    ) -> Result<(), String> {
+        if self.publishers.is_empty() && self.reply_subject(message).is_none() {
+            return Ok(());
+        }
+        Box::pin(self.send_output(message, reply)).await
+    }
+
+    /// [`answer_failure`](Self::answer_failure) for a request, its future boxed (see
+    /// [`send_output_if_any`](Self::send_output_if_any)).
+    pub(super) async fn answer_failure_if_asked(
+        &self,
+        message: &Message,
+        code: u16,
+        description: &str,
+    ) {
+        if self.reply_subject(message).is_some() {
+            Box::pin(self.answer_failure(message, code, description)).await;
+        }
+    }
+
     /// Sends what the handler returned: to each publisher, in order (the first failure fails
     /// the call), then as the reply to a request. A reply that cannot be sent is logged: the
     /// requester times out, and the message is handled.
-    pub(super) async fn send_output(&self, message: &Message, reply: Reply) -> Result<(), String> {
+    async fn send_output(&self, message: &Message, reply: Reply) -> Result<(), String> {
         let broker = &self.context.app.broker;
         let correlation = message.nats().and_then(NatsMessage::correlation_id);
         for publication in self.publishers.iter() {
@@ -67,7 +93,7 @@ impl Dispatcher {
     /// Answers a request whose call failed: an empty body with `Nats-Service-Error` (what
     /// failed) and `Nats-Service-Error-Code` (400: the request could not be read; 500: the
     /// handler failed).
-    pub(super) async fn answer_failure(&self, message: &Message, code: u16, description: &str) {
+    async fn answer_failure(&self, message: &Message, code: u16, description: &str) {
         let Some(to) = self.reply_subject(message) else {
             return;
         };

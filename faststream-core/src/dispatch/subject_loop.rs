@@ -82,10 +82,12 @@ impl SubjectLoop {
     /// One call at a time, in the loop itself: no task per message.
     async fn run_sequential(mut self, cancel: CancellationToken) {
         let name = Arc::clone(&self.dispatcher.context.name);
+        // One wait for the cancellation, not one made and dropped per message.
+        let mut cancelled = std::pin::pin!(cancel.cancelled());
         loop {
             let message = tokio::select! {
                 biased;
-                () = cancel.cancelled() => break,
+                () = &mut cancelled => break,
                 message = self.source.next() => message,
             };
             let Some(message) = message else {
@@ -157,11 +159,14 @@ impl SubjectLoop {
 
 /// Calls the handler for one message and settles it: the one path every message takes.
 ///
-/// The call's future is boxed, as is the dead-letter path: kept inline they made this future
-/// some kilobytes, moved several times for every message.
+/// A stream delivery's call and its dead-letter path are boxed: kept inline they made this
+/// future some kilobytes, moved several times for every message. A core message's call is
+/// not: awaited in place, it is never moved.
 async fn handle(dispatcher: &Dispatcher, settlement: &Settlement, message: NatsMessage) {
     let Some(delivered) = message.delivery_counts().map(|counts| counts.delivered) else {
-        Box::pin(dispatcher.dispatch_guarded(Message::from_nats(message))).await;
+        dispatcher
+            .dispatch_guarded(Message::from_nats(message))
+            .await;
         return;
     };
     let policy = settlement.policy;
@@ -244,8 +249,14 @@ async fn keep_alive<F: std::future::Future<Output = CallOutcome>>(
     if policy == AckPolicy::AckFirst {
         return call.await;
     }
-    let period = (ack_wait / 3).max(Duration::from_millis(100));
     let mut call = std::pin::pin!(call);
+    // Most calls end on their first poll: those need no timer (making one costs more than
+    // many a handler).
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(outcome) = first {
+        return outcome;
+    }
+    let period = (ack_wait / 3).max(Duration::from_millis(100));
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
