@@ -46,6 +46,8 @@ struct Delivery {
     /// Read from the acknowledgement subject when first asked for: most deliveries need only
     /// the counts ([`NatsMessage::delivery_counts`]), which need no allocation.
     info: OnceLock<JetStreamInfo>,
+    /// Read once, when the delivery was received.
+    counts: DeliveryCounts,
     message: async_nats::jetstream::Message,
     /// Set once it was acked, nak'd or terminated, by the handler or the framework.
     settled: AtomicBool,
@@ -94,7 +96,14 @@ impl NatsMessage {
     /// A JetStream delivery; `None` when its reply subject carries no metadata (not a
     /// JetStream acknowledgement subject).
     pub(crate) fn jetstream(message: async_nats::jetstream::Message) -> Option<Self> {
-        message.info().ok()?;
+        let counts = {
+            let info = message.info().ok()?;
+            DeliveryCounts {
+                stream_sequence: info.stream_sequence,
+                delivered: u64::try_from(info.delivered).unwrap_or(0),
+                pending: info.pending,
+            }
+        };
         let headers = message.headers.clone();
         let reply = headers
             .as_ref()
@@ -108,6 +117,7 @@ impl NatsMessage {
             reply,
             jetstream: Some(Arc::new(Delivery {
                 info: OnceLock::new(),
+                counts,
                 message,
                 settled: AtomicBool::new(false),
             })),
@@ -171,14 +181,10 @@ impl NatsMessage {
     }
 
     /// For a JetStream delivery, its stream sequence, how many times it has been delivered
-    /// and how many messages are pending after it, read without allocating.
+    /// and how many messages are pending after it (read when it was received, without
+    /// allocating).
     pub(crate) fn delivery_counts(&self) -> Option<DeliveryCounts> {
-        let info = self.jetstream.as_deref()?.message.info().ok()?;
-        Some(DeliveryCounts {
-            stream_sequence: info.stream_sequence,
-            delivered: u64::try_from(info.delivered).unwrap_or(0),
-            pending: info.pending,
-        })
+        self.jetstream.as_deref().map(|delivery| delivery.counts)
     }
 
     /// Whether it is a JetStream delivery.
