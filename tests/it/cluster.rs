@@ -101,6 +101,7 @@ async fn an_r3_bucket_keeps_every_guarantee_while_its_leader_is_killed_twice() -
 async fn run(binary: faststream_testing::ServerBinary) -> anyhow::Result<()> {
     const MIN_WRITES: u64 = 500;
     const KEYS: u64 = 40;
+    let _cluster_slot = crate::common::one_cluster_at_a_time().await;
     let mut cluster = NatsCluster::start(&binary, 3).await?;
     // The service is given every node, as a production service lists its cluster.
     let service_url = cluster.urls().join(",");

@@ -407,6 +407,7 @@ async fn a_group_on_an_r3_bucket_survives_its_stream_and_consumer_leaders_being_
     faststream_testing::init_test_logging();
     for binary in crate::common::servers_in(faststream_testing::ServerVersions::Since(2, 11))? {
         let version = binary.version.clone();
+        let _cluster_slot = crate::common::one_cluster_at_a_time().await;
         let mut cluster = NatsCluster::start(&binary, 3).await?;
         let result = run(&binary, &mut cluster).await;
         if result.is_err() {

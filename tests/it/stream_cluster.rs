@@ -225,6 +225,7 @@ async fn leader_killed(binary: ServerBinary) -> anyhow::Result<()> {
     // loaded 2-core machine gets 1 s.
     const RESTART_BOUND: Duration = Duration::from_secs(1);
     let started = Instant::now();
+    let _cluster_slot = crate::common::one_cluster_at_a_time().await;
     let mut cluster = NatsCluster::start(&binary, 3).await?;
     let urls = cluster.urls();
     let calls: Recorder<Call> = Recorder::default();
@@ -413,6 +414,7 @@ async fn without_quorum(binary: &ServerBinary, leader_kept: bool) -> anyhow::Res
     // that could be kept nowhere was handed back for 5 s); 3 s more for a loaded machine.
     const SETTLE_BOUND: Duration = Duration::from_secs(8);
     let started = Instant::now();
+    let _cluster_slot = crate::common::one_cluster_at_a_time().await;
     let mut cluster = NatsCluster::start(binary, 3).await?;
     let urls = cluster.urls();
     let js = short_jetstream(&urls).await?;

@@ -329,3 +329,12 @@ pub async fn publish_all(
     }
     Ok(last)
 }
+
+/// Held while a test runs a three-node cluster: one cluster at a time. Their recovery bounds
+/// (elections, hand-overs, restarts) are measured for one cluster on a 2-core machine; nine
+/// server processes electing at once beside the rest of the suite stretched them past any
+/// bound worth asserting.
+pub async fn one_cluster_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    CLUSTER.lock().await
+}
