@@ -51,10 +51,7 @@ impl RunningApp {
     pub(super) fn check_registry(&self, mut problems: Vec<String>) -> Result<Checked> {
         let mut checked = Vec::new();
         for spec in &self.registry.subscribers {
-            let at = spec
-                .location
-                .map(|(file, line)| format!(" ({file}:{line})"))
-                .unwrap_or_default();
+            let at = written_at(spec.location);
             let mut fail = |problem: String| {
                 problems.push(format!("subscriber `{}`{at}: {problem}", spec.name));
             };
@@ -115,10 +112,7 @@ impl RunningApp {
     fn check_subjects(&self, problems: &mut Vec<String>) -> Vec<CheckedSubject> {
         let mut checked = Vec::new();
         for spec in &self.registry.subjects {
-            let at = spec
-                .location
-                .map(|(file, line)| format!(" ({file}:{line})"))
-                .unwrap_or_default();
+            let at = written_at(spec.location);
             let mut fail = |problem: String| {
                 problems.push(format!("subscriber `{}`{at}: {problem}", spec.name));
             };
@@ -172,10 +166,7 @@ impl RunningApp {
     /// macro could check only what was written.
     fn check_publishers(&self, problems: &mut Vec<String>) {
         for publisher in &self.registry.publishers {
-            let at = publisher
-                .location
-                .map(|(file, line)| format!(" ({file}:{line})"))
-                .unwrap_or_default();
+            let at = written_at(publisher.location);
             let stream = publisher.publisher.stream.as_deref();
             let checked = faststream_rules::validate_subject(&publisher.subject)
                 .and_then(|()| stream.map_or(Ok(()), faststream_rules::validate_stream));
@@ -235,4 +226,12 @@ impl RunningApp {
             tracing::info!(hook = %hook.name, stage = %hook.stage, order = hook.order, "hook");
         }
     }
+}
+
+/// Where a registration was written, as the problems name it: ` (src/main.rs:12)`, or nothing
+/// for one added in code.
+fn written_at(location: Option<(&'static str, u32)>) -> String {
+    location
+        .map(|(file, line)| format!(" ({file}:{line})"))
+        .unwrap_or_default()
 }
