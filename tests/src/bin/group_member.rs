@@ -11,7 +11,6 @@
 //! Arguments, each `--name value`: `--url` (comma-separated server URLs), `--bucket`,
 //! `--group`, `--pattern`, `--partitions`, `--session-timeout-ms`, `--delay-ms`, `--member`.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -54,31 +53,10 @@ async fn handle(message: KvMessage, State(recording): State<Recording>) -> anyho
     recording.record("end", &message).await
 }
 
-/// `--name value` pairs.
-fn arguments() -> anyhow::Result<HashMap<String, String>> {
-    let mut arguments = HashMap::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(name) = args.next() {
-        let name = name
-            .strip_prefix("--")
-            .with_context(|| format!("expected --name, got `{name}`"))?
-            .to_owned();
-        let value = args
-            .next()
-            .with_context(|| format!("--{name} needs a value"))?;
-        arguments.insert(name, value);
-    }
-    Ok(arguments)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut arguments = arguments()?;
-    let mut take = |name: &str| {
-        arguments
-            .remove(name)
-            .with_context(|| format!("missing --{name}"))
-    };
+    let mut arguments = tests::Arguments::from_env()?;
+    let mut take = |name: &str| arguments.take(name);
     let url = take("url")?;
     let bucket = take("bucket")?;
     let group = take("group")?;
@@ -87,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let session_timeout = Duration::from_millis(take("session-timeout-ms")?.parse()?);
     let delay = Duration::from_millis(take("delay-ms")?.parse()?);
     let member = take("member")?;
-    anyhow::ensure!(arguments.is_empty(), "unknown arguments: {arguments:?}");
+    arguments.finish()?;
 
     let servers = url
         .split(',')

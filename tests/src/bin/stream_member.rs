@@ -14,7 +14,6 @@
 //!
 //! Arguments, each `--name value`: `--url`, `--member`, `--delay-ms`.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::time::Duration;
 
@@ -59,35 +58,14 @@ async fn ready(State(member): State<Member>) -> anyhow::Result<()> {
     say(&format!("ready {}", member.name))
 }
 
-/// `--name value` pairs.
-fn arguments() -> anyhow::Result<HashMap<String, String>> {
-    let mut arguments = HashMap::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(name) = args.next() {
-        let name = name
-            .strip_prefix("--")
-            .with_context(|| format!("expected --name, got `{name}`"))?
-            .to_owned();
-        let value = args
-            .next()
-            .with_context(|| format!("--{name} needs a value"))?;
-        arguments.insert(name, value);
-    }
-    Ok(arguments)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut arguments = arguments()?;
-    let mut take = |name: &str| {
-        arguments
-            .remove(name)
-            .with_context(|| format!("missing --{name}"))
-    };
+    let mut arguments = tests::Arguments::from_env()?;
+    let mut take = |name: &str| arguments.take(name);
     let url = take("url")?;
     let name = take("member")?;
     let delay = Duration::from_millis(take("delay-ms")?.parse().context("--delay-ms")?);
-    anyhow::ensure!(arguments.is_empty(), "unknown arguments: {arguments:?}");
+    arguments.finish()?;
     App::new(BrokerConfig::new(url).connection_name(name.clone()))
         .with_state(Member { name, delay })
         .run()
