@@ -67,6 +67,8 @@ impl AppContext {
 pub enum MessageKind {
     /// Changes of a Key-Value bucket.
     KeyValue,
+    /// Changes of an object store (`obj_watch`).
+    Object,
     /// Messages of a core subject.
     Subject,
     /// Deliveries of a JetStream stream.
@@ -80,6 +82,8 @@ pub struct SubscriberContext {
     pub(crate) name: Arc<str>,
     pub(crate) pattern: KeyPattern,
     pub(crate) kind: MessageKind,
+    /// The bucket or object store watched; `None` for a subject subscriber.
+    pub(crate) bucket: Option<Arc<str>>,
 }
 
 impl SubscriberContext {
@@ -102,5 +106,10 @@ impl SubscriberContext {
     /// What the subscriber receives: Key-Value changes, core messages or stream deliveries.
     pub fn kind(&self) -> MessageKind {
         self.kind
+    }
+
+    /// The bucket (or object store) the subscriber watches; `None` for a subject subscriber.
+    pub fn bucket(&self) -> Option<&str> {
+        self.bucket.as_deref()
     }
 }

@@ -61,6 +61,7 @@ pub mod handler;
 pub mod kv;
 mod logging;
 pub mod nats;
+pub mod object;
 mod observe;
 mod registry;
 mod signal;
@@ -87,6 +88,7 @@ pub use kv::watcher::KvWatcher;
 pub use nats::{
     AckPolicy, DeliverPolicy, JStream, NatsMessage, Outgoing, Publisher, PullSub, Subscription,
 };
+pub use object::{ObjMessage, ObjWatch};
 #[cfg(feature = "otlp")]
 pub use observe::otlp;
 pub use observe::trace::ENTRY_TARGET;

@@ -65,3 +65,9 @@ typed_constructors!(handler9, hook9; A1, A2, A3, A4, A5, A6, A7, A8, A9);
 typed_constructors!(handler10, hook10; A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
 typed_constructors!(handler11, hook11; A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
 typed_constructors!(handler12, hook12; A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+
+/// What `#[subscriber("bucket", obj_watch = ..)]` registers as its watch: the Key-Value watch of
+/// the store's metadata that `options` makes (see `ObjWatch::watch_of`).
+pub fn obj_watch(bucket: &'static str, options: crate::ObjWatch) -> crate::KvWatch {
+    options.watch_of(bucket.into())
+}

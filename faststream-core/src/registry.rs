@@ -21,9 +21,9 @@ use crate::nats::{Publisher, Subscription};
 pub struct SubscriberRegistration {
     /// `module::path::fn_name`.
     pub name: &'static str,
-    /// The key pattern as written.
+    /// The key pattern as written (`>` for an object watch).
     pub key: &'static str,
-    /// Builds the watch settings.
+    /// Builds the watch settings (of an object watch: see `__private::obj_watch`).
     pub kv_watch: fn() -> KvWatch,
     /// Builds the handler.
     pub handler: fn() -> BoxedHandler,
@@ -228,13 +228,22 @@ impl Registry {
             inventory::iter::<SubscriberRegistration>
                 .into_iter()
                 .filter(|registration| scope.includes(registration.name))
-                .map(|registration| SubscriberSpec {
-                    name: Cow::Borrowed(registration.name),
-                    // As in FastStream, a router's prefix applies to keys too.
-                    key: prefixed(registration.name, registration.key),
-                    kv_watch: (registration.kv_watch)(),
-                    handler: (registration.handler)(),
-                    location: Some((registration.file, registration.line)),
+                .map(|registration| {
+                    let kv_watch = (registration.kv_watch)();
+                    SubscriberSpec {
+                        name: Cow::Borrowed(registration.name),
+                        // As in FastStream, a router's prefix applies to keys too; an object
+                        // watch reads every object of its store, and a dotted prefix cannot
+                        // be part of a store's name.
+                        key: if kv_watch.is_objects() {
+                            Cow::Borrowed(registration.key)
+                        } else {
+                            prefixed(registration.name, registration.key)
+                        },
+                        kv_watch,
+                        handler: (registration.handler)(),
+                        location: Some((registration.file, registration.line)),
+                    }
                 }),
         );
         hooks.extend(

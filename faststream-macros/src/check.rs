@@ -5,6 +5,7 @@
 //! another; the attribute's driver joins the results (see `errors`). Only what is checked here
 //! reaches `emit`, which therefore has no error paths.
 
+mod objects;
 mod options;
 mod signature;
 mod subjects;
@@ -17,6 +18,9 @@ use syn::{Expr, LitBool, LitInt, LitStr, ReturnType};
 use crate::errors::join;
 use crate::parse::HandlerFn;
 
+pub(crate) use objects::{obj_watch, object_bucket};
+#[cfg(test)]
+pub(crate) use objects::{BUCKET_NOT_LITERAL, OBJ_WATCH_FALSE};
 pub(crate) use options::{sort_options, Known, Sorted};
 pub(crate) use subjects::{
     durable, no_reply, ordered_by, publish_subject, pull_sub, queue, stream, subject_pattern,
@@ -42,6 +46,23 @@ pub(crate) struct Subscriber {
     /// `group = "name"`, a checked consumer-group name, applied on top of the `kv_watch`
     /// settings (after `max_workers`).
     pub(crate) group: Option<LitStr>,
+}
+
+/// A validated `#[subscriber("bucket", obj_watch = .., max_workers = ..)]`.
+pub(crate) struct ObjSubscriber {
+    /// The object store, a fresh literal with the span of the one written.
+    pub(crate) bucket: LitStr,
+    pub(crate) obj_watch: ObjWatch,
+    /// `max_workers = N` as a `usize` literal, applied on top of the `obj_watch` settings.
+    pub(crate) max_workers: Option<LitInt>,
+}
+
+/// The `obj_watch = ..` option.
+pub(crate) struct ObjWatch {
+    /// The user's `ObjWatch` expression; `None` for `obj_watch = true`.
+    pub(crate) settings: Option<Expr>,
+    /// The span of the `obj_watch` name, where a value of the wrong type is reported.
+    pub(crate) name_span: Span,
 }
 
 /// The `kv_watch = ..` option: where the watch settings come from.

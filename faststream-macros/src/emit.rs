@@ -9,7 +9,7 @@ use quote::{quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::{FnArg, Ident, LitInt, LitStr, ReturnType, Signature};
 
-use crate::check::{Hook, KvWatch, KvWatchSource, Subscriber};
+use crate::check::{Hook, KvWatch, KvWatchSource, ObjSubscriber, Subscriber};
 use crate::parse::HandlerFn;
 
 mod nats;
@@ -59,6 +59,41 @@ pub(crate) fn subscriber(subscriber: &Subscriber, handler: &HandlerFn) -> TokenS
         quote! {
             key: #key,
             kv_watch: #kv_watch,
+            handler: || #boxed,
+        },
+    )
+}
+
+/// A `SubscriberRegistration` of `handler` watching an object store: the Key-Value watch of the
+/// store's metadata that `__private::obj_watch` makes from the `ObjWatch` settings, with
+/// `max_workers` applied on top of them.
+pub(crate) fn obj_subscriber(subscriber: &ObjSubscriber, handler: &HandlerFn) -> TokenStream {
+    let ObjSubscriber {
+        bucket,
+        obj_watch,
+        max_workers,
+    } = subscriber;
+    let ty = quote_spanned!(obj_watch.name_span=> ::faststream_core::ObjWatch);
+    let workers = max_workers
+        .as_ref()
+        .map(|workers| quote!(.max_workers(#workers)));
+    let settings = match &obj_watch.settings {
+        None => quote!(::faststream_core::ObjWatch::new()),
+        // Bound to a typed variable: a value of another type is a mismatch at `obj_watch`.
+        Some(expr) => {
+            let watch = Ident::new("watch", Span::mixed_site());
+            quote!({ let #watch: #ty = #expr; #watch })
+        }
+    };
+    let boxed = constructor(&handler.sig, "handler");
+    registration(
+        handler,
+        quote!(SubscriberRegistration),
+        quote! {
+            key: ">",
+            kv_watch: || -> ::faststream_core::KvWatch {
+                ::faststream_core::__private::obj_watch(#bucket, #settings #workers)
+            },
             handler: || #boxed,
         },
     )

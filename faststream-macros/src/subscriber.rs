@@ -1,5 +1,6 @@
-//! `#[subscriber(..)]` in its two forms: a Key-Value watch, `#[subscriber("key", kv_watch =
-//! BUCKET, max_workers = N, group = "name")]`, and a NATS subject subscriber,
+//! `#[subscriber(..)]` in its three forms: a Key-Value watch, `#[subscriber("key", kv_watch =
+//! BUCKET, max_workers = N, group = "name")]`, an object store watch, `#[subscriber("bucket",
+//! obj_watch = true, max_workers = N)]`, and a NATS subject subscriber,
 //! `#[subscriber("orders.{id}", queue = .., stream = .., durable = .., pull_sub = ..,
 //! deliver_policy = .., ack_policy = .., max_workers = N, ordered_by = "id", no_reply = ..,
 //! subscription = ..)]`.
@@ -12,7 +13,9 @@ use faststream_rules::KeyPattern;
 use proc_macro2::{Span, TokenStream};
 use syn::{Expr, LitStr};
 
-use crate::check::{self, Known, Sorted, SubjectSubscriber, Subscriber, Subscription};
+use crate::check::{
+    self, Known, ObjSubscriber, Sorted, SubjectSubscriber, Subscriber, Subscription,
+};
 use crate::emit;
 use crate::errors::{join, Errors};
 use crate::parse::SubscriberArgs;
@@ -23,16 +26,24 @@ const MISSING_KEY: &str =
     "missing the key to watch: write `#[subscriber(\"key\", kv_watch = \"bucket\")]`";
 const MISSING_KV_WATCH: &str =
     "`kv_watch = \"bucket\"` is required: write `#[subscriber(\"key\", kv_watch = \"bucket\")]`";
+const MISSING_BUCKET: &str =
+    "missing the object store to watch: write `#[subscriber(\"reports\", obj_watch = true)]`";
+const MISSING_OBJ_WATCH: &str =
+    "`obj_watch` needs a value: write `obj_watch = true` or `obj_watch = ObjWatch::new()`";
 const MISSING_SUBJECT: &str =
     "missing the subject to subscribe to: write `#[subscriber(\"orders.created\")]`, or \
      `#[subscriber(\"key\", kv_watch = \"bucket\")]` to watch the keys of a Key-Value bucket";
 
-/// The options, `kv_watch` first: its presence decides the form. The values are checked and
-/// their errors reported in this order.
-const KNOWN: [Known; 12] = [
+/// The options, `kv_watch` and `obj_watch` first: their presence decides the form. The values
+/// are checked and their errors reported in this order.
+const KNOWN: [Known; 13] = [
     Known {
         name: "kv_watch",
         usage: "`kv_watch = \"bucket\"`",
+    },
+    Known {
+        name: "obj_watch",
+        usage: "`obj_watch = true`",
     },
     Known {
         name: "max_workers",
@@ -80,13 +91,14 @@ const KNOWN: [Known; 12] = [
     },
 ];
 
-/// The options other than `kv_watch`, as sorted, in the order of [`KNOWN`].
+/// The options other than `kv_watch` and `obj_watch`, as sorted, in the order of [`KNOWN`].
 type OptionSlots = [Option<(Expr, Span)>; 11];
 
-/// The two forms of the attribute, checked. (The subject form, with its many settings, is
-/// boxed to keep the two the same size.)
+/// The three forms of the attribute, checked. (The subject form, with its many settings, is
+/// boxed to keep them the same size.)
 enum Checked {
     KvWatch(Subscriber),
+    ObjWatch(ObjSubscriber),
     Subject(Box<SubjectSubscriber>),
 }
 
@@ -100,6 +112,7 @@ fn generate(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let (subscriber, handler) = join(subscriber, check::handler(item, ATTR))?;
     Ok(match subscriber {
         Checked::KvWatch(subscriber) => emit::subscriber(&subscriber, &handler),
+        Checked::ObjWatch(subscriber) => emit::obj_subscriber(&subscriber, &handler),
         Checked::Subject(subscriber) => emit::subject_subscriber(&subscriber, &handler),
     })
 }
@@ -112,11 +125,31 @@ fn generate(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
 /// is checked as a key pattern; otherwise the first argument is a subject pattern.
 fn check_args(args: SubscriberArgs) -> syn::Result<Checked> {
     let Sorted {
-        slots: [kv_watch, options @ ..],
+        slots: [kv_watch, obj_watch, options @ ..],
         written,
         problems,
     } = check::sort_options(args.options, &KNOWN);
-    // `kv_watch` is first in `KNOWN`.
+    // `kv_watch` is first in `KNOWN`, `obj_watch` second; beside `kv_watch`, `obj_watch` is
+    // refused (a conflict) and the attribute is taken as a Key-Value watch.
+    if written[0].is_none() && written[1].is_some() {
+        let bucket = args
+            .key
+            .as_ref()
+            .map_or_else(|| Err(missing(MISSING_BUCKET)), check::object_bucket);
+        let obj_watch = obj_watch.map_or_else(
+            || Err(missing(MISSING_OBJ_WATCH)),
+            |(expr, name_span)| check::obj_watch(expr, name_span),
+        );
+        let options = check_options(options, &written, None);
+        let (bucket, ((), (obj_watch, (_, subscription)))) =
+            join(bucket, join(problems, join(obj_watch, options)))?;
+        // Beside `obj_watch` every other setting was refused: only `max_workers` is left.
+        return Ok(Checked::ObjWatch(ObjSubscriber {
+            bucket,
+            obj_watch,
+            max_workers: subscription.max_workers,
+        }));
+    }
     if written[0].is_some() {
         let key = args
             .key
@@ -202,6 +235,8 @@ fn missing(message: &str) -> syn::Error {
 
 #[cfg(test)]
 mod kv_tests;
+#[cfg(test)]
+mod obj_tests;
 #[cfg(test)]
 mod subject_tests;
 

@@ -70,7 +70,12 @@ impl RunningApp {
                 app: self.app.clone(),
                 name: Arc::from(&*spec.name),
                 pattern,
-                kind: MessageKind::KeyValue,
+                kind: if spec.kv_watch.is_objects() {
+                    MessageKind::Object
+                } else {
+                    MessageKind::KeyValue
+                },
+                bucket: Some(Arc::from(spec.kv_watch.bucket())),
             };
             for problem in spec.handler.check(&context) {
                 fail(problem);
@@ -136,6 +141,7 @@ impl RunningApp {
                 } else {
                     MessageKind::Subject
                 },
+                bucket: None,
             };
             for problem in spec.handler.check(&context) {
                 fail(problem);

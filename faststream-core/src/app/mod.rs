@@ -401,6 +401,42 @@ impl App {
         self
     }
 
+    /// Adds an object store subscriber in code: what `#[subscriber("bucket", obj_watch = ..)]`
+    /// registers.
+    ///
+    /// ```no_run
+    /// use faststream_core::{App, BrokerConfig, ObjWatch};
+    ///
+    /// async fn on_report(name: String) {
+    ///     println!("report {name} changed");
+    /// }
+    ///
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// App::new(BrokerConfig::from_env())
+    ///     .obj_subscriber("on_report", "reports", ObjWatch::new(), on_report)
+    ///     .run()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn obj_subscriber<H: Handler<Args>, Args: 'static>(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        bucket: impl Into<Cow<'static, str>>,
+        obj_watch: crate::ObjWatch,
+        handler: H,
+    ) -> Self {
+        self.subscribers.push(SubscriberSpec {
+            name: name.into(),
+            key: Cow::Borrowed(">"),
+            kv_watch: obj_watch.watch_of(bucket.into()),
+            handler: BoxedHandler::new(handler),
+            location: None,
+        });
+        self
+    }
+
     /// Adds a subject subscriber in code: what `#[subscriber("subject", ..)]` registers.
     ///
     /// ```no_run

@@ -12,6 +12,7 @@ use super::running::RunningApp;
 use crate::broker::WatchOwner;
 use crate::dispatch::group_member::GroupMember;
 use crate::dispatch::watch_loop::{HandledSignal, WatchLoop};
+use crate::dispatch::watched::Watched;
 use crate::dispatch::{Dispatcher, Publication};
 use crate::error::Result;
 use crate::kv::group::GroupSettings;
@@ -55,11 +56,18 @@ impl RunningApp {
                 WatchOwner::Subscriber(&name),
             )
             .await?;
-        let description = format!(
-            "subscriber `{name}` (`{}` in bucket `{}`)",
-            subscriber.called.context.pattern(),
-            subscriber.kv_watch.bucket()
-        );
+        let description = if subscriber.kv_watch.is_objects() {
+            format!(
+                "subscriber `{name}` (object store `{}`)",
+                subscriber.kv_watch.bucket()
+            )
+        } else {
+            format!(
+                "subscriber `{name}` (`{}` in bucket `{}`)",
+                subscriber.called.context.pattern(),
+                subscriber.kv_watch.bucket()
+            )
+        };
         let status = watcher.status();
         let handled = Arc::new(HandledSignal::new(false));
         let progress = Progress::Watch(status.clone());
@@ -69,6 +77,7 @@ impl RunningApp {
         let watch_loop = WatchLoop {
             max_workers: subscriber.kv_watch.max_workers,
             dispatcher: self.dispatcher(&subscriber.called, None, publications),
+            watched: Watched::of(&subscriber.kv_watch),
             watcher,
             handled: Arc::clone(&handled),
         };

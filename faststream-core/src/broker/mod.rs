@@ -5,6 +5,7 @@ mod bucket_cache;
 mod config;
 mod connection;
 mod messaging;
+mod objects;
 mod settings;
 
 use std::fmt;
@@ -394,6 +395,9 @@ impl NatsBroker {
 
     /// The bucket a watch is on, declared or only looked up as its settings say.
     pub(crate) async fn watched_bucket(&self, options: &KvWatch) -> Result<KeyValue> {
+        if options.is_objects() {
+            return self.object_meta_bucket(options).await;
+        }
         self.declare(options.bucket(), Declare::for_watch(options))
             .await
     }
@@ -417,6 +421,7 @@ impl NatsBroker {
                 "kv_watch".to_owned(),
                 format!("faststream watch {}", pattern.as_str()),
             ),
+            WatchOwner::Objects => ("obj_watch".to_owned(), "faststream object watch".to_owned()),
             WatchOwner::View => (
                 "view".to_owned(),
                 format!("faststream view {}", pattern.as_str()),
@@ -472,6 +477,8 @@ pub(crate) enum WatchOwner<'a> {
     Subscriber(&'a str),
     /// A [`NatsBroker::kv_watch`] caller.
     Direct,
+    /// A [`NatsBroker::obj_watch`] caller.
+    Objects,
     /// A [`KvView`].
     View,
 }

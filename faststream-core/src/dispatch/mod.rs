@@ -34,6 +34,7 @@ mod keyed;
 mod respond;
 pub(crate) mod subject_loop;
 pub(crate) mod watch_loop;
+pub(crate) mod watched;
 
 pub(crate) use respond::Publication;
 

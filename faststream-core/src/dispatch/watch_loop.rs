@@ -27,9 +27,9 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::keyed::KeyedCalls;
+use super::watched::Watched;
 use super::Dispatcher;
 use crate::extract::Message;
-use crate::kv::message::KvMessage;
 use crate::kv::watcher::{CatchUp, KvWatcher, WatchEvent};
 
 /// Set by a watch loop once its subscriber has handled the bucket's state (`false` again while
@@ -40,6 +40,8 @@ pub(crate) type HandledSignal = tokio::sync::watch::Sender<bool>;
 pub(crate) struct WatchLoop {
     pub(crate) dispatcher: Dispatcher,
     pub(crate) watcher: KvWatcher,
+    /// Keys or objects.
+    pub(crate) watched: Watched,
     pub(crate) max_workers: usize,
     pub(crate) handled: Arc<HandledSignal>,
 }
@@ -127,10 +129,11 @@ impl WatchLoop {
         while let Some(event) = next_event(&mut self.watcher, cancel, &self.dispatcher).await {
             match event {
                 WatchEvent::Entry(entry) => {
+                    let Some(message) = self.watched.message(entry, &self.dispatcher) else {
+                        continue;
+                    };
                     let in_state = catch_up.taken();
-                    self.dispatcher
-                        .dispatch_guarded(Message::from_kv(entry))
-                        .await;
+                    self.dispatcher.dispatch_guarded(message).await;
                     catch_up.handled(in_state, &self.handled, &subscriber);
                 }
                 WatchEvent::CaughtUp(read) => {
@@ -146,10 +149,10 @@ impl WatchLoop {
         let dispatcher = self.dispatcher.clone();
         // Each call is tagged with whether its entry belongs to the bucket's state: a call
         // that ends in any way (a panic included) still counts towards the catch-up.
-        let mut calls: KeyedCalls<KvMessage, bool> =
-            KeyedCalls::new(self.max_workers, move |entry: KvMessage| {
+        let mut calls: KeyedCalls<Message, bool> =
+            KeyedCalls::new(self.max_workers, move |message: Message| {
                 let dispatcher = dispatcher.clone();
-                async move { dispatcher.dispatch_guarded(Message::from_kv(entry)).await }
+                async move { dispatcher.dispatch_guarded(message).await }
             });
         let mut catch_up = CatchUpTracker::new();
         let subscriber = Arc::clone(&self.dispatcher.context.name);
@@ -179,8 +182,11 @@ impl WatchLoop {
                             break;
                         }
                     };
+                    let Some(message) = self.watched.message(entry, &self.dispatcher) else {
+                        continue;
+                    };
                     let in_state = catch_up.taken();
-                    calls.submit(Some(entry.key().to_owned()), entry, in_state);
+                    calls.submit(Some(message.key().to_owned()), message, in_state);
                 }
             }
         }

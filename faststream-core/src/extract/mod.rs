@@ -24,6 +24,7 @@ use crate::broker::NatsBroker;
 use crate::context::{AppContext, MessageKind, SubscriberContext};
 use crate::kv::message::KvMessage;
 use crate::nats::NatsMessage;
+use crate::object::ObjMessage;
 
 /// A type a `#[subscriber]` handler can take as an argument, built from each message.
 ///
@@ -119,6 +120,9 @@ impl FromMessage for KvMessage {
     fn check(context: &SubscriberContext) -> Result<(), String> {
         match context.kind() {
             MessageKind::KeyValue => Ok(()),
+            MessageKind::Object => Err("`KvMessage` is a Key-Value change, and this \
+                 subscriber watches an object store: take `ObjMessage` instead"
+                .to_owned()),
             _ => Err(
                 "`KvMessage` is a Key-Value change, and this subscriber listens on a \
                       subject: take `NatsMessage` instead"
@@ -144,7 +148,36 @@ impl FromMessage for NatsMessage {
                  stream, and this subscriber watches a Key-Value bucket: take `KvMessage` \
                  instead"
                 .to_owned()),
+            MessageKind::Object => Err("`NatsMessage` is a message from a subject or a \
+                 stream, and this subscriber watches an object store: take `ObjMessage` \
+                 instead"
+                .to_owned()),
             _ => Ok(()),
+        }
+    }
+}
+
+/// The change of an object store: name, size, digest, deleted, ... (an `obj_watch`
+/// subscriber's only).
+impl FromMessage for ObjMessage {
+    fn from_message(message: &Message, _: &SubscriberContext) -> Result<Self, Rejection> {
+        message
+            .obj()
+            .cloned()
+            .ok_or_else(|| Rejection::new("the message is not a change of an object store"))
+    }
+
+    fn check(context: &SubscriberContext) -> Result<(), String> {
+        match context.kind() {
+            MessageKind::Object => Ok(()),
+            MessageKind::KeyValue => Err("`ObjMessage` is a change of an object store, and \
+                 this subscriber watches a Key-Value bucket: take `KvMessage` instead"
+                .to_owned()),
+            _ => Err(
+                "`ObjMessage` is a change of an object store, and this subscriber \
+                 listens on a subject: take `NatsMessage` instead"
+                    .to_owned(),
+            ),
         }
     }
 }

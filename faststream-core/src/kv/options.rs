@@ -51,6 +51,8 @@ pub struct KvWatch {
     pub(crate) max_workers: usize,
     /// `Some`: the subscriber is a member of this consumer group.
     pub(crate) group: Option<GroupSettings>,
+    /// The watch is of an object store's metadata (an `obj_watch`), not of a bucket's keys.
+    pub(crate) objects: bool,
 }
 
 impl KvWatch {
@@ -68,6 +70,7 @@ impl KvWatch {
             timeout: DEFAULT_WATCH_TIMEOUT,
             max_workers: 1,
             group: None,
+            objects: false,
         }
     }
 
@@ -180,9 +183,15 @@ impl KvWatch {
         self.declare
     }
 
-    /// Whether the server sends headers only (`headers_only` or `meta_only`).
+    /// Whether the server sends headers only (`headers_only` or `meta_only`). An object
+    /// watch always reads the metadata, which is its messages' whole content.
     pub(crate) fn without_values(&self) -> bool {
-        self.headers_only || self.meta_only
+        !self.objects && (self.headers_only || self.meta_only)
+    }
+
+    /// Whether this watches an object store (`obj_watch`) rather than a bucket's keys.
+    pub(crate) fn is_objects(&self) -> bool {
+        self.objects
     }
 
     pub(crate) fn start_at(&self) -> StartAt {

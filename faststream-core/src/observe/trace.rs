@@ -19,6 +19,7 @@ use async_nats::HeaderMap;
 use crate::extract::Message;
 use crate::kv::message::KvMessage;
 use crate::nats::NatsMessage;
+use crate::object::ObjMessage;
 
 /// The target of the per-entry spans, for filters (`RUST_LOG=faststream::entry=debug`).
 pub const ENTRY_TARGET: &str = "faststream::entry";
@@ -26,11 +27,13 @@ pub const ENTRY_TARGET: &str = "faststream::entry";
 /// The span for handling `message`. Attributes, after OpenTelemetry's messaging conventions:
 ///
 /// - `messaging.system` `nats`, `messaging.operation.type` and `.name` `process`,
-///   `messaging.destination.name` (`$KV.<bucket>.<key>` for a Key-Value change, the subject
-///   for a message), `messaging.consumer.group.name` (a consumer group, a queue group or a
+///   `messaging.destination.name` (`$KV.<bucket>.<key>` for a Key-Value change,
+///   `$O.<bucket>.M` for an object's, the subject for a message), `messaging.consumer.group.name` (a consumer group, a queue group or a
 ///   JetStream consumer), `messaging.message.body.size`, `messaging.message.conversation_id`
 ///   (FastStream's `correlation_id`);
 /// - for a change `nats.kv.bucket`, `nats.kv.key`, `nats.kv.revision`, `nats.kv.operation`;
+///   for an object's `nats.obj.bucket`, `nats.obj.name`, `nats.obj.revision`,
+///   `nats.obj.size`, `nats.obj.deleted`;
 ///   for a JetStream delivery `nats.stream`, `nats.stream.sequence`, `nats.delivered`;
 ///   `faststream.subscriber`;
 /// - on failure, `error.type` (`handler_error`, `panic`, `timeout`, `decode_error`,
@@ -42,10 +45,14 @@ pub(crate) fn entry_span(
     entry_tracing: EntryTracing,
     message: &Message,
 ) -> Span {
-    let span = match (message.kv(), message.nats()) {
-        (Some(kv), _) => kv_span(subscriber, group, entry_tracing, kv),
-        (None, Some(nats)) => nats_span(subscriber, group, entry_tracing, nats),
-        (None, None) => Span::none(),
+    let span = if let Some(kv) = message.kv() {
+        kv_span(subscriber, group, entry_tracing, kv)
+    } else if let Some(object) = message.obj() {
+        obj_span(subscriber, group, entry_tracing, object)
+    } else if let Some(nats) = message.nats() {
+        nats_span(subscriber, group, entry_tracing, nats)
+    } else {
+        Span::none()
     };
     if let Some(link_parent) = entry_tracing.link_parent.filter(|_| !span.is_disabled()) {
         link_parent(&span, message.headers());
@@ -85,6 +92,41 @@ fn kv_span(
         nats.kv.key = message.key(),
         nats.kv.revision = as_i64(message.revision()),
         nats.kv.operation = message.operation().as_str(),
+        faststream.subscriber = subscriber,
+        error.type = Empty,
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+    )
+}
+
+fn obj_span(
+    subscriber: &str,
+    group: Option<&str>,
+    entry_tracing: EntryTracing,
+    message: &ObjMessage,
+) -> Span {
+    if entry_tracing
+        .sampler
+        .is_some_and(|sampler| !sampler.samples(message.revision(), message.headers()))
+    {
+        return Span::none();
+    }
+    tracing::debug_span!(
+        target: "faststream::entry",
+        "process",
+        otel.name = %format_args!("process {}", message.bucket()),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = %format_args!("$O.{}.M", message.bucket()),
+        messaging.consumer.group.name = group,
+        messaging.message.body.size = as_i64(message.name().len() as u64),
+        nats.obj.bucket = message.bucket(),
+        nats.obj.name = message.name(),
+        nats.obj.revision = as_i64(message.revision()),
+        nats.obj.size = as_i64(message.size() as u64),
+        nats.obj.deleted = message.deleted(),
         faststream.subscriber = subscriber,
         error.type = Empty,
         otel.status_code = Empty,

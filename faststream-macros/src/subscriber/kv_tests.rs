@@ -195,8 +195,9 @@ fn invalid_names_and_options() {
         errors[0].starts_with("invalid key pattern `a..b`"),
         "{errors:?}"
     );
-    assert!(errors[1]
-        .starts_with("unknown option `foo`; expected one of: `kv_watch`, `max_workers`, `group`"));
+    assert!(errors[1].starts_with(
+        "unknown option `foo`; expected one of: `kv_watch`, `obj_watch`, `max_workers`, `group`"
+    ));
     assert_eq!(errors[2], "`kv_watch` is set more than once");
     assert!(
         errors[3].starts_with("invalid bucket name `my.bucket`"),

@@ -340,7 +340,7 @@ fn every_error_together_in_order() {
     assert!(messages[0].starts_with("invalid subject pattern `a..b`"));
     assert_eq!(
         messages[1],
-        "unknown option `colour`; expected one of: `kv_watch`, `max_workers`, `group`, `queue`, \
+        "unknown option `colour`; expected one of: `kv_watch`, `obj_watch`, `max_workers`, `group`, `queue`, \
          `stream`, `durable`, `pull_sub`, `deliver_policy`, `ack_policy`, `ordered_by`, \
          `no_reply`, `subscription`"
     );
