@@ -26,6 +26,7 @@ mod library_crate;
 mod lifecycle;
 mod messaging;
 mod obj_watch;
+mod obj_watch_faults;
 mod observability;
 mod options;
 mod reliability;

@@ -206,7 +206,24 @@ impl RunningApp {
             "found {subscribers} subscriber(s) and {} hook(s)",
             registry.hooks.len()
         );
-        for spec in &registry.subscribers {
+        for spec in registry
+            .subscribers
+            .iter()
+            .filter(|spec| spec.kv_watch.is_objects())
+        {
+            tracing::info!(
+                subscriber = %spec.name,
+                bucket = spec.kv_watch.bucket(),
+                declare = spec.kv_watch.declares(),
+                "subscriber watches object store `{}`",
+                spec.kv_watch.bucket()
+            );
+        }
+        for spec in registry
+            .subscribers
+            .iter()
+            .filter(|spec| !spec.kv_watch.is_objects())
+        {
             tracing::info!(
                 subscriber = %spec.name,
                 bucket = spec.kv_watch.bucket(),
