@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use faststream_rules::KeyPattern;
 
 use crate::broker::NatsBroker;
+use crate::kv::key_value::KeyValue;
 use crate::kv::view::KvView;
 use crate::type_map::TypeMap;
 
@@ -84,6 +85,9 @@ pub struct SubscriberContext {
     pub(crate) kind: MessageKind,
     /// The bucket or object store watched; `None` for a subject subscriber.
     pub(crate) bucket: Option<Arc<str>>,
+    /// The bucket a Key-Value subscriber watches, once its watch has started: the `KeyValue`
+    /// argument.
+    pub(crate) key_value: OnceLock<KeyValue>,
 }
 
 impl SubscriberContext {

@@ -329,3 +329,38 @@ async fn watch_without_a_handler() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// Copies each `in.<id>` to `out.<id>` through the `KeyValue` argument: the bucket watched.
+async fn copy_out(
+    message: faststream_core::KvMessage,
+    kv: faststream_core::KeyValue,
+) -> anyhow::Result<()> {
+    let id = message.key().trim_start_matches("in.");
+    kv.put(format!("out.{id}"), message.value().clone()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_key_value_argument_is_the_bucket_watched() -> anyhow::Result<()> {
+    on_each_server(|server| async move {
+        let app = App::new(BrokerConfig::new(server.url()))
+            .without_registered()
+            .subscriber("copy_out", "in.*", KvWatch::new("copies"), copy_out);
+        let running = RunningApp::spawn(app);
+        let broker = crate::common::connected_broker(&server).await?;
+        let copies = broker.key_value("copies").await?;
+        copies.put("in.1", "one".into()).await?;
+        let copied = faststream_testing::wait_for("the copy", crate::common::EVENT_TIMEOUT, || {
+            let copies = copies.clone();
+            async move {
+                let value = copies.get("out.1").await?;
+                anyhow::Ok((value.clone(), format!("{value:?}")))
+            }
+        })
+        .await?;
+        running.stop().await??;
+        assert_eq!(copied.as_ref(), b"one");
+        Ok(())
+    })
+    .await
+}

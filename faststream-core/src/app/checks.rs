@@ -1,7 +1,7 @@
 //! The checks made before connecting: every subscriber's settings, key pattern and handler
 //! arguments, and every hook's arguments, with all problems reported together.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use faststream_rules::KeyPattern;
 
@@ -76,6 +76,7 @@ impl RunningApp {
                     MessageKind::KeyValue
                 },
                 bucket: Some(Arc::from(spec.kv_watch.bucket())),
+                key_value: OnceLock::new(),
             };
             for problem in spec.handler.check(&context) {
                 fail(problem);
@@ -142,6 +143,7 @@ impl RunningApp {
                     MessageKind::Subject
                 },
                 bucket: None,
+                key_value: OnceLock::new(),
             };
             for problem in spec.handler.check(&context) {
                 fail(problem);

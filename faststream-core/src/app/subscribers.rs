@@ -35,6 +35,11 @@ impl RunningApp {
         running: &mut Vec<RunningSubscriber>,
     ) -> Result<()> {
         for subscriber in subscribers {
+            if !subscriber.kv_watch.is_objects() {
+                // The bucket the `KeyValue` argument gives: cached by the broker, no request.
+                let bucket = self.app.broker.watched_bucket(&subscriber.kv_watch).await?;
+                let _ = subscriber.called.context.key_value.set(bucket);
+            }
             let started = match subscriber.kv_watch.group.clone() {
                 Some(settings) => self.join_group(subscriber, settings).await?,
                 None => self.start_watch(subscriber).await?,

@@ -22,6 +22,7 @@ use crate::error::Rejection;
 
 use crate::broker::NatsBroker;
 use crate::context::{AppContext, MessageKind, SubscriberContext};
+use crate::kv::key_value::KeyValue;
 use crate::kv::message::KvMessage;
 use crate::nats::NatsMessage;
 use crate::object::ObjMessage;
@@ -176,6 +177,29 @@ impl FromMessage for ObjMessage {
             _ => Err(
                 "`ObjMessage` is a change of an object store, and this subscriber \
                  listens on a subject: take `NatsMessage` instead"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+/// The bucket the subscriber watches (a Key-Value subscriber's only), to write back to it:
+/// see [`KeyValue`]'s writes at a revision.
+impl FromMessage for KeyValue {
+    fn from_message(_: &Message, context: &SubscriberContext) -> Result<Self, Rejection> {
+        context
+            .key_value
+            .get()
+            .cloned()
+            .ok_or_else(|| Rejection::new("the subscriber's bucket is not open yet"))
+    }
+
+    fn check(context: &SubscriberContext) -> Result<(), String> {
+        match context.kind() {
+            MessageKind::KeyValue => Ok(()),
+            _ => Err(
+                "`KeyValue` is the bucket a Key-Value subscriber watches, and this \
+                 subscriber watches none: take `NatsBroker` and call `key_value(..)`"
                     .to_owned(),
             ),
         }
