@@ -163,4 +163,5 @@ fn member(server: &NatsServer, listener: std::net::TcpListener) -> App {
 
 mod health;
 mod metrics;
+mod objects;
 mod slow_clients;
