@@ -22,7 +22,8 @@ pub struct Message {
 #[derive(Debug, Clone)]
 enum Source {
     Kv(KvMessage),
-    Obj(ObjMessage),
+    // Boxed: its metadata is twice the size of the other kinds.
+    Obj(Box<ObjMessage>),
     Nats(NatsMessage),
 }
 
@@ -35,7 +36,7 @@ impl Message {
 
     pub(crate) fn from_obj(object: ObjMessage) -> Self {
         Self {
-            source: Source::Obj(object),
+            source: Source::Obj(Box::new(object)),
         }
     }
 
