@@ -25,6 +25,7 @@ mod groups;
 mod library_crate;
 mod lifecycle;
 mod messaging;
+mod objects;
 mod observability;
 mod options;
 mod reliability;
