@@ -320,6 +320,16 @@ mod tests {
         ));
     }
 
+    /// Readers move between tasks; stores are shared between them.
+    #[test]
+    fn readers_are_send_and_stores_send_and_sync() {
+        fn send<T: Send + 'static>() {}
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send::<ObjectReader>();
+        send_sync::<crate::ObjectStore>();
+        send_sync::<ObjectReadError>();
+    }
+
     #[test]
     fn empty_object() {
         let mut verifier = Verifier::new(&info(&[], b""));
