@@ -39,6 +39,10 @@ async fn every_workload_runs_and_prints_json() -> anyhow::Result<()> {
         ),
         (vec!["keys", "100"], vec!["peak_rss_10k_keys_vs_raw"]),
         (
+            vec!["objects", "stream", "2", "1"],
+            vec!["objects_stream_vs_raw", "objects_stream_chunks_vs_raw"],
+        ),
+        (
             vec!["view", "300", "50", "1000", "0.2"],
             vec![
                 "view_catchup_vs_raw",

@@ -35,6 +35,7 @@
 //! | observability | `observe` | metrics, readiness, the per-entry span; `/metrics` and `/health/*` |
 //! | broker | [`BrokerConfig`], [`NatsBroker`] | the configuration (servers, credentials, TLS), the connection and the bucket cache |
 //! | Key-Value | [`kv`] | buckets, watch settings, messages, the resumable [`KvWatcher`] and the live [`KvView`] |
+//! | object storage | [`object`] | object stores, the [`ObjectStore`] handle, streamed and verified reads |
 //! | messaging | [`nats`] | subscriptions of subjects and streams, publishing, requests, acknowledgement, dead letters |
 //! | errors | [`error`] | every error type, each keeping its cause |
 //!
@@ -88,6 +89,7 @@ pub use kv::watcher::KvWatcher;
 pub use nats::{
     AckPolicy, DeliverPolicy, JStream, NatsMessage, Outgoing, Publisher, PullSub, Subscription,
 };
+pub use object::store::ObjectStore;
 pub use object::{ObjMessage, ObjWatch};
 #[cfg(feature = "otlp")]
 pub use observe::otlp;

@@ -27,6 +27,7 @@ mod lifecycle;
 mod messaging;
 mod obj_watch;
 mod obj_watch_faults;
+mod objects;
 mod observability;
 mod options;
 mod reliability;

@@ -5,6 +5,7 @@ mod bucket_cache;
 mod config;
 mod connection;
 mod messaging;
+mod object_cache;
 mod objects;
 mod settings;
 
@@ -20,6 +21,7 @@ use connection::Connection;
 pub(crate) use connection::ConnectionHealth;
 use faststream_rules::KeyPattern;
 pub use messaging::DEFAULT_REQUEST_TIMEOUT;
+use object_cache::{DeclareStore, ObjectStoreCache};
 
 use crate::error::{BoxError, Error, Result};
 use crate::kv::bucket::BucketConfig;
@@ -31,6 +33,8 @@ use crate::kv::key_value::KeyValue;
 use crate::kv::options::KvWatch;
 use crate::kv::view::{self, Decode, KvView, DEFAULT_VIEW_CATCH_UP_TIMEOUT};
 use crate::kv::watcher::{KvWatcher, ReconnectSignal};
+use crate::object::config::ObjectStoreConfig;
+use crate::object::store::ObjectStore;
 
 /// A handle to one NATS connection and its buckets. Cheap to clone: clones share the connection
 /// and the bucket cache. It has no settings of its own to change: they are the
@@ -61,6 +65,7 @@ struct Inner {
     connection: OnceLock<Connection>,
     connecting: tokio::sync::Mutex<()>,
     buckets: BucketCache,
+    object_stores: ObjectStoreCache,
     /// Counts (re)connections, so watches re-create their consumers as soon as the connection
     /// is back instead of waiting to notice the silence.
     connections: Arc<tokio::sync::watch::Sender<u64>>,
@@ -88,6 +93,7 @@ impl NatsBroker {
                 connection: OnceLock::new(),
                 connecting: tokio::sync::Mutex::new(()),
                 buckets: BucketCache::default(),
+                object_stores: ObjectStoreCache::default(),
                 connections: Arc::new(tokio::sync::watch::Sender::new(0)),
                 down_since: Arc::default(),
                 slow_consumers: Arc::default(),
@@ -448,6 +454,64 @@ impl NatsBroker {
         let connection = self.connection("key_value")?;
         self.inner
             .buckets
+            .get_or_declare(&connection.jetstream, bucket, declare)
+            .await
+    }
+
+    /// The object store named `bucket`: used as it is if it exists (whatever its
+    /// configuration), created with the default configuration if not. FastStream's
+    /// `broker.object_storage(bucket)`.
+    ///
+    /// Cached per store: only the first call for a store makes requests.
+    ///
+    /// ```no_run
+    /// # async fn demo(broker: faststream_core::NatsBroker) -> anyhow::Result<()> {
+    /// let files = broker.object_storage("files").await?;
+    /// files.put_bytes("hello.txt", "Hello!".into()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn object_storage(&self, bucket: &str) -> Result<ObjectStore> {
+        self.declare_object_store(bucket, DeclareStore::UseOrCreate)
+            .await
+    }
+
+    /// The object store with exactly `config`: created with it if missing; if the store exists
+    /// with another configuration, [`Error::ObjectStoreConfigConflict`] names every differing
+    /// field. Out-of-range values are an error before any request.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use faststream_core::object::ObjectStoreConfig;
+    ///
+    /// # async fn demo(broker: faststream_core::NatsBroker) -> anyhow::Result<()> {
+    /// let config = ObjectStoreConfig::new("reports").ttl(Duration::from_secs(30 * 24 * 3600));
+    /// let reports = broker.object_storage_with(config).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn object_storage_with(&self, config: ObjectStoreConfig) -> Result<ObjectStore> {
+        let bucket = config.bucket().to_owned();
+        self.declare_object_store(&bucket, DeclareStore::Exactly(&config))
+            .await
+    }
+
+    /// The existing object store named `bucket`, never created (FastStream's
+    /// `object_storage(bucket, declare=False)`); a missing store is
+    /// [`Error::ObjectStoreNotFound`].
+    pub async fn lookup_object_storage(&self, bucket: &str) -> Result<ObjectStore> {
+        self.declare_object_store(bucket, DeclareStore::LookupOnly)
+            .await
+    }
+
+    async fn declare_object_store(
+        &self,
+        bucket: &str,
+        declare: DeclareStore<'_>,
+    ) -> Result<ObjectStore> {
+        let connection = self.connection("object_storage")?;
+        self.inner
+            .object_stores
             .get_or_declare(&connection.jetstream, bucket, declare)
             .await
     }

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use faststream_rules::{HookStage, NameError};
 
-use super::{BoxError, DeclareBucketError, GroupError, HandlerError, WatchError};
+use super::{
+    BoxError, DeclareBucketError, DeclareObjectStoreError, GroupError, HandlerError, ObjectError,
+    WatchError,
+};
 
 /// Shorthand for results with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -250,6 +253,54 @@ pub enum Error {
         /// Which step failed, with its cause.
         #[source]
         source: Box<GroupError>,
+    },
+
+    /// An object store was only looked up
+    /// ([`lookup_object_storage`](crate::NatsBroker::lookup_object_storage)) and does not exist.
+    #[error(
+        "object store `{bucket}` does not exist: it is only looked up; create it first (or use \
+         `object_storage`, which creates it)"
+    )]
+    ObjectStoreNotFound {
+        /// The missing store.
+        bucket: String,
+    },
+
+    /// The server refused to create or look up an object store.
+    #[error("could not declare object store `{bucket}`")]
+    DeclareObjectStore {
+        /// The store.
+        bucket: String,
+        /// Which step failed, with the server's (or client's) error.
+        #[source]
+        source: DeclareObjectStoreError,
+    },
+
+    /// The object store exists with a configuration other than the one explicitly asked for.
+    #[error(
+        "object store `{bucket}` already exists with another configuration: {}",
+        differences.join("; ")
+    )]
+    ObjectStoreConfigConflict {
+        /// The store.
+        bucket: String,
+        /// One entry per differing field: `max_bytes: existing 1024, requested unlimited`.
+        differences: Vec<String>,
+    },
+
+    /// An object operation failed: an invalid name (no request made), an object missing,
+    /// replaced or corrupted, or the server's answer.
+    #[error("could not {operation} object `{object}` in bucket `{bucket}`")]
+    Object {
+        /// The bucket.
+        bucket: String,
+        /// The object's name.
+        object: String,
+        /// `get`, `read`, `put`, `delete`, `look up`.
+        operation: &'static str,
+        /// What went wrong: match its kind.
+        #[source]
+        source: ObjectError,
     },
 
     /// Listening for the shutdown signals failed.

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 pub(crate) mod app_error;
 mod nats;
+mod object;
 
 pub use nats::NatsError;
+pub use object::{DeclareObjectStoreError, ObjectError, ObjectReadError, SharedError};
 
 // `Error` and `Result` are exported at the crate root, and only there.
 pub(crate) use app_error::is_certificate_error;

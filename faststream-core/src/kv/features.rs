@@ -17,6 +17,13 @@ pub(crate) const GROUPS_SINCE: Version = Version {
     text: "2.11",
 };
 
+/// The oldest nats-server with stream compression (`ObjectStoreConfig::compression`).
+pub(crate) const COMPRESSION_SINCE: Version = Version {
+    major: 2,
+    minor: 10,
+    text: "2.10",
+};
+
 /// A `major.minor` server version that a feature needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Version {

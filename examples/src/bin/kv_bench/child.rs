@@ -14,7 +14,7 @@ use crate::data::{prefill, prefill_flags};
 use crate::report::{compare, emit, Runs};
 use crate::workloads::group::live::{group_live, LiveRun};
 use crate::workloads::group::membership::{group_member, group_times};
-use crate::workloads::{consume, latency, messaging, view};
+use crate::workloads::{consume, latency, messaging, objects, view};
 
 /// The commands the benchmark runs in its child processes (hidden from `--help`).
 #[derive(Subcommand, Debug)]
@@ -158,6 +158,20 @@ pub enum ChildCommand {
         #[arg(default_value_t = 20_000)]
         n: usize,
     },
+    /// Reads object NAME of object store STORE (SIZE bytes) to the end, as the `objects stream`
+    /// workload does.
+    #[command(hide = true)]
+    Objget {
+        /// faststream-rs, faststream-rs-chunks or async-nats-raw.
+        #[arg(value_name = "IMPL")]
+        implementation: String,
+        /// The object store, written before.
+        store: String,
+        /// The object.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// Publishes N messages to the subject of `core-publish`, as its parent does: for
     /// profiling `msg-consumer core` alone.
     #[command(hide = true)]
@@ -228,6 +242,12 @@ pub async fn run(command: ChildCommand) -> anyhow::Result<()> {
         } => emit(&messaging::consumer(&mode, &implementation, n, batch).await?),
         ChildCommand::PrefillStream { n } => messaging::pull::prefill_stream(n).await?,
         ChildCommand::MsgPublish { n } => emit(&messaging::core_publish::publish_alone(n).await?),
+        ChildCommand::Objget {
+            implementation,
+            store,
+            name,
+            size,
+        } => emit(&objects::stream::read_object(&implementation, &store, &name, size).await?),
     }
     Ok(())
 }

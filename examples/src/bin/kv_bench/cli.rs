@@ -147,6 +147,13 @@ pub enum Workload {
     /// first message received until the server reports every one acknowledged. Three runs of
     /// each side, alternating.
     JsPull(JsPullSizes),
+    /// [MODE] object storage, each mode a comparison of its own; every mode at its default
+    /// sizes if none is given
+    ///
+    /// `stream`: one large object read to the end through `ObjectStore::get` (as `AsyncRead`
+    /// and as a stream of chunks) against raw async-nats `get`, each reader in a process of its
+    /// own: MB/s, CPU time and peak RSS above the reader's idle RSS.
+    Objects(ObjectsArgs),
 }
 
 impl Workload {
@@ -163,12 +170,13 @@ impl Workload {
             Self::CorePublish(defaults()?),
             Self::RequestReply(defaults()?),
             Self::JsPull(defaults()?),
+            Self::Objects(ObjectsArgs { mode: None }),
         ])
     }
 }
 
 /// The sizes given no arguments: the defaults, written once, in the arguments' declarations.
-fn defaults<T: Args + FromArgMatches>() -> anyhow::Result<T> {
+pub fn defaults<T: Args + FromArgMatches>() -> anyhow::Result<T> {
     let matches = T::augment_args(clap::Command::new("defaults")).try_get_matches_from(["x"])?;
     Ok(T::from_arg_matches(&matches)?)
 }
@@ -286,6 +294,33 @@ pub struct JsPullSizes {
     pub batch: usize,
 }
 
+/// The mode of `objects`; none: every mode.
+#[derive(Args, Debug)]
+pub struct ObjectsArgs {
+    /// The mode; every one at its default sizes if none is given.
+    #[command(subcommand)]
+    pub mode: Option<ObjectsMode>,
+}
+
+/// The modes of `objects`, one file each in `workloads/objects/`.
+#[derive(Subcommand, Debug)]
+pub enum ObjectsMode {
+    /// [SIZE_MB=100 REPEATS=5] one SIZE_MB object streamed through `ObjectStore::get` vs raw
+    /// async-nats `get`: MB/s and peak RSS above idle, each reader in a process of its own
+    Stream(ObjectStreamSizes),
+}
+
+/// The sizes of `objects stream`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ObjectStreamSizes {
+    /// The object's size in megabytes (10^6 bytes), in async-nats's 128 KiB chunks.
+    #[arg(value_name = "SIZE_MB", default_value_t = 100)]
+    pub size_mb: usize,
+    /// Runs of each reader, alternating.
+    #[arg(value_name = "REPEATS", default_value_t = 5)]
+    pub repeats: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,10 +336,19 @@ mod tests {
     #[test]
     fn every_description_lists_the_defaults() {
         let cli = Cli::command();
-        for workload in cli
+        // A workload with modes (`objects`) lists the sizes of each mode instead.
+        let workloads = cli
             .get_subcommands()
             .filter(|command| !command.is_hide_set())
-        {
+            .flat_map(|command| {
+                let modes: Vec<_> = command.get_subcommands().collect();
+                if modes.is_empty() {
+                    vec![command]
+                } else {
+                    modes
+                }
+            });
+        for workload in workloads {
             let about = workload
                 .get_about()
                 .map(ToString::to_string)
