@@ -8,6 +8,7 @@ use faststream_rules::KeyPattern;
 use crate::broker::NatsBroker;
 use crate::kv::key_value::KeyValue;
 use crate::kv::view::KvView;
+use crate::object::store::ObjectStore;
 use crate::type_map::TypeMap;
 
 /// A declared view's place in [`AppContext`]'s views, filled once connected, before any watch
@@ -88,6 +89,9 @@ pub struct SubscriberContext {
     /// The bucket a Key-Value subscriber watches, once its watch has started: the `KeyValue`
     /// argument.
     pub(crate) key_value: OnceLock<KeyValue>,
+    /// The object store an object subscriber watches, once its watch has started: the
+    /// `ObjectStore` argument.
+    pub(crate) object_store: OnceLock<ObjectStore>,
 }
 
 impl SubscriberContext {

@@ -119,14 +119,22 @@ async fn ignore_deletes_and_updates_only_take_effect() -> anyhow::Result<()> {
 }
 
 mod registered {
-    use faststream_core::{subscriber, ObjMessage, State};
+    use faststream_core::{subscriber, ObjMessage, ObjectStore, State};
 
     use super::Events;
 
-    /// The body is the object's name, as in FastStream.
+    /// The body is the object's name, as in FastStream; the content is read from the very
+    /// version the change announced.
     #[subscriber("uploads", obj_watch = faststream_core::ObjWatch::new().ignore_deletes(true))]
-    async fn on_upload(name: String, object: ObjMessage, State(events): State<Events>) {
-        events.push(format!("{name}@{}", object.revision()));
+    async fn on_upload(
+        name: String,
+        object: ObjMessage,
+        store: ObjectStore,
+        State(events): State<Events>,
+    ) -> anyhow::Result<()> {
+        let content = store.get_version(object.info()).await?.read_all().await?;
+        events.push(format!("{name}={}", String::from_utf8_lossy(&content)));
+        Ok(())
     }
 }
 
@@ -142,15 +150,12 @@ async fn a_registered_subscriber_gets_the_name_as_its_body() -> anyhow::Result<(
         // Declared by the subscriber: it exists once the app runs.
         let uploads = wait_for_object_store(&js, "uploads").await?;
         put(&uploads, "one.bin", "1").await?;
+        events.wait_for("one upload", |e| !e.is_empty()).await?;
         uploads.delete("one.bin").await?;
         put(&uploads, "two.bin", "2").await?;
         let all = events.wait_for("two uploads", |e| e.len() >= 2).await?;
         running.stop().await??;
-        assert_eq!(all.len(), 2, "{all:?}");
-        assert!(
-            all[0].starts_with("one.bin@") && all[1].starts_with("two.bin@"),
-            "{all:?}"
-        );
+        assert_eq!(all, ["one.bin=1", "two.bin=2"]);
         Ok(())
     })
     .await
@@ -177,6 +182,62 @@ async fn metadata_that_is_not_an_objects_is_passed_over() -> anyhow::Result<()> 
             .await?;
         running.stop().await??;
         assert_eq!(all, ["put fine.txt 2"]);
+        Ok(())
+    })
+    .await
+}
+
+/// Reads the announced version only once the test opens the gate.
+async fn read_when_let(
+    object: ObjMessage,
+    store: faststream_core::ObjectStore,
+    State(gate): State<std::sync::Arc<tokio::sync::Semaphore>>,
+    State(events): State<Events>,
+) {
+    let _permit = gate.acquire().await;
+    let read = match store.get_version(object.info()).await {
+        Ok(reader) => reader
+            .read_all()
+            .await
+            .map_err(faststream_core::Error::from),
+        Err(error) => Err(error),
+    };
+    events.push(match read {
+        Ok(content) => format!("{}={}", object.name(), String::from_utf8_lossy(&content)),
+        Err(faststream_core::Error::Object {
+            source: faststream_core::error::ObjectError::Replaced { .. },
+            ..
+        }) => format!("{}: replaced", object.name()),
+        Err(error) => format!(
+            "{}: {}",
+            object.name(),
+            faststream_core::error::chain(&error)
+        ),
+    });
+}
+
+#[tokio::test]
+async fn a_version_replaced_before_it_is_read_is_an_error_not_the_newer_one() -> anyhow::Result<()>
+{
+    on_each_server(|server| async move {
+        let js = jetstream(&server).await?;
+        let drafts = store(&js, "drafts").await?;
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let events = Events::default();
+        let app = App::new(BrokerConfig::new(server.url()))
+            .without_registered()
+            .with_state(events.clone())
+            .with_state(std::sync::Arc::clone(&gate))
+            .obj_subscriber("drafts", "drafts", ObjWatch::new(), read_when_let);
+        let running = RunningApp::spawn(app);
+        wait_for_watch_consumer(&js, "OBJ_drafts").await?;
+        put(&drafts, "plan.txt", "first").await?;
+        // The handler holds the first version's change while the object is replaced.
+        put(&drafts, "plan.txt", "second").await?;
+        gate.add_permits(2);
+        let all = events.wait_for("both versions", |e| e.len() >= 2).await?;
+        running.stop().await??;
+        assert_eq!(all, ["plan.txt: replaced", "plan.txt=second"]);
         Ok(())
     })
     .await

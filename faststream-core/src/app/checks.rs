@@ -77,6 +77,7 @@ impl RunningApp {
                 },
                 bucket: Some(Arc::from(spec.kv_watch.bucket())),
                 key_value: OnceLock::new(),
+                object_store: OnceLock::new(),
             };
             for problem in spec.handler.check(&context) {
                 fail(problem);
@@ -144,6 +145,7 @@ impl RunningApp {
                 },
                 bucket: None,
                 key_value: OnceLock::new(),
+                object_store: OnceLock::new(),
             };
             for problem in spec.handler.check(&context) {
                 fail(problem);

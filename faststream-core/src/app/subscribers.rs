@@ -35,10 +35,19 @@ impl RunningApp {
         running: &mut Vec<RunningSubscriber>,
     ) -> Result<()> {
         for subscriber in subscribers {
-            if !subscriber.kv_watch.is_objects() {
-                // The bucket the `KeyValue` argument gives: cached by the broker, no request.
+            // What the `KeyValue` or `ObjectStore` argument gives: cached by the broker, so
+            // the watch below makes no request for it again.
+            let context = &subscriber.called.context;
+            if subscriber.kv_watch.is_objects() {
+                let store = self
+                    .app
+                    .broker
+                    .watched_object_store(&subscriber.kv_watch)
+                    .await?;
+                let _ = context.object_store.set(store);
+            } else {
                 let bucket = self.app.broker.watched_bucket(&subscriber.kv_watch).await?;
-                let _ = subscriber.called.context.key_value.set(bucket);
+                let _ = context.key_value.set(bucket);
             }
             let started = match subscriber.kv_watch.group.clone() {
                 Some(settings) => self.join_group(subscriber, settings).await?,

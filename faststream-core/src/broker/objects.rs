@@ -3,10 +3,11 @@
 use async_nats::jetstream::kv;
 
 use super::{NatsBroker, WatchOwner};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kv::key_value::KeyValue;
 use crate::kv::options::KvWatch;
 use crate::object::{ObjWatch, ObjWatcher};
+use crate::ObjectStore;
 
 impl NatsBroker {
     /// Watches the changes of the object store `bucket` without a handler: FastStream's
@@ -36,51 +37,29 @@ impl NatsBroker {
 
     /// The metadata subjects of the object store an object watch reads, as a bucket: the
     /// Key-Value watcher reads them unchanged (one message per object, rolled up, keyed by
-    /// the name's base64).
+    /// the name's base64). The store is declared or only looked up as the watch says, and
+    /// cached like every store.
     pub(crate) async fn object_meta_bucket(&self, options: &KvWatch) -> Result<KeyValue> {
-        let bucket = options.bucket();
-        faststream_rules::validate_bucket(bucket)?;
-        let jetstream = self.jetstream()?;
-        let stream_name = format!("OBJ_{bucket}");
-        let stream = match jetstream.get_stream(&stream_name).await {
-            Ok(stream) => stream,
-            Err(_) if options.declares() => {
-                jetstream
-                    .create_object_store(async_nats::jetstream::object_store::Config {
-                        bucket: bucket.to_owned(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|source| Error::Bucket {
-                        bucket: bucket.to_owned(),
-                        operation: "create the object store",
-                        source: Box::new(source),
-                    })?;
-                jetstream
-                    .get_stream(&stream_name)
-                    .await
-                    .map_err(|source| Error::Bucket {
-                        bucket: bucket.to_owned(),
-                        operation: "look up the object store",
-                        source: Box::new(source),
-                    })?
-            }
-            Err(source) => {
-                return Err(Error::Bucket {
-                    bucket: bucket.to_owned(),
-                    operation: "look up the object store",
-                    source: Box::new(source),
-                })
-            }
-        };
+        let objects = self.watched_object_store(options).await?;
+        let bucket = objects.name().to_owned();
+        let stream = objects.declared().stream.clone();
         let store = kv::Store {
-            name: bucket.to_owned(),
-            stream_name,
+            stream_name: stream.cached_info().config.name.clone(),
             prefix: format!("$O.{bucket}.M."),
+            name: bucket,
             put_prefix: None,
             use_jetstream_prefix: false,
             stream,
         };
         Ok(KeyValue::new(store, self.client()?))
+    }
+
+    /// The object store an object watch is on, declared or only looked up as it says.
+    pub(crate) async fn watched_object_store(&self, options: &KvWatch) -> Result<ObjectStore> {
+        if options.declares() {
+            self.object_storage(options.bucket()).await
+        } else {
+            self.lookup_object_storage(options.bucket()).await
+        }
     }
 }

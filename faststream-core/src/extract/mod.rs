@@ -25,6 +25,7 @@ use crate::context::{AppContext, MessageKind, SubscriberContext};
 use crate::kv::key_value::KeyValue;
 use crate::kv::message::KvMessage;
 use crate::nats::NatsMessage;
+use crate::object::store::ObjectStore;
 use crate::object::ObjMessage;
 
 /// A type a `#[subscriber]` handler can take as an argument, built from each message.
@@ -200,6 +201,29 @@ impl FromMessage for KeyValue {
             _ => Err(
                 "`KeyValue` is the bucket a Key-Value subscriber watches, and this \
                  subscriber watches none: take `NatsBroker` and call `key_value(..)`"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+/// The object store the subscriber watches (an `obj_watch` subscriber's only), to read the
+/// version a change announced with [`ObjectStore::get_version`].
+impl FromMessage for ObjectStore {
+    fn from_message(_: &Message, context: &SubscriberContext) -> Result<Self, Rejection> {
+        context
+            .object_store
+            .get()
+            .cloned()
+            .ok_or_else(|| Rejection::new("the subscriber's object store is not open yet"))
+    }
+
+    fn check(context: &SubscriberContext) -> Result<(), String> {
+        match context.kind() {
+            MessageKind::Object => Ok(()),
+            _ => Err(
+                "`ObjectStore` is the store an `obj_watch` subscriber watches, and this \
+                 subscriber watches none: take `NatsBroker` and call `object_storage(..)`"
                     .to_owned(),
             ),
         }

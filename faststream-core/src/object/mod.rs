@@ -27,8 +27,8 @@ pub use async_nats::jetstream::object_store::{
 pub use config::ObjectStoreConfig;
 pub use message::{ObjMessage, ObjectMetaError};
 pub use meta::{validate_object_name, MAX_OBJECT_NAME};
+pub use options::ObjWatch;
 pub use put::DEFAULT_CHUNK_SIZE;
 pub use reader::ObjectReader;
-pub use options::ObjWatch;
 pub use store::DEFAULT_READ_TIMEOUT;
 pub use watcher::ObjWatcher;
