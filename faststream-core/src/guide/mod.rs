@@ -15,7 +15,7 @@
 //! | [`consumer_groups`](crate::guide::consumer_groups) | several instances sharing the work: partitions, ordering, the delivery guarantee, clusters, operating a group |
 //! | [`messaging`](crate::guide::messaging) | subjects, queue groups, request/reply, publishers, JetStream streams and acknowledgement, routers |
 //! | [`buckets`](crate::guide::buckets) | declaring and configuring buckets, the [`KeyValue`](crate::KeyValue) handle, per-key TTLs |
-//! | [`objects`](crate::guide::objects) | object stores: declaring them, the [`ObjectStore`](crate::ObjectStore) handle, streamed and verified reads |
+//! | [`objects`](crate::guide::objects) | object stores: `obj_watch` subscribers ([`ObjWatch`](crate::ObjWatch), [`ObjMessage`](crate::ObjMessage)), declaring stores, the [`ObjectStore`](crate::ObjectStore) handle, streamed and verified reads |
 //! | [`errors`](crate::guide::errors) | [`Error`](crate::Error), its variants and causes |
 //! | [`lifecycle`](crate::guide::lifecycle) | hooks, their order, what [`App::run`](crate::App::run) does step by step, signals |
 //! | [`reliability`](crate::guide::reliability) | what a subscriber is promised through restarts, outages, clusters, failing handlers, shutdown |
