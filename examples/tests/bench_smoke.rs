@@ -43,6 +43,16 @@ async fn every_workload_runs_and_prints_json() -> anyhow::Result<()> {
             vec!["objects_stream_vs_raw", "objects_stream_chunks_vs_raw"],
         ),
         (
+            vec!["objects", "watch", "50", "1"],
+            vec![
+                "objects_watch_vs_raw",
+                "objects_watch_cpu_vs_raw",
+                "objects_watch_peak_rss_vs_raw",
+                "objects_watch_after_first_vs_raw",
+                "objects_watch_watcher_vs_raw",
+            ],
+        ),
+        (
             vec!["view", "300", "50", "1000", "0.2"],
             vec![
                 "view_catchup_vs_raw",

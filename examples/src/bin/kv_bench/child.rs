@@ -172,6 +172,28 @@ pub enum ChildCommand {
         /// Its size in bytes.
         size: u64,
     },
+    /// Makes object store STORE afresh with N objects of 100 bytes, as `objects watch` does:
+    /// for profiling `objwatch` alone.
+    #[command(hide = true)]
+    PrefillObjects {
+        /// The object store, made afresh.
+        store: String,
+        /// Objects.
+        #[arg(default_value_t = 10_000)]
+        n: usize,
+    },
+    /// Watches object store STORE of N objects until it has seen each, as the `objects watch`
+    /// workload does.
+    #[command(hide = true)]
+    Objwatch {
+        /// faststream-rs, faststream-rs-watcher or async-nats-raw.
+        #[arg(value_name = "IMPL")]
+        implementation: String,
+        /// The object store, written before.
+        store: String,
+        /// Its objects.
+        n: usize,
+    },
     /// Publishes N messages to the subject of `core-publish`, as its parent does: for
     /// profiling `msg-consumer core` alone.
     #[command(hide = true)]
@@ -248,6 +270,14 @@ pub async fn run(command: ChildCommand) -> anyhow::Result<()> {
             name,
             size,
         } => emit(&objects::stream::read_object(&implementation, &store, &name, size).await?),
+        ChildCommand::PrefillObjects { store, n } => {
+            objects::watch::prefill_objects(&store, n).await?
+        }
+        ChildCommand::Objwatch {
+            implementation,
+            store,
+            n,
+        } => emit(&objects::watch::watch_objects(&implementation, &store, n).await?),
     }
     Ok(())
 }

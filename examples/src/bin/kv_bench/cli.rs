@@ -31,7 +31,9 @@ use crate::child::ChildCommand;
         kv_bench catchup faststream-rs-view bench 100000    # or async-nats-raw, ...\n  \
         kv_bench prefill-stream 20000\n  \
         kv_bench msg-consumer pull faststream-rs 20000 100    # or async-nats-raw\n  \
-        (sleep 5; kv_bench msg-publish 50000) | kv_bench msg-consumer core faststream-rs 50000"
+        (sleep 5; kv_bench msg-publish 50000) | kv_bench msg-consumer core faststream-rs 50000\n  \
+        kv_bench prefill-objects bench_obj 10000\n  \
+        kv_bench objwatch faststream-rs bench_obj 10000    # or async-nats-raw, faststream-rs-watcher"
 )]
 pub struct Cli {
     /// Also runs the FastStream 0.7.8 anchor scripts (python3, `faststream[nats]==0.7.8`)
@@ -153,6 +155,12 @@ pub enum Workload {
     /// `stream`: one large object read to the end through `ObjectStore::get` (as `AsyncRead`
     /// and as a stream of chunks) against raw async-nats `get`, each reader in a process of its
     /// own: MB/s, CPU time and peak RSS above the reader's idle RSS.
+    ///
+    /// `watch`: N objects of 100 bytes written to a fresh store, then watched from the start
+    /// until each has been seen once (the latest version of every object), in a process of its
+    /// own each: an `App` with an `obj_subscriber` handler taking the name and the `ObjMessage`,
+    /// and `NatsBroker::obj_watch` without a handler, against raw async-nats
+    /// `watch_with_history`: objects/s, CPU time per object, peak RSS.
     Objects(ObjectsArgs),
 }
 
@@ -308,6 +316,10 @@ pub enum ObjectsMode {
     /// [SIZE_MB=100 REPEATS=5] one SIZE_MB object streamed through `ObjectStore::get` vs raw
     /// async-nats `get`: MB/s and peak RSS above idle, each reader in a process of its own
     Stream(ObjectStreamSizes),
+    /// [N=10000 REPEATS=3] N small objects watched from the start by an `obj_subscriber`
+    /// handler and by `NatsBroker::obj_watch` vs raw async-nats `watch_with_history`:
+    /// objects/s, CPU per object and peak RSS, each watcher in a process of its own
+    Watch(ObjectWatchSizes),
 }
 
 /// The sizes of `objects stream`.
@@ -318,6 +330,18 @@ pub struct ObjectStreamSizes {
     pub size_mb: usize,
     /// Runs of each reader, alternating.
     #[arg(value_name = "REPEATS", default_value_t = 5)]
+    pub repeats: usize,
+}
+
+/// The sizes of `objects watch`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ObjectWatchSizes {
+    /// Objects of 100 bytes (`o00000`, ...) written before the watchers start, each seen once
+    /// by every watcher.
+    #[arg(value_name = "N", default_value_t = 10_000)]
+    pub n: usize,
+    /// Runs of each watcher, alternating.
+    #[arg(value_name = "REPEATS", default_value_t = 3)]
     pub repeats: usize,
 }
 

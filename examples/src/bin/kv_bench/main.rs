@@ -17,6 +17,7 @@
 //! cargo run --release -p examples --bin kv_bench -- request-reply 2000
 //! cargo run --release -p examples --bin kv_bench -- js-pull 20000 100
 //! cargo run --release -p examples --bin kv_bench -- objects stream 100 5
+//! cargo run --release -p examples --bin kv_bench -- objects watch 10000 3
 //! ```
 //!
 //! With `NATS_SERVER_PID` set (the server on this machine), the live runs also report the
@@ -34,6 +35,8 @@
 //! kv_bench prefill-stream 20000
 //! kv_bench msg-consumer pull faststream-rs 20000 100   # or async-nats-raw
 //! (sleep 5; kv_bench msg-publish 50000) | kv_bench msg-consumer core faststream-rs 50000
+//! kv_bench prefill-objects bench_obj 10000
+//! kv_bench objwatch faststream-rs bench_obj 10000      # or async-nats-raw, faststream-rs-watcher
 //! ```
 //!
 //! The files: `cli.rs` (the command line), `child.rs` (the child-process protocol),

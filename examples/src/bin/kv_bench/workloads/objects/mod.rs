@@ -1,8 +1,12 @@
 //! `objects [MODE]`: object storage, one file per mode; with no mode, every mode at its default
 //! sizes. `stream.rs`: one large object streamed through `ObjectStore::get` against raw
 //! async-nats `get`, each reader in a process of its own (MB/s, peak RSS above idle).
+//! `watch.rs`: N small objects watched from the start, an `obj_subscriber` handler and
+//! `NatsBroker::obj_watch` against raw async-nats `watch_with_history` (objects/s, CPU per
+//! object, peak RSS).
 
 pub mod stream;
+pub mod watch;
 
 use crate::cli::{defaults, ObjectsArgs, ObjectsMode};
 use crate::report::Summary;
@@ -16,11 +20,15 @@ pub fn store_name(mode: &str, pid: u32) -> String {
 pub async fn run(args: ObjectsArgs, pid: u32, summary: &mut Summary) -> anyhow::Result<()> {
     let modes = match args.mode {
         Some(mode) => vec![mode],
-        None => vec![ObjectsMode::Stream(defaults()?)],
+        None => vec![
+            ObjectsMode::Stream(defaults()?),
+            ObjectsMode::Watch(defaults()?),
+        ],
     };
     for mode in modes {
         match mode {
             ObjectsMode::Stream(sizes) => stream::run(sizes, pid, summary).await?,
+            ObjectsMode::Watch(sizes) => watch::run(sizes, pid, summary).await?,
         }
     }
     Ok(())
