@@ -22,8 +22,7 @@ pub struct Message {
 #[derive(Debug, Clone)]
 enum Source {
     Kv(KvMessage),
-    // Boxed: its metadata is twice the size of the other kinds.
-    Obj(Box<ObjMessage>),
+    Obj(ObjMessage),
     Nats(NatsMessage),
 }
 
@@ -36,7 +35,7 @@ impl Message {
 
     pub(crate) fn from_obj(object: ObjMessage) -> Self {
         Self {
-            source: Source::Obj(Box::new(object)),
+            source: Source::Obj(object),
         }
     }
 

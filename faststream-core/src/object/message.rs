@@ -36,7 +36,9 @@ pub struct ObjMessage {
     bucket: Arc<str>,
     /// The name as bytes: the message's payload, shared.
     name: Bytes,
-    info: ObjectInfo,
+    /// Shared: an argument taking the change clones it, and the metadata's strings and maps
+    /// would make that a deep copy per call.
+    info: Arc<ObjectInfo>,
     revision: u64,
     created: SystemTime,
 }
@@ -81,7 +83,7 @@ impl ObjMessage {
         Ok(Self {
             bucket: Arc::from(meta.bucket()),
             name: Bytes::copy_from_slice(info.name.as_bytes()),
-            info,
+            info: Arc::new(info),
             revision: meta.revision(),
             created: meta.created(),
         })
@@ -168,9 +170,9 @@ impl ObjMessage {
         &self.info
     }
 
-    /// Takes the metadata out.
+    /// Takes the metadata out (a copy if a clone of this change still shares it).
     pub fn into_info(self) -> ObjectInfo {
-        self.info
+        Arc::try_unwrap(self.info).unwrap_or_else(|shared| (*shared).clone())
     }
 }
 
