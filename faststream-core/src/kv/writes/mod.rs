@@ -140,7 +140,6 @@ impl<T> Modified<T> {
 /// [`KeyValue::entry_json`](crate::KeyValue::entry_json) returns, ready for an
 /// [`update_json`](crate::KeyValue::update_json) at that revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Versioned<T> {
     /// The value.
     pub value: T,
