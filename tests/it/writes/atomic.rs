@@ -54,7 +54,10 @@ async fn a_commit_stores_every_write_at_consecutive_revisions() -> anyhow::Resul
         for (index, revision) in revisions.iter().enumerate() {
             let message = stream.get_raw_message(*revision).await?;
             let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
-            assert_eq!(header("Nats-Batch-Id").as_deref(), Some(committed.batch_id()));
+            assert_eq!(
+                header("Nats-Batch-Id").as_deref(),
+                Some(committed.batch_id())
+            );
             assert_eq!(header("Nats-Batch-Sequence"), Some((index + 1).to_string()));
             let commit = header("Nats-Batch-Commit");
             assert_eq!(commit.is_some(), index == 3, "{index}: {commit:?}");
@@ -242,7 +245,13 @@ async fn a_bucket_without_allow_atomic_is_refused_until_declared_with_it() -> an
             .await
             .expect_err("not allowed");
         assert!(
-            matches!(&error, Error::AtomicWrite { source: AtomicWriteError::NotAllowed, .. }),
+            matches!(
+                &error,
+                Error::AtomicWrite {
+                    source: AtomicWriteError::NotAllowed,
+                    ..
+                }
+            ),
             "{error:?}"
         );
         assert!(
@@ -275,7 +284,11 @@ async fn a_bucket_without_allow_atomic_is_refused_until_declared_with_it() -> an
         let plain_two = third.key_value("atomic_plain_two").await?;
         drop(plain_two);
         let error = third
-            .key_value_with(BucketConfig::new("atomic_plain_two").history(3).allow_atomic(true))
+            .key_value_with(
+                BucketConfig::new("atomic_plain_two")
+                    .history(3)
+                    .allow_atomic(true),
+            )
             .await
             .expect_err("history differs");
         assert!(
@@ -283,8 +296,14 @@ async fn a_bucket_without_allow_atomic_is_refused_until_declared_with_it() -> an
                 if differences.len() == 2 && differences[0] == "history: existing 1, requested 3"),
             "{error:?}"
         );
-        let mut stream = jetstream(&server).await?.get_stream("KV_atomic_plain_two").await?;
-        assert!(!stream.info().await?.config.allow_atomic_publish, "updated despite a conflict");
+        let mut stream = jetstream(&server)
+            .await?
+            .get_stream("KV_atomic_plain_two")
+            .await?;
+        assert!(
+            !stream.info().await?.config.allow_atomic_publish,
+            "updated despite a conflict"
+        );
         Ok(())
     })
     .await

@@ -20,9 +20,17 @@ mod write_back;
 
 /// `bucket` allowing atomic writes, keeping `history` revisions per key, through a fresh
 /// connection.
-async fn atomic_bucket(server: &NatsServer, bucket: &str, history: i64) -> anyhow::Result<KeyValue> {
+async fn atomic_bucket(
+    server: &NatsServer,
+    bucket: &str,
+    history: i64,
+) -> anyhow::Result<KeyValue> {
     let broker = connected_broker(server).await?;
     Ok(broker
-        .key_value_with(BucketConfig::new(bucket).history(history).allow_atomic(true))
+        .key_value_with(
+            BucketConfig::new(bucket)
+                .history(history)
+                .allow_atomic(true),
+        )
         .await?)
 }

@@ -46,7 +46,10 @@ async fn handles(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_concurrent_increments_end_exactly_ten_higher() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let kv = connected_broker(&server).await?.key_value("rmw_ten").await?;
+        let kv = connected_broker(&server)
+            .await?
+            .key_value("rmw_ten")
+            .await?;
         kv.put_json("visits", &5u64).await?;
         let barrier = Arc::new(Barrier::new(10));
         let mut tasks = Vec::new();
@@ -86,7 +89,11 @@ async fn eight_tasks_fifty_increments_over_three_keys_lose_nothing() -> anyhow::
         let barrier = Arc::new(Barrier::new(TASKS));
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for (task, kv) in handles(&server, "rmw_many", TASKS).await?.into_iter().enumerate() {
+        for (task, kv) in handles(&server, "rmw_many", TASKS)
+            .await?
+            .into_iter()
+            .enumerate()
+        {
             let barrier = Arc::clone(&barrier);
             tasks.push(tokio::spawn(async move {
                 barrier.wait().await;
@@ -103,7 +110,10 @@ async fn eight_tasks_fifty_increments_over_three_keys_lose_nothing() -> anyhow::
             conflicts += task.await??;
         }
         let elapsed = started.elapsed();
-        let kv = connected_broker(&server).await?.key_value("rmw_many").await?;
+        let kv = connected_broker(&server)
+            .await?
+            .key_value("rmw_many")
+            .await?;
         let mut total = 0;
         for key in 0..KEYS {
             let expected = (0..TASKS)
@@ -129,7 +139,10 @@ async fn eight_tasks_fifty_increments_over_three_keys_lose_nothing() -> anyhow::
 #[tokio::test]
 async fn writing_nothing_errors_and_deleted_keys() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let kv = connected_broker(&server).await?.key_value("rmw_cases").await?;
+        let kv = connected_broker(&server)
+            .await?
+            .key_value("rmw_cases")
+            .await?;
         // An absent key is created, written at "no entry".
         let created = kv
             .modify("k", |current: Option<&Bytes>| {
@@ -138,16 +151,28 @@ async fn writing_nothing_errors_and_deleted_keys() -> anyhow::Result<()> {
             })
             .await?;
         assert!(created.written);
-        assert_eq!((created.attempts, created.value.as_deref()), (1, Some(&b"1"[..])));
-        assert_eq!(kv.entry("k").await?.context("k")?.revision, created.revision);
+        assert_eq!(
+            (created.attempts, created.value.as_deref()),
+            (1, Some(&b"1"[..]))
+        );
+        assert_eq!(
+            kv.entry("k").await?.context("k")?.revision,
+            created.revision
+        );
 
         // Returning `None` writes nothing and reports what was read.
         let kept = kv
             .modify("k", |_: Option<&Bytes>| Ok::<_, Infallible>(None))
             .await?;
         assert!(!kept.written);
-        assert_eq!((kept.revision, kept.value.as_deref()), (created.revision, Some(&b"1"[..])));
-        assert_eq!(kv.entry("k").await?.context("k")?.revision, created.revision);
+        assert_eq!(
+            (kept.revision, kept.value.as_deref()),
+            (created.revision, Some(&b"1"[..]))
+        );
+        assert_eq!(
+            kv.entry("k").await?.context("k")?.revision,
+            created.revision
+        );
 
         // The function's error comes back as the source, written nothing.
         #[derive(Debug)]
@@ -163,13 +188,21 @@ async fn writing_nothing_errors_and_deleted_keys() -> anyhow::Result<()> {
             .await
             .expect_err("refused");
         match &error {
-            Error::KeyValue { bucket, operation: "modify", key, source } => {
+            Error::KeyValue {
+                bucket,
+                operation: "modify",
+                key,
+                source,
+            } => {
                 assert_eq!((bucket.as_str(), key.as_str()), ("rmw_cases", "k"));
                 assert_eq!(source.downcast_ref::<Refused>().map(|r| r.0), Some("no"));
             }
             other => anyhow::bail!("expected KeyValue, got {other:?}"),
         }
-        assert_eq!(kv.entry("k").await?.context("k")?.revision, created.revision);
+        assert_eq!(
+            kv.entry("k").await?.context("k")?.revision,
+            created.revision
+        );
 
         // A deleted key has no value; the write goes over its marker.
         kv.delete("k").await?;
@@ -197,7 +230,10 @@ async fn writing_nothing_errors_and_deleted_keys() -> anyhow::Result<()> {
             })
             .await
             .expect_err("does not decode");
-        assert!(matches!(&error, Error::Decode { key, .. } if key == "text"), "{error:?}");
+        assert!(
+            matches!(&error, Error::Decode { key, .. } if key == "text"),
+            "{error:?}"
+        );
         assert_eq!(calls.load(Ordering::Relaxed), 0);
         assert_eq!(kv.get("text").await?.as_deref(), Some(&b"not a number"[..]));
         Ok(())
@@ -221,7 +257,9 @@ impl Interloper {
                 .build()?;
             runtime.block_on(async move {
                 let client = async_nats::connect(url).await?;
-                let store = async_nats::jetstream::new(client).get_key_value(bucket).await?;
+                let store = async_nats::jetstream::new(client)
+                    .get_key_value(bucket)
+                    .await?;
                 while let Ok(reply) = received.recv() {
                     let written = store.put(key, "theirs".into()).await.map_err(Into::into);
                     let _ = reply.send(written);
@@ -243,7 +281,10 @@ impl Interloper {
 #[tokio::test]
 async fn retries_that_run_out_name_bucket_key_and_attempts() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let kv = connected_broker(&server).await?.key_value("rmw_out").await?;
+        let kv = connected_broker(&server)
+            .await?
+            .key_value("rmw_out")
+            .await?;
         kv.put("contended", "0".into()).await?;
         let interloper = Interloper::start(server.url(), "rmw_out", "contended");
         let calls = AtomicU32::new(0);

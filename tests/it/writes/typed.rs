@@ -35,7 +35,10 @@ async fn json_values_round_trip() -> anyhow::Result<()> {
             anyhow::bail!("no entry");
         };
         assert_eq!((value.id, revision), (7, first));
-        let paid = Order { paid: true, ..value };
+        let paid = Order {
+            paid: true,
+            ..value
+        };
         let second = kv.update_json("orders.7", &paid, revision).await?;
         assert!(second > first);
         let stale = kv
@@ -45,11 +48,17 @@ async fn json_values_round_trip() -> anyhow::Result<()> {
         assert!(stale.is_key_changed(), "{stale:?}");
 
         kv.create_json("orders.8", &order).await?;
-        let exists = kv.create_json("orders.8", &order).await.expect_err("exists");
+        let exists = kv
+            .create_json("orders.8", &order)
+            .await
+            .expect_err("exists");
         assert!(exists.is_key_changed(), "{exists:?}");
         // Unsized values too.
         kv.put_json("names", &["a", "b"][..]).await?;
-        assert_eq!(kv.get_json::<Vec<String>>("names").await?, Some(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            kv.get_json::<Vec<String>>("names").await?,
+            Some(vec!["a".into(), "b".into()])
+        );
 
         // No value: never written, or deleted.
         assert_eq!(kv.get_json::<Order>("orders.none").await?, None);
@@ -63,12 +72,16 @@ async fn json_values_round_trip() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn a_value_that_does_not_decode_is_an_error_naming_bucket_key_and_revision() -> anyhow::Result<()> {
+async fn a_value_that_does_not_decode_is_an_error_naming_bucket_key_and_revision(
+) -> anyhow::Result<()> {
     on_each_server(|server| async move {
         let broker = connected_broker(&server).await?;
         let kv = broker.key_value("typed_bad").await?;
         let revision = kv.put("orders.1", "not json".into()).await?;
-        let error = kv.get_json::<Order>("orders.1").await.expect_err("not JSON");
+        let error = kv
+            .get_json::<Order>("orders.1")
+            .await
+            .expect_err("not JSON");
         match &error {
             Error::Decode {
                 bucket,
@@ -77,7 +90,10 @@ async fn a_value_that_does_not_decode_is_an_error_naming_bucket_key_and_revision
                 type_name,
                 ..
             } => {
-                assert_eq!((bucket.as_str(), key.as_str(), *at), ("typed_bad", "orders.1", revision));
+                assert_eq!(
+                    (bucket.as_str(), key.as_str(), *at),
+                    ("typed_bad", "orders.1", revision)
+                );
                 assert!(type_name.ends_with("Order"), "{type_name}");
             }
             other => anyhow::bail!("expected Decode, got {other:?}"),
@@ -90,22 +106,38 @@ async fn a_value_that_does_not_decode_is_an_error_naming_bucket_key_and_revision
             "{text}"
         );
         // Valid JSON of another shape, too.
-        kv.put_json("orders.2", &serde_json::json!({ "id": "seven" })).await?;
-        let error = kv.entry_json::<Order>("orders.2").await.expect_err("wrong shape");
-        assert!(matches!(&error, Error::Decode { key, .. } if key == "orders.2"), "{error:?}");
+        kv.put_json("orders.2", &serde_json::json!({ "id": "seven" }))
+            .await?;
+        let error = kv
+            .entry_json::<Order>("orders.2")
+            .await
+            .expect_err("wrong shape");
+        assert!(
+            matches!(&error, Error::Decode { key, .. } if key == "orders.2"),
+            "{error:?}"
+        );
 
         // A value that does not encode: named, nothing sent.
         let mut not_json = std::collections::HashMap::new();
         not_json.insert(vec![1], "non-string map keys");
-        let error = kv.put_json("orders.3", &not_json).await.expect_err("does not encode");
+        let error = kv
+            .put_json("orders.3", &not_json)
+            .await
+            .expect_err("does not encode");
         assert!(
             matches!(&error, Error::KeyValue { operation: "put", key, bucket, .. }
                 if key == "orders.3" && bucket == "typed_bad"),
             "{error:?}"
         );
         assert_eq!(kv.entry("orders.3").await?, None);
-        let error = kv.get_json::<Order>("bad..key").await.expect_err("invalid key");
-        assert!(matches!(&error, Error::KeyValue { key, .. } if key == "bad..key"), "{error:?}");
+        let error = kv
+            .get_json::<Order>("bad..key")
+            .await
+            .expect_err("invalid key");
+        assert!(
+            matches!(&error, Error::KeyValue { key, .. } if key == "bad..key"),
+            "{error:?}"
+        );
         Ok(())
     })
     .await

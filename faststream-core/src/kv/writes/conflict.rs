@@ -70,16 +70,16 @@ pub(super) async fn find_changed(
     // The message at `N` is gone (history 1 and written again since), or there was no `N`.
     let mut first_differing = None;
     for &(index, key, expected) in expecting {
-        let Ok(entry) = kv.store().entry(key).await else {
+        let Ok(latest) = kv.latest(key).await else {
             continue;
         };
-        let current = entry.as_ref().map_or(0, |entry| entry.revision);
+        let current = latest.as_ref().map_or(0, |latest| latest.revision);
         if current == expected {
             continue;
         }
-        let deleted = entry
+        let deleted = latest
             .as_ref()
-            .is_some_and(|entry| entry.operation != async_nats::jetstream::kv::Operation::Put);
+            .is_some_and(|latest| latest.operation != Operation::Put);
         let changed = Changed {
             index,
             current: Some(current),

@@ -2,7 +2,8 @@
 //! ([`KeyValue::write_back`]): writes made for the revision read, so that none overwrites a
 //! change it has not seen.
 
-use async_nats::jetstream::kv::{self, UpdateErrorKind};
+use async_nats::jetstream::kv::UpdateErrorKind;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -10,6 +11,7 @@ use serde::Serialize;
 use super::conflict::current_revision;
 use super::Modified;
 use crate::error::{BoxError, Error, Result, WriteBackError};
+use crate::kv::message::Operation;
 use crate::{KeyValue, KvMessage};
 
 /// What one read-modify-write attempt decided, given the key's value.
@@ -131,17 +133,13 @@ impl KeyValue {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let entry = self
-                .store()
-                .entry(key)
-                .await
-                .map_err(self.failed("modify", key))?;
+            let latest = self.latest(key).await.map_err(self.failed("modify", key))?;
             // The revision to write at: the value's, the delete marker's, or 0 for no entry.
-            let (current, revision) = match &entry {
-                Some(entry) if entry.operation == kv::Operation::Put => {
-                    (Some(&entry.value), entry.revision)
+            let (current, revision) = match &latest {
+                Some(latest) if latest.operation == Operation::Put => {
+                    (Some(&latest.value), latest.revision)
                 }
-                Some(entry) => (None, entry.revision),
+                Some(latest) => (None, latest.revision),
                 None => (None, 0),
             };
             let step = decide(current, revision).map_err(|error| match error {
@@ -193,6 +191,32 @@ impl KeyValue {
                 }
                 Err(error) => return Err(self.failed("modify", key)(error)),
             }
+        }
+    }
+
+    /// The latest entry of `key`, as the bucket's stream leader has it (a message get, not a
+    /// direct get): reading what the next conditional write is checked against keeps conflicts
+    /// down, and no mirror answers it (a mirror of the bucket, such as a consumer group's,
+    /// answers direct gets of the bucket's subjects too).
+    pub(crate) async fn latest(
+        &self,
+        key: &str,
+    ) -> std::result::Result<Option<Latest>, async_nats::jetstream::stream::LastRawMessageError>
+    {
+        let subject = format!("{}{key}", self.store().prefix);
+        match self
+            .store()
+            .stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
+            Ok(message) => Ok(Some(Latest {
+                operation: Operation::from_headers(Some(&message.headers)),
+                value: message.payload,
+                revision: message.sequence,
+            })),
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(error),
         }
     }
 
@@ -269,6 +293,13 @@ impl KeyValue {
         let value = self.encode("write back", change.key(), value)?;
         self.write_back(change, value).await
     }
+}
+
+/// A key's latest entry, read by [`KeyValue::latest`].
+pub(crate) struct Latest {
+    pub(crate) value: Bytes,
+    pub(crate) revision: u64,
+    pub(crate) operation: Operation,
 }
 
 /// A failure deciding a step: one of ours (a decode error, already an [`Error`]) or the user's
