@@ -83,8 +83,10 @@ impl ConflictRetry {
         self.attempts
     }
 
-    /// The pause after the `conflicts`-th conflict in a row (from 1).
-    pub(crate) fn pause(&self, conflicts: u32) -> Duration {
+    /// The pause after the `conflicts`-th conflict in a row (from 1): jittered, between half
+    /// and all of `first * 2^(conflicts-1)`, at most `max`. For retry loops of your own, such
+    /// as an atomic commit read and sent again after [`Error::KeyChanged`](crate::Error::KeyChanged).
+    pub fn pause_after(&self, conflicts: u32) -> Duration {
         let doubling = 2u32.saturating_pow(conflicts.saturating_sub(1).min(16));
         let cap = self
             .first_backoff
@@ -157,12 +159,12 @@ mod tests {
         for conflicts in 1..=20 {
             let cap = (DEFAULT_FIRST_BACKOFF * 2u32.pow((conflicts - 1).min(16)))
                 .min(DEFAULT_MAX_BACKOFF);
-            let pause = retry.pause(conflicts);
+            let pause = retry.pause_after(conflicts);
             assert!(pause >= cap / 2 && pause <= cap, "{conflicts}: {pause:?}");
         }
-        let pauses: std::collections::HashSet<_> = (0..20).map(|_| retry.pause(8)).collect();
+        let pauses: std::collections::HashSet<_> = (0..20).map(|_| retry.pause_after(8)).collect();
         assert!(pauses.len() > 10, "not jittered: {pauses:?}");
         let fixed = ConflictRetry::new().backoff(Duration::ZERO, Duration::ZERO);
-        assert_eq!(fixed.pause(3), Duration::ZERO);
+        assert_eq!(fixed.pause_after(3), Duration::ZERO);
     }
 }

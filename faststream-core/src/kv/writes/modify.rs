@@ -187,7 +187,7 @@ impl KeyValue {
                             attempts: attempt,
                         });
                     }
-                    tokio::time::sleep(self.conflict_retry().pause(attempt)).await;
+                    tokio::time::sleep(self.conflict_retry().pause_after(attempt)).await;
                 }
                 Err(error) => return Err(self.failed("modify", key)(error)),
             }
