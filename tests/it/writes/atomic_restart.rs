@@ -56,7 +56,10 @@ async fn stored_batches(
             .await
             .context("reading the stream")?
             .context("the stream ended")??;
-        let sequence = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+        let sequence = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .stream_sequence;
         let headers = message.headers.clone().unwrap_or_default();
         match headers.get("Nats-Batch-Id") {
             Some(id) => {
@@ -125,13 +128,20 @@ async fn a_commit_interrupted_by_a_server_kill_is_whole_or_absent() -> anyhow::R
             assert_eq!(stored.commit_flags, 1, "commit {id}");
         }
         for (id, generation) in &acknowledged {
-            assert!(batches.contains_key(id), "acknowledged commit {generation} ({id}) lost");
+            assert!(
+                batches.contains_key(id),
+                "acknowledged commit {generation} ({id}) lost"
+            );
         }
         // The latest value of every key is of one commit.
         let kv = atomic_bucket(&server, BUCKET, 64).await?;
         let latest = kv.get_json::<u64>("k.0").await?.context("k.0")?;
         for key in 0..WIDE {
-            assert_eq!(kv.get_json::<u64>(format!("k.{key}")).await?, Some(latest), "k.{key}");
+            assert_eq!(
+                kv.get_json::<u64>(format!("k.{key}")).await?,
+                Some(latest),
+                "k.{key}"
+            );
         }
         let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
         let restored = log.matches("Restoring partial batch write").count();

@@ -147,6 +147,15 @@ pub enum Workload {
     /// first message received until the server reports every one acknowledged. Three runs of
     /// each side, alternating.
     JsPull(JsPullSizes),
+    /// [OPS=2000] read-modify-write under contention: OPS increments by 1, 4 and 16 tasks on 1
+    /// and on 16 keys, faststream-rs `modify_json` vs a raw async-nats loop
+    ///
+    /// Each configuration on a fresh bucket, both sides in this process on one connection each:
+    /// `KeyValue::modify_json` (conflicts retried with its jittered backoff) against the loop
+    /// written by hand (`entry`, `update` at its revision, again at once on a conflict). Three
+    /// runs of each side, alternating; ops/s, their ratio, and conflicts retried per op. A run
+    /// counts only if the counters end exactly OPS higher.
+    Modify(ModifySizes),
 }
 
 impl Workload {
@@ -163,6 +172,7 @@ impl Workload {
             Self::CorePublish(defaults()?),
             Self::RequestReply(defaults()?),
             Self::JsPull(defaults()?),
+            Self::Modify(defaults()?),
         ])
     }
 }
@@ -284,6 +294,14 @@ pub struct JsPullSizes {
     /// Messages a pull request asks for.
     #[arg(value_name = "BATCH", default_value_t = 100)]
     pub batch: usize,
+}
+
+/// The size of `modify`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ModifySizes {
+    /// Increments in each run, shared by its tasks.
+    #[arg(value_name = "OPS", default_value_t = 2_000)]
+    pub ops: usize,
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! cargo run --release -p examples --bin kv_bench -- core-publish 50000
 //! cargo run --release -p examples --bin kv_bench -- request-reply 2000
 //! cargo run --release -p examples --bin kv_bench -- js-pull 20000 100
+//! cargo run --release -p examples --bin kv_bench -- modify 2000
 //! ```
 //!
 //! With `NATS_SERVER_PID` set (the server on this machine), the live runs also report the

@@ -280,7 +280,7 @@ impl KvBatch {
                     if busy >= kv.conflict_retry().max_attempts() {
                         return Err(refused(AtomicWriteError::Refused(error)));
                     }
-                    tokio::time::sleep(kv.conflict_retry().pause_after(busy)).await;
+                    tokio::time::sleep(kv.conflict_retry().pause_after(busy + 1)).await;
                 }
                 Sent::Refused(error) => return Err(refused(error)),
             }

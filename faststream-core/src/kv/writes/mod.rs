@@ -28,9 +28,10 @@ const DEFAULT_FIRST_BACKOFF: Duration = Duration::from_millis(1);
 const DEFAULT_MAX_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How a read-modify-write retries when the key changed between its read and its write: at most
-/// [`attempts`](Self::attempts) reads and writes, pausing between them for a jittered backoff
-/// (after the n-th conflict, between half and all of `first * 2^(n-1)`, at most `max`), so that
-/// writers contending for one key spread out instead of colliding again in step.
+/// [`attempts`](Self::attempts) reads and writes; the first retry at once (under light
+/// contention it nearly always succeeds), then after a jittered backoff (after the n-th conflict
+/// in a row, between half and all of `first * 2^(n-2)`, at most `max`), so that writers
+/// contending for one key spread out instead of colliding again in step.
 ///
 /// Set it per handle with [`KeyValue::with_conflict_retry`](crate::KeyValue::with_conflict_retry).
 /// It also bounds how often an atomic commit is sent again when the server had too many
@@ -54,7 +55,8 @@ pub struct ConflictRetry {
 }
 
 impl ConflictRetry {
-    /// [`DEFAULT_CONFLICT_ATTEMPTS`] attempts, backoff from 1 ms doubling up to 50 ms.
+    /// [`DEFAULT_CONFLICT_ATTEMPTS`] attempts; the first retry at once, then a backoff from
+    /// 1 ms doubling up to 50 ms.
     pub const fn new() -> Self {
         Self {
             attempts: DEFAULT_CONFLICT_ATTEMPTS,
@@ -70,7 +72,8 @@ impl ConflictRetry {
         self
     }
 
-    /// The backoff after the first conflict (`first`, jittered), doubling up to `max`.
+    /// The backoff after the second conflict in a row (`first`, jittered), doubling with each
+    /// further one up to `max` (the first conflict is retried at once).
     #[must_use]
     pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
         self.first_backoff = first;
@@ -83,11 +86,17 @@ impl ConflictRetry {
         self.attempts
     }
 
-    /// The pause after the `conflicts`-th conflict in a row (from 1): jittered, between half
-    /// and all of `first * 2^(conflicts-1)`, at most `max`. For retry loops of your own, such
-    /// as an atomic commit read and sent again after [`Error::KeyChanged`](crate::Error::KeyChanged).
+    /// The pause after the `conflicts`-th conflict in a row (from 1): none after the first,
+    /// then jittered, between half and all of `first * 2^(conflicts-2)`, at most `max`. For
+    /// retry loops of your own, such as an atomic commit read and sent again after
+    /// [`Error::KeyChanged`](crate::Error::KeyChanged).
     pub fn pause_after(&self, conflicts: u32) -> Duration {
-        let doubling = 2u32.saturating_pow(conflicts.saturating_sub(1).min(16));
+        // The first retry is at once: under light contention it nearly always succeeds, and
+        // pausing would only slow it; from the second on, contenders spread out.
+        if conflicts <= 1 {
+            return Duration::ZERO;
+        }
+        let doubling = 2u32.saturating_pow((conflicts - 2).min(16));
         let cap = self
             .first_backoff
             .saturating_mul(doubling)
@@ -156,8 +165,9 @@ mod tests {
     #[test]
     fn backoff_is_jittered_and_bounded() {
         let retry = ConflictRetry::new();
-        for conflicts in 1..=20 {
-            let cap = (DEFAULT_FIRST_BACKOFF * 2u32.pow((conflicts - 1).min(16)))
+        assert_eq!(retry.pause_after(1), Duration::ZERO);
+        for conflicts in 2..=20 {
+            let cap = (DEFAULT_FIRST_BACKOFF * 2u32.pow((conflicts - 2).min(16)))
                 .min(DEFAULT_MAX_BACKOFF);
             let pause = retry.pause_after(conflicts);
             assert!(pause >= cap / 2 && pause <= cap, "{conflicts}: {pause:?}");

@@ -14,6 +14,9 @@ use crate::error::{BoxError, Error, Result, WriteBackError};
 use crate::kv::message::Operation;
 use crate::{KeyValue, KvMessage};
 
+/// How many attempts of a read-modify-write read the key with the bucket's usual read.
+const DIRECT_READS: u32 = 2;
+
 /// What one read-modify-write attempt decided, given the key's value.
 enum Step<U> {
     /// Write these bytes (`U` is what the caller gets back as written).
@@ -133,7 +136,19 @@ impl KeyValue {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let latest = self.latest(key).await.map_err(self.failed("modify", key))?;
+            // The bucket's usual read (a direct get where allowed: fast, from any replica) for
+            // the first two attempts; then the stream leader's, which the write is checked
+            // against (a message get, about half as fast here), in case the direct gets keep
+            // being answered by a replica behind it or by a mirror (see `latest`).
+            let latest = if attempt <= DIRECT_READS {
+                self.store()
+                    .entry(key)
+                    .await
+                    .map_err(self.failed("modify", key))?
+                    .map(Latest::from)
+            } else {
+                self.latest(key).await.map_err(self.failed("modify", key))?
+            };
             // The revision to write at: the value's, the delete marker's, or 0 for no entry.
             let (current, revision) = match &latest {
                 Some(latest) if latest.operation == Operation::Put => {
@@ -195,9 +210,10 @@ impl KeyValue {
     }
 
     /// The latest entry of `key`, as the bucket's stream leader has it (a message get, not a
-    /// direct get): reading what the next conditional write is checked against keeps conflicts
-    /// down, and no mirror answers it (a mirror of the bucket, such as a consumer group's,
-    /// answers direct gets of the bucket's subjects too).
+    /// direct get): what the next conditional write is checked against. A direct get may be
+    /// answered by a replica behind the leader, or by a mirror of the bucket (a consumer
+    /// group's mirror answers direct gets of the bucket's subjects too, with its own subjects),
+    /// and a read-modify-write reading stale data only conflicts again.
     pub(crate) async fn latest(
         &self,
         key: &str,
@@ -300,6 +316,16 @@ pub(crate) struct Latest {
     pub(crate) value: Bytes,
     pub(crate) revision: u64,
     pub(crate) operation: Operation,
+}
+
+impl From<async_nats::jetstream::kv::Entry> for Latest {
+    fn from(entry: async_nats::jetstream::kv::Entry) -> Self {
+        Self {
+            value: entry.value,
+            revision: entry.revision,
+            operation: entry.operation.into(),
+        }
+    }
 }
 
 /// A failure deciding a step: one of ours (a decode error, already an [`Error`]) or the user's
