@@ -15,6 +15,7 @@
 //! | [`consumer_groups`](crate::guide::consumer_groups) | several instances sharing the work: partitions, ordering, the delivery guarantee, clusters, operating a group |
 //! | [`messaging`](crate::guide::messaging) | subjects, queue groups, request/reply, publishers, JetStream streams and acknowledgement, routers |
 //! | [`buckets`](crate::guide::buckets) | declaring and configuring buckets, the [`KeyValue`](crate::KeyValue) handle, per-key TTLs |
+//! | [`writes`](crate::guide::writes) | writes that cannot lose an update: JSON values, read-modify-write, write-back from a handler, atomic commits of several keys |
 //! | [`errors`](crate::guide::errors) | [`Error`](crate::Error), its variants and causes |
 //! | [`lifecycle`](crate::guide::lifecycle) | hooks, their order, what [`App::run`](crate::App::run) does step by step, signals |
 //! | [`reliability`](crate::guide::reliability) | what a subscriber is promised through restarts, outages, clusters, failing handlers, shutdown |
@@ -49,6 +50,9 @@ pub mod messaging {}
 
 #[doc = include_str!("buckets.md")]
 pub mod buckets {}
+
+#[doc = include_str!("writes.md")]
+pub mod writes {}
 
 #[doc = include_str!("errors.md")]
 pub mod errors {}
