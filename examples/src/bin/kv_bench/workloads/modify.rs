@@ -40,7 +40,11 @@ pub async fn run(sizes: ModifySizes, pid: u32, summary: &mut Summary) -> anyhow:
         let bucket = format!("bench_modify_{pid}_{tasks}_{keys}");
         let runs = compare(&[FRAMEWORK, RAW], REPEATS, |implementation| {
             let bucket = bucket.clone();
-            async move { measure(&implementation, &bucket, sizes.ops, tasks, keys).await }
+            async move {
+                measure(&implementation, &bucket, sizes.ops, tasks, keys)
+                    .await
+                    .with_context(|| format!("{implementation}: {tasks} task(s) on {keys} key(s)"))
+            }
         })
         .await?;
         drop_bucket(&bucket).await?;
@@ -102,8 +106,8 @@ async fn measure(
     barrier.wait().await;
     let started = Instant::now();
     let mut conflicts = 0;
-    for handle in handles {
-        conflicts += handle.await??;
+    for (task, handle) in handles.into_iter().enumerate() {
+        conflicts += handle.await?.with_context(|| format!("task {task}"))?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let mut total = 0;
