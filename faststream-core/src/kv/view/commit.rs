@@ -128,3 +128,59 @@ fn look_up(lookup: &HeadLookup, delay: Duration) -> BoxFuture<'_, Option<u64>> {
     }
     .boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_nats::HeaderMap;
+
+    use super::*;
+    use crate::kv::message::{MessageParts, Operation};
+
+    fn entry(revision: u64, batch: Option<(&str, u64, bool)>) -> WatchEvent {
+        let headers = batch.map(|(id, sequence, commit)| {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Batch-Id", id);
+            headers.insert("Nats-Batch-Sequence", sequence.to_string());
+            if commit {
+                headers.insert("Nats-Batch-Commit", "1");
+            }
+            headers
+        });
+        WatchEvent::Entry(KvMessage::from(MessageParts {
+            bucket: Arc::from("b"),
+            key: format!("k.{revision}"),
+            value: bytes::Bytes::new(),
+            value_size: 0,
+            revision,
+            delta: 0,
+            created: time::OffsetDateTime::UNIX_EPOCH,
+            operation: Operation::Put,
+            headers,
+        }))
+    }
+
+    #[test]
+    fn a_commit_is_open_from_its_first_entry_to_its_last() {
+        let mut open = OpenCommit::default();
+        open.track(&entry(1, None));
+        assert!(!open.is_open());
+        open.track(&entry(2, Some(("x", 1, false))));
+        assert_eq!(open.last_revision(), Some(2));
+        open.track(&entry(3, Some(("x", 2, false))));
+        assert_eq!(open.last_revision(), Some(3));
+        open.track(&entry(4, Some(("x", 3, true))));
+        assert!(!open.is_open());
+        // Another commit's entry: the first one is whole (its last write not of these keys).
+        open.track(&entry(5, Some(("y", 1, false))));
+        open.track(&entry(7, Some(("z", 1, false))));
+        assert_eq!(open.open.as_ref().map(|(id, _)| id.as_str()), Some("z"));
+        // An entry written alone closes it too, and so does a start over.
+        open.track(&entry(9, None));
+        assert!(!open.is_open());
+        open.track(&entry(10, Some(("w", 1, false))));
+        open.track(&WatchEvent::StartedOver);
+        assert!(!open.is_open());
+    }
+}

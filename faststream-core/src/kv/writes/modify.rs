@@ -243,8 +243,9 @@ impl KeyValue {
     /// If the key has changed since, nothing is written and the error is
     /// [`Error::KeyChanged`] (its [`is_key_changed`](Error::is_key_changed) is `true`), naming
     /// the bucket, the key, `change`'s revision and the key's revision now. The handler's watch
-    /// then calls it again with the newer change (its pattern matches the same key), so a
-    /// handler getting `KeyChanged` is usually done: return `Ok` and let that call decide. Note
+    /// then calls it again with the newer change (its pattern matches the same key; a watch
+    /// with `ignore_deletes` skips a newer delete), so a handler getting `KeyChanged` is usually
+    /// done: return `Ok` and let that call decide. Note
     /// that the write-back itself is a change of the key too, and the watch calls the handler
     /// with it: write back only what a second call would leave as it is.
     ///
