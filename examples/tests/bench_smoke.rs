@@ -53,6 +53,14 @@ async fn every_workload_runs_and_prints_json() -> anyhow::Result<()> {
             ],
         ),
         (
+            vec!["modify", "64"],
+            vec![
+                "modify_1_tasks_1_keys_vs_raw",
+                "modify_16_tasks_1_keys_vs_raw",
+                "modify_16_tasks_16_keys_vs_raw",
+            ],
+        ),
+        (
             vec!["view", "300", "50", "1000", "0.2"],
             vec![
                 "view_catchup_vs_raw",

@@ -35,3 +35,4 @@ mod shutdown_and_timeouts;
 mod stream_cluster;
 mod stream_processes;
 mod watch;
+mod writes;

@@ -55,16 +55,25 @@ impl BucketCache {
         }
         let mut buckets = self.buckets.lock().await;
         if let Some(declared) = buckets.get(bucket) {
-            if let Declare::Exactly(config) = declare {
-                declared.check(config)?;
-            }
-            return Ok(KeyValue::new(declared.store.clone(), jetstream.client()));
+            let Declare::Exactly(config) = declare else {
+                return Ok(KeyValue::new(declared.store.clone(), jetstream.client()));
+            };
+            let checked = declared
+                .clone()
+                .check_or_allow_atomic(jetstream, config)
+                .await?;
+            let store = KeyValue::new(checked.store.clone(), jetstream.client());
+            buckets.insert(bucket.to_owned(), checked);
+            return Ok(store);
         }
         let declared = match bucket::lookup(jetstream, bucket).await? {
             Some(existing) => {
-                if let Declare::Exactly(config) = declare {
-                    existing.check(config)?;
-                }
+                let existing = match declare {
+                    Declare::Exactly(config) => {
+                        existing.check_or_allow_atomic(jetstream, config).await?
+                    }
+                    _ => existing,
+                };
                 tracing::debug!(bucket, "found existing bucket");
                 existing
             }

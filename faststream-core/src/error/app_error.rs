@@ -333,6 +333,80 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A conditional write found the key at another revision than the one it was made for: the
+    /// key changed since it was read. Returned by [`KeyValue::write_back`](crate::KeyValue::write_back)
+    /// (the key changed since the revision being handled) and by
+    /// [`KvBatch::commit`](crate::kv::KvBatch::commit) (naming the first key whose expected
+    /// revision did not hold; nothing of the commit was written). Nothing was written.
+    /// [`Error::is_key_changed`] tells this apart from other failures.
+    #[error(
+        "could not {operation} `{key}` in bucket `{bucket}`: it changed since revision \
+         {expected_revision}{}",
+        current_revision.map(|current| format!(" (it is at revision {current})")).unwrap_or_default()
+    )]
+    KeyChanged {
+        /// The bucket.
+        bucket: String,
+        /// `write back`, `commit`.
+        operation: &'static str,
+        /// The key.
+        key: String,
+        /// The revision the write was made for (0: the key was to have no entry).
+        expected_revision: u64,
+        /// The key's revision when the server refused the write, if it said (0: no entry).
+        current_revision: Option<u64>,
+    },
+
+    /// A read-modify-write ([`KeyValue::modify`](crate::KeyValue::modify)) found the key changed
+    /// between its read and its write on every attempt; nothing was written by the last one.
+    #[error(
+        "could not modify `{key}` in bucket `{bucket}`: it changed between read and write \
+         {attempts} time(s) in a row"
+    )]
+    TooManyConflicts {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// How many times it was read and written
+        /// ([`ConflictRetry::attempts`](crate::kv::ConflictRetry::attempts)).
+        attempts: u32,
+    },
+
+    /// A stored value is not valid JSON for the type asked for (`get_json`, `modify_json`, ...).
+    #[error(
+        "the value of `{key}` in bucket `{bucket}` (revision {revision}) is not a `{type_name}`"
+    )]
+    Decode {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// The revision whose value does not decode.
+        revision: u64,
+        /// The type asked for, as `std::any::type_name` spells it.
+        type_name: &'static str,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// An atomic commit of several writes ([`KvBatch::commit`](crate::kv::KvBatch::commit)) was
+    /// refused as a whole, before any request or by the server; nothing of it was written
+    /// (except [`AtomicWriteError::Unconfirmed`](super::AtomicWriteError::Unconfirmed), whose
+    /// outcome is unknown). A key whose expected revision did not hold is
+    /// [`Error::KeyChanged`] instead.
+    #[error("could not commit {writes} write(s) atomically to bucket `{bucket}`")]
+    AtomicWrite {
+        /// The bucket.
+        bucket: String,
+        /// How many writes the commit had.
+        writes: usize,
+        /// Why.
+        #[source]
+        source: super::AtomicWriteError,
+    },
+
     /// The OTLP exporters could not be built from their settings (the `otlp` feature).
     #[cfg(feature = "otlp")]
     #[error("could not set up the OTLP {signal} exporter")]
@@ -343,6 +417,32 @@ pub enum Error {
         #[source]
         source: opentelemetry_otlp::ExporterBuildError,
     },
+}
+
+impl Error {
+    /// Whether this is a conditional write refused because the key is no longer at the revision
+    /// the write was made for: [`Error::KeyChanged`], or an [`Error::KeyValue`] of
+    /// [`KeyValue::update`](crate::KeyValue::update) / [`create`](crate::KeyValue::create) (and
+    /// their JSON forms) that the server refused for the key's revision. Re-read and decide
+    /// again; a handler writing back is usually done (it is called again with the newer
+    /// revision).
+    pub fn is_key_changed(&self) -> bool {
+        use async_nats::jetstream::kv::{
+            CreateError, CreateErrorKind, UpdateError, UpdateErrorKind,
+        };
+        match self {
+            Error::KeyChanged { .. } => true,
+            Error::KeyValue { source, .. } => {
+                source
+                    .downcast_ref::<UpdateError>()
+                    .is_some_and(|error| error.kind() == UpdateErrorKind::WrongLastRevision)
+                    || source
+                        .downcast_ref::<CreateError>()
+                        .is_some_and(|error| error.kind() == CreateErrorKind::AlreadyExists)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Connection failures that retrying could have fixed get a hint on where to look; with TLS

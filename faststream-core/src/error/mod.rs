@@ -35,6 +35,10 @@ pub enum DeclareBucketError {
     /// Creating the bucket's stream failed.
     #[error("creating its stream failed")]
     Create(#[source] async_nats::jetstream::context::CreateStreamError),
+    /// Updating an existing bucket's stream to allow atomic writes
+    /// ([`BucketConfig::allow_atomic`](crate::kv::BucketConfig::allow_atomic)) failed.
+    #[error("allowing atomic writes on its stream failed")]
+    AllowAtomic(#[source] async_nats::jetstream::context::UpdateStreamError),
     /// A stream of the bucket's name exists but is not a Key-Value bucket.
     #[error("stream `{stream}` exists but is not a Key-Value bucket")]
     NotKeyValue {
@@ -59,6 +63,75 @@ pub enum TtlError {
     TooShort {
         /// The TTL asked for.
         ttl: Duration,
+    },
+}
+
+/// Why an atomic commit ([`KvBatch::commit`](crate::kv::KvBatch::commit)) was refused; the
+/// [`source`](std::error::Error::source) of an [`Error::AtomicWrite`]. All but `Refused`,
+/// `Send` and `Unconfirmed` are found before anything is sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AtomicWriteError {
+    /// The commit has no write.
+    #[error("the commit has no write")]
+    Empty,
+    /// More writes than the server takes in one commit.
+    #[error("{writes} writes, over the {limit} a commit may have")]
+    TooLarge {
+        /// The writes asked for.
+        writes: usize,
+        /// The most a commit may have ([`MAX_ATOMIC_WRITES`](crate::kv::MAX_ATOMIC_WRITES), or
+        /// the server's own limit if it said so).
+        limit: usize,
+    },
+    /// A write carrying an expected revision (`create`, `update`) follows another write of the
+    /// same key in the commit: the server checks expectations against the bucket as it was
+    /// before the commit, so only a key's first write in a commit may carry one.
+    #[error(
+        "`{key}` is written more than once and a later write expects a revision: only a key's \
+         first write in a commit may be a `create` or an `update`"
+    )]
+    SecondExpectation {
+        /// The key.
+        key: String,
+    },
+    /// The bucket's stream does not allow atomic batches.
+    #[error(
+        "the bucket does not allow atomic writes: declare it with \
+         `BucketConfig::allow_atomic(true)` (its stream's `allow_atomic`)"
+    )]
+    NotAllowed,
+    /// The server refused the commit for another reason than a key's revision (too many
+    /// commits in flight on the stream or server, a value too large, ...).
+    #[error("the server refused it")]
+    Refused(#[source] async_nats::jetstream::Error),
+    /// Sending the commit's messages failed; the server abandons a partial batch.
+    #[error("sending its messages failed")]
+    Send(#[source] BoxError),
+    /// No answer (or an unreadable one) to the commit's last message within the request timeout:
+    /// the commit may or may not have been applied (whole, if at all). Read the keys to know.
+    #[error(
+        "no valid acknowledgement of the commit within {waited:?}: it may or may not be applied"
+    )]
+    Unconfirmed {
+        /// How long it waited.
+        waited: Duration,
+        /// What came instead of an acknowledgement, if anything.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+/// Why [`KeyValue::write_back`](crate::KeyValue::write_back) refused a change before any
+/// request; the [`source`](std::error::Error::source) of an [`Error::KeyValue`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteBackError {
+    /// The change is of another bucket than the handle's.
+    #[error("the change is of bucket `{bucket}`, not of this handle's")]
+    OtherBucket {
+        /// The change's bucket.
+        bucket: String,
     },
 }
 

@@ -16,6 +16,7 @@
 //! | [`messaging`](crate::guide::messaging) | subjects, queue groups, request/reply, publishers, JetStream streams and acknowledgement, routers |
 //! | [`buckets`](crate::guide::buckets) | declaring and configuring buckets, the [`KeyValue`](crate::KeyValue) handle, per-key TTLs |
 //! | [`objects`](crate::guide::objects) | object stores: `obj_watch` subscribers ([`ObjWatch`](crate::ObjWatch), [`ObjMessage`](crate::ObjMessage)), declaring stores, the [`ObjectStore`](crate::ObjectStore) handle, streamed and verified reads |
+//! | [`writes`](crate::guide::writes) | writes that cannot lose an update: JSON values, read-modify-write, write-back from a handler, atomic commits of several keys |
 //! | [`errors`](crate::guide::errors) | [`Error`](crate::Error), its variants and causes |
 //! | [`lifecycle`](crate::guide::lifecycle) | hooks, their order, what [`App::run`](crate::App::run) does step by step, signals |
 //! | [`reliability`](crate::guide::reliability) | what a subscriber is promised through restarts, outages, clusters, failing handlers, shutdown |
@@ -53,6 +54,8 @@ pub mod buckets {}
 
 #[doc = include_str!("objects.md")]
 pub mod objects {}
+#[doc = include_str!("writes.md")]
+pub mod writes {}
 
 #[doc = include_str!("errors.md")]
 pub mod errors {}

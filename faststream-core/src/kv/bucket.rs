@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, stream};
 
 use crate::error::{DeclareBucketError, Error, Result};
-use crate::kv::features::{self, LIMIT_MARKERS_SINCE};
+use crate::kv::features::{self, ATOMIC_BATCH_SINCE, LIMIT_MARKERS_SINCE};
 
 pub use async_nats::jetstream::stream::{Placement, Republish, StorageType};
 
@@ -23,6 +23,9 @@ const MIN_MARKER_TTL: Duration = Duration::from_secs(1);
 
 /// How [`BucketConfig::limit_markers`] is named in [`Error::ServerTooOld`].
 const LIMIT_MARKERS: &str = "limit markers (BucketConfig::limit_markers)";
+
+/// How [`BucketConfig::allow_atomic`] is named in [`Error::ServerTooOld`].
+const ALLOW_ATOMIC: &str = "atomic writes (BucketConfig::allow_atomic)";
 
 /// A bucket's configuration, with FastStream's `key_value` parameters.
 ///
@@ -54,6 +57,7 @@ pub struct BucketConfig {
     republish: Option<Republish>,
     direct: bool,
     limit_markers: Option<Duration>,
+    allow_atomic: bool,
 }
 
 impl BucketConfig {
@@ -72,6 +76,7 @@ impl BucketConfig {
             republish: None,
             direct: true,
             limit_markers: None,
+            allow_atomic: false,
         }
     }
 
@@ -176,6 +181,27 @@ impl BucketConfig {
         self
     }
 
+    /// Allow atomic commits of several writes ([`KeyValue::atomic`](crate::KeyValue::atomic)):
+    /// sets the stream's `allow_atomic` (ADR-50 atomic batch publish). Needs nats-server 2.12 or
+    /// newer: declaring it on an older server is [`Error::ServerTooOld`] before any request.
+    ///
+    /// An existing bucket without it takes it: declaring the bucket with `allow_atomic(true)`
+    /// (and otherwise its configuration) updates its stream, and then reports it as it is.
+    /// The reverse is not done: asking for `false` of a bucket that allows atomic writes is a
+    /// [`Error::BucketConfigConflict`] naming `allow_atomic`.
+    ///
+    /// ```
+    /// use faststream_core::kv::BucketConfig;
+    ///
+    /// let accounts = BucketConfig::new("accounts").allow_atomic(true);
+    /// assert!(accounts.validate().is_ok());
+    /// ```
+    #[must_use]
+    pub fn allow_atomic(mut self, allow: bool) -> Self {
+        self.allow_atomic = allow;
+        self
+    }
+
     /// Checks names and ranges without contacting the server.
     pub fn validate(&self) -> Result<()> {
         faststream_rules::validate_bucket(&self.bucket)?;
@@ -218,6 +244,9 @@ impl BucketConfig {
         if self.limit_markers.is_some() {
             features::require(LIMIT_MARKERS, LIMIT_MARKERS_SINCE, server_version)?;
         }
+        if self.allow_atomic {
+            features::require(ALLOW_ATOMIC, ATOMIC_BATCH_SINCE, server_version)?;
+        }
         Ok(())
     }
 
@@ -242,6 +271,7 @@ impl BucketConfig {
             placement: self.placement.clone(),
             allow_message_ttl: self.limit_markers.is_some(),
             subject_delete_marker_ttl: self.limit_markers,
+            allow_atomic_publish: self.allow_atomic,
             ..Default::default()
         }
     }
@@ -316,6 +346,11 @@ impl BucketConfig {
             wanted.allow_direct.to_string(),
         );
         compare("limit_markers", markers(existing), markers(&wanted));
+        compare(
+            "allow_atomic",
+            existing.allow_atomic_publish.to_string(),
+            wanted.allow_atomic_publish.to_string(),
+        );
         differences
     }
 }
@@ -354,6 +389,43 @@ impl DeclaredBucket {
             stream,
         };
         Self { store, config }
+    }
+
+    /// Checks an explicitly requested configuration against the bucket as it is, first enabling
+    /// atomic writes on it (a stream update) if that is all it lacks of `requested`'s
+    /// `allow_atomic`; returns the bucket as it then is.
+    pub(crate) async fn check_or_allow_atomic(
+        self,
+        jetstream: &jetstream::Context,
+        requested: &BucketConfig,
+    ) -> Result<Self> {
+        if !requested.allow_atomic || self.config.allow_atomic_publish {
+            self.check(requested)?;
+            return Ok(self);
+        }
+        // Only the stream's own setting changes: the rest must already match.
+        let mut as_it_is = self.config.clone();
+        as_it_is.allow_atomic_publish = true;
+        if !requested.differences(&as_it_is).is_empty() {
+            self.check(requested)?;
+        }
+        jetstream
+            .update_stream(&as_it_is)
+            .await
+            .map_err(|source| Error::DeclareBucket {
+                bucket: requested.bucket.clone(),
+                source: DeclareBucketError::AllowAtomic(source),
+            })?;
+        tracing::info!(bucket = %requested.bucket, "allowed atomic writes on an existing bucket");
+        // Looked up again for the stream handle's cached info, which `KvBatch` reads.
+        let updated =
+            lookup(jetstream, &requested.bucket)
+                .await?
+                .ok_or_else(|| Error::BucketNotFound {
+                    bucket: requested.bucket.clone(),
+                })?;
+        updated.check(requested)?;
+        Ok(updated)
     }
 
     /// Checks an explicitly requested configuration against the bucket as it is.

@@ -24,6 +24,14 @@ pub(crate) const COMPRESSION_SINCE: Version = Version {
     text: "2.10",
 };
 
+/// The oldest nats-server with atomic batch publish (ADR-50): older ones store the batch's
+/// headers as ordinary headers, one message at a time, so nothing may be sent to them.
+pub(crate) const ATOMIC_BATCH_SINCE: Version = Version {
+    major: 2,
+    minor: 12,
+    text: "2.12",
+};
+
 /// A `major.minor` server version that a feature needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Version {

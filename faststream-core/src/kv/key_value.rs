@@ -1,5 +1,7 @@
 //! `KeyValue`: a bucket handle whose key operations check the key before any request.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -7,11 +9,17 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result, TtlError};
 use crate::kv::features::{self, LIMIT_MARKERS_SINCE};
+use crate::kv::writes::ConflictRetry;
 
 /// A bucket: async-nats's [`kv::Store`] whose key operations check the key against the NATS
 /// rules first, so an invalid key is an error naming it, before any request (async-nats lets
 /// some through, such as `a..b`). For anything this type does not wrap, [`store`](Self::store)
 /// gives the async-nats store itself.
+///
+/// Beside these byte-level methods: JSON values (`put_json`, `get_json`, ...), writes that
+/// cannot lose an update ([`modify`](Self::modify), [`write_back`](Self::write_back)) and
+/// atomic commits of several keys ([`atomic`](Self::atomic)); see the
+/// [guide](crate::guide::writes).
 ///
 /// ```no_run
 /// # async fn demo(broker: faststream_core::NatsBroker) -> anyhow::Result<()> {
@@ -28,11 +36,58 @@ pub struct KeyValue {
     store: kv::Store,
     // For the server's version: per-key TTLs need nats-server 2.11.
     client: async_nats::Client,
+    /// How `modify` retries a conflict.
+    retry: ConflictRetry,
+    /// Set once the bucket's stream was seen to allow atomic batches (it may be allowed after
+    /// the handle was made, so `false` is checked again).
+    atomic_allowed: Arc<AtomicBool>,
 }
 
 impl KeyValue {
     pub(crate) fn new(store: kv::Store, client: async_nats::Client) -> Self {
-        Self { store, client }
+        Self {
+            store,
+            client,
+            retry: ConflictRetry::new(),
+            atomic_allowed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// This handle, with `modify` and `modify_json` retrying conflicts as `retry` says
+    /// (default [`ConflictRetry::new`]: 10 attempts, a short jittered backoff).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use faststream_core::kv::ConflictRetry;
+    ///
+    /// # fn demo(counters: faststream_core::KeyValue) {
+    /// let patient = counters.with_conflict_retry(
+    ///     ConflictRetry::new()
+    ///         .attempts(50)
+    ///         .backoff(Duration::from_millis(2), Duration::from_millis(100)),
+    /// );
+    /// assert_eq!(patient.conflict_retry().max_attempts(), 50);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_conflict_retry(mut self, retry: ConflictRetry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// How `modify` retries a conflict through this handle.
+    pub fn conflict_retry(&self) -> &ConflictRetry {
+        &self.retry
+    }
+
+    /// The connection's client (the server's version, the request timeout).
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The flag set once the bucket was seen to allow atomic batches.
+    pub(crate) fn atomic_allowed_flag(&self) -> &AtomicBool {
+        &self.atomic_allowed
     }
 
     /// The async-nats store, for anything this type does not wrap.
@@ -61,7 +116,7 @@ impl KeyValue {
             .map_err(|source| self.bucket_failed("list the keys of", source))
     }
 
-    fn bucket_failed(
+    pub(crate) fn bucket_failed(
         &self,
         operation: &'static str,
         source: impl std::error::Error + Send + Sync + 'static,
@@ -73,7 +128,7 @@ impl KeyValue {
         }
     }
 
-    fn check(&self, operation: &'static str, key: &str) -> Result<()> {
+    pub(crate) fn check(&self, operation: &'static str, key: &str) -> Result<()> {
         faststream_rules::validate_key(key).map_err(self.failed(operation, key))
     }
 
@@ -101,7 +156,7 @@ impl KeyValue {
         Ok(())
     }
 
-    fn failed<'a, E>(
+    pub(crate) fn failed<'a, E>(
         &'a self,
         operation: &'static str,
         key: &'a str,

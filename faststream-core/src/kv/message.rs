@@ -200,9 +200,64 @@ impl KvMessage {
         self.headers.as_ref()
     }
 
+    /// Which atomic commit ([`KvBatch`](crate::kv::KvBatch), or any ADR-50 atomic batch) wrote
+    /// this entry, read from the headers the server stores with it; `None` for an entry written
+    /// alone, for one read without headers (`KeyValue::entry`), and for a consumer-group member
+    /// (the group's mirror drops batch headers: see the
+    /// [guide](crate::guide::writes#what-each-reader-sees-of-a-commit)).
+    ///
+    /// A watch hands over a commit's keys one call each, in commit order; the call with
+    /// [`is_commit`](BatchInfo::is_commit) is the commit's last write.
+    pub fn batch(&self) -> Option<BatchInfo> {
+        BatchInfo::from_headers(self.headers.as_ref()?)
+    }
+
     /// Takes the value out without copying it.
     pub fn into_value(self) -> Bytes {
         self.value
+    }
+}
+
+/// Where an entry stands in the atomic commit that wrote it: [`KvMessage::batch`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BatchInfo {
+    id: String,
+    sequence: u64,
+    commit: bool,
+}
+
+impl BatchInfo {
+    /// From `Nats-Batch-Id`, `Nats-Batch-Sequence` and `Nats-Batch-Commit`; `None` unless the
+    /// first two are there and the sequence is a number.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let id = headers.get(async_nats::header::NATS_BATCH_ID)?.as_str();
+        let sequence = headers
+            .get(async_nats::header::NATS_BATCH_SEQUENCE)?
+            .as_str()
+            .parse()
+            .ok()?;
+        let commit = headers.get(async_nats::header::NATS_BATCH_COMMIT).is_some();
+        Some(Self {
+            id: id.to_owned(),
+            sequence,
+            commit,
+        })
+    }
+
+    /// The commit's id ([`Committed::batch_id`](crate::kv::Committed::batch_id)), shared by
+    /// all of its entries.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// This entry's place in the commit, from 1; the commit's last entry has the commit's size.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Whether this is the commit's last entry (`Nats-Batch-Commit`).
+    pub fn is_commit(&self) -> bool {
+        self.commit
     }
 }
 
@@ -328,12 +383,45 @@ mod tests {
             ),
         ];
         assert_eq!(Operation::from_headers(None), Operation::Put);
+        // A batch's headers say nothing of the operation.
+        assert_eq!(
+            Operation::from_headers(Some(&headers(&[
+                ("Nats-Batch-Id", "b"),
+                ("Nats-Batch-Sequence", "2"),
+                ("KV-Operation", "DEL"),
+            ]))),
+            Operation::Delete
+        );
         for (pairs, expected) in cases {
             assert_eq!(
                 Operation::from_headers(Some(&headers(pairs))),
                 *expected,
                 "{pairs:?}"
             );
+        }
+    }
+
+    #[test]
+    fn batch_headers() {
+        let middle = headers(&[("Nats-Batch-Id", "abc"), ("Nats-Batch-Sequence", "2")]);
+        let info = BatchInfo::from_headers(&middle).unwrap();
+        assert_eq!(
+            (info.id(), info.sequence(), info.is_commit()),
+            ("abc", 2, false)
+        );
+        let last = headers(&[
+            ("Nats-Batch-Id", "abc"),
+            ("Nats-Batch-Sequence", "3"),
+            ("Nats-Batch-Commit", "1"),
+        ]);
+        let info = BatchInfo::from_headers(&last).unwrap();
+        assert_eq!((info.sequence(), info.is_commit()), (3, true));
+        for partial in [
+            headers(&[("Nats-Batch-Id", "abc")]),
+            headers(&[("Nats-Batch-Sequence", "1")]),
+            headers(&[("Nats-Batch-Id", "abc"), ("Nats-Batch-Sequence", "x")]),
+        ] {
+            assert_eq!(BatchInfo::from_headers(&partial), None);
         }
     }
 }

@@ -162,6 +162,15 @@ pub enum Workload {
     /// and `NatsBroker::obj_watch` without a handler, against raw async-nats
     /// `watch_with_history`: objects/s, CPU time per object, peak RSS.
     Objects(ObjectsArgs),
+    /// [OPS=2000] read-modify-write under contention: OPS increments by 1, 4 and 16 tasks on 1
+    /// and on 16 keys, faststream-rs `modify_json` vs a raw async-nats loop
+    ///
+    /// Each configuration on a fresh bucket, both sides in this process on one connection each:
+    /// `KeyValue::modify_json` (conflicts retried with its jittered backoff) against the loop
+    /// written by hand (`entry`, `update` at its revision, again at once on a conflict). Three
+    /// runs of each side, alternating; ops/s, their ratio, and conflicts retried per op. A run
+    /// counts only if the counters end exactly OPS higher.
+    Modify(ModifySizes),
 }
 
 impl Workload {
@@ -179,6 +188,7 @@ impl Workload {
             Self::RequestReply(defaults()?),
             Self::JsPull(defaults()?),
             Self::Objects(ObjectsArgs { mode: None }),
+            Self::Modify(defaults()?),
         ])
     }
 }
@@ -343,6 +353,14 @@ pub struct ObjectWatchSizes {
     /// Runs of each watcher, alternating.
     #[arg(value_name = "REPEATS", default_value_t = 3)]
     pub repeats: usize,
+}
+
+/// The size of `modify`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ModifySizes {
+    /// Increments in each run, shared by its tasks.
+    #[arg(value_name = "OPS", default_value_t = 2_000)]
+    pub ops: usize,
 }
 
 #[cfg(test)]

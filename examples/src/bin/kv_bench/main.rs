@@ -18,6 +18,7 @@
 //! cargo run --release -p examples --bin kv_bench -- js-pull 20000 100
 //! cargo run --release -p examples --bin kv_bench -- objects stream 100 5
 //! cargo run --release -p examples --bin kv_bench -- objects watch 10000 3
+//! cargo run --release -p examples --bin kv_bench -- modify 2000
 //! ```
 //!
 //! With `NATS_SERVER_PID` set (the server on this machine), the live runs also report the

@@ -26,6 +26,8 @@ pub(super) struct Keeper<T> {
     /// Publishing waits for the first catch-up, and for the catch-up after a start over, so
     /// readers never see half a state.
     caught_up: bool,
+    /// Caught up in the input being applied: ready is announced once it is published.
+    announce_ready: bool,
     changes: Arc<watch::Sender<()>>,
     ready: watch::Sender<bool>,
     /// Its earliest expiry deadline, for the reader's timer.
@@ -59,6 +61,7 @@ impl<T> Keeper<T> {
                 deadlines: BinaryHeap::new(),
             }),
             caught_up: false,
+            announce_ready: false,
             changes,
             ready,
             next_deadline,
@@ -79,8 +82,12 @@ impl<T: Send + Sync + 'static> Keeper<T> {
                 }
                 Input::Expire => self.expire(),
             };
+            // Published once per input, after all of it: an input holds whole commits.
             if changed && self.caught_up {
                 self.publish();
+            }
+            if std::mem::take(&mut self.announce_ready) {
+                self.ready.send_replace(true);
             }
             let deadline = self
                 .expiry
@@ -113,9 +120,8 @@ impl<T: Send + Sync + 'static> Keeper<T> {
                     "view of `{}` in bucket `{}` caught up: {} keys from {} entries in {:?}",
                     self.published.pattern, self.published.bucket, self.working.entries.len(),
                     catch_up.entries, catch_up.elapsed);
-                self.publish();
-                self.ready.send_replace(true);
-                false
+                self.announce_ready = true;
+                true
             }
             WatchEvent::StartedOver => {
                 // Built afresh from the new stream; readers keep the old state meanwhile.

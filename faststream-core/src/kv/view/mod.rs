@@ -31,6 +31,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch, Notify};
 
+mod commit;
 mod decode;
 mod handover;
 mod keeper;

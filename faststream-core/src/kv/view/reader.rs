@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, watch};
 
+use super::commit::{wait_for_rest, OpenCommit, Rest};
 use super::handover::{Input, NextDeadline, MAX_BATCH, NO_DEADLINE};
 use crate::kv::watcher::KvWatcher;
 
@@ -20,12 +21,14 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    /// Reads the watch in batches (whatever has arrived, up to [`MAX_BATCH`]) for the keeper,
-    /// and tells it when an expiry deadline passes; ends with the watch, or once every clone of
-    /// the view is gone (dropping the watcher deletes its consumer, and the keeper's thread
-    /// ends with the channel).
+    /// Reads the watch in batches (whatever has arrived, up to [`MAX_BATCH`], and always the
+    /// whole of an atomic commit: see `commit.rs`) for the keeper, and tells it when an expiry
+    /// deadline passes; ends with the watch, or once every clone of the view is gone (dropping
+    /// the watcher deletes its consumer, and the keeper's thread ends with the channel).
     pub(super) async fn run(self, mut watcher: KvWatcher) {
         let mut expired_at = NO_DEADLINE;
+        let lookup = watcher.head_lookup();
+        let mut commit = OpenCommit::default();
         loop {
             let deadline = self.next_deadline.nanos.load(Ordering::Acquire);
             // Told once per deadline: the keeper moves it on when it has expired what is due.
@@ -45,16 +48,39 @@ impl Reader {
             };
             let Some(first) = first else { return };
             let mut batch = Vec::with_capacity(MAX_BATCH);
+            commit.track(&first);
             batch.push(first);
             let mut ended = false;
-            while batch.len() < MAX_BATCH {
-                match watcher.next_event().now_or_never() {
-                    Some(Some(event)) => batch.push(event),
-                    Some(None) => {
+            loop {
+                while batch.len() < MAX_BATCH || commit.is_open() {
+                    match watcher.next_event().now_or_never() {
+                        Some(Some(event)) => {
+                            commit.track(&event);
+                            batch.push(event);
+                        }
+                        Some(None) => {
+                            ended = true;
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                if ended || !commit.is_open() {
+                    break;
+                }
+                // Part of a commit: hold it until the view has the rest of it.
+                let rest = tokio::select! {
+                    biased;
+                    () = self.views.closed() => return,
+                    rest = wait_for_rest(&mut commit, &lookup, watcher.next_event(), &mut batch) => rest,
+                };
+                match rest {
+                    Rest::Arrived => {}
+                    Rest::Whole => break,
+                    Rest::Ended => {
                         ended = true;
                         break;
                     }
-                    None => break,
                 }
             }
             if self.inputs.send(Input::Events(batch)).await.is_err() || ended {

@@ -6,6 +6,7 @@ pub mod group;
 pub mod keys;
 pub mod latency;
 pub mod messaging;
+pub mod modify;
 pub mod objects;
 pub mod observe;
 pub mod replay;
@@ -49,6 +50,7 @@ pub async fn run(workloads: Vec<Workload>, with_python: bool, alone: bool) -> an
                 messaging::pull::run(sizes, with_python, &mut summary).await?
             }
             Workload::Objects(args) => objects::run(args, pid, &mut summary).await?,
+            Workload::Modify(sizes) => modify::run(sizes, pid, &mut summary).await?,
         }
     }
     emit(&json!({ "summary": summary }));
