@@ -174,19 +174,75 @@ impl KeyValue {
 
     /// The latest value of `key`; `None` if it has none or was deleted.
     pub async fn get(&self, key: impl AsRef<str>) -> Result<Option<Bytes>> {
-        let key = key.as_ref();
-        self.check("get", key)?;
-        self.store.get(key).await.map_err(self.failed("get", key))
+        let entry = self.latest_entry("get", key.as_ref()).await?;
+        Ok(entry
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .map(|entry| entry.value))
     }
 
     /// The latest entry of `key`, deletes included.
     pub async fn entry(&self, key: impl AsRef<str>) -> Result<Option<kv::Entry>> {
-        let key = key.as_ref();
-        self.check("read", key)?;
-        self.store
+        self.latest_entry("read", key.as_ref()).await
+    }
+
+    /// The latest entry of `key`: a direct get where the bucket allows it (fast, from any
+    /// replica), a miss confirmed by the stream leader. nats-server has every mirror of a
+    /// bucket that allows direct gets answer them too (a consumer group's mirror among them,
+    /// whose subjects are its own), so a direct get may be told "nothing there" for a key that
+    /// exists.
+    async fn latest_entry(&self, operation: &'static str, key: &str) -> Result<Option<kv::Entry>> {
+        self.check(operation, key)?;
+        let entry = self
+            .store
             .entry(key)
             .await
-            .map_err(self.failed("read", key))
+            .map_err(self.failed(operation, key))?;
+        if entry.is_some() || !self.store.stream.cached_info().config.allow_direct {
+            return Ok(entry);
+        }
+        self.entry_from_leader(operation, key, None).await
+    }
+
+    /// The entry of `key` (its latest, or at `revision`) as the stream leader has it: a message
+    /// get, not a direct get.
+    async fn entry_from_leader(
+        &self,
+        operation: &'static str,
+        key: &str,
+        revision: Option<u64>,
+    ) -> Result<Option<kv::Entry>> {
+        let subject = format!("{}{key}", self.store.prefix);
+        let stream = &self.store.stream;
+        let stored = match revision {
+            Some(revision) => stream.get_raw_message(revision).await,
+            None => stream.get_last_raw_message_by_subject(&subject).await,
+        };
+        let stored = match stored {
+            Ok(stored) if stored.subject.as_str() == subject => stored,
+            Ok(_) => return Ok(None),
+            Err(error)
+                if error.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                return Ok(None)
+            }
+            Err(error) => return Err(self.failed(operation, key)(error)),
+        };
+        let operation = match crate::kv::message::Operation::from_headers(Some(&stored.headers)) {
+            crate::kv::message::Operation::Put => kv::Operation::Put,
+            crate::kv::message::Operation::Delete => kv::Operation::Delete,
+            _ => kv::Operation::Purge,
+        };
+        Ok(Some(kv::Entry {
+            bucket: self.store.name.clone(),
+            key: key.to_owned(),
+            value: stored.payload,
+            revision: stored.sequence,
+            delta: 0,
+            created: stored.time,
+            operation,
+            seen_current: false,
+        }))
     }
 
     /// The entry of `key` at `revision`, if that revision is of this key and still retained.
@@ -197,10 +253,15 @@ impl KeyValue {
     ) -> Result<Option<kv::Entry>> {
         let key = key.as_ref();
         self.check("read", key)?;
-        self.store
+        let entry = self
+            .store
             .entry_for_revision(key, revision)
             .await
-            .map_err(self.failed("read", key))
+            .map_err(self.failed("read", key))?;
+        if entry.is_some() || !self.store.stream.cached_info().config.allow_direct {
+            return Ok(entry);
+        }
+        self.entry_from_leader("read", key, Some(revision)).await
     }
 
     /// Writes `value`; returns the new revision.

@@ -26,6 +26,7 @@ use faststream_core::{
 use faststream_testing::NatsServer;
 
 mod aborted_member;
+mod bucket_reads;
 mod calls;
 mod hand_backs;
 mod hand_over;

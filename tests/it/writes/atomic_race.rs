@@ -100,7 +100,11 @@ async fn commits_racing_conflicting_writers_are_never_half_applied() -> anyhow::
         let rewrites = Arc::new(AtomicU64::new(0));
         let mut rewriters = Vec::new();
         for index in 0..REWRITERS {
-            let kv = connected_broker(&server).await?.key_value(BUCKET).await?;
+            let kv = connected_broker(&server)
+                .await?
+                .key_value(BUCKET)
+                .await?
+                .with_conflict_retry(faststream_core::kv::ConflictRetry::new().attempts(1_000));
             let (done, rewrites) = (Arc::clone(&done), Arc::clone(&rewrites));
             rewriters.push(tokio::spawn(async move {
                 let key = if index % 2 == 0 { "acct.a" } else { "acct.b" };

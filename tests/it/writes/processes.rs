@@ -33,7 +33,11 @@ fn expected_per_key(increments: usize) -> [u64; KEYS] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn processes_and_tasks_incrementing_the_same_keys_lose_nothing() -> anyhow::Result<()> {
     on_each_server(|server| async move {
-        let kv = connected_broker(&server).await?.key_value(BUCKET).await?;
+        let kv = connected_broker(&server)
+            .await?
+            .key_value(BUCKET)
+            .await?
+            .with_conflict_retry(faststream_core::kv::ConflictRetry::new().attempts(1_000));
         let started = Instant::now();
         let mut children = Vec::new();
         for index in 0..PROCESSES {
