@@ -107,7 +107,7 @@ pub enum AtomicWriteError {
     Refused(#[source] async_nats::jetstream::Error),
     /// Sending the commit's messages failed; the server abandons a partial batch.
     #[error("sending its messages failed")]
-    Send(#[source] BoxError),
+    Publish(#[source] BoxError),
     /// No answer (or an unreadable one) to the commit's last message within the request timeout:
     /// the commit may or may not have been applied (whole, if at all). Read the keys to know.
     #[error(

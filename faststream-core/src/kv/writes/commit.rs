@@ -57,7 +57,7 @@ pub(super) async fn send(
     let mut replies = client
         .subscribe(format!("{inbox}.*"))
         .await
-        .map_err(|error| AtomicWriteError::Send(Box::new(error)))?;
+        .map_err(|error| AtomicWriteError::Publish(Box::new(error)))?;
     for (index, message) in messages.into_iter().enumerate() {
         let sequence = index + 1;
         let mut headers = message.headers;
@@ -74,7 +74,7 @@ pub(super) async fn send(
                 message.payload,
             )
             .await
-            .map_err(|error| AtomicWriteError::Send(Box::new(error)))?;
+            .map_err(|error| AtomicWriteError::Publish(Box::new(error)))?;
     }
     let unconfirmed = |source: Option<BoxError>| AtomicWriteError::Unconfirmed {
         waited: timeout,
@@ -99,7 +99,7 @@ pub(super) async fn send(
             continue;
         };
         if reply.status == Some(StatusCode::NO_RESPONDERS) {
-            return Err(AtomicWriteError::Send(
+            return Err(AtomicWriteError::Publish(
                 "no stream takes the bucket's subjects (no responders)".into(),
             ));
         }
