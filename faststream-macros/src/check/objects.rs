@@ -4,7 +4,7 @@
 use proc_macro2::Span;
 use syn::{Expr, ExprLit, Lit, LitStr};
 
-use super::values::peel;
+use super::values::{bucket_name, peel};
 use super::ObjWatch;
 
 pub(crate) const BUCKET_NOT_LITERAL: &str =
@@ -20,12 +20,7 @@ pub(crate) fn object_bucket(expr: &Expr) -> syn::Result<LitStr> {
     match peel(expr) {
         Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
-        }) => {
-            let bucket = lit.value();
-            faststream_rules::validate_bucket(&bucket)
-                .map_err(|error| syn::Error::new(lit.span(), error))?;
-            Ok(LitStr::new(&bucket, lit.span()))
-        }
+        }) => bucket_name(lit),
         other => Err(syn::Error::new_spanned(other, BUCKET_NOT_LITERAL)),
     }
 }

@@ -41,15 +41,19 @@ pub(crate) fn kv_watch(expr: Expr, name_span: Span) -> syn::Result<KvWatch> {
     let source = match peel(&expr) {
         Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
-        }) => {
-            let bucket = lit.value();
-            faststream_rules::validate_bucket(&bucket)
-                .map_err(|error| syn::Error::new(lit.span(), error))?;
-            KvWatchSource::Bucket(LitStr::new(&bucket, lit.span()))
-        }
+        }) => KvWatchSource::Bucket(bucket_name(lit)?),
         _ => KvWatchSource::Expression(expr),
     };
     Ok(KvWatch { source, name_span })
+}
+
+/// A bucket (or object store) name written as a literal, checked with the rule the runtime
+/// applies: a fresh literal with the same text and span.
+pub(super) fn bucket_name(lit: &LitStr) -> syn::Result<LitStr> {
+    let bucket = lit.value();
+    faststream_rules::validate_bucket(&bucket)
+        .map_err(|error| syn::Error::new(lit.span(), error))?;
+    Ok(LitStr::new(&bucket, lit.span()))
 }
 
 /// `max_workers = N`: an integer literal from 1 to [`MAX_WORKERS`], given back as `Nusize`.
