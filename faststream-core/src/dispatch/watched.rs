@@ -40,9 +40,8 @@ impl Watched {
         let Self::Objects { ignore_deletes } = self else {
             return Some(Message::from_kv(entry));
         };
-        match ObjMessage::from_meta(&entry) {
-            Ok(object) if ignore_deletes && object.deleted() => None,
-            Ok(object) => Some(Message::from_obj(object)),
+        match ObjMessage::from_watched(&entry, ignore_deletes) {
+            Ok(object) => object.map(Message::from_obj),
             Err(error) => {
                 tracing::error!(subscriber = %dispatcher.context.name, bucket = entry.bucket(),
                     revision = entry.revision(), error = %crate::error::chain(&error),

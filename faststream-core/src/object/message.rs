@@ -89,6 +89,16 @@ impl ObjMessage {
         })
     }
 
+    /// The change a watch hands on for a metadata message: `None` for a deletion passed over
+    /// under `ignore_deletes`.
+    pub(crate) fn from_watched(
+        meta: &KvMessage,
+        ignore_deletes: bool,
+    ) -> Result<Option<Self>, ObjectMetaError> {
+        let object = Self::from_meta(meta)?;
+        Ok((!(ignore_deletes && object.deleted())).then_some(object))
+    }
+
     /// The object store.
     pub fn bucket(&self) -> &str {
         &self.bucket

@@ -69,9 +69,9 @@ impl ObjWatcher {
             let Some(meta) = ready!(Pin::new(&mut self.watcher).poll_next(cx)) else {
                 return Poll::Ready(None);
             };
-            match ObjMessage::from_meta(&meta) {
-                Ok(object) if self.ignore_deletes && object.deleted() => {}
-                Ok(object) => return Poll::Ready(Some(object)),
+            match ObjMessage::from_watched(&meta, self.ignore_deletes) {
+                Ok(Some(object)) => return Poll::Ready(Some(object)),
+                Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(bucket = meta.bucket(), revision = meta.revision(),
                         error = %crate::error::chain(&error),
