@@ -51,6 +51,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod app;
+mod asyncapi;
 mod broker;
 mod context;
 mod dispatch;
@@ -69,6 +70,7 @@ mod signal;
 mod type_map;
 
 pub use app::App;
+pub use asyncapi::{AppInfo, AsyncApi};
 pub use broker::{
     Authentication, BrokerConfig, NatsBroker, DEFAULT_NATS_URL, DEFAULT_REQUEST_TIMEOUT,
 };

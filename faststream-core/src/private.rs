@@ -10,6 +10,8 @@ pub use crate::registry::{
     SubscriberRegistration,
 };
 
+pub use crate::handler::describe;
+
 use std::future::Future;
 
 use crate::extract::{FromHookContext, FromMessage};

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use faststream_rules::HookStage;
 
 use crate::error::{Error, Result};
+use crate::handler::describe::HandlerDoc;
 use crate::handler::{BoxedHandler, BoxedHook};
 use crate::kv::options::KvWatch;
 use crate::nats::{Publisher, Subscription};
@@ -27,6 +28,8 @@ pub struct SubscriberRegistration {
     pub kv_watch: fn() -> KvWatch,
     /// Builds the handler.
     pub handler: fn() -> BoxedHandler,
+    /// What the AsyncAPI document says of it.
+    pub doc: fn() -> HandlerDoc,
     /// Where the attribute was written.
     pub file: &'static str,
     /// Where the attribute was written.
@@ -63,6 +66,8 @@ pub struct SubjectRegistration {
     pub subscription: fn() -> Subscription,
     /// Builds the handler.
     pub handler: fn() -> BoxedHandler,
+    /// What the AsyncAPI document says of it.
+    pub doc: fn() -> HandlerDoc,
     /// Where the attribute was written.
     pub file: &'static str,
     /// Where the attribute was written.
@@ -80,6 +85,8 @@ pub struct PublisherRegistration {
     pub subject: &'static str,
     /// Builds the publisher settings.
     pub publisher: fn() -> Publisher,
+    /// What the AsyncAPI document says of it.
+    pub doc: fn() -> HandlerDoc,
     /// Where the attribute was written.
     pub file: &'static str,
     /// Where the attribute was written.
@@ -108,17 +115,19 @@ inventory::collect!(RouterRegistration);
 inventory::collect!(HookRegistration);
 
 /// A subscriber ready to be started.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SubscriberSpec {
     pub(crate) name: Cow<'static, str>,
     pub(crate) key: Cow<'static, str>,
     pub(crate) kv_watch: KvWatch,
     pub(crate) handler: BoxedHandler,
+    /// Builds what the AsyncAPI document says of it (`HandlerDoc::unknown` when added in code).
+    pub(crate) doc: fn() -> HandlerDoc,
     pub(crate) location: Option<(&'static str, u32)>,
 }
 
 /// A subject or stream subscriber ready to be started.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SubjectSpec {
     /// Unique: the function's path, followed by `[subject]` when one function has several.
     pub(crate) name: Cow<'static, str>,
@@ -128,6 +137,8 @@ pub(crate) struct SubjectSpec {
     pub(crate) subject: Cow<'static, str>,
     pub(crate) subscription: Subscription,
     pub(crate) handler: BoxedHandler,
+    /// Builds what the AsyncAPI document says of it.
+    pub(crate) doc: fn() -> HandlerDoc,
     pub(crate) location: Option<(&'static str, u32)>,
 }
 
@@ -139,6 +150,8 @@ pub(crate) struct PublisherSpec {
     /// The subject, router prefix included.
     pub(crate) subject: Cow<'static, str>,
     pub(crate) publisher: Publisher,
+    /// Builds what the AsyncAPI document says of it.
+    pub(crate) doc: fn() -> HandlerDoc,
     pub(crate) location: Option<(&'static str, u32)>,
 }
 
@@ -211,6 +224,7 @@ impl Registry {
                     subject: prefixed(registration.name, registration.subject),
                     subscription: (registration.subscription)(),
                     handler: (registration.handler)(),
+                    doc: registration.doc,
                     location: Some((registration.file, registration.line)),
                 }),
         );
@@ -221,6 +235,7 @@ impl Registry {
                 handler: Cow::Borrowed(registration.handler),
                 subject: prefixed(registration.handler, registration.subject),
                 publisher: (registration.publisher)(),
+                doc: registration.doc,
                 location: Some((registration.file, registration.line)),
             })
             .collect();
@@ -242,6 +257,7 @@ impl Registry {
                         },
                         kv_watch,
                         handler: (registration.handler)(),
+                        doc: registration.doc,
                         location: Some((registration.file, registration.line)),
                     }
                 }),

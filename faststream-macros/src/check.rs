@@ -5,6 +5,7 @@
 //! another; the attribute's driver joins the results (see `errors`). Only what is checked here
 //! reaches `emit`, which therefore has no error paths.
 
+mod docs;
 mod objects;
 mod options;
 mod signature;
@@ -18,6 +19,11 @@ use syn::{Expr, LitBool, LitInt, LitStr, ReturnType};
 use crate::errors::join;
 use crate::parse::HandlerFn;
 
+pub(crate) use docs::{doc_comment, doc_options, DocOptions};
+#[cfg(test)]
+pub(crate) use docs::{
+    DESCRIPTION_NOT_LITERAL, INCLUDE_NOT_BOOL, SCHEMA_NOT_TYPE, TITLE_NOT_LITERAL,
+};
 pub(crate) use objects::{obj_watch, object_bucket};
 #[cfg(test)]
 pub(crate) use objects::{BUCKET_NOT_LITERAL, OBJ_WATCH_FALSE};

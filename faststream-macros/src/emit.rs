@@ -9,10 +9,13 @@ use quote::{quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::{FnArg, Ident, LitInt, LitStr, ReturnType, Signature};
 
-use crate::check::{Hook, KvWatch, KvWatchSource, ObjSubscriber, Subscriber};
+use crate::check::{DocOptions, Hook, KvWatch, KvWatchSource, ObjSubscriber, Subscriber};
 use crate::parse::HandlerFn;
 
+mod docs;
 mod nats;
+
+use docs::{doc_closure, Role};
 
 pub(crate) use nats::{publisher, router, subject_subscriber};
 
@@ -44,7 +47,11 @@ fn debug_enabled() -> bool {
 }
 
 /// A `SubscriberRegistration` of `handler`.
-pub(crate) fn subscriber(subscriber: &Subscriber, handler: &HandlerFn) -> TokenStream {
+pub(crate) fn subscriber(
+    subscriber: &Subscriber,
+    handler: &HandlerFn,
+    docs: &DocOptions,
+) -> TokenStream {
     let Subscriber {
         key,
         kv_watch,
@@ -53,6 +60,7 @@ pub(crate) fn subscriber(subscriber: &Subscriber, handler: &HandlerFn) -> TokenS
     } = subscriber;
     let kv_watch = kv_watch_closure(kv_watch, max_workers.as_ref(), group.as_ref());
     let boxed = constructor(&handler.sig, "handler");
+    let doc = doc_closure(handler, docs, Role::Subscriber);
     registration(
         handler,
         quote!(SubscriberRegistration),
@@ -60,6 +68,7 @@ pub(crate) fn subscriber(subscriber: &Subscriber, handler: &HandlerFn) -> TokenS
             key: #key,
             kv_watch: #kv_watch,
             handler: || #boxed,
+            doc: #doc,
         },
     )
 }
@@ -67,7 +76,11 @@ pub(crate) fn subscriber(subscriber: &Subscriber, handler: &HandlerFn) -> TokenS
 /// A `SubscriberRegistration` of `handler` watching an object store: the Key-Value watch of the
 /// store's metadata that `__private::obj_watch` makes from the `ObjWatch` settings, with
 /// `max_workers` applied on top of them.
-pub(crate) fn obj_subscriber(subscriber: &ObjSubscriber, handler: &HandlerFn) -> TokenStream {
+pub(crate) fn obj_subscriber(
+    subscriber: &ObjSubscriber,
+    handler: &HandlerFn,
+    docs: &DocOptions,
+) -> TokenStream {
     let ObjSubscriber {
         bucket,
         obj_watch,
@@ -86,6 +99,7 @@ pub(crate) fn obj_subscriber(subscriber: &ObjSubscriber, handler: &HandlerFn) ->
         }
     };
     let boxed = constructor(&handler.sig, "handler");
+    let doc = doc_closure(handler, docs, Role::Subscriber);
     registration(
         handler,
         quote!(SubscriberRegistration),
@@ -95,6 +109,7 @@ pub(crate) fn obj_subscriber(subscriber: &ObjSubscriber, handler: &HandlerFn) ->
                 ::faststream_core::__private::obj_watch(#bucket, #settings #workers)
             },
             handler: || #boxed,
+            doc: #doc,
         },
     )
 }

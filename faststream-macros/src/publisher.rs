@@ -8,7 +8,7 @@
 
 use proc_macro2::{Span, TokenStream};
 
-use crate::check::{self, Known, Publisher, Sorted};
+use crate::check::{self, DocOptions, Known, Publisher, Sorted};
 use crate::emit;
 use crate::errors::join;
 use crate::parse::SubscriberArgs;
@@ -18,7 +18,7 @@ const ATTR: &str = "publisher";
 const MISSING_SUBJECT: &str =
     "missing the subject to publish to: write `#[publisher(\"billing.done\")]`";
 
-const KNOWN: [Known; 2] = [
+const KNOWN: [Known; 6] = [
     Known {
         name: "stream",
         usage: "`stream = \"BILLING\"`",
@@ -26,6 +26,22 @@ const KNOWN: [Known; 2] = [
     Known {
         name: "publisher",
         usage: "`publisher = Publisher::new().retries(8)`",
+    },
+    Known {
+        name: "title",
+        usage: "`title = \"Bills\"`",
+    },
+    Known {
+        name: "description",
+        usage: "`description = \"Each bill, once paid\"`",
+    },
+    Known {
+        name: "include_in_schema",
+        usage: "`include_in_schema = false`",
+    },
+    Known {
+        name: "schema",
+        usage: "`schema = Bill`",
     },
 ];
 
@@ -36,15 +52,16 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 
 fn generate(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let publisher = syn::parse2(args).and_then(check_args);
-    let (publisher, (handler, output)) = join(publisher, check::publishing_handler(item, ATTR))?;
-    Ok(emit::publisher(&publisher, &handler, &output))
+    let ((publisher, docs), (handler, output)) =
+        join(publisher, check::publishing_handler(item, ATTR))?;
+    Ok(emit::publisher(&publisher, &handler, &output, &docs))
 }
 
 /// The subject, then the unknown, repeated or valueless options, then the value of `stream`.
 /// `publisher = <expr>` (a `faststream_core::Publisher`) is the base `stream` is applied on.
-fn check_args(args: SubscriberArgs) -> syn::Result<Publisher> {
+fn check_args(args: SubscriberArgs) -> syn::Result<(Publisher, DocOptions)> {
     let Sorted {
-        slots: [stream, base],
+        slots: [stream, base, title, description, include, schema],
         problems,
         ..
     } = check::sort_options(args.options, &KNOWN);
@@ -56,12 +73,16 @@ fn check_args(args: SubscriberArgs) -> syn::Result<Publisher> {
     let stream = stream
         .map(|(expr, name_span)| check::stream(expr, name_span))
         .transpose();
-    let (subject, ((), stream)) = join(subject, join(problems, stream))?;
-    Ok(Publisher {
-        subject,
-        stream,
-        base,
-    })
+    let docs = check::doc_options([title, description, include, schema]);
+    let (subject, ((), (stream, docs))) = join(subject, join(problems, join(stream, docs)))?;
+    Ok((
+        Publisher {
+            subject,
+            stream,
+            base,
+        },
+        docs,
+    ))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use faststream_rules::KeyPattern;
 use proc_macro2::{Span, TokenStream};
 use syn::{Expr, LitStr};
 
+use crate::check::DocOptions;
 use crate::check::{
     self, Known, ObjSubscriber, Sorted, SubjectSubscriber, Subscriber, Subscription,
 };
@@ -36,7 +37,7 @@ const MISSING_SUBJECT: &str =
 
 /// The options, `kv_watch` and `obj_watch` first: their presence decides the form. The values
 /// are checked and their errors reported in this order.
-const KNOWN: [Known; 13] = [
+const KNOWN: [Known; 17] = [
     Known {
         name: "kv_watch",
         usage: "`kv_watch = \"bucket\"`",
@@ -89,9 +90,26 @@ const KNOWN: [Known; 13] = [
         name: "subscription",
         usage: "`subscription = Subscription::new().ack_wait(Duration::from_secs(60))`",
     },
+    Known {
+        name: "title",
+        usage: "`title = \"Orders\"`",
+    },
+    Known {
+        name: "description",
+        usage: "`description = \"Bills each order\"`",
+    },
+    Known {
+        name: "include_in_schema",
+        usage: "`include_in_schema = false`",
+    },
+    Known {
+        name: "schema",
+        usage: "`schema = Order`",
+    },
 ];
 
-/// The options other than `kv_watch` and `obj_watch`, as sorted, in the order of [`KNOWN`].
+/// The options other than `kv_watch`, `obj_watch` and the document's, as sorted, in the order
+/// of [`KNOWN`].
 type OptionSlots = [Option<(Expr, Span)>; 11];
 
 /// The three forms of the attribute, checked. (The subject form, with its many settings, is
@@ -109,11 +127,11 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 
 fn generate(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let subscriber = syn::parse2(args).and_then(check_args);
-    let (subscriber, handler) = join(subscriber, check::handler(item, ATTR))?;
+    let ((subscriber, docs), handler) = join(subscriber, check::handler(item, ATTR))?;
     Ok(match subscriber {
-        Checked::KvWatch(subscriber) => emit::subscriber(&subscriber, &handler),
-        Checked::ObjWatch(subscriber) => emit::obj_subscriber(&subscriber, &handler),
-        Checked::Subject(subscriber) => emit::subject_subscriber(&subscriber, &handler),
+        Checked::KvWatch(subscriber) => emit::subscriber(&subscriber, &handler, &docs),
+        Checked::ObjWatch(subscriber) => emit::obj_subscriber(&subscriber, &handler, &docs),
+        Checked::Subject(subscriber) => emit::subject_subscriber(&subscriber, &handler, &docs),
     })
 }
 
@@ -123,17 +141,32 @@ fn generate(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
 ///
 /// Writing `kv_watch` (even without a value) makes the attribute a Key-Value watch, whose key
 /// is checked as a key pattern; otherwise the first argument is a subject pattern.
-fn check_args(args: SubscriberArgs) -> syn::Result<Checked> {
+fn check_args(args: SubscriberArgs) -> syn::Result<(Checked, DocOptions)> {
     let Sorted {
-        slots: [kv_watch, obj_watch, options @ ..],
+        slots: [kv_watch, obj_watch, options @ .., title, description, include, schema],
         written,
         problems,
     } = check::sort_options(args.options, &KNOWN);
+    let docs = check::doc_options([title, description, include, schema]);
+    join(
+        check_forms(args.key, kv_watch, obj_watch, options, written, problems),
+        docs,
+    )
+}
+
+/// The attribute as one of its three forms, by which of `kv_watch` and `obj_watch` is written.
+fn check_forms(
+    key: Option<Expr>,
+    kv_watch: Option<(Expr, Span)>,
+    obj_watch: Option<(Expr, Span)>,
+    options: OptionSlots,
+    written: [Option<Span>; KNOWN.len()],
+    problems: syn::Result<()>,
+) -> syn::Result<Checked> {
     // `kv_watch` is first in `KNOWN`, `obj_watch` second; beside `kv_watch`, `obj_watch` is
     // refused (a conflict) and the attribute is taken as a Key-Value watch.
     if written[0].is_none() && written[1].is_some() {
-        let bucket = args
-            .key
+        let bucket = key
             .as_ref()
             .map_or_else(|| Err(missing(MISSING_BUCKET)), check::object_bucket);
         let obj_watch = obj_watch.map_or_else(
@@ -151,8 +184,7 @@ fn check_args(args: SubscriberArgs) -> syn::Result<Checked> {
         }));
     }
     if written[0].is_some() {
-        let key = args
-            .key
+        let key = key
             .as_ref()
             .map_or_else(|| Err(missing(MISSING_KEY)), check::key_pattern);
         // Without a value, `problems` has said so already; this says which form needs one.
@@ -171,8 +203,7 @@ fn check_args(args: SubscriberArgs) -> syn::Result<Checked> {
             group,
         }));
     }
-    let subject = args
-        .key
+    let subject = key
         .as_ref()
         .map_or_else(|| Err(missing(MISSING_SUBJECT)), check::subject_pattern);
     let pattern = subject.as_ref().ok().map(|subject| &subject.pattern);
@@ -233,6 +264,8 @@ fn missing(message: &str) -> syn::Error {
     syn::Error::new(Span::call_site(), message)
 }
 
+#[cfg(test)]
+mod doc_tests;
 #[cfg(test)]
 mod kv_tests;
 #[cfg(test)]

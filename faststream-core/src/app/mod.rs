@@ -1,6 +1,7 @@
 //! `App`: the builder a service configures, and `run_until`, which sets up observability,
 //! checks what is registered and drives the lifecycle (its stages: `lifecycle.rs`).
 
+mod asyncapi;
 mod catch_up;
 mod checks;
 mod hooks;
@@ -17,9 +18,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::asyncapi::AppInfo;
 use crate::broker::{BrokerConfig, NatsBroker};
 use crate::context::AppContext;
 use crate::error::Result;
+use crate::handler::describe::HandlerDoc;
 use crate::handler::{BoxedHandler, BoxedHook, Handler, Hook};
 use crate::kv::options::KvWatch;
 use crate::kv::view::{self, Decode, KvViewOptions};
@@ -31,6 +34,7 @@ use crate::signal::ShutdownSignals;
 use crate::type_map::TypeMap;
 use faststream_rules::HookStage;
 
+use asyncapi::served_documents;
 use running::{RunningApp, Timeouts};
 use views::ViewStart;
 
@@ -65,6 +69,8 @@ pub struct App {
     views: TypeMap,
     view_starts: Vec<ViewStart>,
     observe: ObserveSettings,
+    /// The `info` of the AsyncAPI document.
+    info: AppInfo,
     /// Problems found while building the app, reported with the others before connecting.
     problems: Vec<String>,
 }
@@ -87,6 +93,7 @@ impl App {
             views: TypeMap::default(),
             view_starts: Vec::new(),
             observe: ObserveSettings::default(),
+            info: AppInfo::default(),
             problems: Vec::new(),
         }
     }
@@ -396,6 +403,7 @@ impl App {
             key: key.into(),
             kv_watch,
             handler: BoxedHandler::new(handler),
+            doc: HandlerDoc::unknown,
             location: None,
         });
         self
@@ -432,6 +440,7 @@ impl App {
             key: Cow::Borrowed(">"),
             kv_watch: obj_watch.watch_of(bucket.into()),
             handler: BoxedHandler::new(handler),
+            doc: HandlerDoc::unknown,
             location: None,
         });
         self
@@ -469,6 +478,7 @@ impl App {
             subject: subject.into(),
             subscription,
             handler: BoxedHandler::new(handler),
+            doc: HandlerDoc::unknown,
             location: None,
         });
         self
@@ -517,6 +527,14 @@ impl App {
         let mut problems = self.problems;
         problems.extend(self.observe.problems());
         let mut observing = self.observe.begin(self.broker.clone());
+        let documents = observing.serves_http().then(|| {
+            let views: Vec<_> = self
+                .view_starts
+                .iter()
+                .map(|view| view.doc.clone())
+                .collect();
+            served_documents(&self.info, self.broker.config(), &registry, &views)
+        });
         let running = RunningApp {
             app: AppContext {
                 broker: self.broker,
@@ -532,7 +550,7 @@ impl App {
         };
         let subscribers = running.check_registry(problems)?;
         running.log_registry(&self.view_starts);
-        let server = observing.serve_http().await?;
+        let server = observing.serve_http(documents).await?;
 
         // The lifecycle polls `requested` at every stage, so a shutdown asked for while starting
         // stops what had started the documented way instead of dropping it mid-call.

@@ -9,6 +9,7 @@ use faststream_rules::KeyPattern;
 use futures_util::future::BoxFuture;
 
 use super::catch_up::CatchUpWait;
+use crate::asyncapi::ViewDoc;
 use crate::broker::NatsBroker;
 use crate::context::ViewSlot;
 use crate::error::{Error, Result};
@@ -18,6 +19,8 @@ use crate::type_map::TypeMap;
 /// Starts one declared view and puts it in its slot.
 pub(super) struct ViewStart {
     pub(super) description: String,
+    /// What the AsyncAPI document says of it.
+    pub(super) doc: ViewDoc,
     /// How long start-up waits for it, if its options say.
     pub(super) catch_up_timeout: Option<Duration>,
     pub(super) start: Box<dyn FnOnce(NatsBroker) -> BoxFuture<'static, Result<CatchUpWait>> + Send>,
@@ -68,6 +71,11 @@ impl ViewStart {
         }
         let description_when_started = description.clone();
         Ok(Self {
+            doc: ViewDoc {
+                bucket: options.bucket().to_owned(),
+                pattern: pattern.clone(),
+                value_type: type_name::<T>(),
+            },
             description,
             catch_up_timeout: options.chosen_catch_up_timeout(),
             start: Box::new(move |broker: NatsBroker| {

@@ -15,6 +15,8 @@ use crate::error::HandlerError;
 use crate::context::{AppContext, SubscriberContext};
 use crate::extract::{Extraction, FromHookContext, FromMessage, Message};
 
+#[doc(hidden)]
+pub mod describe;
 mod erased;
 mod output;
 

@@ -1,4 +1,5 @@
-//! The HTTP endpoints: `GET /metrics`, `GET /health/live`, `GET /health/ready`.
+//! The HTTP endpoints: `GET /metrics`, `GET /health/live`, `GET /health/ready`, and the
+//! AsyncAPI document: `GET /asyncapi` (a page), `/asyncapi.json` and `/asyncapi.yaml`.
 //!
 //! HTTP/1.1 served by hyper, one task per connection. The server starts before anything else
 //! in the lifecycle (so an orchestrator sees the process alive while it connects and catches
@@ -88,7 +89,21 @@ impl HttpLimits {
 pub(crate) struct Endpoints {
     pub(crate) registry: Arc<Registry>,
     pub(crate) health: Health,
+    /// The AsyncAPI document, rendered once at start-up.
+    pub(crate) documents: Arc<Documents>,
 }
+
+/// The AsyncAPI document as served: built once, answered as is.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Documents {
+    pub(crate) json: Bytes,
+    pub(crate) yaml: Bytes,
+    pub(crate) html: Bytes,
+}
+
+/// The page's own policy: it runs its inline script and styles and loads nothing else.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+                           style-src 'unsafe-inline'; img-src data:";
 
 /// A running server; [`stop`](Self::stop) it with the app.
 #[derive(Debug)]
@@ -129,7 +144,7 @@ impl HttpServer {
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(serve(listener, endpoints, limits, stop.clone()));
-        tracing::info!(%local_addr, "serving /metrics, /health/live and /health/ready on http://{local_addr}");
+        tracing::info!(%local_addr, "serving /metrics, /health/live, /health/ready and /asyncapi on http://{local_addr}");
         Ok(Self { stop, task })
     }
 
@@ -240,11 +255,19 @@ async fn accept(
 
 fn respond(endpoints: &Endpoints, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path();
-    let known = matches!(path, "/metrics" | "/health/live" | "/health/ready");
+    let known = matches!(
+        path,
+        "/metrics"
+            | "/health/live"
+            | "/health/ready"
+            | "/asyncapi"
+            | "/asyncapi.json"
+            | "/asyncapi.yaml"
+    );
     if !known {
         return text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /health/live or /health/ready\n",
+            "not found: try /metrics, /health/live, /health/ready or /asyncapi\n",
         );
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -254,9 +277,20 @@ fn respond(endpoints: &Endpoints, request: &Request<Incoming>) -> Response<Full<
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
+    let documents = &endpoints.documents;
     match path {
         "/metrics" => metrics(endpoints, request),
         "/health/live" => text(StatusCode::OK, "live\n"),
+        "/asyncapi.json" => with_body(documents.json.clone(), "application/json"),
+        "/asyncapi.yaml" => with_body(documents.yaml.clone(), "application/yaml"),
+        "/asyncapi" => {
+            let mut response = with_body(documents.html.clone(), "text/html; charset=utf-8");
+            response.headers_mut().insert(
+                hyper::header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(PAGE_POLICY),
+            );
+            response
+        }
         _ => {
             let readiness = endpoints.health.readiness();
             let status = if readiness.ready {
@@ -299,6 +333,15 @@ fn metrics(endpoints: &Endpoints, request: &Request<Incoming>) -> Response<Full<
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     with_type(status, body.to_owned(), "text/plain; charset=utf-8")
+}
+
+/// A 200 with a body rendered once (cloning `Bytes` copies nothing).
+fn with_body(body: Bytes, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 fn with_type(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
-use super::http::{Endpoints, HttpBinding, HttpLimits, HttpServer};
+use super::http::{Documents, Endpoints, HttpBinding, HttpLimits, HttpServer};
 use super::prometheus::MetricsCollector;
 use super::trace::EntryTracing;
 use super::{Observer, HTTP_ADDR_VAR};
@@ -114,9 +114,17 @@ impl ObserveSettings {
 }
 
 impl Observing {
-    /// Starts the HTTP endpoints, if configured. An address that cannot be bound is an error
-    /// naming it.
-    pub(crate) async fn serve_http(&mut self) -> Result<Option<HttpServer>> {
+    /// Whether the HTTP endpoints are configured (so the AsyncAPI document is needed).
+    pub(crate) fn serves_http(&self) -> bool {
+        self.http.is_some()
+    }
+
+    /// Starts the HTTP endpoints, if configured, serving `documents` at `/asyncapi*`. An
+    /// address that cannot be bound is an error naming it.
+    pub(crate) async fn serve_http(
+        &mut self,
+        documents: Option<Documents>,
+    ) -> Result<Option<HttpServer>> {
         let Some(binding) = self.http.take() else {
             return Ok(None);
         };
@@ -125,6 +133,7 @@ impl Observing {
         let endpoints = Endpoints {
             registry: Arc::new(registry),
             health: self.observer.health.clone(),
+            documents: Arc::new(documents.unwrap_or_default()),
         };
         HttpServer::start(binding, endpoints, self.http_limits)
             .await

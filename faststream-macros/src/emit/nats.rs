@@ -6,13 +6,17 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::Ident;
 
-use crate::check::{Publisher, PullSub, Router, Stream, SubjectSubscriber, Subscription, Typed};
+use super::docs::{doc_closure, Role};
+use crate::check::{
+    DocOptions, Publisher, PullSub, Router, Stream, SubjectSubscriber, Subscription, Typed,
+};
 use crate::parse::HandlerFn;
 
 /// A `SubjectRegistration` of `handler`.
 pub(crate) fn subject_subscriber(
     subscriber: &SubjectSubscriber,
     handler: &HandlerFn,
+    docs: &DocOptions,
 ) -> TokenStream {
     let SubjectSubscriber {
         subject,
@@ -20,6 +24,7 @@ pub(crate) fn subject_subscriber(
     } = subscriber;
     let subscription = subscription_closure(subscription);
     let boxed = super::constructor(&handler.sig, "handler");
+    let doc = doc_closure(handler, docs, Role::Subscriber);
     super::registration(
         handler,
         quote!(SubjectRegistration),
@@ -27,6 +32,7 @@ pub(crate) fn subject_subscriber(
             subject: #subject,
             subscription: #subscription,
             handler: || #boxed,
+            doc: #doc,
         },
     )
 }
@@ -39,6 +45,7 @@ pub(crate) fn publisher(
     publisher: &Publisher,
     handler: &HandlerFn,
     output: &syn::Type,
+    docs: &DocOptions,
 ) -> TokenStream {
     let Publisher {
         subject,
@@ -52,6 +59,7 @@ pub(crate) fn publisher(
         Some(typed) => bind(&mut bindings, "publisher", "Publisher", typed),
         None => quote!(::faststream_core::Publisher::new()),
     };
+    let doc = doc_closure(handler, docs, Role::Publisher);
     let registration = super::submit(
         handler,
         quote! {
@@ -62,6 +70,7 @@ pub(crate) fn publisher(
                     #bindings
                     #base #stream
                 },
+                doc: #doc,
                 file: ::core::file!(),
                 line: ::core::line!(),
             }

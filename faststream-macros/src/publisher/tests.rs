@@ -30,6 +30,23 @@ fn registers_the_publisher_and_checks_the_return_type() {
                     publisher: || -> ::faststream_core::Publisher {
                         ::faststream_core::Publisher::new()
                     },
+                    doc: || -> ::faststream_core::__private::describe::HandlerDoc {
+                        #[allow(unused_imports)]
+                        use ::faststream_core::__private::describe::{
+                            ViaNothing as _, ViaTyped as _, ViaUntyped as _
+                        };
+                        ::faststream_core::__private::describe::HandlerDoc {
+                            title: ::core::option::Option::None,
+                            description: ::core::option::Option::None,
+                            docs: "",
+                            include_in_schema: true,
+                            payload: ::core::option::Option::None,
+                            // What it sends: the return value, asked about by autoref.
+                            output: (&&&::faststream_core::__private::describe::ReturnProbe::<
+                                anyhow::Result<Json<Bill> >
+                            >::new()).body(),
+                        }
+                    },
                     file: ::core::file!(),
                     line: ::core::line!(),
                 }
@@ -134,7 +151,8 @@ fn every_error_together_in_order() {
         [
             "invalid subject `billing.>`: `>` in token 2 is a wildcard; a message is published \
              to one concrete subject (wildcards are for subscribing)",
-            "unknown option `queue`; expected one of: `stream`, `publisher`",
+            "unknown option `queue`; expected one of: `stream`, `publisher`, `title`, \
+             `description`, `include_in_schema`, `schema`",
             "`stream` is set more than once",
             "invalid stream name `a.b`: character `.` is not allowed (a stream name may not \
              contain whitespace, `.`, `*`, `>`, `/`, `\\` or non-printable characters)",

@@ -32,6 +32,24 @@ fn registers_a_subject_subscriber() {
                         ::faststream_core::Subscription::new()
                     },
                     handler: || ::faststream_core::__private::handler1::<u32, Result<(), E>, _, _>(f),
+                    doc: || -> ::faststream_core::__private::describe::HandlerDoc {
+                        #[allow(unused_imports)]
+                        use ::faststream_core::__private::describe::{
+                            ViaNothing as _, ViaTyped as _, ViaUntyped as _
+                        };
+                        ::faststream_core::__private::describe::HandlerDoc {
+                            title: ::core::option::Option::None,
+                            description: ::core::option::Option::None,
+                            docs: "",
+                            include_in_schema: true,
+                            payload: ::faststream_core::__private::describe::HandlerDoc::first_payload(
+                                &[(&&&::faststream_core::__private::describe::ArgProbe::<u32>::new()).body()]
+                            ),
+                            output: (&&&::faststream_core::__private::describe::ReturnProbe::<
+                                Result<(), E>
+                            >::new()).body(),
+                        }
+                    },
                     file: ::core::file!(),
                     line: ::core::line!(),
                 }
@@ -342,7 +360,7 @@ fn every_error_together_in_order() {
         messages[1],
         "unknown option `colour`; expected one of: `kv_watch`, `obj_watch`, `max_workers`, `group`, `queue`, \
          `stream`, `durable`, `pull_sub`, `deliver_policy`, `ack_policy`, `ordered_by`, \
-         `no_reply`, `subscription`"
+         `no_reply`, `subscription`, `title`, `description`, `include_in_schema`, `schema`"
     );
     assert_eq!(messages[2], "`queue` is set more than once");
     assert!(messages[3].starts_with("invalid queue group name ``"));

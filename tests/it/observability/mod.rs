@@ -161,6 +161,7 @@ fn member(server: &NatsServer, listener: std::net::TcpListener) -> App {
         )
 }
 
+mod asyncapi;
 mod health;
 mod metrics;
 mod objects;
