@@ -1,6 +1,9 @@
 // Validates AsyncAPI 3.0.0 documents (JSON or YAML) with the official parser.
 //
-//   node .ci/asyncapi/validate.mjs <file>...
+//   node .ci/asyncapi/validate.mjs [--same] <file>...
+//
+// With --same, the files must also hold one document: the same data once read as JSON or
+// YAML (so the YAML the service serves says exactly what its JSON says).
 //
 // Prints every diagnostic (severity, code, message, JSON path, line:column) and a one-line
 // summary per file. Exits 1 if any file does not parse into a document, has an error-severity
@@ -8,6 +11,7 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Parser } from '@asyncapi/parser';
+import yaml from 'js-yaml';
 
 const EXPECTED_VERSION = '3.0.0';
 // Spectral's DiagnosticSeverity: Error = 0, Warning = 1, Information = 2, Hint = 3.
@@ -78,10 +82,38 @@ async function validateFile(parser, file) {
   return ok;
 }
 
-const files = process.argv.slice(2);
+const args = process.argv.slice(2);
+const same = args[0] === '--same';
+const files = same ? args.slice(1) : args;
 if (files.length === 0) {
-  console.error('usage: node .ci/asyncapi/validate.mjs <file>...');
+  console.error('usage: node .ci/asyncapi/validate.mjs [--same] <file>...');
   process.exit(2);
+}
+
+/** A value with its object keys sorted, for comparing documents written in any order. */
+function canonical(value) {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.keys(value).sort().map((key) => [key, canonical(value[key])]));
+  }
+  return value;
+}
+
+/** Whether every file holds the same data (JSON is YAML, so one reader takes both). */
+async function allSame(paths) {
+  let first;
+  for (const file of paths) {
+    // JSON_SCHEMA: no YAML 1.1 surprises such as `yes` read as true.
+    const data = JSON.stringify(canonical(yaml.load(await readFile(file, 'utf8'), { schema: yaml.JSON_SCHEMA })));
+    if (first === undefined) {
+      first = { file, data };
+    } else if (data !== first.data) {
+      console.log(`${file}: FAILED: not the same document as ${first.file}`);
+      return false;
+    }
+  }
+  console.log(`${paths.length} files hold the same document`);
+  return true;
 }
 
 const parser = new Parser();
@@ -90,4 +122,5 @@ for (const file of files) {
   // Files are validated one after another so each file's lines stay together.
   if (!(await validateFile(parser, file))) allOk = false;
 }
+if (same && !(await allSame(files))) allOk = false;
 process.exit(allOk ? 0 : 1);
