@@ -124,3 +124,19 @@ async fn every_workload_runs_and_prints_json() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The AsyncAPI benchmark builds the document of its 100 subscribers: every channel is there
+/// (75 Key-Value watches, 25 subject subscribers with their replies and publishers).
+#[tokio::test]
+async fn the_asyncapi_benchmark_documents_its_100_subscribers() -> anyhow::Result<()> {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_asyncapi_bench"))
+        .output()
+        .await?;
+    let text = String::from_utf8(output.stdout)?;
+    anyhow::ensure!(output.status.success(), "{text}");
+    anyhow::ensure!(
+        text.starts_with("100 subscribers: 150 channels, 125 operations, 100 schemas;"),
+        "{text}"
+    );
+    Ok(())
+}

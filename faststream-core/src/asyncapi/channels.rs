@@ -62,10 +62,13 @@ fn channel_id(doc: &HandlerDoc, pattern: &str, function: &str) -> String {
     )
 }
 
-/// FastStream's operation id: the title, or the channel id followed by `Subscribe`.
+/// FastStream's operation id: the title (when it is the channel's id: unique), or the channel
+/// id followed by `Subscribe`.
 fn subscribe_id(doc: &HandlerDoc, channel: &str) -> String {
-    doc.title
-        .map_or_else(|| format!("{channel}Subscribe"), str::to_owned)
+    match doc.title {
+        Some(title) if title == channel => title.to_owned(),
+        _ => format!("{channel}Subscribe"),
+    }
 }
 
 fn description(doc: &HandlerDoc) -> Option<String> {
@@ -114,7 +117,7 @@ pub(crate) fn watch(builder: &mut DocumentBuilder, spec: &SubscriberSpec, doc: &
     let watch = &spec.kv_watch;
     let objects = watch.is_objects();
     let pattern = if objects { watch.bucket() } else { &spec.key };
-    let id = channel_id(doc, pattern, &spec.name);
+    let id = builder.unique_channel_id(channel_id(doc, pattern, &spec.name));
     let mut extensions = Map::new();
     let (address, headers, fallback) = if objects {
         extensions.insert("x-faststream-obj".into(), obj_extension(watch));
@@ -170,7 +173,7 @@ pub(crate) fn watch(builder: &mut DocumentBuilder, spec: &SubscriberSpec, doc: &
 
 /// A subject or stream subscriber, with its reply when it answers requests.
 pub(crate) fn subject(builder: &mut DocumentBuilder, spec: &SubjectSpec, doc: &HandlerDoc) {
-    let id = channel_id(doc, &spec.subject, &spec.function);
+    let id = builder.unique_channel_id(channel_id(doc, &spec.subject, &spec.function));
     let subscription = &spec.subscription;
     let mut extensions = Map::new();
     if let Some(stream) = subscription.jstream() {
@@ -205,7 +208,7 @@ pub(crate) fn subject(builder: &mut DocumentBuilder, spec: &SubjectSpec, doc: &H
     // published, not requested (their reply subject is the acknowledgement's).
     let reply = match doc.output {
         Some(body) if !subscription.no_reply && subscription.jstream().is_none() => {
-            let reply_id = format!("{id}:Reply");
+            let reply_id = builder.unique_channel_id(format!("{id}:Reply"));
             builder.channel(ChannelSpec {
                 id: reply_id.clone(),
                 address: None,
@@ -247,14 +250,14 @@ pub(crate) fn subject(builder: &mut DocumentBuilder, spec: &SubjectSpec, doc: &H
 /// A `#[publisher]`: what its handler returns, sent to its subject.
 pub(crate) fn publisher(builder: &mut DocumentBuilder, spec: &PublisherSpec, doc: &HandlerDoc) {
     let default_id = format!("{}:Publisher", spec.subject);
-    let id = match doc.title {
+    let id = builder.unique_channel_id(match doc.title {
         Some(title) => title.to_owned(),
-        // Two handlers publishing to one subject: FastStream's name, then the handler's.
+        // Several handlers publishing to one subject: FastStream's name, then the handler's.
         None if builder.has_channel(&default_id) => {
             format!("{}:{}:Publisher", spec.subject, call_name(&spec.handler))
         }
         None => default_id,
-    };
+    });
     let mut extensions = Map::new();
     if let Some(stream) = &spec.publisher.stream {
         extensions.insert("x-faststream-stream".into(), json!({"stream": stream}));
@@ -301,7 +304,7 @@ pub(crate) fn view(builder: &mut DocumentBuilder, view: &ViewDoc) {
         .rsplit("::")
         .next()
         .unwrap_or(view.value_type);
-    let id = format!("{}:View:{short_type}", view.pattern);
+    let id = builder.unique_channel_id(format!("{}:View:{short_type}", view.pattern));
     let mut kv = json!({
         "bucket": view.bucket,
         "keys": view.pattern,

@@ -79,6 +79,18 @@ impl DocumentBuilder {
         }
     }
 
+    /// `id`, or the first of `id:2`, `id:3`, ... not taken: two handlers of one name in
+    /// different modules on one subject, or two titles alike, still get a channel each.
+    pub(crate) fn unique_channel_id(&self, id: String) -> String {
+        if !self.channels.contains_key(&id) {
+            return id;
+        }
+        (2..)
+            .map(|n| format!("{id}:{n}"))
+            .find(|candidate| !self.channels.contains_key(candidate))
+            .unwrap_or(id)
+    }
+
     /// Whether a channel id is taken.
     pub(crate) fn has_channel(&self, id: &str) -> bool {
         self.channels.contains_key(id)
@@ -287,5 +299,45 @@ fn rename_refs(value: &mut Value, renamed: &[(String, String)]) {
         }
         Value::Array(items) => items.iter_mut().for_each(|item| rename_refs(item, renamed)),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(id: &str) -> ChannelSpec<'static> {
+        ChannelSpec {
+            id: id.to_owned(),
+            address: Some("orders.{id}".to_owned()),
+            title: None,
+            description: None,
+            extensions: Map::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ids_alike_get_a_channel_each() {
+        let mut builder = DocumentBuilder::new();
+        for _ in 0..3 {
+            let id = builder.unique_channel_id("orders.{id}:Handle".to_owned());
+            builder.channel(channel(&id));
+        }
+        let (channels, ..) = builder.finish();
+        let ids: Vec<&String> = channels
+            .as_object()
+            .map(|c| c.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(
+            ids,
+            [
+                "orders.{id}:Handle",
+                "orders.{id}:Handle:2",
+                "orders.{id}:Handle:3"
+            ]
+        );
+        // Every placeholder of the address is a parameter.
+        assert!(channels["orders.{id}:Handle"]["parameters"]["id"].is_object());
     }
 }

@@ -17,6 +17,7 @@
 //! | [`buckets`](crate::guide::buckets) | declaring and configuring buckets, the [`KeyValue`](crate::KeyValue) handle, per-key TTLs |
 //! | [`objects`](crate::guide::objects) | object stores: `obj_watch` subscribers ([`ObjWatch`](crate::ObjWatch), [`ObjMessage`](crate::ObjMessage)), declaring stores, the [`ObjectStore`](crate::ObjectStore) handle, streamed and verified reads |
 //! | [`writes`](crate::guide::writes) | writes that cannot lose an update: JSON values, read-modify-write, write-back from a handler, atomic commits of several keys |
+//! | [`asyncapi`](crate::guide::asyncapi) | the AsyncAPI document the service serves (`/asyncapi`, `.json`, `.yaml`) and writes without connecting; payload schemas, the options, the Key-Value and object extension fields |
 //! | [`errors`](crate::guide::errors) | [`Error`](crate::Error), its variants and causes |
 //! | [`lifecycle`](crate::guide::lifecycle) | hooks, their order, what [`App::run`](crate::App::run) does step by step, signals |
 //! | [`reliability`](crate::guide::reliability) | what a subscriber is promised through restarts, outages, clusters, failing handlers, shutdown |
@@ -56,6 +57,9 @@ pub mod buckets {}
 pub mod objects {}
 #[doc = include_str!("writes.md")]
 pub mod writes {}
+
+#[doc = include_str!("asyncapi.md")]
+pub mod asyncapi {}
 
 #[doc = include_str!("errors.md")]
 pub mod errors {}
