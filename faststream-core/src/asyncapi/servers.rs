@@ -87,4 +87,17 @@ mod tests {
         assert_eq!(servers["development"]["x-faststream-auth"], "token");
         assert!(!servers.to_string().contains("tok@"));
     }
+
+    #[test]
+    fn a_client_certificate_is_an_x509_scheme() {
+        let config = BrokerConfig::new("tls://h:4222").tls_client_certificate("c.pem", "k.pem");
+        let (servers, schemes) = servers(&config);
+        assert_eq!(schemes["x509"]["type"], "X509");
+        assert_eq!(
+            servers["development"]["security"][0]["$ref"],
+            "#/components/securitySchemes/x509"
+        );
+        assert_eq!(servers["development"]["description"], "TLS required");
+        assert!(!schemes.contains_key("user-password"));
+    }
 }

@@ -154,7 +154,7 @@ mod tests {
         }));
         assert_eq!(
             yaml,
-            "asyncapi: \"3.0.0\"\ninfo:\n  title: shop\n  version: \"1.0\"\nlist:\n  - 1\n  - two\n  - a: true\n    b: null\n  - []\n  - {}\nempty: {}\nquoted:\n  - \"yes\"\n  - \"\"\n  - \"a: b\"\n  - \"#x\"\n  - \"10\"\n  - \"orders.{id}\"\n  - \"line\\nbreak\"\n  - \"Ünï\"\n"
+            "asyncapi: \"3.0.0\"\nempty: {}\ninfo:\n  title: shop\n  version: \"1.0\"\nlist:\n  - 1\n  - two\n  - a: true\n    b: null\n  - []\n  - {}\nquoted:\n  - \"yes\"\n  - \"\"\n  - \"a: b\"\n  - \"#x\"\n  - \"10\"\n  - \"orders.{id}\"\n  - \"line\\nbreak\"\n  - \"Ünï\"\n"
         );
     }
 
