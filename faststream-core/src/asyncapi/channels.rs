@@ -159,7 +159,7 @@ pub(crate) fn watch(builder: &mut DocumentBuilder, spec: &SubscriberSpec, doc: &
         )
     };
     builder.operation(
-        &id.clone(),
+        &id,
         OperationSpec {
             id: subscribe_id(doc, &id),
             action: "receive",
@@ -232,7 +232,7 @@ pub(crate) fn subject(builder: &mut DocumentBuilder, spec: &SubjectSpec, doc: &H
         _ => None,
     };
     builder.operation(
-        &id.clone(),
+        &id,
         OperationSpec {
             id: subscribe_id(doc, &id),
             action: "receive",
@@ -277,8 +277,9 @@ pub(crate) fn publisher(builder: &mut DocumentBuilder, spec: &PublisherSpec, doc
             fallback_description: None,
         }],
     });
+    let channel = id.clone();
     builder.operation(
-        &id.clone(),
+        &channel,
         OperationSpec {
             id,
             action: "send",
@@ -342,7 +343,7 @@ pub(crate) fn view(builder: &mut DocumentBuilder, view: &ViewDoc) {
         }],
     });
     builder.operation(
-        &id.clone(),
+        &id,
         OperationSpec {
             id: format!("{id}Subscribe"),
             action: "receive",
