@@ -5,7 +5,7 @@ use proc_macro2::Span;
 use quote::ToTokens as _;
 use syn::{Expr, ExprLit, ExprPath, Lit, LitBool, LitStr, Meta};
 
-use super::values::peel;
+use super::values::{bool_literal, peel};
 use crate::parse::HandlerFn;
 
 pub(crate) const TITLE_NOT_LITERAL: &str =
@@ -51,13 +51,7 @@ pub(crate) fn description(expr: &Expr) -> syn::Result<LitStr> {
 
 /// `include_in_schema = true|false`.
 pub(crate) fn include_in_schema(expr: &Expr) -> syn::Result<LitBool> {
-    match peel(expr) {
-        Expr::Lit(ExprLit {
-            lit: Lit::Bool(flag),
-            ..
-        }) => Ok(flag.clone()),
-        other => Err(syn::Error::new_spanned(other, INCLUDE_NOT_BOOL)),
-    }
+    bool_literal(expr, INCLUDE_NOT_BOOL)
 }
 
 /// `schema = Order`: a path, read as a type (`Vec::<Order>` as written in an expression).

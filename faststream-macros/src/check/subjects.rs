@@ -6,7 +6,7 @@ use syn::{Expr, ExprLit, ExprUnary, Lit, LitBool, LitInt, LitStr, UnOp};
 
 use faststream_rules::{KeyPattern, NameError, MAX_PULL_BATCH};
 
-use super::values::peel;
+use super::values::{bool_literal, peel};
 use super::{PullSub, Stream, Typed};
 
 pub(crate) const SUBJECT_NOT_LITERAL: &str =
@@ -193,13 +193,7 @@ pub(crate) fn ordered_by(expr: &Expr, subject: Option<&KeyPattern>) -> syn::Resu
 
 /// `no_reply = true` or `no_reply = false`.
 pub(crate) fn no_reply(expr: &Expr) -> syn::Result<LitBool> {
-    match peel(expr) {
-        Expr::Lit(ExprLit {
-            lit: Lit::Bool(flag),
-            ..
-        }) => Ok(flag.clone()),
-        other => Err(syn::Error::new_spanned(other, NO_REPLY_NOT_BOOL)),
-    }
+    bool_literal(expr, NO_REPLY_NOT_BOOL)
 }
 
 /// A string literal checked by `rule`: a fresh literal with the same text and span (without a

@@ -2,7 +2,7 @@
 //! same names (`faststream-rules`), so a name accepted here is never refused at start-up.
 
 use proc_macro2::Span;
-use syn::{Expr, ExprLit, ExprUnary, Lit, LitInt, LitStr, UnOp};
+use syn::{Expr, ExprLit, ExprUnary, Lit, LitBool, LitInt, LitStr, UnOp};
 
 use faststream_rules::MAX_WORKERS;
 
@@ -134,6 +134,17 @@ pub(crate) fn order(expr: &Expr) -> syn::Result<i32> {
             ),
         )
     })
+}
+
+/// `true` or `false` as written, or `message` at anything else.
+pub(super) fn bool_literal(expr: &Expr, message: &str) -> syn::Result<LitBool> {
+    match peel(expr) {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(flag),
+            ..
+        }) => Ok(flag.clone()),
+        other => Err(syn::Error::new_spanned(other, message)),
+    }
 }
 
 /// Removes the invisible groups that `macro_rules!` puts around an `$x:expr`, so that a literal
