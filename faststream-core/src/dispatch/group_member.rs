@@ -81,6 +81,7 @@ impl GroupMember {
         let report = Arc::new(Mutex::new(Heartbeat {
             host: hostname(),
             pid: std::process::id(),
+            sticky: true,
             ..Heartbeat::default()
         }));
         let (assignment, mut assigned) = watch::channel(Assignment::default());

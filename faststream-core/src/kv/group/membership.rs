@@ -7,18 +7,33 @@
 //! clock is hours off neither drops live members nor keeps dead ones. (A heartbeat already
 //! stored when this member starts watching is aged by the server's clock alone: its time
 //! against the time of this member's own latest heartbeat, both the server's.) A member that
-//! stops cleanly deletes its key, which the others see at once. Every member
-//! sorts the live ids and takes partition `p` if it is the `p % n`-th of the `n` members: the
-//! same list gives the same assignment everywhere, balanced to within one partition.
+//! stops cleanly deletes its key, which the others see at once.
+//!
+//! A heartbeat also says which partitions its member holds. Every member computes the
+//! assignment from the live members and those lists, its own list read back from the bucket
+//! like the others' (nothing for a member whose heartbeat it has not read yet), with the rule of
+//! [`assignment`](super::assignment): balanced to within one partition, and sticky: a member
+//! leaving moves only its own partitions, a member joining only those it takes (with 16
+//! partitions, going from 3 members to 4 moves 4 of them, where giving partition `p` to the
+//! `p % n`-th member moved 11.5 on average). Each member heartbeats the share it computed, so
+//! the rule is fed its own output: it gives that output back, even while only some of the
+//! heartbeats carry it, so the members computing at different moments still agree, and settle
+//! within a round of heartbeats once the membership stops changing. Members of an earlier
+//! version (whose heartbeats do not say they assign this way) assign `p % n`; while one of them
+//! is live, every member does the same, so that no partition is left unpulled.
 //!
 //! The assignment only decides who *pulls* a partition. Two members that briefly disagree
-//! (one has seen a change the other has not) both pull it, and the server's pin still gives it
-//! to one of them; a partition nobody pulls for a moment just waits. So agreement is needed for
-//! balance and speed, never for correctness.
+//! (one has read a heartbeat, or seen a member come or go, that the other has not) both pull
+//! it, and the server's pin still gives it to one of them; a partition nobody pulls for a
+//! moment just waits. So agreement is needed for balance and speed, never for correctness,
+//! and the assignment may be computed from heartbeats that reach the members at different
+//! moments: a list read late costs a moment of two pullers, or of none, not a change lost or
+//! handled twice at once.
 //!
 //! A member whose own heartbeats fail for a session timeout (its connection is down) assumes
 //! the others have taken its partitions and gives them up itself, until it is heard again.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,16 +45,22 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::assignment::{assign, modulo, Holder};
+
 /// What a member writes in its heartbeat: who it is and what it holds, for
 /// [`KvGroup::info`](super::KvGroup::info).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Heartbeat {
     pub(crate) host: String,
     pub(crate) pid: u32,
-    /// The partitions the member is assigned.
+    /// The partitions the member is assigned: what the sticky rule lets it keep.
     pub(crate) partitions: Vec<u16>,
     /// The partitions the server has pinned to it, with the pin ids.
     pub(crate) pinned: Vec<(u16, String)>,
+    /// Whether the member assigns by the sticky rule; absent (false) in the heartbeats of the
+    /// versions that assigned `p % n`.
+    #[serde(default)]
+    pub(crate) sticky: bool,
 }
 
 /// The partitions this member pulls, and the live members the assignment was made from.
@@ -47,16 +68,6 @@ pub(crate) struct Heartbeat {
 pub(crate) struct Assignment {
     pub(crate) members: Vec<Arc<str>>,
     pub(crate) mine: Vec<u16>,
-}
-
-/// Partition `p` goes to the `p % n`-th of the `n` sorted members.
-pub(crate) fn assign(partitions: u16, members: &[Arc<str>], me: &str) -> Vec<u16> {
-    let Some(index) = members.iter().position(|member| &**member == me) else {
-        return Vec::new();
-    };
-    (0..partitions)
-        .filter(|partition| usize::from(*partition) % members.len() == index)
-        .collect()
 }
 
 /// A fresh member id: the host, the process and a unique suffix, as one key token.
@@ -155,7 +166,8 @@ impl Membership {
                                     received: Instant::now(),
                                 });
                             }
-                            heard(&mut last_seen, entry.key, entry.revision, entry.created);
+                            let claim = Claim::read(&entry.value);
+                            heard(&mut last_seen, entry.key, entry.revision, entry.created, claim);
                         }
                         kv::Operation::Delete | kv::Operation::Purge => {
                             last_seen.remove(&entry.key);
@@ -213,17 +225,8 @@ impl Membership {
     ) {
         let timeout = self.session_timeout;
         last_seen.retain(|_, heard| heard.alive(timeout, own_latest));
-        let mut members: Vec<Arc<str>> = last_seen
-            .keys()
-            .filter(|member| **member != *self.id)
-            .map(|member| Arc::from(member.as_str()))
-            .collect();
         let alive = heard_back.elapsed() < timeout;
-        if alive {
-            members.push(Arc::clone(&self.id));
-        }
-        members.sort();
-        let mine = assign(self.partitions, &members, &self.id);
+        let (members, mine) = share(self.partitions, last_seen, &self.id, alive);
         let changed = {
             let current = self.assignment.borrow();
             current.members != members || current.mine != mine
@@ -243,6 +246,40 @@ impl Membership {
     }
 }
 
+/// The live members (those in `last_seen`, and `me` if `alive`), sorted by id, and the share of
+/// `me`: by the sticky rule, or `p % n` while a live member of an earlier version assigns so.
+fn share(
+    partitions: u16,
+    last_seen: &HashMap<String, Heard>,
+    me: &str,
+    alive: bool,
+) -> (Vec<Arc<str>>, Vec<u16>) {
+    let mut holders: Vec<Holder<'_>> = last_seen
+        .iter()
+        .filter(|(member, _)| alive || *member != me)
+        .map(|(member, heard)| Holder {
+            id: member,
+            held: &heard.claim.partitions,
+        })
+        .collect();
+    if alive && !last_seen.contains_key(me) {
+        holders.push(Holder { id: me, held: &[] });
+    }
+    holders.sort_by(|a, b| a.id.cmp(b.id));
+    let index = holders.iter().position(|holder| holder.id == me);
+    let sticky = last_seen.values().all(|heard| heard.claim.sticky);
+    let mine = match index {
+        None => Vec::new(),
+        Some(index) if sticky => assign(partitions, &holders)
+            .into_iter()
+            .nth(index)
+            .unwrap_or_default(),
+        Some(index) => modulo(partitions, holders.len(), index),
+    };
+    let members = holders.iter().map(|holder| Arc::from(holder.id)).collect();
+    (members, mine)
+}
+
 /// A time of the server's clock (when it stored a heartbeat), and when this member received it.
 #[derive(Debug, Clone, Copy)]
 struct ServerTime {
@@ -250,8 +287,34 @@ struct ServerTime {
     received: Instant,
 }
 
+/// What a heartbeat says of the assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Claim {
+    /// The partitions its member holds.
+    partitions: Vec<u16>,
+    /// Whether its member assigns by the sticky rule.
+    sticky: bool,
+}
+
+impl Claim {
+    /// The claim of a heartbeat's value. A value that is not a heartbeat (something else wrote
+    /// the key) holds nothing and does not hold the group to `p % n`.
+    fn read(value: &[u8]) -> Self {
+        serde_json::from_slice::<Heartbeat>(value).map_or(
+            Self {
+                partitions: Vec::new(),
+                sticky: true,
+            },
+            |heartbeat| Self {
+                partitions: heartbeat.partitions,
+                sticky: heartbeat.sticky,
+            },
+        )
+    }
+}
+
 /// The last heartbeat revision received of a member, and when it arrived here.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Heard {
     revision: u64,
     at: Instant,
@@ -259,6 +322,8 @@ struct Heard {
     stored: OffsetDateTime,
     /// Whether a new revision arrived since this member first heard of it.
     renewed: bool,
+    /// What that heartbeat says it holds.
+    claim: Claim,
 }
 
 impl Heard {
@@ -290,26 +355,31 @@ fn heard(
     member: String,
     revision: u64,
     stored: OffsetDateTime,
+    claim: Claim,
 ) {
     let now = Instant::now();
-    last_seen
-        .entry(member)
-        .and_modify(|heard| {
-            if revision > heard.revision {
-                *heard = Heard {
+    match last_seen.entry(member) {
+        Entry::Occupied(mut heard) => {
+            if revision > heard.get().revision {
+                heard.insert(Heard {
                     revision,
                     at: now,
                     stored,
                     renewed: true,
-                };
+                    claim,
+                });
             }
-        })
-        .or_insert(Heard {
-            revision,
-            at: now,
-            stored,
-            renewed: false,
-        });
+        }
+        Entry::Vacant(vacant) => {
+            vacant.insert(Heard {
+                revision,
+                at: now,
+                stored,
+                renewed: false,
+                claim,
+            });
+        }
+    }
 }
 
 async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<Result<kv::Entry, kv::WatcherError>> {
@@ -322,10 +392,6 @@ async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<Result<kv::Entry, k
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn members(ids: &[&str]) -> Vec<Arc<str>> {
-        ids.iter().map(|id| Arc::from(*id)).collect()
-    }
 
     #[tokio::test]
     async fn ids_differ_within_a_process() {
@@ -344,17 +410,25 @@ mod tests {
     fn only_a_new_revision_is_a_sign_of_life() {
         let stored = OffsetDateTime::UNIX_EPOCH;
         let mut last_seen = HashMap::new();
-        heard(&mut last_seen, "a".to_owned(), 5, stored);
+        let claim = |partitions: &[u16]| Claim {
+            partitions: partitions.to_vec(),
+            sticky: true,
+        };
+        heard(&mut last_seen, "a".to_owned(), 5, stored, claim(&[1]));
         let first = last_seen["a"].at;
         std::thread::sleep(Duration::from_millis(5));
         // The same heartbeat again (a watch started again): not a new sign of life.
-        heard(&mut last_seen, "a".to_owned(), 5, stored);
+        heard(&mut last_seen, "a".to_owned(), 5, stored, claim(&[1]));
         assert_eq!(last_seen["a"].at, first);
         assert!(!last_seen["a"].renewed);
-        heard(&mut last_seen, "a".to_owned(), 9, stored);
+        heard(&mut last_seen, "a".to_owned(), 9, stored, claim(&[2, 3]));
         assert!(last_seen["a"].at > first);
         assert_eq!(last_seen["a"].revision, 9);
         assert!(last_seen["a"].renewed);
+        assert_eq!(last_seen["a"].claim, claim(&[2, 3]));
+        // An older revision delivered late does not bring back what it held.
+        heard(&mut last_seen, "a".to_owned(), 7, stored, claim(&[1]));
+        assert_eq!(last_seen["a"].claim, claim(&[2, 3]));
     }
 
     #[test]
@@ -370,6 +444,10 @@ mod tests {
             at: Instant::now(),
             stored: server_now - age,
             renewed: false,
+            claim: Claim {
+                partitions: Vec::new(),
+                sticky: true,
+            },
         };
         assert!(found(time::Duration::seconds(1)).alive(timeout, own));
         assert!(!found(time::Duration::seconds(12)).alive(timeout, own));
@@ -384,21 +462,84 @@ mod tests {
         assert!(renewed.alive(timeout, own));
     }
 
-    #[test]
-    fn balanced_within_one() {
-        for count in 1..=7usize {
-            let ids: Vec<String> = (0..count).map(|i| format!("m{i}")).collect();
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let all = members(&ids);
-            let sizes: Vec<usize> = ids.iter().map(|id| assign(16, &all, id).len()).collect();
-            assert_eq!(sizes.iter().sum::<usize>(), 16);
-            let (min, max) = (sizes.iter().min(), sizes.iter().max());
-            assert!(
-                max.zip(min).is_some_and(|(max, min)| max - min <= 1),
-                "{sizes:?}"
+    fn heard_of(claims: &[(&str, &[u16], bool)]) -> HashMap<String, Heard> {
+        let mut last_seen = HashMap::new();
+        for (member, partitions, sticky) in claims {
+            let claim = Claim {
+                partitions: partitions.to_vec(),
+                sticky: *sticky,
+            };
+            heard(
+                &mut last_seen,
+                (*member).to_owned(),
+                1,
+                OffsetDateTime::UNIX_EPOCH,
+                claim,
             );
         }
-        assert!(assign(16, &members(&["a"]), "b").is_empty());
-        assert_eq!(assign(4, &members(&["a", "b"]), "b"), vec![1, 3]);
+        last_seen
+    }
+
+    #[test]
+    fn a_member_shares_by_what_the_heartbeats_hold() {
+        // b holds 0..6, c 6..8; a, joining (its heartbeat not read yet), takes what b gives up.
+        let held: Vec<u16> = (0..6).collect();
+        let last_seen = heard_of(&[("b", &held, true), ("c", &[6, 7], true)]);
+        let (members, mine) = share(8, &last_seen, "a", true);
+        assert_eq!(
+            members,
+            vec![Arc::from("a"), Arc::from("b"), Arc::from("c")]
+        );
+        assert_eq!(mine, vec![3, 4, 5]);
+        // Once a's first heartbeat is read, by every member: the same assignment.
+        let last_seen = heard_of(&[("a", &[], true), ("b", &held, true), ("c", &[6, 7], true)]);
+        assert_eq!(share(8, &last_seen, "a", true).1, vec![3, 4, 5]);
+        assert_eq!(share(8, &last_seen, "b", true).1, vec![0, 1, 2]);
+        assert_eq!(share(8, &last_seen, "c", true).1, vec![6, 7]);
+        // Not heard back from itself: out of the group, nothing.
+        let (members, mine) = share(8, &last_seen, "b", false);
+        assert_eq!(members, vec![Arc::from("a"), Arc::from("c")]);
+        assert!(mine.is_empty());
+    }
+
+    #[test]
+    fn a_live_member_of_an_earlier_version_holds_the_group_to_modulo() {
+        let last_seen = heard_of(&[
+            ("a", &[], true),
+            ("b", &[1, 3], false),
+            ("c", &[6, 7], true),
+        ]);
+        assert_eq!(share(8, &last_seen, "a", true).1, vec![0, 3, 6]);
+        assert_eq!(share(8, &last_seen, "c", true).1, vec![2, 5]);
+    }
+
+    #[test]
+    fn a_heartbeat_says_what_its_member_holds_and_by_which_rule() {
+        let heartbeat = Heartbeat {
+            partitions: vec![4, 5],
+            sticky: true,
+            ..Heartbeat::default()
+        };
+        let value = serde_json::to_vec(&heartbeat).expect("serialises");
+        let read = Claim::read(&value);
+        assert_eq!(read.partitions, vec![4, 5]);
+        assert!(read.sticky);
+        // An earlier version's heartbeat: the group falls back to `p % n`.
+        let earlier = br#"{"host":"h","pid":1,"partitions":[0,2],"pinned":[]}"#;
+        assert_eq!(
+            Claim::read(earlier),
+            Claim {
+                partitions: vec![0, 2],
+                sticky: false
+            }
+        );
+        // Not a heartbeat: holds nothing, and does not hold the group back.
+        assert_eq!(
+            Claim::read(b"not json"),
+            Claim {
+                partitions: Vec::new(),
+                sticky: true
+            }
+        );
     }
 }

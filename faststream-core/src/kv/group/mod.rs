@@ -7,8 +7,9 @@
 //! - one **durable pull consumer per partition**, `max_ack_pending` 1 (a partition's changes
 //!   one at a time, in order, retries included) and a pinned-client priority group: the server
 //!   delivers to one member at a time and moves the pin when that member goes quiet;
-//! - a **members bucket** where each member heartbeats; every member computes the same
-//!   assignment of partitions from it and pulls only its own;
+//! - a **members bucket** where each member heartbeats, with the partitions it holds; every
+//!   member computes the same assignment of partitions from it (`assignment`: balanced, and a
+//!   member joining or leaving moves only the partitions it must) and pulls only its own;
 //! - a **dead-letter stream** for the changes given up;
 //! - a **hand-backs bucket** counting, per partition, the deliveries handed back without a
 //!   call, so that they are not counted as attempts.
@@ -17,6 +18,7 @@
 //! over on it (`replaced`).
 
 mod admin;
+pub(crate) mod assignment;
 pub(crate) mod dead_letters;
 pub(crate) mod declare;
 pub(crate) mod handbacks;
