@@ -48,6 +48,7 @@ use crate::kv::group::declare::DeclaredGroup;
 use crate::kv::group::handbacks::Handbacks;
 use crate::kv::group::layout::GroupLayout;
 use crate::kv::group::membership::{hostname, member_id, Assignment, Heartbeat, Membership};
+use crate::kv::group::mirror::MirrorCheck;
 use crate::kv::group::replaced::ReplacementCheck;
 use crate::kv::group::GroupSettings;
 use crate::observe::metrics::GroupMetrics;
@@ -105,6 +106,7 @@ impl GroupMember {
             bucket: self.declared.bucket,
             member: Arc::clone(&member),
             assignment: assigned.clone(),
+            mirror: MirrorCheck::default(),
         };
         let replacement = tokio::spawn(replacement.run(leave.clone()));
         let subscriber = Arc::clone(&self.dispatcher.context.name);

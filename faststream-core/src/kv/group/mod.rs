@@ -15,7 +15,8 @@
 //!   call, so that they are not counted as attempts.
 //!
 //! A bucket deleted and created again under a running group is noticed, and the group starts
-//! over on it (`replaced`).
+//! over on it (`replaced`); a mirror left without its consumer on the bucket's stream (that
+//! stream's leader died) is started again (`mirror`).
 
 mod admin;
 pub(crate) mod assignment;
@@ -24,6 +25,7 @@ pub(crate) mod declare;
 pub(crate) mod handbacks;
 pub(crate) mod layout;
 pub(crate) mod membership;
+pub(crate) mod mirror;
 pub(crate) mod partition;
 pub(crate) mod replaced;
 mod roster;

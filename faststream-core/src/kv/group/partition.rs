@@ -35,7 +35,8 @@ use crate::kv::message::{KvMessage, MessageParts, Operation};
 /// Messages asked for per pull request: with one change in flight per partition the server
 /// sends them one at a time anyway; a larger batch only saves requests.
 const BATCH: usize = 256;
-/// Added to a pull's expiry before it is given up as lost.
+/// Added to a pull's expiry before it is given up as lost; also how long an answer to giving
+/// the pin back is waited for.
 const PULL_GRACE: Duration = Duration::from_secs(1);
 
 /// What a partition's pull loop yields.
@@ -378,9 +379,23 @@ impl PartitionPuller {
             return;
         };
         let consumer = GroupLayout::consumer(self.partition);
-        if let Err(error) = stream.unpin_consumer(&consumer, PRIORITY_GROUP).await {
-            tracing::debug!(partition = self.partition, error = %error,
-                "could not give the pin back; the next member is pinned after the pin timeout");
+        // A consumer electing a leader does not answer. Waiting for the request timeout (10 s
+        // by default) would keep the partition from being pulled here again (its task is still
+        // ending), while a pin not given back lapses anyway after the pin timeout.
+        let unpinned =
+            tokio::time::timeout(PULL_GRACE, stream.unpin_consumer(&consumer, PRIORITY_GROUP))
+                .await;
+        let problem = match unpinned {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("no answer within {PULL_GRACE:?}")),
+        };
+        if let Some(problem) = problem {
+            tracing::debug!(
+                partition = self.partition,
+                problem,
+                "could not give the pin back; the next member is pinned after the pin timeout"
+            );
         }
         self.given_back = Some(pin);
         self.fence_due = true;

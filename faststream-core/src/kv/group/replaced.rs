@@ -8,7 +8,8 @@
 //! is recorded in the group stream's metadata when the group is declared, and:
 //! - a member declaring the group finds it recorded with another identity;
 //! - running members look the bucket's stream up once per session timeout (one stream info
-//!   request each) and compare.
+//!   request each) and compare (and, while it is the same, look at the group's mirror with
+//!   it: `mirror`).
 //!
 //! Then the group's stream is deleted and declared again on the new bucket, copying everything
 //! the new bucket holds: it was all written while the group ran. The hand-back counts go too
@@ -35,6 +36,7 @@ use super::declare::{
     create_consumers, create_stream, is_not_found, look_up, stream_error, GroupSpec, Origin,
 };
 use super::membership::Assignment;
+use super::mirror::MirrorCheck;
 use crate::error::{chain, GroupError};
 
 /// Where the group's stream records the identity of the bucket's stream it copies.
@@ -143,6 +145,7 @@ pub(crate) struct ReplacementCheck {
     pub(crate) bucket: BucketIdentity,
     pub(crate) member: Arc<str>,
     pub(crate) assignment: watch::Receiver<Assignment>,
+    pub(crate) mirror: MirrorCheck,
 }
 
 impl ReplacementCheck {
@@ -151,20 +154,24 @@ impl ReplacementCheck {
         let every = self.spec.settings.session_timeout;
         let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Lookups answered within a check period: one unanswered (a stream electing a leader)
+        // would otherwise hold the next checks for the request timeout (10 s by default).
+        let mut lookups = self.jetstream.clone();
+        lookups.set_timeout(every);
         let mut waited = 0;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
-                _ = checks.tick() => self.check(&mut waited, every).await,
+                _ = checks.tick() => self.check(&lookups, &mut waited, every).await,
             }
         }
     }
 
-    async fn check(&mut self, waited: &mut u32, every: Duration) {
+    async fn check(&mut self, lookups: &jetstream::Context, waited: &mut u32, every: Duration) {
         let layout = &self.spec.layout;
         let name = format!("KV_{}", layout.bucket);
         // A bucket missing (deleted, not yet created again) is waited for.
-        let bucket = match self.jetstream.get_stream(&name).await {
+        let bucket = match lookups.get_stream(&name).await {
             Ok(bucket) => bucket,
             Err(error) => {
                 tracing::debug!(stream = %name, error = %chain(&error),
@@ -175,6 +182,11 @@ impl ReplacementCheck {
         let identity = BucketIdentity::of(bucket.cached_info());
         if identity == self.bucket {
             *waited = 0;
+            let first = self.assignment.borrow().members.first().cloned();
+            let first = first.is_none_or(|first| first == self.member);
+            self.mirror
+                .check(lookups, layout, bucket.cached_info(), first)
+                .await;
             return;
         }
         if let Ok(stream) = self.jetstream.get_stream(&layout.stream).await {
