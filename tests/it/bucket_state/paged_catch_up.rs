@@ -1,4 +1,5 @@
-//! A latest-per-key catch-up read through batched direct gets (nats-server 2.11+, history 1):
+//! A latest-per-key catch-up read through batched direct gets (`batched_catch_up`, nats-server
+//! 2.11+, one message per key):
 //! every key's latest entry, then every change, no gap and no duplicate, while writers write;
 //! the same through a consumer on older servers; history and other options keep the consumer.
 
@@ -91,7 +92,9 @@ async fn a_paged_catch_up_delivers_the_latest_entries_then_every_change() -> any
             })
             .collect();
 
-        let mut watcher = broker.kv_watch("k.>", KvWatch::new("paged")).await?;
+        let mut watcher = broker
+            .kv_watch("k.>", KvWatch::new("paged").batched_catch_up(true))
+            .await?;
         let mut entries = Vec::new();
         let catch_up = tokio::time::timeout(EVENT_TIMEOUT * 2, async {
             loop {
@@ -181,7 +184,7 @@ async fn a_paged_catch_up_delivers_the_latest_entries_then_every_change() -> any
 }
 
 #[tokio::test]
-async fn history_and_other_options_keep_the_consumer() -> anyhow::Result<()> {
+async fn history_other_options_and_the_default_keep_the_consumer() -> anyhow::Result<()> {
     on_each_server_since(2, 11, |server| async move {
         let js = jetstream(&server).await?;
         let broker = connected_broker(&server).await?;
@@ -192,9 +195,21 @@ async fn history_and_other_options_keep_the_consumer() -> anyhow::Result<()> {
         fill(&js, "deep", 500, 3).await?;
         fill(&js, "flat", 500, 1).await?;
         let watches = [
-            ("deep", KvWatch::new("deep")),
-            ("flat", KvWatch::new("flat").headers_only(true)),
-            ("flat", KvWatch::new("flat").include_history(true)),
+            ("deep", KvWatch::new("deep").batched_catch_up(true)),
+            (
+                "flat",
+                KvWatch::new("flat")
+                    .batched_catch_up(true)
+                    .headers_only(true),
+            ),
+            (
+                "flat",
+                KvWatch::new("flat")
+                    .batched_catch_up(true)
+                    .include_history(true),
+            ),
+            // Not asked for: the consumer, as always.
+            ("flat", KvWatch::new("flat")),
         ];
         for (bucket, options) in watches {
             let mut watcher = broker.kv_watch("k.>", options.clone()).await?;
@@ -207,11 +222,39 @@ async fn history_and_other_options_keep_the_consumer() -> anyhow::Result<()> {
             wait_for_no_consumers(&js, bucket).await?;
         }
         // History 1 and the latest values: the pages, and no consumer until they are read.
-        let mut paged = broker.kv_watch("k.>", KvWatch::new("flat")).await?;
+        let mut paged = broker
+            .kv_watch("k.>", KvWatch::new("flat").batched_catch_up(true))
+            .await?;
         paged.get_one(EVENT_TIMEOUT).await.context("an entry")?;
         assert_eq!(consumer_count(&js, "flat").await?, 0);
         let (entries, _) = read_until_caught_up(&mut paged).await?;
         assert_eq!(entries + 1, 500);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_view_caught_up_in_pages_holds_the_buckets_state() -> anyhow::Result<()> {
+    on_each_server_before_and_since(2, 11, |server| async move {
+        let js = jetstream(&server).await?;
+        let broker = connected_broker(&server).await?;
+        let store = broker.key_value("paged_view").await?;
+        fill(&js, "paged_view", KEYS, 1).await?;
+        for key in 0..100 {
+            store.delete(&format!("k.{key}")).await?;
+        }
+        let options = faststream_core::kv::KvViewOptions::new("paged_view").batched_catch_up(true);
+        let mut view = broker.kv_view_raw(options, ">").await?;
+        assert_eq!(view.len(), KEYS as usize - 100);
+        assert!(view.get("k.0").is_none());
+        assert_eq!(view.get("k.100").as_deref(), Some(&bytes::Bytes::from("0")));
+        // Changes after the catch-up reach it.
+        store.put("k.0", "back".into()).await?;
+        wait_for_view(&mut view, "k.0 written again", |view| {
+            view.contains_key("k.0")
+        })
+        .await?;
         Ok(())
     })
     .await

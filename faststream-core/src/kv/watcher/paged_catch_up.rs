@@ -1,17 +1,20 @@
 //! A latest-per-key catch-up read in pages of batched direct gets (`batch.rs`) instead of
 //! through a consumer, where that gives the same entries.
 //!
-//! In a bucket that keeps one revision per key (history 1, the default), the stream holds the
-//! latest entry of every key and nothing else; reading every retained message in sequence order
-//! gives each key's latest entry (a delete or purge as its marker), and a key rewritten during
-//! the read shows up again at its new revision, exactly as a consumer delivering the latest
-//! value per key would. Such a read can stop at any sequence and go on from the next one, with
+//! In a bucket that keeps one revision per key (history 1, the default), or whose keys have
+//! no second revision yet (the stream holds no more messages than subjects), the stream holds
+//! the latest entry of every key and nothing else; reading every retained message in sequence
+//! order gives each key's latest entry (a delete or purge as its marker), and a key rewritten
+//! during the read shows up again at its new revision, exactly as a consumer delivering the
+//! latest value per key would. Such a read can stop at any sequence and go on from the next one, with
 //! nothing lost or repeated, so when the pages end (or fail) the watch continues with a consumer
 //! from the revision after the last one read; that consumer, like any, confirms the catch-up.
 //!
-//! Used with nats-server 2.11 or newer, a bucket with `allow_direct` and history 1, and a
-//! watch of the latest values (not `include_history`, `updates_only`, `headers_only` or
-//! `meta_only`, not an object store). Anything else keeps the consumer.
+//! Asked for with [`KvWatch::batched_catch_up`](crate::KvWatch::batched_catch_up); taken with
+//! nats-server 2.11 or newer, a bucket with `allow_direct` and one message per key,
+//! and a watch of the latest values (not `include_history`, `updates_only`, `headers_only` or
+//! `meta_only`, not an object store). Anything else (a key with older revisions
+//! retained, which a read by sequence would deliver too) keeps the consumer.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -50,7 +53,8 @@ impl KvWatcher {
     /// Whether the watch's options and the server allow a paged catch-up (the bucket is looked
     /// at next).
     pub(super) fn may_page_catch_up(&self) -> bool {
-        self.options.start_at() == StartAt::LatestPerKey
+        self.options.batched_catch_up
+            && self.options.start_at() == StartAt::LatestPerKey
             && !self.options.without_values()
             && !self.options.is_objects()
             && server_version_at_least(&self.client.server_info().version, BATCHED_DIRECT_GET_SINCE)
@@ -59,9 +63,11 @@ impl KvWatcher {
     /// Starts a paged catch-up if the bucket's stream suits one; `false` leaves the watch to
     /// its consumer.
     pub(super) fn start_paged_catch_up(&mut self, info: &Info) -> bool {
-        let suits = info.config.allow_direct
-            && info.config.max_messages_per_subject == 1
-            && info.state.messages > 0;
+        // One message per key: history 1, or no key with a second revision yet. Revisions
+        // written after this look are changes, which a consumer would deliver too.
+        let one_per_key = info.config.max_messages_per_subject == 1
+            || info.state.messages <= info.state.subjects_count;
+        let suits = info.config.allow_direct && one_per_key && info.state.messages > 0;
         if !suits {
             return false;
         }
