@@ -11,6 +11,14 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{BoxError, Error, Result};
 
+/// Messages a subscription may hold before async-nats drops what arrives (async-nats's default
+/// is 65,536). A watch's consumer lets the server send up to its flow-control window (32 MiB
+/// on nats-server 2.9 to 2.15) before it waits for the reader: about 330,000 entries of small
+/// values. Fewer slots drop entries whenever a reader falls behind during a catch-up (a view
+/// building its map over a million keys did), and every drop re-creates the watch. The channel
+/// allocates as it fills, so the room costs nothing unused.
+const SUBSCRIPTION_CAPACITY: usize = 1 << 19;
+
 /// A secret string: usable, never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Secret(String);
@@ -185,7 +193,8 @@ impl ConnectSettings {
         &self,
     ) -> Result<(async_nats::ConnectOptions, Vec<async_nats::ServerAddr>)> {
         let servers = self.server_addrs()?;
-        let mut options = async_nats::ConnectOptions::new();
+        let mut options =
+            async_nats::ConnectOptions::new().subscription_capacity(SUBSCRIPTION_CAPACITY);
         if let Some(name) = &self.name {
             options = options.name(name);
         }

@@ -36,12 +36,18 @@ pub async fn view_catchup(implementation: &str, n: usize) -> anyhow::Result<Valu
     let started = Instant::now();
     // What each side holds once caught up, kept until RSS is read.
     let held: Box<dyn std::any::Any>;
+    // Consumers the framework's watch re-created during the catch-up (a gap: entries lost).
+    let mut recreations = 0;
     let keys = match (implementation, client) {
         (VIEW | VIEW_BATCHED, _) => {
             let options = faststream_core::kv::KvViewOptions::new(bucket.clone())
                 .batched_catch_up(implementation == VIEW_BATCHED);
             let view = broker()?.kv_view::<Flag>(options, ">").await?;
             let keys = view.len();
+            recreations = faststream_core::kv::RecreateReason::ALL
+                .iter()
+                .map(|reason| view.status().recreations(*reason))
+                .sum();
             held = Box::new(view);
             keys
         }
@@ -127,5 +133,6 @@ pub async fn view_catchup(implementation: &str, n: usize) -> anyhow::Result<Valu
         "rss_delta_kib": rss_delta / 1024,
         "bytes_per_key": rss_delta as f64 / n as f64,
         "peak_rss_kib": peak_rss_kib,
+        "recreations": recreations,
     }))
 }
