@@ -73,6 +73,7 @@ pub use app::App;
 pub use asyncapi::{AppInfo, AsyncApi};
 pub use broker::{
     Authentication, BrokerConfig, NatsBroker, DEFAULT_NATS_URL, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SUBSCRIPTION_CAPACITY,
 };
 pub use context::{AppContext, MessageKind, SubscriberContext};
 pub use error::app_error::{Error, Result};

@@ -141,6 +141,16 @@ impl BrokerConfig {
         self
     }
 
+    /// How many messages a subscription may hold unread before the client drops what arrives
+    /// (a slow consumer); default [`DEFAULT_SUBSCRIPTION_CAPACITY`](crate::DEFAULT_SUBSCRIPTION_CAPACITY)
+    /// (524,288). Room is taken only as it fills. A watch notices dropped entries and re-creates
+    /// itself after the last one it delivered, asking again for what it lost.
+    #[must_use]
+    pub fn subscription_capacity(mut self, messages: usize) -> Self {
+        self.settings.subscription_capacity = messages.max(1);
+        self
+    }
+
     /// Authenticates with a user and password.
     #[must_use]
     pub fn user_and_password(

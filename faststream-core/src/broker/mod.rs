@@ -22,6 +22,7 @@ pub(crate) use connection::ConnectionHealth;
 use faststream_rules::KeyPattern;
 pub use messaging::DEFAULT_REQUEST_TIMEOUT;
 use object_cache::{DeclareStore, ObjectStoreCache};
+pub use settings::DEFAULT_SUBSCRIPTION_CAPACITY;
 
 use crate::error::{BoxError, Error, Result};
 use crate::kv::bucket::BucketConfig;

@@ -11,6 +11,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{BoxError, Error, Result};
 
+/// Messages a subscription may hold before async-nats drops what arrives, by default (see
+/// [`BrokerConfig::subscription_capacity`](crate::BrokerConfig::subscription_capacity);
+/// async-nats's own default is 65,536). A watch's consumer lets the server send up to its flow-control window (32 MiB
+/// on nats-server 2.9 to 2.15) before it waits for the reader: about 330,000 entries of small
+/// values. Fewer slots drop entries whenever a reader falls behind during a catch-up (a view
+/// building its map over a million keys did), and every drop re-creates the watch. The channel
+/// allocates as it fills, so the room costs nothing unused.
+pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 1 << 19;
+
 /// A secret string: usable, never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Secret(String);
@@ -61,6 +70,7 @@ pub(crate) struct ConnectSettings {
     pub(crate) name: Option<String>,
     pub(crate) auth: Auth,
     pub(crate) tls: Tls,
+    pub(crate) subscription_capacity: usize,
 }
 
 impl ConnectSettings {
@@ -71,6 +81,7 @@ impl ConnectSettings {
             name: None,
             auth: Auth::None,
             tls: Tls::default(),
+            subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
         }
     }
 
@@ -185,7 +196,8 @@ impl ConnectSettings {
         &self,
     ) -> Result<(async_nats::ConnectOptions, Vec<async_nats::ServerAddr>)> {
         let servers = self.server_addrs()?;
-        let mut options = async_nats::ConnectOptions::new();
+        let mut options =
+            async_nats::ConnectOptions::new().subscription_capacity(self.subscription_capacity);
         if let Some(name) = &self.name {
             options = options.name(name);
         }

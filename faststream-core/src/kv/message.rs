@@ -216,6 +216,11 @@ impl KvMessage {
     pub fn into_value(self) -> Bytes {
         self.value
     }
+
+    /// Takes the key out without copying it.
+    pub(crate) fn into_key(self) -> String {
+        self.key
+    }
 }
 
 /// Where an entry stands in the atomic commit that wrote it: [`KvMessage::batch`].

@@ -53,6 +53,7 @@ pub struct KvWatch {
     pub(crate) group: Option<GroupSettings>,
     /// The watch is of an object store's metadata (an `obj_watch`), not of a bucket's keys.
     pub(crate) objects: bool,
+    pub(crate) batched_catch_up: bool,
 }
 
 impl KvWatch {
@@ -71,6 +72,7 @@ impl KvWatch {
             max_workers: 1,
             group: None,
             objects: false,
+            batched_catch_up: false,
         }
     }
 
@@ -105,6 +107,22 @@ impl KvWatch {
     #[must_use]
     pub fn ignore_deletes(mut self, ignore_deletes: bool) -> Self {
         self.ignore_deletes = ignore_deletes;
+        self
+    }
+
+    /// `true`: read the latest values in pages of batched direct gets (nats-server 2.11+),
+    /// then go on with a consumer from the next revision; default `false` (a consumer only).
+    ///
+    /// Taken only where it gives the same entries: a watch of the latest values (not
+    /// `include_history`, `updates_only`, `headers_only` or `meta_only`) of a bucket that allows
+    /// direct gets and holds one message per key (history 1, or no key rewritten yet);
+    /// otherwise, and on older servers, the watch uses its consumer as usual. Not the default
+    /// because it is slower where it was measured: nats-server spends about twice the CPU per
+    /// entry on a batched direct get as on a consumer's delivery, and each entry comes with six
+    /// headers for the client to parse (see BENCHMARKS.md, "Batched catch-up").
+    #[must_use]
+    pub fn batched_catch_up(mut self, batched: bool) -> Self {
+        self.batched_catch_up = batched;
         self
     }
 

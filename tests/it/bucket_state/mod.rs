@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::common::EVENT_TIMEOUT;
 use crate::common::{
-    connected_broker, jetstream, on_each_server, on_each_server_since, startup_error, Events,
-    RunningApp,
+    connected_broker, jetstream, on_each_server, on_each_server_before_and_since,
+    on_each_server_since, startup_error, Events, RunningApp,
 };
 use anyhow::Context as _;
 use faststream_core::kv::{BucketConfig, WatchEvent};
@@ -113,5 +113,6 @@ mod with_views {
 
 mod catch_up;
 mod handler_views;
+mod paged_catch_up;
 mod unconfirmed;
 mod views;

@@ -59,7 +59,8 @@ pub enum ChildCommand {
     /// One view catch-up consumer on BUCKET of N keys.
     #[command(hide = true)]
     Catchup {
-        /// faststream-rs-view, faststream-rs-view-raw, faststream-rs-watch, async-nats-raw or
+        /// faststream-rs-view, faststream-rs-view-raw, faststream-rs-watch,
+        /// faststream-rs-view-batched, faststream-rs-watch-batched, async-nats-raw or
         /// async-nats-raw-map.
         #[arg(value_name = "IMPL")]
         implementation: String,

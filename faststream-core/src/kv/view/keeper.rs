@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::decode::Decode;
 use super::handover::{Input, NextDeadline, NO_DEADLINE};
-use super::state::{PublishedView, Slot, ViewState};
+use super::state::{Entries, PublishedView, Slot, ViewState};
 use crate::error::chain;
 use crate::kv::message::{KvMessage, Operation};
 use crate::kv::watcher::WatchEvent;
@@ -109,7 +109,7 @@ impl<T: Send + Sync + 'static> Keeper<T> {
     fn apply(&mut self, event: WatchEvent) -> bool {
         match event {
             WatchEvent::Entry(entry) => {
-                self.apply_entry(&entry);
+                self.apply_entry(entry);
                 true
             }
             WatchEvent::CaughtUp(catch_up) => {
@@ -136,7 +136,7 @@ impl<T: Send + Sync + 'static> Keeper<T> {
         }
     }
 
-    fn apply_entry(&mut self, entry: &KvMessage) {
+    fn apply_entry(&mut self, entry: KvMessage) {
         let key = entry.key();
         let revision = entry.revision();
         self.working.revision = revision;
@@ -160,12 +160,12 @@ impl<T: Send + Sync + 'static> Keeper<T> {
                 return;
             }
         };
-        // A fresh key costs an allocation; looking the old one up to share it costs more.
-        let key: Arc<str> = Arc::from(key);
         if let Some(expiry) = self.expiry.as_mut() {
-            expiry.track(&key, revision, entry.created());
+            expiry.track(key, revision, entry.created());
         }
-        self.working.entries.insert(key, Slot { value, revision });
+        // The entry's own key becomes the slot's: no copy.
+        let slot = Slot::new(entry.into_key().into_boxed_str(), value, revision);
+        self.working.entries.insert(slot);
         if let Some(expiry) = self.expiry.as_mut() {
             // Rewritten keys leave stale deadlines behind; keep them to about the live keys.
             if expiry.deadlines.len() > 2 * self.working.entries.len() + 1024 {
@@ -188,10 +188,10 @@ impl<T: Send + Sync + 'static> Keeper<T> {
             if self
                 .working
                 .entries
-                .get(&**key)
+                .get(key)
                 .is_some_and(|slot| slot.revision == *revision)
             {
-                self.working.entries.remove(&**key);
+                self.working.entries.remove(key);
                 expired = true;
             }
             expiry.deadlines.pop();
@@ -206,16 +206,16 @@ impl<T: Send + Sync + 'static> Keeper<T> {
 }
 
 impl Expiry {
-    fn track(&mut self, key: &Arc<str>, revision: u64, created: SystemTime) {
+    fn track(&mut self, key: &str, revision: u64, created: SystemTime) {
         self.deadlines
-            .push(Reverse((created + self.ttl, revision, Arc::clone(key))));
+            .push(Reverse((created + self.ttl, revision, Arc::from(key))));
     }
 
     /// Keeps only the deadlines of the keys' current revisions.
-    fn drop_stale<T>(&mut self, entries: &imbl::HashMap<Arc<str>, Slot<T>>) {
+    fn drop_stale<T>(&mut self, entries: &Entries<T>) {
         self.deadlines.retain(|Reverse((_, revision, key))| {
             entries
-                .get(&**key)
+                .get(key)
                 .is_some_and(|slot| slot.revision == *revision)
         });
     }

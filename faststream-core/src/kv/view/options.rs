@@ -51,6 +51,7 @@ pub struct KvViewOptions {
     inactive_threshold: Duration,
     /// `None`: the default of whoever starts the view.
     catch_up_timeout: Option<Duration>,
+    batched_catch_up: bool,
 }
 
 impl KvViewOptions {
@@ -62,6 +63,7 @@ impl KvViewOptions {
             timeout: DEFAULT_WATCH_TIMEOUT,
             inactive_threshold: DEFAULT_INACTIVE_THRESHOLD,
             catch_up_timeout: None,
+            batched_catch_up: false,
         }
     }
 
@@ -104,6 +106,14 @@ impl KvViewOptions {
         self
     }
 
+    /// Catch up through batched direct gets rather than a consumer where the bucket and the
+    /// server allow it; default `false`. As [`KvWatch::batched_catch_up`].
+    #[must_use]
+    pub fn batched_catch_up(mut self, batched: bool) -> Self {
+        self.batched_catch_up = batched;
+        self
+    }
+
     /// The catch-up timeout set with [`catch_up_timeout`](Self::catch_up_timeout), if any.
     pub(crate) fn chosen_catch_up_timeout(&self) -> Option<Duration> {
         self.catch_up_timeout
@@ -138,6 +148,7 @@ impl KvViewOptions {
             .declare(self.declare)
             .timeout(self.timeout)
             .inactive_threshold(self.inactive_threshold)
+            .batched_catch_up(self.batched_catch_up)
     }
 }
 

@@ -36,8 +36,8 @@ impl<T> KvViewSnapshot<T> {
         let mut keys: Vec<String> = self
             .state
             .entries
-            .keys()
-            .map(|key| key.to_string())
+            .iter()
+            .map(|(key, _)| key.to_owned())
             .collect();
         keys.sort_unstable();
         keys
@@ -48,7 +48,7 @@ impl<T> KvViewSnapshot<T> {
         self.state
             .entries
             .iter()
-            .map(|(key, slot)| (&**key, &slot.value))
+            .map(|(key, slot)| (key, &slot.value))
     }
 }
 

@@ -45,9 +45,11 @@ use async_nats::jetstream;
 use futures_util::Stream;
 use tokio::task::JoinHandle;
 
+mod batch;
 mod consumer;
 mod delivery;
 mod head;
+mod paged_catch_up;
 mod position;
 mod read;
 mod reconnect;
@@ -58,6 +60,7 @@ mod stream_tests;
 
 use consumer::{create, CreateFailure, Created};
 pub(crate) use head::HeadLookup;
+use paged_catch_up::PagedCatchUp;
 use position::Position;
 pub(crate) use reconnect::ReconnectSignal;
 use reconnect::ReconnectWait;
@@ -99,6 +102,8 @@ pub struct KvWatcher {
     description: String,
     position: Position,
     active: Option<ActiveConsumer>,
+    /// The catch-up being read through batched direct gets, before any consumer.
+    paged: Option<PagedCatchUp>,
     /// The consumer being created. A task of its own, so that a dropped `next()` (a `select!`
     /// losing the race, `get_one` timing out) neither abandons a half-made consumer nor starts
     /// another one.
@@ -193,6 +198,7 @@ impl KvWatcher {
             description,
             position: Position::default(),
             active: None,
+            paged: None,
             creating: None,
             creation_requests: 0,
             unconfirmed: Vec::new(),
@@ -211,6 +217,16 @@ impl KvWatcher {
             head_check_warned: None,
             head_target: None,
         };
+        // Where the server and the bucket allow, the catch-up is read in pages and a consumer
+        // made only after it; a stream that cannot be looked up leaves the error to the
+        // consumer's creation below.
+        if watcher.may_page_catch_up() {
+            if let Ok(stream) = watcher.jetstream.get_stream(&watcher.stream_name).await {
+                if watcher.start_paged_catch_up(stream.cached_info()) {
+                    return Ok(watcher);
+                }
+            }
+        }
         // Start-up fails rather than waiting without bound for a connection.
         let request = watcher.creation_request(Some(watcher.options.timeout));
         match create(request).await {

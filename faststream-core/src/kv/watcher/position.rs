@@ -15,6 +15,9 @@ pub(super) struct Position {
     pub(super) first_new_revision: Option<u64>,
     /// A consumer reported nothing pending: the initial snapshot was delivered.
     pub(super) caught_up: bool,
+    /// Every retained entry up to `last_revision` was read in sequence order (a paged
+    /// catch-up), so the watch goes on by sequence even before it is caught up.
+    pub(super) sequential: bool,
     /// Creation time of the stream the revisions above belong to.
     pub(super) stream_created: Option<OffsetDateTime>,
 }
@@ -27,6 +30,7 @@ impl Position {
             // Everything the new stream holds arrived after the watch started.
             first_new_revision: (start_at == StartAt::NewOnly).then_some(1),
             caught_up: false,
+            sequential: false,
             stream_created: Some(stream_created),
         }
     }
@@ -36,7 +40,7 @@ impl Position {
         // A latest-per-key watch re-created during its initial snapshot asks for the latest
         // value per key again (entries at or below `last_revision` are dropped on arrival);
         // by sequence it would deliver superseded values of keys not reached yet.
-        if start_at == StartAt::LatestPerKey && !self.caught_up {
+        if start_at == StartAt::LatestPerKey && !self.caught_up && !self.sequential {
             return DeliverPolicy::LastPerSubject;
         }
         match (self.last_revision, self.first_new_revision) {
@@ -76,6 +80,15 @@ mod tests {
         );
         assert_eq!(
             at(Some(7), true).deliver_policy(StartAt::LatestPerKey),
+            DeliverPolicy::ByStartSequence { start_sequence: 8 }
+        );
+        // After a paged catch-up, by sequence from the first revision not read.
+        let paged = Position {
+            sequential: true,
+            ..at(Some(7), false)
+        };
+        assert_eq!(
+            paged.deliver_policy(StartAt::LatestPerKey),
             DeliverPolicy::ByStartSequence { start_sequence: 8 }
         );
         assert_eq!(

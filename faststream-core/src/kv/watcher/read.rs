@@ -48,6 +48,12 @@ impl KvWatcher {
                     continue;
                 }
             }
+            if self.paged.is_some() {
+                match ready!(self.poll_paged(cx)) {
+                    Some(event) => return Poll::Ready(Some(event)),
+                    None => continue,
+                }
+            }
             let Some(active) = self.active.as_mut() else {
                 if !ready!(self.poll_consumer(cx)) {
                     return Poll::Ready(None);

@@ -10,7 +10,7 @@ use faststream_core::KvWatch;
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 
-use super::{RAW_COUNT, RAW_MAP, VIEW, VIEW_RAW, WATCH};
+use super::{RAW_COUNT, RAW_MAP, VIEW, VIEW_BATCHED, VIEW_RAW, WATCH, WATCH_BATCHED};
 use crate::broker::connected_broker;
 use crate::common::{bucket, url, Flag, TIMEOUT};
 use crate::measure::{rss_bytes, usage};
@@ -36,10 +36,18 @@ pub async fn view_catchup(implementation: &str, n: usize) -> anyhow::Result<Valu
     let started = Instant::now();
     // What each side holds once caught up, kept until RSS is read.
     let held: Box<dyn std::any::Any>;
+    // Consumers the framework's watch re-created during the catch-up (a gap: entries lost).
+    let mut recreations = 0;
     let keys = match (implementation, client) {
-        (VIEW, _) => {
-            let view = broker()?.kv_view::<Flag>(bucket.clone(), ">").await?;
+        (VIEW | VIEW_BATCHED, _) => {
+            let options = faststream_core::kv::KvViewOptions::new(bucket.clone())
+                .batched_catch_up(implementation == VIEW_BATCHED);
+            let view = broker()?.kv_view::<Flag>(options, ">").await?;
             let keys = view.len();
+            recreations = faststream_core::kv::RecreateReason::ALL
+                .iter()
+                .map(|reason| view.status().recreations(*reason))
+                .sum();
             held = Box::new(view);
             keys
         }
@@ -49,10 +57,10 @@ pub async fn view_catchup(implementation: &str, n: usize) -> anyhow::Result<Valu
             held = Box::new(view);
             keys
         }
-        (WATCH, _) => {
-            let mut watcher = broker()?
-                .kv_watch(">", KvWatch::new(bucket.clone()))
-                .await?;
+        (WATCH | WATCH_BATCHED, _) => {
+            let options =
+                KvWatch::new(bucket.clone()).batched_catch_up(implementation == WATCH_BATCHED);
+            let mut watcher = broker()?.kv_watch(">", options).await?;
             let mut seen = 0;
             loop {
                 match tokio::time::timeout(TIMEOUT, watcher.next_event())
@@ -125,5 +133,6 @@ pub async fn view_catchup(implementation: &str, n: usize) -> anyhow::Result<Valu
         "rss_delta_kib": rss_delta / 1024,
         "bytes_per_key": rss_delta as f64 / n as f64,
         "peak_rss_kib": peak_rss_kib,
+        "recreations": recreations,
     }))
 }

@@ -21,6 +21,10 @@ const VIEW_RAW: &str = "faststream-rs-view-raw";
 /// FastStream's own watch (`kv_watch`, what the view reads), counting entries until
 /// `CaughtUp`: separates the watch from the view's map.
 const WATCH: &str = "faststream-rs-watch";
+/// [`VIEW`] catching up through batched direct gets (`batched_catch_up`, nats-server 2.11+).
+const VIEW_BATCHED: &str = "faststream-rs-view-batched";
+/// [`WATCH`] catching up through batched direct gets.
+const WATCH_BATCHED: &str = "faststream-rs-watch-batched";
 /// A raw `watch_with_history(">")`, counting entries until one has `seen_current`.
 const RAW_COUNT: &str = "async-nats-raw";
 /// The same, decoding each value into `Flag` and inserting it into a `std` `HashMap`: what a
@@ -41,7 +45,15 @@ async fn catch_up(n: usize, pid: u32, summary: &mut Summary) -> anyhow::Result<(
     let bucket = format!("bench_view_{pid}");
     prefill_flags(&bucket, n).await?;
     let runs = compare_children(
-        &[VIEW, RAW_COUNT, RAW_MAP, VIEW_RAW, WATCH],
+        &[
+            VIEW,
+            RAW_COUNT,
+            RAW_MAP,
+            VIEW_RAW,
+            WATCH,
+            VIEW_BATCHED,
+            WATCH_BATCHED,
+        ],
         REPEATS,
         Compared::Catchup,
         &bucket,
@@ -50,6 +62,7 @@ async fn catch_up(n: usize, pid: u32, summary: &mut Summary) -> anyhow::Result<(
     .await?;
     drop_bucket(&bucket).await?;
     let (view, raw, raw_map, view_raw, watch) = (&runs[0], &runs[1], &runs[2], &runs[3], &runs[4]);
+    let (view_batched, watch_batched) = (&runs[5], &runs[6]);
     // Speed ratios: raw time / view time, so above 1 the view is faster.
     let speed = |of: &Runs, against: &Runs| against.median("seconds") / of.median("seconds");
     let best = |of: &Runs, against: &Runs| against.lowest("seconds") / of.lowest("seconds");
@@ -68,6 +81,14 @@ async fn catch_up(n: usize, pid: u32, summary: &mut Summary) -> anyhow::Result<(
         json!(speed(view_raw, raw)),
     );
     summary.insert("watch_catchup_vs_raw".into(), json!(speed(watch, raw)));
+    summary.insert(
+        "view_batched_catchup_vs_raw".into(),
+        json!(speed(view_batched, raw)),
+    );
+    summary.insert(
+        "watch_batched_catchup_vs_raw".into(),
+        json!(speed(watch_batched, raw)),
+    );
     summary.insert(
         "view_bytes_per_key".into(),
         json!(view.median("bytes_per_key")),
@@ -93,6 +114,18 @@ async fn catch_up(n: usize, pid: u32, summary: &mut Summary) -> anyhow::Result<(
         watch.lowest("seconds"),
         speed(view, raw),
         best(view, raw),
+    );
+    eprintln!(
+        "batched catch-up (median of {REPEATS}; best): kv_view {:.3} s ({:.3}), CPU {:.3} s; \
+         kv_watch {:.3} s ({:.3}), CPU {:.3} s; raw/view {:.2}x, raw/watch {:.2}x",
+        view_batched.median("seconds"),
+        view_batched.lowest("seconds"),
+        view_batched.median("cpu_s"),
+        watch_batched.median("seconds"),
+        watch_batched.lowest("seconds"),
+        watch_batched.median("cpu_s"),
+        speed(view_batched, raw),
+        speed(watch_batched, raw),
     );
     eprintln!(
         "CPU time of the catch-up (median): kv_view {:.3} s, raw watch {:.3} s, \
