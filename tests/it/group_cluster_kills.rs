@@ -19,7 +19,7 @@ use faststream_testing::NatsCluster;
 
 use crate::group_cluster::{
     consumer_leader, finish, mirror_running_again, start_group, stream_leader, wait_resumed,
-    RESUME_BOUND, STREAM, WAIT,
+    STREAM, WAIT,
 };
 use crate::group_support::cluster::keep_server_logs;
 use crate::group_support::now_nanos;
@@ -27,7 +27,7 @@ use crate::group_support::now_nanos;
 /// Leaders killed in a run.
 const KILLS: usize = 10;
 /// The project's target: from a kill to every partition handled again.
-const KILL_BOUND: Duration = RESUME_BOUND;
+const KILL_BOUND: Duration = Duration::from_secs(12);
 /// The bucket's stream.
 const BUCKET_STREAM: &str = "KV_orders";
 
