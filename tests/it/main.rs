@@ -20,6 +20,7 @@ mod connect;
 mod expiry;
 mod extractors;
 mod group_cluster;
+mod group_cluster_kills;
 mod group_processes;
 mod groups;
 mod library_crate;

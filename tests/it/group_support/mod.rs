@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use faststream_core::kv::group::GroupInfo;
 
+pub mod cluster;
+
 use crate::common::Recorder;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -1,0 +1,273 @@
+//! A fault probe, run by `.ci/run` (ignored by `cargo test`: it takes about four minutes): the
+//! group of `group_cluster.rs` on its three-node cluster, under the same writer, while ten
+//! leaders are killed in turn (SIGKILL) — the group stream's leader, the bucket stream's
+//! leader (`KV_orders`), a partition consumer's leader, and again — each node restarted once
+//! every partition has been handled again. Every partition must be handled again within
+//! [`KILL_BOUND`] of each kill, nothing lost, per key in order.
+//!
+//! Each kill's figures are printed: which leader, the first and the last partition handled
+//! again, when the group's mirror ran again, the leaders of the group's stream and of the
+//! bucket's, and how many times a member asked the group stream's leader to step down to start
+//! a stalled mirror again (`kv::group::mirror`; the requests seen on their subject); then the
+//! worst and the 99th percentile.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use faststream_testing::NatsCluster;
+
+use crate::group_cluster::{
+    consumer_leader, finish, mirror_running_again, start_group, stream_leader, wait_resumed,
+    STREAM, WAIT,
+};
+use crate::group_support::cluster::keep_server_logs;
+use crate::group_support::now_nanos;
+
+/// Leaders killed in a run.
+const KILLS: usize = 10;
+/// The project's target: from a kill to every partition handled again.
+const KILL_BOUND: Duration = Duration::from_secs(12);
+/// The bucket's stream.
+const BUCKET_STREAM: &str = "KV_orders";
+
+/// The leader a kill is aimed at.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    GroupStream,
+    BucketStream,
+    /// The consumer of the partition of key `k.<n>`.
+    PartitionConsumer(usize),
+}
+
+/// One kill's figures.
+struct Kill {
+    target: Target,
+    node: usize,
+    /// From the kill to the first and to the last partition handled again.
+    first: Duration,
+    last: Duration,
+    /// From the kill to the group's mirror seen running.
+    mirror_back: Duration,
+    /// The group stream's leader before the kill and once every partition was handled again.
+    group_leader: (usize, usize),
+    /// The bucket stream's leader before the kill.
+    bucket_leader: usize,
+    /// Requests to the group stream's leader to step down, from the kill to every partition
+    /// handled again.
+    step_downs: usize,
+    /// From the node healthy again to every partition handled.
+    after_restart: Duration,
+}
+
+impl std::fmt::Display for Kill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} n{} killed: partitions handled again {:.2?} to {:.2?} after, mirror running \
+             {:.2?} after ({} step-down request(s)), group stream leader n{} -> n{}, bucket \
+             stream leader n{}; restarted: every partition handled {:.2?} after it was healthy",
+            self.target,
+            self.node,
+            self.first,
+            self.last,
+            self.mirror_back,
+            self.step_downs,
+            self.group_leader.0,
+            self.group_leader.1,
+            self.bucket_leader,
+            self.after_restart
+        )
+    }
+}
+
+/// The `q`-th quantile of `times` by nearest rank.
+fn quantile(times: &[Duration], q: f64) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or_default()
+}
+
+/// The times (nanoseconds since the epoch) a client subscribed to the subject of the request
+/// to the group stream's leader to step down saw one.
+struct StepDowns {
+    seen: Arc<Mutex<Vec<u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StepDowns {
+    async fn watch(cluster: &NatsCluster) -> anyhow::Result<Self> {
+        use futures_util::StreamExt as _;
+        let client = crate::common::cluster_jetstream(cluster).await?.client();
+        let mut requests = client
+            .subscribe(format!("$JS.API.STREAM.LEADER.STEPDOWN.{STREAM}"))
+            .await?;
+        // The subscription reaches every node before the first kill.
+        client.flush().await?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let times = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            while requests.next().await.is_some() {
+                if let Ok(mut times) = times.lock() {
+                    times.push(now_nanos());
+                }
+            }
+        });
+        Ok(Self { seen, task })
+    }
+
+    /// How many were seen from `from` to `to`.
+    fn between(&self, from: u64, to: u64) -> usize {
+        self.seen.lock().map_or(0, |times| {
+            times.iter().filter(|at| (from..=to).contains(*at)).count()
+        })
+    }
+}
+
+impl Drop for StepDowns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Waits until every replica of the bucket's stream and of the group's is current: a restarted
+/// node has caught up, so the next kill leaves two nodes holding everything.
+async fn wait_all_current(js: &async_nats::jetstream::Context) -> anyhow::Result<()> {
+    faststream_testing::wait_for("every replica current", WAIT, || async {
+        let mut seen = Vec::new();
+        for name in [BUCKET_STREAM, STREAM] {
+            let Ok(stream) = js.get_stream(name).await else {
+                seen.push(format!("{name}: no answer"));
+                continue;
+            };
+            let cluster = stream.cached_info().cluster.clone().unwrap_or_default();
+            let lagging: Vec<_> = cluster
+                .replicas
+                .iter()
+                .filter(|peer| !peer.current || peer.offline)
+                .map(|peer| peer.name.clone())
+                .collect();
+            if cluster.leader.is_none() || cluster.replicas.len() != 2 || !lagging.is_empty() {
+                seen.push(format!(
+                    "{name}: leader {:?}, lagging {lagging:?}",
+                    cluster.leader
+                ));
+            }
+        }
+        anyhow::Ok((seen.is_empty().then_some(()), seen.join("; ")))
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "a long fault probe: run by .ci/run"]
+async fn group_cluster_kills_every_partition_handled_again_within_12_s_of_each_of_ten_kills(
+) -> anyhow::Result<()> {
+    faststream_testing::init_test_logging();
+    for binary in crate::common::servers_in(faststream_testing::ServerVersions::Since(2, 11))? {
+        let version = binary.version.clone();
+        let _cluster_slot = crate::common::one_cluster_at_a_time().await;
+        let mut cluster = NatsCluster::start(&binary, 3).await?;
+        let result = probe(&mut cluster).await;
+        if result.is_err() {
+            keep_server_logs(&cluster);
+        }
+        result.with_context(|| format!("on a nats-server {version} cluster"))?;
+    }
+    Ok(())
+}
+
+async fn probe(cluster: &mut NatsCluster) -> anyhow::Result<()> {
+    let step_downs = StepDowns::watch(cluster).await?;
+    let running = start_group(cluster).await?;
+    let (js, records, partition_of) = (&running.js, &running.records, &running.partition_of);
+    let targets = [
+        Target::GroupStream,
+        Target::BucketStream,
+        Target::PartitionConsumer(0),
+    ];
+    let mut kills: Vec<Kill> = Vec::new();
+    for n in 0..KILLS {
+        let target = match targets[n % targets.len()] {
+            // A different partition each time.
+            Target::PartitionConsumer(_) => Target::PartitionConsumer(n),
+            other => other,
+        };
+        let handled = crate::group_support::ends(&records.snapshot());
+        records.wait_for_ends(handled + 100, WAIT).await?;
+        let group_before = stream_leader(cluster, js, STREAM).await?;
+        let bucket_leader = stream_leader(cluster, js, BUCKET_STREAM).await?;
+        let node = match target {
+            Target::GroupStream => group_before,
+            Target::BucketStream => bucket_leader,
+            Target::PartitionConsumer(key) => {
+                let partition = partition_of
+                    .get(&format!("k.{key}"))
+                    .copied()
+                    .context("a key's partition")?;
+                consumer_leader(cluster, js, partition).await?
+            }
+        };
+        let killed_at = now_nanos();
+        tracing::info!(node, ?target, "probe: killing");
+        cluster.kill(node).await?;
+        let mirror = tokio::spawn(mirror_running_again(js.clone()));
+        let what = format!("every partition after kill {} ({target:?})", n + 1);
+        let (first, last) =
+            wait_resumed(records, partition_of, killed_at, &what, js, &running.writer).await?;
+        let resumed_at = now_nanos();
+        let mirror_back = mirror.await??;
+        let group_after = stream_leader(cluster, js, STREAM).await?;
+        cluster.restart(node).await?;
+        let healthy_at = now_nanos();
+        let what = format!("every partition after restarting n{node}");
+        let (_, after_restart) = wait_resumed(
+            records,
+            partition_of,
+            healthy_at,
+            &what,
+            js,
+            &running.writer,
+        )
+        .await?;
+        wait_all_current(js).await?;
+        let kill = Kill {
+            target,
+            node,
+            first,
+            last,
+            mirror_back,
+            group_leader: (group_before, group_after),
+            bucket_leader,
+            step_downs: step_downs.between(killed_at, resumed_at),
+            after_restart,
+        };
+        eprintln!("kill {}: {kill}", n + 1);
+        kills.push(kill);
+    }
+    let summary = finish(running).await?;
+    let lasts: Vec<Duration> = kills.iter().map(|kill| kill.last).collect();
+    let worst = quantile(&lasts, 1.0);
+    let p99 = quantile(&lasts, 0.99);
+    let stepped_down = kills.iter().filter(|kill| kill.step_downs > 0).count();
+    eprintln!(
+        "{KILLS} kills: every partition handled again at worst {worst:.2?} after a kill, p99 \
+         {p99:.2?}; a member asked the group stream's leader to step down after {stepped_down} \
+         of them; {summary}"
+    );
+    let slow: Vec<String> = kills
+        .iter()
+        .enumerate()
+        .filter(|(_, kill)| kill.last >= KILL_BOUND)
+        .map(|(n, kill)| format!("kill {}: {kill}", n + 1))
+        .collect();
+    anyhow::ensure!(
+        slow.is_empty(),
+        "{} kill(s) of {KILLS} not followed by every partition handled again within \
+         {KILL_BOUND:?}: {}",
+        slow.len(),
+        slow.join("; ")
+    );
+    Ok(())
+}
