@@ -53,8 +53,8 @@ const WRITE_PERIOD: Duration = Duration::from_millis(20);
 /// it started again. Every partition handled again 5.5-9.2 s after the kill in 17 runs
 /// (6.1-19.7 s before members started a stalled mirror again and stopped waiting 10 s for a
 /// pin to be given back), and 4.4-11.3 s in the 40 kills of four runs of the fault probe
-/// (`group_cluster_kills.rs`, which holds each kill to the target, 12 s); 2 s more here, as
-/// this test runs beside the rest of the suite.
+/// (`group_cluster_kills.rs`, which allows 14 s a kill and prints its worst against the
+/// target, 12 s); the same 14 s here, as this test runs beside the rest of the suite.
 const RESUME_BOUND: Duration = Duration::from_secs(14);
 /// From a node healthy again to every partition handled: measured 0.33-3.73 s on an idle
 /// machine, 11.2 s once with a compile running on both cores beside the suite (the restarted
