@@ -16,6 +16,8 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// How long queueing the close of an unreachable connection may take.
 const CLOSE_REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
+/// How often a flush at shutdown looks whether the connection has dropped meanwhile.
+const STATE_POLL: Duration = Duration::from_millis(10);
 
 /// An open connection: the client and its JetStream context.
 pub(super) struct Connection {
@@ -116,28 +118,57 @@ impl Connection {
     /// takes longer than `timeout` is abandoned: either way with a log line.
     pub(super) async fn drain(&self, url: &str, timeout: Duration) {
         let client = &self.client;
-        if client.connection_state() != async_nats::connection::State::Connected {
+        let unreachable = || async {
             tracing::warn!(url = %url,
                 "NATS server unreachable at shutdown: not flushing; publishes not yet sent are \
                  abandoned and the connection is closed");
             // Only queues the close; bounded in case the client's command queue is full.
             let _ = tokio::time::timeout(CLOSE_REQUEST_TIMEOUT, client.drain()).await;
+        };
+        if !is_connected(client) {
+            unreachable().await;
             return;
         }
+        // A server that died just before the shutdown may not have been noticed yet: its
+        // flush would never be answered, so the connection dropping ends the wait at once
+        // rather than at the shutdown timeout. (Only the flush is raced: the drain itself
+        // closes the connection.)
         let drained = tokio::time::timeout(timeout, async {
-            if let Err(error) = client.flush().await {
-                tracing::warn!(error = %error, "flushing the NATS connection failed");
+            tokio::select! {
+                biased;
+                flushed = client.flush() => {
+                    if let Err(error) = flushed {
+                        tracing::warn!(error = %error, "flushing the NATS connection failed");
+                    }
+                }
+                () = disconnected(client) => return false,
             }
             if let Err(error) = client.drain().await {
                 tracing::warn!(error = %error, "draining the NATS connection failed");
             }
+            true
         })
         .await;
+        if drained == Ok(false) {
+            unreachable().await;
+            return;
+        }
         if drained.is_err() {
             tracing::warn!(url = %url, ?timeout,
                 "the NATS connection did not flush within the shutdown timeout: publishes not \
                  yet sent are abandoned");
         }
+    }
+}
+
+fn is_connected(client: &async_nats::Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
+}
+
+/// Resolves once the client is no longer connected, looking every [`STATE_POLL`].
+async fn disconnected(client: &async_nats::Client) {
+    while is_connected(client) {
+        tokio::time::sleep(STATE_POLL).await;
     }
 }
 
