@@ -411,6 +411,72 @@ pub(crate) async fn start_group(cluster: &NatsCluster) -> anyhow::Result<Running
     })
 }
 
+/// What killing a node and restarting it showed.
+pub(crate) struct KillRound {
+    pub(crate) killed_at: u64,
+    /// From the kill to the first and the last partition handled again.
+    pub(crate) first: Duration,
+    pub(crate) last: Duration,
+    /// When every partition had been handled again.
+    pub(crate) resumed_at: u64,
+    /// From the kill to the group's mirror running again.
+    pub(crate) mirror_back: Duration,
+    /// The node leading the group's stream once every partition was handled again.
+    pub(crate) group_leader_after: usize,
+    /// From the node healthy again to every partition handled.
+    pub(crate) after_restart: Duration,
+}
+
+/// Kills `node` (leading `what`), waits until every partition is handled again, restarts it
+/// and waits again.
+pub(crate) async fn kill_and_restart(
+    cluster: &mut NatsCluster,
+    running: &Running,
+    node: usize,
+    what: &str,
+) -> anyhow::Result<KillRound> {
+    let (js, records, partition_of) = (&running.js, &running.records, &running.partition_of);
+    let killed_at = now_nanos();
+    tracing::info!(node, "test: killing {what}");
+    cluster.kill(node).await?;
+    let mirror = tokio::spawn(mirror_running_again(js.clone()));
+    let waited = format!("every partition after killing {what}");
+    let (first, last) = wait_resumed(
+        records,
+        partition_of,
+        killed_at,
+        &waited,
+        js,
+        &running.writer,
+    )
+    .await?;
+    let resumed_at = now_nanos();
+    let mirror_back = mirror.await??;
+    let group_leader_after = stream_leader(cluster, js, STREAM).await?;
+    tracing::info!(node, first = ?first, last = ?last, "test: every partition resumed; restarting");
+    cluster.restart(node).await?;
+    let healthy_at = now_nanos();
+    let waited = format!("every partition after restarting n{node}, which led {what}");
+    let (_, after_restart) = wait_resumed(
+        records,
+        partition_of,
+        healthy_at,
+        &waited,
+        js,
+        &running.writer,
+    )
+    .await?;
+    Ok(KillRound {
+        killed_at,
+        first,
+        last,
+        resumed_at,
+        mirror_back,
+        group_leader_after,
+        after_restart,
+    })
+}
+
 async fn run(binary: &ServerBinary, cluster: &mut NatsCluster) -> anyhow::Result<()> {
     let running = start_group(cluster).await?;
     let (js, records, partition_of) = (&running.js, &running.records, &running.partition_of);
@@ -422,28 +488,14 @@ async fn run(binary: &ServerBinary, cluster: &mut NatsCluster) -> anyhow::Result
             "group stream leader" => stream_leader(cluster, js, STREAM).await?,
             _ => consumer_leader(cluster, js, partition_of["k.0"]).await?,
         };
-        let killed_at = now_nanos();
-        tracing::info!(node, "test: killing the {round}");
-        cluster.kill(node).await?;
-        let mirror = tokio::spawn(mirror_running_again(js.clone()));
-        let what = format!("every partition after killing the {round}");
-        let (first, last) =
-            wait_resumed(records, partition_of, killed_at, &what, js, &running.writer).await?;
-        let mirror_back = mirror.await??;
-        tracing::info!(node, first = ?first, last = ?last, "test: every partition resumed; restarting");
-        cluster.restart(node).await?;
-        let healthy_at = now_nanos();
-        tracing::info!(node, "test: restarted");
-        let what = format!("every partition after restarting the {round}");
-        let (_, after_restart) = wait_resumed(
-            records,
-            partition_of,
-            healthy_at,
-            &what,
-            js,
-            &running.writer,
-        )
-        .await?;
+        let what = format!("the {round}");
+        let KillRound {
+            first,
+            last,
+            mirror_back,
+            after_restart,
+            ..
+        } = kill_and_restart(cluster, &running, node, &what).await?;
         figures.push(format!(
             "{round} n{node} killed: the group's mirror running {mirror_back:?} after, every \
              partition handled again {first:?} to {last:?} after; restarted: every partition \

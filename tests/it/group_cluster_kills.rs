@@ -18,8 +18,7 @@ use anyhow::Context as _;
 use faststream_testing::NatsCluster;
 
 use crate::group_cluster::{
-    consumer_leader, finish, mirror_running_again, start_group, stream_leader, wait_resumed,
-    STREAM, WAIT,
+    consumer_leader, finish, kill_and_restart, start_group, stream_leader, KillRound, STREAM, WAIT,
 };
 use crate::group_support::cluster::keep_server_logs;
 use crate::group_support::now_nanos;
@@ -212,28 +211,17 @@ async fn probe(cluster: &mut NatsCluster) -> anyhow::Result<()> {
                 consumer_leader(cluster, js, partition).await?
             }
         };
-        let killed_at = now_nanos();
         tracing::info!(node, ?target, "probe: killing");
-        cluster.kill(node).await?;
-        let mirror = tokio::spawn(mirror_running_again(js.clone()));
-        let what = format!("every partition after kill {} ({target:?})", n + 1);
-        let (first, last) =
-            wait_resumed(records, partition_of, killed_at, &what, js, &running.writer).await?;
-        let resumed_at = now_nanos();
-        let mirror_back = mirror.await??;
-        let group_after = stream_leader(cluster, js, STREAM).await?;
-        cluster.restart(node).await?;
-        let healthy_at = now_nanos();
-        let what = format!("every partition after restarting n{node}");
-        let (_, after_restart) = wait_resumed(
-            records,
-            partition_of,
-            healthy_at,
-            &what,
-            js,
-            &running.writer,
-        )
-        .await?;
+        let what = format!("the {target:?} (kill {})", n + 1);
+        let KillRound {
+            killed_at,
+            first,
+            last,
+            resumed_at,
+            mirror_back,
+            group_leader_after: group_after,
+            after_restart,
+        } = kill_and_restart(cluster, &running, node, &what).await?;
         wait_all_current(js).await?;
         let kill = Kill {
             target,
