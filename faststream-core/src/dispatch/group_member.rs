@@ -27,7 +27,9 @@
 //!   starts over on it (`kv::group::replaced`); the partition tasks carry on, on its new
 //!   consumers.
 
+mod key_order;
 mod partition_task;
+mod settle;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;

@@ -1,26 +1,30 @@
-//! The task of one partition a member holds: pulls its changes, calls the handler, settles each
-//! with the server, counts attempts, and hands the partition over when told to stop.
+//! The task of one partition a member holds: pulls its changes, runs up to the group's
+//! `in_flight` of them at once (each key's in order, `key_order`), settles each with the server,
+//! and hands the partition over when told to stop.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt as _;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::{CallOutcome, Dispatcher, FailureLog};
+use super::key_order::{KeyOrder, Known};
+use super::settle::{Attempt, AttemptEnd, HandBack, Settled};
+use crate::dispatch::{Dispatcher, FailureLog};
 use crate::extract::Message;
-use crate::kv::group::dead_letters;
 use crate::kv::group::handbacks::Handbacks;
 use crate::kv::group::layout::GroupLayout;
 use crate::kv::group::membership::Heartbeat;
-use crate::kv::group::partition::{Acker, GroupDelivery, PartitionPuller, Pulled};
+use crate::kv::group::partition::{GroupDelivery, PartitionPuller, Pulled};
+use crate::kv::group::takeover;
 use crate::kv::group::GroupSettings;
-use crate::kv::message::{KvMessage, Operation};
+use crate::kv::message::Operation;
 use crate::observe::metrics::GroupMetrics;
 
 /// What one partition's task shares with the member.
@@ -54,46 +58,41 @@ impl PartitionContext {
     }
 }
 
-/// How an attempt ended: the call's outcome, or why it was never made.
-enum AttemptEnd {
-    /// The pin was lost (or the connection) before the call could start.
-    NotStarted,
-    Called(CallOutcome),
-}
+/// How often the consumer's ack floor is read while the old range holds changes back.
+const FLOOR_POLL: Duration = Duration::from_millis(200);
 
-/// The change in hand and its call.
-struct InFlight {
-    message: KvMessage,
-    /// The real attempt this call is: the delivery count less the hand-backs.
-    attempt: u64,
-    stream_sequence: u64,
-    /// The deliveries of this change handed back without a call so far, as recorded.
-    handed_back: u64,
-    /// Deliveries of this change to this member that are not calls of their own (the server
-    /// delivered it again while it was in hand): added to `handed_back` when it is let go.
+/// A change delivered here and not started yet.
+struct Pending {
+    delivery: GroupDelivery,
+    /// Deliveries of this change here that were not calls (it came again while held).
     uncounted: u64,
-    acker: Acker,
-    /// Set by the call once it starts the handler (it may first wait for a worker).
-    started: Arc<AtomicBool>,
-    call: BoxFuture<'static, AttemptEnd>,
 }
 
-/// A delivery received while another change was in hand, to be handed back.
-struct Unstarted {
-    acker: Acker,
-    stream_sequence: u64,
-    delivered: u64,
-}
-
-impl From<&GroupDelivery> for Unstarted {
-    fn from(delivery: &GroupDelivery) -> Self {
-        Self {
-            acker: delivery.acker(),
-            stream_sequence: delivery.stream_sequence,
-            delivered: delivery.delivered,
+impl Pending {
+    fn hand_back(self) -> HandBack {
+        HandBack {
+            acker: self.delivery.acker(),
+            stream_sequence: self.delivery.stream_sequence,
+            before: None,
+            delivered: self.delivery.delivered,
+            not_calls: self.uncounted + 1,
         }
     }
 }
+
+/// What the partition's loop keeps between events.
+#[derive(Default)]
+struct Flight {
+    order: KeyOrder<Pending>,
+    /// The calls started, by stream sequence (their futures are in `calls`).
+    running: HashMap<u64, Attempt>,
+    /// Held deliveries to hand back once this member no longer holds the pin.
+    hand_back: Vec<HandBack>,
+    /// The pin the old range was read for.
+    fenced_for: Option<Option<String>>,
+}
+
+type Call = BoxFuture<'static, (u64, AttemptEnd)>;
 
 pub(super) struct PartitionTask {
     pub(super) context: PartitionContext,
@@ -138,189 +137,257 @@ impl PartitionTask {
         // Handed back once the pin is given back: before, the server could deliver them to
         // this member again.
         let arrived = puller.release().await;
-        hand_back.extend(arrived.iter().map(Unstarted::from));
-        for unstarted in hand_back {
-            self.hand_back_unstarted(unstarted).await;
-        }
+        hand_back.extend(arrived.into_iter().map(|delivery| {
+            Pending {
+                delivery,
+                uncounted: 0,
+            }
+            .hand_back()
+        }));
+        context.hand_back(self.partition, hand_back).await;
         context.report_pin(self.partition, None);
         tracing::debug!(partition = self.partition, member = %context.member_id, "partition handed over");
     }
 
-    /// Handles the partition until stopped with nothing in flight; returns the puller to be
+    /// Handles the partition until stopped with no call running; returns the puller to be
     /// released and the changes to hand back once it is.
-    async fn pull(&self, mut puller: PartitionPuller) -> (PartitionPuller, VecDeque<Unstarted>) {
+    async fn pull(&self, mut puller: PartitionPuller) -> (PartitionPuller, Vec<HandBack>) {
         let pinned = puller.pinned_flag();
-        let mut in_flight: Option<InFlight> = None;
-        // Changes received that this member will not start (stopping, or pin lost meanwhile):
-        // handed back so the next holder gets them at once.
-        let mut hand_back: VecDeque<Unstarted> = VecDeque::new();
+        let mut flight = Flight::default();
+        let mut calls: FuturesUnordered<Call> = FuturesUnordered::new();
+        // Cancelled when giving the partition up: calls still waiting for a worker end unstarted.
+        let unstart = CancellationToken::new();
         let mut progress = tokio::time::interval(self.context.settings.session_timeout / 3);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut floor = tokio::time::interval(FLOOR_POLL);
+        floor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported: Option<String> = None;
         loop {
             tokio::select! {
                 biased;
-                attempt = async { (&mut in_flight.as_mut()?.call).await.into() }, if in_flight.is_some() => {
-                    if let (Some(attempt), Some(done)) = (attempt, in_flight.take()) {
-                        self.settle(done, attempt).await;
-                    }
+                Some((sequence, end)) = calls.next(), if !calls.is_empty() => {
+                    self.finished(&mut flight, sequence, end).await;
                 }
-                // Giving the partition up: the pin goes back first, so that the server sends
-                // this member nothing more; then what it had sent before is handled here (it is
-                // this member's: nobody else gets the partition until it is settled).
-                () = self.stop.cancelled(), if in_flight.is_none() => {
-                    puller.give_back_pin(&self.context.stream).await;
-                    for delivery in puller.fence().await {
-                        match in_flight {
-                            None => in_flight = self.start(delivery, &pinned).await,
-                            Some(_) => Self::received(&delivery, &mut in_flight, &mut hand_back),
+                // Giving the partition up: the pin goes back first, so that the server sends this
+                // member nothing more, and settling a call cannot make it send the next change
+                // here. Calls running finish here; everything else is handed back, for the next
+                // holder to start at once (it waits for what runs here: its old range).
+                () = self.stop.cancelled(), if !puller.is_released() => {
+                    unstart.cancel();
+                    // A member that had no pin id yet learns it from a change the fence reads:
+                    // the pin is then given back properly, and the fence run again.
+                    loop {
+                        puller.give_back_pin(&self.context.stream).await;
+                        let arrived = puller.fence().await;
+                        if arrived.is_empty() {
+                            break;
+                        }
+                        for delivery in arrived {
+                            self.received(&mut flight, delivery);
                         }
                     }
-                    if in_flight.is_none() {
-                        break;
+                    let held = flight.order.take_held();
+                    flight.hand_back.extend(held.into_iter().map(|(_, pending)| pending.hand_back()));
+                }
+                _ = progress.tick(), if !flight.running.is_empty() || flight.order.in_hand() > 0 => {
+                    for attempt in flight.running.values() {
+                        let _ = attempt.acker.progress().await;
+                    }
+                    for pending in flight.order.held() {
+                        let _ = pending.delivery.acker().progress().await;
                     }
                 }
-                // With a change in hand, before it is settled: else settling it makes the
-                // server send the partition's next change here, after this member stopped
-                // reading, and that change waits for the ack wait before going to the next one.
-                // A call already running finishes here; a change still waiting for a worker is
-                // handed back (recorded, so not counted as an attempt) for the next member to
-                // start at once, rather than wait for this member's worker, or be abandoned
-                // unstarted at the shutdown timeout and come back after the ack wait counted
-                // as an attempt.
-                () = self.stop.cancelled(), if !puller.is_released() => {
-                    puller.give_back_pin(&self.context.stream).await;
-                    let unstarted = in_flight
-                        .as_ref()
-                        .is_some_and(|current| !current.started.load(Ordering::SeqCst));
-                    if let Some(current) = in_flight.take_if(|_| unstarted) {
-                        self.settle(current, AttemptEnd::NotStarted).await;
-                    }
-                }
-                _ = progress.tick(), if in_flight.is_some() => {
-                    if let Some(current) = &in_flight {
-                        let _ = current.acker.progress().await;
-                    }
+                _ = floor.tick(), if !puller.is_released() && self.floor_due(&flight, &puller) => {
+                    self.read_floor(&mut flight, &puller).await;
                 }
                 pulled = puller.next(), if !puller.is_released() => match pulled {
                     Pulled::Change(delivery) => {
-                        let delivery = *delivery;
-                        if in_flight.is_none() {
-                            in_flight = self.start(delivery, &pinned).await;
-                            // Progress only for calls that outlast a third of the ack wait.
-                            progress.reset();
-                        } else {
-                            Self::received(&delivery, &mut in_flight, &mut hand_back);
+                        if flight.fenced_for.as_ref().map(Option::as_deref) != Some(puller.pin()) {
+                            self.take_over(&mut flight, &puller).await;
                         }
+                        self.received(&mut flight, *delivery);
                     }
                     Pulled::PinLost => {
                         tracing::info!(partition = self.partition, member = %self.context.member_id,
                             "lost the partition's pin; no new call starts here");
+                        let held = flight.order.take_held();
+                        flight.hand_back.extend(held.into_iter().map(|(_, pending)| pending.hand_back()));
+                        flight.order.unfence();
+                        flight.fenced_for = None;
                     }
                     Pulled::Closed => {
                         tracing::warn!(partition = self.partition, "connection closed; partition loop ends");
                         break;
                     }
                 },
+                else => break,
+            }
+            if !unstart.is_cancelled() {
+                self.start_ready(&mut flight, &mut calls, &pinned, &unstart)
+                    .await;
             }
             if puller.pin() != reported.as_deref() {
                 reported = puller.pin().map(str::to_owned);
                 self.context.report_pin(self.partition, reported.clone());
             }
-            // Once the pin is lost, the server delivers them to the next member.
-            if !hand_back.is_empty() && !pinned.load(Ordering::SeqCst) {
-                while let Some(unstarted) = hand_back.pop_front() {
-                    self.hand_back_unstarted(unstarted).await;
-                }
+            // Once the pin is lost or given back, the server delivers them to the next member.
+            if !flight.hand_back.is_empty()
+                && (!pinned.load(Ordering::SeqCst) || puller.is_released())
+            {
+                let hand_back = std::mem::take(&mut flight.hand_back);
+                self.context.hand_back(self.partition, hand_back).await;
+            }
+            if puller.is_released() && calls.is_empty() {
+                break;
             }
         }
-        if let Some(current) = in_flight.take() {
-            // The connection closed for good with a call unfinished or unstarted (which, once
-            // dropped, cannot be told): it counts as an attempt, as after a member dies.
-            let count = if current.uncounted > 0 {
-                current.handed_back + current.uncounted
+        // The connection closed for good with calls unfinished or unstarted (which, once
+        // dropped, cannot be told): each counts as an attempt, as after a member dies.
+        for (sequence, attempt) in flight.running.drain() {
+            let count = if attempt.uncounted > 0 {
+                attempt.handed_back + attempt.uncounted
             } else {
                 0
             };
-            self.let_go(
-                &current.acker,
-                current.stream_sequence,
-                count,
-                Duration::ZERO,
-            )
-            .await;
+            self.context
+                .let_go(
+                    self.partition,
+                    &attempt.acker,
+                    sequence,
+                    count,
+                    Duration::ZERO,
+                )
+                .await;
         }
+        let mut hand_back = std::mem::take(&mut flight.hand_back);
+        hand_back.extend(
+            flight
+                .order
+                .take_held()
+                .into_iter()
+                .map(|(_, pending)| pending.hand_back()),
+        );
         (puller, hand_back)
     }
 
-    /// A change received while one is in hand: the change in hand delivered again (settle the
-    /// newest delivery; the delivery is not a call of its own), or another one, to hand back.
-    fn received(
-        delivery: &GroupDelivery,
-        in_flight: &mut Option<InFlight>,
-        hand_back: &mut VecDeque<Unstarted>,
+    /// Whether the consumer's ack floor is worth reading: the old range holds something back,
+    /// or it could not be read when the pin was taken.
+    fn floor_due(&self, flight: &Flight, puller: &PartitionPuller) -> bool {
+        let unread = flight.fenced_for.is_none() && puller.pin().is_some();
+        unread || flight.order.awaits_old()
+    }
+
+    async fn read_floor(&self, flight: &mut Flight, puller: &PartitionPuller) {
+        if flight.fenced_for.is_none() {
+            self.take_over(flight, puller).await;
+            return;
+        }
+        match takeover::consumer_position(&self.context.stream, self.partition).await {
+            Ok((ack_floor, _)) => flight.order.passed(ack_floor),
+            Err(error) => tracing::debug!(partition = self.partition, error = %error,
+                "could not read the partition's ack floor"),
+        }
+    }
+
+    /// This member got the partition's pin: reads what the member before left unsettled, to
+    /// keep each key's changes in order across the takeover. Until it is read, nothing starts.
+    async fn take_over(&self, flight: &mut Flight, puller: &PartitionPuller) {
+        if flight.fenced_for.is_some() {
+            // The pin changed hands since the last read (and came back): read again.
+            flight.order.unfence();
+            flight.fenced_for = None;
+        }
+        match takeover::old_range(&self.context.stream, self.partition).await {
+            Ok(range) => {
+                tracing::debug!(partition = self.partition, member = %self.context.member_id,
+                    ack_floor = range.ack_floor, old = range.keys.len(), unknown = ?range.unknown,
+                    "took the partition over");
+                flight
+                    .order
+                    .fence(range.ack_floor, range.keys, range.unknown);
+                flight.fenced_for = Some(puller.pin().map(str::to_owned));
+            }
+            Err(error) => tracing::warn!(partition = self.partition, error = %error,
+                "could not read what the partition's last holder left unsettled; nothing \
+                 starts here until it is read"),
+        }
+    }
+
+    /// Takes a delivery in: a change delivered again while in hand replaces its older
+    /// delivery (and is not a call of its own); any other is held until it may start.
+    fn received(&self, flight: &mut Flight, delivery: GroupDelivery) {
+        let metrics = &self.context.metrics;
+        metrics.set_pending(self.partition, delivery.message.delta());
+        if delivery.delivered > 1 {
+            metrics.redelivered();
+        }
+        let sequence = delivery.stream_sequence;
+        match flight.order.known(sequence) {
+            Known::Running => {
+                if let Some(attempt) = flight.running.get_mut(&sequence) {
+                    attempt.acker = delivery.acker();
+                    attempt.uncounted += 1;
+                }
+            }
+            Known::Held => {
+                if let Some(pending) = flight.order.held_mut(sequence) {
+                    pending.delivery = delivery;
+                    pending.uncounted += 1;
+                }
+            }
+            Known::Nothing | Known::Waiting => {
+                let key = delivery.message.key().to_owned();
+                flight.order.hold(
+                    sequence,
+                    &key,
+                    Pending {
+                        delivery,
+                        uncounted: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Starts every held change that may start now.
+    async fn start_ready(
+        &self,
+        flight: &mut Flight,
+        calls: &mut FuturesUnordered<Call>,
+        pinned: &Arc<AtomicBool>,
+        unstart: &CancellationToken,
     ) {
-        match in_flight {
-            Some(current) if current.stream_sequence == delivery.stream_sequence => {
-                current.acker = delivery.acker();
-                current.uncounted += 1;
+        loop {
+            let ready = flight.order.start_ready();
+            if ready.is_empty() {
+                return;
             }
-            _ => hand_back.push_back(Unstarted::from(delivery)),
-        }
-    }
-
-    /// How many deliveries of the change at `sequence` were handed back without a call, if it
-    /// was delivered before (`delivered` > 1). A count that cannot be read is taken as 0: the
-    /// hand-backs then count as attempts.
-    async fn handed_back(&self, sequence: u64, delivered: u64) -> u64 {
-        if delivered <= 1 {
-            return 0;
-        }
-        match self.context.handbacks.of(self.partition, sequence).await {
-            Ok(count) => count,
-            Err(error) => {
-                tracing::warn!(partition = self.partition, sequence, error = %error,
-                    "could not read how often the change was handed back; those deliveries count as attempts");
-                0
+            for (sequence, pending) in ready {
+                match self.start(pending, pinned, unstart).await {
+                    Started::Call(attempt, call) => {
+                        flight.running.insert(sequence, *attempt);
+                        calls.push(call);
+                    }
+                    // Settled without a call: the key's next change may start.
+                    Started::Settled => flight.order.settled(sequence),
+                    Started::Retrying => flight.order.retrying(sequence),
+                }
             }
         }
-    }
-
-    /// Records that the change at `sequence` was handed back `count` times in all without a
-    /// call, then asks for it again after `delay`. If the count cannot be recorded, the
-    /// delivery counts as an attempt.
-    async fn let_go(&self, acker: &Acker, sequence: u64, count: u64, delay: Duration) {
-        if count > 0 {
-            if let Err(error) = self
-                .context
-                .handbacks
-                .record(self.partition, sequence, count)
-                .await
-            {
-                tracing::warn!(partition = self.partition, sequence, error = %error,
-                    "could not record a delivery handed back without a call; it counts as an attempt");
-            }
-        }
-        let _ = acker.retry_after(delay).await;
-    }
-
-    /// Hands back a change that was received but never started.
-    async fn hand_back_unstarted(&self, unstarted: Unstarted) {
-        let before = self
-            .handed_back(unstarted.stream_sequence, unstarted.delivered)
-            .await;
-        self.let_go(
-            &unstarted.acker,
-            unstarted.stream_sequence,
-            before + 1,
-            Duration::ZERO,
-        )
-        .await;
     }
 
     /// Starts the call for a change, or settles it at once (ignored deletion, attempts used up).
-    async fn start(&self, delivery: GroupDelivery, pinned: &Arc<AtomicBool>) -> Option<InFlight> {
+    async fn start(
+        &self,
+        pending: Pending,
+        pinned: &Arc<AtomicBool>,
+        unstart: &CancellationToken,
+    ) -> Started {
         let settings = &self.context.settings;
+        let Pending {
+            delivery,
+            uncounted,
+        } = pending;
         let acker = delivery.acker();
         let GroupDelivery {
             message,
@@ -328,149 +395,104 @@ impl PartitionTask {
             stream_sequence,
             ..
         } = delivery;
-        let metrics = &self.context.metrics;
-        metrics.set_pending(self.partition, message.delta());
-        if delivered > 1 {
-            metrics.redelivered();
-        }
         if self.context.ignore_deletes && message.operation() != Operation::Put {
             let _ = acker.ack().await;
-            return None;
+            return Started::Settled;
         }
-        let handed_back = self.handed_back(stream_sequence, delivered).await;
-        let attempt = delivered.saturating_sub(handed_back).max(1);
-        if attempt > u64::from(settings.max_attempts) {
+        let handed_back = self
+            .context
+            .handed_back(self.partition, stream_sequence, delivered)
+            .await;
+        let number = delivered.saturating_sub(handed_back).max(1);
+        if number > u64::from(settings.max_attempts) {
             // Its last attempt's member stopped before settling it.
             let reason = format!(
-                "delivered for attempt {attempt}, more than the {} attempts allowed (a member \
+                "delivered for attempt {number}, more than the {} attempts allowed (a member \
                  stopped during the last one)",
                 settings.max_attempts
             );
-            self.give_up(&message, attempt - 1, &acker, &reason).await;
-            return None;
+            return match self
+                .context
+                .give_up(&message, number - 1, &acker, &reason)
+                .await
+            {
+                Settled::Retrying => Started::Retrying,
+                Settled::Done | Settled::HandBack => Started::Settled,
+            };
         }
         let dispatcher = self.context.dispatcher.clone();
         let workers = Arc::clone(&self.context.workers);
         let pinned = Arc::clone(pinned);
+        let unstart = unstart.clone();
         let timeout = settings.call_timeout;
         let call_message = message.clone();
         let client = self.context.jetstream.client();
-        let started = Arc::new(AtomicBool::new(false));
-        let call_started = Arc::clone(&started);
         let call = async move {
-            let Ok(_permit) = workers.acquire_owned().await else {
-                return AttemptEnd::NotStarted;
+            let permit = tokio::select! {
+                biased;
+                permit = workers.acquire_owned() => permit,
+                () = unstart.cancelled() => return (stream_sequence, AttemptEnd::NotStarted),
+            };
+            let Ok(_permit) = permit else {
+                return (stream_sequence, AttemptEnd::NotStarted);
             };
             // The pin is a lease, not a fence: checked as late as possible. Without a
             // connection the lease may lapse unseen, so no call starts then either.
             let connected = client.connection_state() == async_nats::connection::State::Connected;
-            if !pinned.load(Ordering::SeqCst) || !connected {
-                return AttemptEnd::NotStarted;
+            if !pinned.load(Ordering::SeqCst) || !connected || unstart.is_cancelled() {
+                return (stream_sequence, AttemptEnd::NotStarted);
             }
-            call_started.store(true, Ordering::SeqCst);
-            AttemptEnd::Called(
-                dispatcher
-                    .call_guarded(
-                        Message::from_kv(call_message),
-                        Some(timeout),
-                        FailureLog::Caller,
-                    )
-                    .await,
-            )
+            let outcome = dispatcher
+                .call_guarded(
+                    Message::from_kv(call_message),
+                    Some(timeout),
+                    FailureLog::Caller,
+                )
+                .await;
+            (stream_sequence, AttemptEnd::Called(outcome))
         }
         .boxed();
-        Some(InFlight {
+        let attempt = Attempt {
             message,
-            attempt,
-            stream_sequence,
-            handed_back,
-            uncounted: 0,
-            acker,
-            started,
-            call,
-        })
-    }
-
-    async fn settle(&self, done: InFlight, attempt: AttemptEnd) {
-        let InFlight {
-            message,
-            attempt: number,
+            number,
             stream_sequence,
             handed_back,
             uncounted,
             acker,
-            ..
-        } = done;
-        let settings = &self.context.settings;
-        let subscriber = &*self.context.dispatcher.context.name;
-        let (key, revision) = (message.key(), message.revision());
-        match attempt {
-            AttemptEnd::NotStarted => {
-                let count = handed_back + uncounted + 1;
-                self.let_go(&acker, stream_sequence, count, Duration::ZERO)
-                    .await;
-            }
-            AttemptEnd::Called(CallOutcome::Done) => {
-                if let Err(error) = acker.ack().await {
-                    tracing::warn!(subscriber, key, revision, error = %error,
-                        "{key} | {revision} - handled, but the acknowledgement was not sent; it will be handled again");
-                }
-            }
-            AttemptEnd::Called(CallOutcome::Rejected(reason)) => {
-                let reason = format!("could not decode the entry: {reason}");
-                self.give_up(&message, number, &acker, &reason).await;
-            }
-            AttemptEnd::Called(CallOutcome::Failed(reason)) => {
-                if number >= u64::from(settings.max_attempts) {
-                    self.give_up(&message, number, &acker, &reason).await;
-                } else {
-                    let delay = settings.backoff_after(number);
-                    tracing::warn!(subscriber, key, revision, attempt = number,
-                        max_attempts = settings.max_attempts, retry_in = ?delay, error = %reason,
-                        "{key} | {revision} - attempt {number} of {} failed: {reason}; retrying in {delay:?}",
-                        settings.max_attempts);
-                    // Deliveries that were not calls of their own are recorded, so that the
-                    // next delivery's count tells the next attempt.
-                    let count = if uncounted > 0 {
-                        handed_back + uncounted
-                    } else {
-                        0
-                    };
-                    self.let_go(&acker, stream_sequence, count, delay).await;
-                }
-            }
-        }
+        };
+        Started::Call(Box::new(attempt), call)
     }
 
-    /// Keeps the change as a dead letter, then terminates it so its key moves on. If it cannot
-    /// be kept, it is retried after the backoff instead (and given up again then).
-    async fn give_up(&self, message: &KvMessage, attempts: u64, acker: &Acker, reason: &str) {
-        let subscriber = &*self.context.dispatcher.context.name;
-        let (key, revision) = (message.key(), message.revision());
-        let kept = dead_letters::publish(
-            &self.context.jetstream,
-            &self.context.layout,
-            message,
-            attempts,
-            reason,
-            &self.context.member_id,
-        )
-        .await;
-        match kept {
-            Ok(sequence) => {
-                tracing::error!(subscriber, key, revision, attempts, error = %reason,
-                    dead_letter = sequence, stream = %self.context.layout.dead_stream,
-                    "{key} | {revision} - given up after {attempts} attempt(s): {reason}; kept as dead letter {sequence} in `{}`",
-                    self.context.layout.dead_stream);
-                self.context.metrics.given_up();
-                let _ = acker.terminate().await;
-            }
-            Err(error) => {
-                let delay = self.context.settings.backoff_after(attempts);
-                tracing::error!(subscriber, key, revision, error = %error, retry_in = ?delay,
-                    "{key} | {revision} - could not keep the change as a dead letter; trying again in {delay:?}");
-                let _ = acker.retry_after(delay).await;
+    /// A call ended: settles it, and lets its key's next change start.
+    async fn finished(&self, flight: &mut Flight, sequence: u64, end: AttemptEnd) {
+        let Some(attempt) = flight.running.remove(&sequence) else {
+            return;
+        };
+        match self.context.settle(self.partition, &attempt, end).await {
+            Settled::Done => flight.order.settled(sequence),
+            Settled::Retrying => flight.order.retrying(sequence),
+            // Handed back at once: it comes back to this member if it still holds the pin (the
+            // connection was down), else to the next holder. Its key waits for it.
+            Settled::HandBack => {
+                flight.order.retrying(sequence);
+                let hand_back = HandBack {
+                    acker: attempt.acker,
+                    stream_sequence: sequence,
+                    before: Some(attempt.handed_back),
+                    delivered: attempt.number,
+                    not_calls: attempt.uncounted + 1,
+                };
+                self.context
+                    .hand_back(self.partition, vec![hand_back])
+                    .await;
             }
         }
     }
+}
+
+/// What starting a change came to.
+enum Started {
+    Call(Box<Attempt>, Call),
+    Settled,
+    Retrying,
 }

@@ -349,8 +349,10 @@ async fn wait_for_mirror(mut stream: stream::Stream, name: &str) {
         "the group's mirror has not copied the bucket yet; its consumers start anyway");
 }
 
-/// The consumer of each partition: one change in flight at a time (so a partition's changes
-/// stay in order, retries included), one pinned member at a time.
+/// The consumer of each partition: `in_flight` changes unacknowledged at most (the members keep
+/// each key's changes in order among them, retries included), one pinned member at a time. A
+/// group's consumers keep the value they were created with (groups created before the setting
+/// existed: 1); a member asking another is told so once, and follows the consumers.
 pub(super) async fn create_consumers(
     stream: &stream::Stream,
     spec: &GroupSpec,
@@ -373,7 +375,7 @@ pub(super) async fn create_consumers(
             ack_policy: AckPolicy::Explicit,
             ack_wait: settings.session_timeout,
             max_deliver: -1,
-            max_ack_pending: 1,
+            max_ack_pending: i64::from(settings.in_flight),
             priority_groups: vec![PRIORITY_GROUP.to_owned()],
             priority_policy: PriorityPolicy::PinnedClient,
             priority_timeout: settings.session_timeout,
@@ -392,7 +394,17 @@ pub(super) async fn create_consumers(
                     )
                     .await;
                 match created {
-                    Ok(_) => return Ok(()),
+                    Ok(consumer) => {
+                        let kept = consumer.cached_info().config.max_ack_pending;
+                        if kept != i64::from(settings.in_flight) && partition == 0 {
+                            tracing::warn!(group = %spec.layout.group, kept,
+                                asked = settings.in_flight,
+                                "the group's consumers keep {kept} changes in flight per \
+                                 partition, set when they were created; this member's \
+                                 `in_flight` {} is not applied", settings.in_flight);
+                        }
+                        return Ok(());
+                    }
                     Err(error)
                         if matches!(
                             error.kind(),

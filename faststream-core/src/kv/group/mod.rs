@@ -4,9 +4,11 @@
 //! - a **mirror** of the bucket's stream, filtered to the group's keys, whose subject transform
 //!   puts each key in a fixed partition (`p.<partition>.<key>`); a mirror keeps the bucket's
 //!   sequence numbers and times, so a message is still the bucket's revision;
-//! - one **durable pull consumer per partition**, `max_ack_pending` 1 (a partition's changes
-//!   one at a time, in order, retries included) and a pinned-client priority group: the server
-//!   delivers to one member at a time and moves the pin when that member goes quiet;
+//! - one **durable pull consumer per partition**, `max_ack_pending` = `in_flight`, and a
+//!   pinned-client priority group: the server delivers to one member at a time and moves the
+//!   pin when that member goes quiet; the member holding the pin keeps each key's changes in
+//!   order, and on taking a partition over reads what the member before left unsettled
+//!   (`takeover`) so that a key's newer change never overtakes an older one there;
 //! - a **members bucket** where each member heartbeats, with the partitions it holds; every
 //!   member computes the same assignment of partitions from it (`assignment`: balanced, and a
 //!   member joining or leaving moves only the partitions it must) and pulls only its own;
@@ -30,6 +32,7 @@ pub(crate) mod partition;
 pub(crate) mod replaced;
 mod roster;
 pub(crate) mod settings;
+pub(crate) mod takeover;
 
 pub use admin::{GroupInfo, KvGroup, MemberInfo, PartitionInfo};
 pub use dead_letters::DeadLetter;

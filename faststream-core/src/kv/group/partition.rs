@@ -32,8 +32,8 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use super::layout::{split_subject, GroupLayout, PRIORITY_GROUP};
 use crate::kv::message::{KvMessage, MessageParts, Operation};
 
-/// Messages asked for per pull request: with one change in flight per partition the server
-/// sends them one at a time anyway; a larger batch only saves requests.
+/// Messages asked for per pull request: the consumer's `max_ack_pending` bounds what it sends
+/// unacknowledged; a larger batch only saves requests.
 const BATCH: usize = 256;
 /// Added to a pull's expiry before it is given up as lost; also how long an answer to giving
 /// the pin back is waited for.

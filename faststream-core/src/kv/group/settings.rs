@@ -16,6 +16,11 @@ pub const DEFAULT_BACKOFF: [Duration; 3] = [
     Duration::from_secs(5),
     Duration::from_secs(30),
 ];
+/// The default [`GroupSettings::in_flight`].
+pub const DEFAULT_IN_FLIGHT: u16 = 32;
+/// The most [`GroupSettings::in_flight`]: each change in flight is kept alive with
+/// acknowledgements of progress while it waits.
+pub const MAX_IN_FLIGHT: u16 = 4096;
 /// The default [`GroupSettings::call_timeout`].
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default [`GroupSettings::session_timeout`].
@@ -66,6 +71,7 @@ pub struct GroupSettings {
     pub(crate) backoff: Vec<Duration>,
     pub(crate) call_timeout: Duration,
     pub(crate) session_timeout: Duration,
+    pub(crate) in_flight: u16,
 }
 
 impl GroupSettings {
@@ -79,13 +85,15 @@ impl GroupSettings {
             backoff: DEFAULT_BACKOFF.to_vec(),
             call_timeout: DEFAULT_CALL_TIMEOUT,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
+            in_flight: DEFAULT_IN_FLIGHT,
         }
     }
 
     /// How many partitions the keys are spread over (default 16, at most 1024), fixed when the
     /// group is created. A key always falls in the same partition; a partition is handled by
-    /// one member at a time, one change at a time, so this bounds how many members can share
-    /// the work and how many calls run at once across the fleet.
+    /// one member at a time, with at most [`in_flight`](Self::in_flight) of its changes at
+    /// once, so this bounds how many members can share the work and how many calls run at once
+    /// across the fleet.
     #[must_use]
     pub fn partitions(mut self, partitions: u16) -> Self {
         self.partitions = partitions;
@@ -135,6 +143,18 @@ impl GroupSettings {
         self
     }
 
+    /// How many changes of one partition may be in flight at once (default 32, at most 4096),
+    /// fixed when the group's consumers are created. Two changes of one key never run at once
+    /// nor out of order, whatever the member (see the guide's chapter on consumer groups); a
+    /// change waiting for an earlier one of its key is held without counting as an attempt.
+    /// `1` handles a partition's changes strictly one after another. A member whose value
+    /// differs from the group's consumers' logs it and follows the group's.
+    #[must_use]
+    pub fn in_flight(mut self, changes: u16) -> Self {
+        self.in_flight = changes;
+        self
+    }
+
     /// The group's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -176,6 +196,12 @@ impl GroupSettings {
                  once), got none"
                     .to_owned(),
             );
+        }
+        if !(1..=MAX_IN_FLIGHT).contains(&self.in_flight) {
+            problems.push(format!(
+                "group `in_flight` must be 1..={MAX_IN_FLIGHT}, got {}",
+                self.in_flight
+            ));
         }
         if self.call_timeout.is_zero() {
             problems.push("group `call_timeout` must be more than zero".to_owned());
@@ -221,9 +247,10 @@ mod tests {
         let problems = GroupSettings::new("a.b")
             .partitions(0)
             .max_attempts(0)
+            .in_flight(0)
             .session_timeout(Duration::from_millis(10))
             .problems();
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 5, "{problems:?}");
         assert_eq!(
             GroupSettings::new("billing").backoff([]).problems(),
             ["group `backoff` must list at least one wait (`[Duration::ZERO]` retries at once), \
