@@ -86,7 +86,7 @@ struct Flight {
     order: KeyOrder<Pending>,
     /// The calls started, by stream sequence (their futures are in `calls`).
     running: HashMap<u64, Attempt>,
-    /// Held deliveries to hand back once this member no longer holds the pin.
+    /// Deliveries to hand back at the end of the loop's turn, their counts recorded together.
     hand_back: Vec<HandBack>,
     /// The pin the old range was read for.
     fenced_for: Option<Option<String>>,
@@ -167,6 +167,10 @@ impl PartitionTask {
                 biased;
                 Some((sequence, end)) = calls.next(), if !calls.is_empty() => {
                     self.finished(&mut flight, sequence, end).await;
+                    // Those that ended meanwhile too: their hand-backs are recorded together.
+                    while let Some(Some((sequence, end))) = calls.next().now_or_never() {
+                        self.finished(&mut flight, sequence, end).await;
+                    }
                 }
                 // Giving the partition up: the pin goes back first, so that the server sends this
                 // member nothing more, and settling a call cannot make it send the next change
@@ -174,17 +178,16 @@ impl PartitionTask {
                 // holder to start at once (it waits for what runs here: its old range).
                 () = self.stop.cancelled(), if !puller.is_released() => {
                     unstart.cancel();
+                    puller.give_back_pin(&self.context.stream).await;
+                    let mut arrived = puller.fence().await;
                     // A member that had no pin id yet learns it from a change the fence reads:
                     // the pin is then given back properly, and the fence run again.
-                    loop {
+                    while puller.pin().is_some() {
                         puller.give_back_pin(&self.context.stream).await;
-                        let arrived = puller.fence().await;
-                        if arrived.is_empty() {
-                            break;
-                        }
-                        for delivery in arrived {
-                            self.received(&mut flight, delivery);
-                        }
+                        arrived.extend(puller.fence().await);
+                    }
+                    for delivery in arrived {
+                        self.received(&mut flight, delivery);
                     }
                     let held = flight.order.take_held();
                     flight.hand_back.extend(held.into_iter().map(|(_, pending)| pending.hand_back()));
@@ -230,10 +233,9 @@ impl PartitionTask {
                 reported = puller.pin().map(str::to_owned);
                 self.context.report_pin(self.partition, reported.clone());
             }
-            // Once the pin is lost or given back, the server delivers them to the next member.
-            if !flight.hand_back.is_empty()
-                && (!pinned.load(Ordering::SeqCst) || puller.is_released())
-            {
+            // Only ever queued once the pin is lost or given back (the server then delivers
+            // them to the next member), or for calls that could not start without a connection.
+            if !flight.hand_back.is_empty() {
                 let hand_back = std::mem::take(&mut flight.hand_back);
                 self.context.hand_back(self.partition, hand_back).await;
             }
@@ -471,20 +473,18 @@ impl PartitionTask {
         match self.context.settle(self.partition, &attempt, end).await {
             Settled::Done => flight.order.settled(sequence),
             Settled::Retrying => flight.order.retrying(sequence),
-            // Handed back at once: it comes back to this member if it still holds the pin (the
-            // connection was down), else to the next holder. Its key waits for it.
+            // Handed back at the end of this turn: it comes back to this member if it still
+            // holds the pin (the connection was down), else to the next holder. Its key waits
+            // for it.
             Settled::HandBack => {
                 flight.order.retrying(sequence);
-                let hand_back = HandBack {
+                flight.hand_back.push(HandBack {
                     acker: attempt.acker,
                     stream_sequence: sequence,
                     before: Some(attempt.handed_back),
                     delivered: attempt.number,
                     not_calls: attempt.uncounted + 1,
-                };
-                self.context
-                    .hand_back(self.partition, vec![hand_back])
-                    .await;
+                });
             }
         }
     }

@@ -373,8 +373,7 @@ impl PartitionPuller {
         let Some(pin) = self.pin.take() else {
             // The pin's id is not known: nothing was delivered to this member yet. It may be
             // pinned all the same, and a first change may be on its way; it cannot unpin a pin
-            // it cannot tell from another member's, so [`fence`] reads until its waiting pull
-            // request ends instead.
+            // it cannot tell from another member's, so [`fence`] checks without the id.
             self.fence_due |= self.outstanding;
             return;
         };
@@ -407,24 +406,28 @@ impl PartitionPuller {
     /// to handle: nobody else gets the partition's changes until it is settled. A no-wait pull
     /// carrying the old pin is answered at once with a status (the pin no longer matches), and
     /// the consumer sends its answers and deliveries through one queue, in order: once the
-    /// answer is in, so are those deliveries. Waits at most [`PULL_GRACE`] for the answer.
-    /// Returns nothing after the first call, or if this member held no pin.
+    /// answer is in, so are those deliveries. A member that never learnt its pin's id (nothing
+    /// was delivered to it yet, but it may be pinned, a first change on its way) sends the
+    /// no-wait pull without one: another member's pin refuses it at once, the same way; with no
+    /// pin at all the server may deliver a change on it, pinning this member: that change is
+    /// returned, and carries the pin's id, so the pin can then be given back properly. Waits at
+    /// most [`PULL_GRACE`] for the answer. Returns nothing after the first call, or if no pull of
+    /// this member was waiting.
     pub(crate) async fn fence(&mut self) -> Vec<GroupDelivery> {
         if !std::mem::replace(&mut self.fence_due, false) {
             return Vec::new();
         }
-        let Some(pin) = self.given_back.take() else {
-            return self.until_pull_ends().await;
-        };
+        let mut request = serde_json::json!({
+            "batch": 1,
+            "no_wait": true,
+            "group": PRIORITY_GROUP,
+        });
+        if let Some(pin) = self.given_back.take() {
+            request["id"] = serde_json::Value::String(pin);
+        }
         let mut arrived = Vec::new();
         let inbox = self.client.new_inbox();
         if let Ok(mut answer) = self.client.subscribe(inbox.clone()).await {
-            let request = serde_json::json!({
-                "batch": 1,
-                "no_wait": true,
-                "group": PRIORITY_GROUP,
-                "id": pin,
-            });
             let sent = self
                 .client
                 .publish_with_reply(
@@ -456,33 +459,8 @@ impl PartitionPuller {
                 arrived.extend(self.accept(message).await);
             }
         }
-        arrived
-    }
-
-    /// Reads what arrives until this member's waiting pull request ends (expires, at most a
-    /// third of the session timeout, or is answered otherwise), stopping early at a change:
-    /// that change is this member's to handle, and it carries the pin's id, so the pin can then
-    /// be given back properly.
-    async fn until_pull_ends(&mut self) -> Vec<GroupDelivery> {
-        while self.outstanding {
-            let next = tokio::time::timeout_at(self.repull_at.into(), self.subscription.next());
-            let Ok(Some(message)) = next.await else {
-                break;
-            };
-            match message.status {
-                Some(status) if status.as_u16() == 100 => {}
-                Some(_) => break,
-                None => {
-                    self.remaining = self.remaining.saturating_sub(1);
-                    self.outstanding = self.remaining > 0;
-                    if let Some(delivery) = self.accept(message).await {
-                        return vec![delivery];
-                    }
-                }
-            }
-        }
         self.outstanding = false;
-        Vec::new()
+        arrived
     }
 
     /// Ends the pull: unsubscribes, and returns the changes that arrived and were not handled
