@@ -115,6 +115,7 @@ impl GroupMember {
         tracing::info!(subscriber = %subscriber, member = %member, group = %self.layout.group,
             bucket = %self.layout.bucket, "joining consumer group `{}`", self.layout.group);
         let context = PartitionContext {
+            client: Arc::new(self.jetstream.client()),
             dispatcher: self.dispatcher,
             jetstream: self.jetstream,
             layout: Arc::new(self.layout),

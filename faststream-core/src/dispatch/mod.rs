@@ -101,7 +101,7 @@ impl Dispatcher {
     /// Calls the handler with the app's handler timeout and logs the outcome, with a panic
     /// anywhere in it caught and logged, so it can stop neither the key nor the subscriber.
     pub(crate) async fn dispatch_guarded(&self, message: Message) {
-        self.call_guarded(message, self.handler_timeout, FailureLog::Dispatcher)
+        self.call_guarded(&message, self.handler_timeout, FailureLog::Dispatcher)
             .await;
     }
 
@@ -109,7 +109,7 @@ impl Dispatcher {
     /// panic anywhere in it, the logging included, caught.
     pub(crate) async fn call_guarded(
         &self,
-        message: Message,
+        message: &Message,
         timeout: Option<Duration>,
         failure_log: FailureLog,
     ) -> CallOutcome {
@@ -117,9 +117,9 @@ impl Dispatcher {
             &self.context.name,
             self.group.as_deref(),
             self.entry_tracing,
-            &message,
+            message,
         );
-        let called = AssertUnwindSafe(self.call(&message, timeout, failure_log, &span))
+        let called = AssertUnwindSafe(self.call(message, timeout, failure_log, &span))
             .catch_unwind()
             .instrument(span.clone())
             .await;

@@ -174,8 +174,9 @@ async fn handle(dispatcher: &Dispatcher, settlement: &Settlement, message: NatsM
         settle(&message, message.ack().await);
     }
     let outcome = {
+        let called = Message::from_nats(message.clone());
         let call = Box::pin(dispatcher.call_guarded(
-            Message::from_nats(message.clone()),
+            &called,
             dispatcher.handler_timeout,
             FailureLog::Dispatcher,
         ));

@@ -60,6 +60,8 @@ pub(super) struct KeyOrder<T> {
     unknown: Option<(u64, u64)>,
     /// Whether the old range has been read since this member got the pin: nothing starts before.
     fenced: bool,
+    /// Held sequences that may have become ready since the last look: checked, not scanned for.
+    candidates: BTreeSet<u64>,
 }
 
 impl<T> Default for KeyOrder<T> {
@@ -69,6 +71,7 @@ impl<T> Default for KeyOrder<T> {
             by_key: HashMap::new(),
             unknown: None,
             fenced: false,
+            candidates: BTreeSet::new(),
         }
     }
 }
@@ -105,6 +108,16 @@ impl<T> KeyOrder<T> {
         self.unknown = unknown.filter(|(after, up_to)| after < up_to);
         self.fenced = true;
         self.passed(ack_floor);
+        self.all_held_are_candidates();
+    }
+
+    fn all_held_are_candidates(&mut self) {
+        let held = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| matches!(entry.slot, Slot::Held(_)))
+            .map(|(sequence, _)| *sequence);
+        self.candidates.extend(held);
     }
 
     /// Forgets the old range: the pin changed hands, and the next takeover reads it again.
@@ -142,45 +155,41 @@ impl<T> KeyOrder<T> {
 
     /// Holds a delivery of `key` at `sequence` until it may start (an old entry or a retry
     /// becomes this member's).
-    pub(super) fn hold(&mut self, sequence: u64, key: &str, item: T) {
+    pub(super) fn hold(&mut self, sequence: u64, key: impl Into<Arc<str>>, item: T) {
         match self.entries.get_mut(&sequence) {
             Some(entry) => entry.slot = Slot::Held(item),
-            None => self.insert(sequence, Arc::from(key), Slot::Held(item)),
+            None => self.insert(sequence, key.into(), Slot::Held(item)),
         }
+        self.candidates.insert(sequence);
     }
 
     /// The held deliveries that may start now, lowest sequence first; they are marked running.
+    /// Only sequences that may have become ready are looked at: one held, or the next of a key
+    /// whose change was settled, or every held one when the fence moved.
     pub(super) fn start_ready(&mut self) -> Vec<(u64, T)> {
-        if !self.fenced {
+        if !self.fenced || self.candidates.is_empty() {
             return Vec::new();
         }
-        let ready: Vec<u64> = self
-            .entries
-            .iter()
-            .filter(|(sequence, entry)| {
-                matches!(entry.slot, Slot::Held(_))
-                    && !self.below_unknown(**sequence)
-                    && self
-                        .by_key
-                        .get(&entry.key)
-                        .and_then(|sequences| sequences.first())
-                        == Some(*sequence)
-            })
-            .map(|(sequence, _)| *sequence)
-            .collect();
+        let mut ready = Vec::with_capacity(self.candidates.len());
+        for sequence in std::mem::take(&mut self.candidates) {
+            if self.below_unknown(sequence) {
+                continue;
+            }
+            let Some(entry) = self.entries.get_mut(&sequence) else {
+                continue;
+            };
+            let first = self
+                .by_key
+                .get(&entry.key)
+                .and_then(|sequences| sequences.first());
+            if first != Some(&sequence) || !matches!(entry.slot, Slot::Held(_)) {
+                continue;
+            }
+            if let Slot::Held(item) = std::mem::replace(&mut entry.slot, Slot::Running) {
+                ready.push((sequence, item));
+            }
+        }
         ready
-            .into_iter()
-            .filter_map(|sequence| {
-                let entry = self.entries.get_mut(&sequence)?;
-                match std::mem::replace(&mut entry.slot, Slot::Running) {
-                    Slot::Held(item) => Some((sequence, item)),
-                    other => {
-                        entry.slot = other;
-                        None
-                    }
-                }
-            })
-            .collect()
     }
 
     /// Whether a sequence of unknown key, not yet settled, lies below `sequence`.
@@ -212,10 +221,10 @@ impl<T> KeyOrder<T> {
         for sequence in below {
             self.remove(sequence);
         }
-        if let Some((after, up_to)) = &mut self.unknown {
-            *after = (*after).max(ack_floor);
-            if *after >= *up_to {
-                self.unknown = None;
+        if let Some((after, up_to)) = self.unknown {
+            if ack_floor > after {
+                self.unknown = (ack_floor < up_to).then_some((ack_floor, up_to));
+                self.all_held_are_candidates();
             }
         }
     }
@@ -252,12 +261,19 @@ impl<T> KeyOrder<T> {
         self.entries.insert(sequence, Entry { key, slot });
     }
 
+    /// Removes the entry at `sequence`; its key's next change may have become ready.
     fn remove(&mut self, sequence: u64) -> Option<Entry<T>> {
         let entry = self.entries.remove(&sequence)?;
+        self.candidates.remove(&sequence);
         if let Some(sequences) = self.by_key.get_mut(&entry.key) {
             sequences.remove(&sequence);
-            if sequences.is_empty() {
-                self.by_key.remove(&entry.key);
+            match sequences.first() {
+                Some(next) => {
+                    self.candidates.insert(*next);
+                }
+                None => {
+                    self.by_key.remove(&entry.key);
+                }
             }
         }
         Some(entry)

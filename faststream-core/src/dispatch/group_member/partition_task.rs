@@ -42,6 +42,8 @@ pub(super) struct PartitionContext {
     pub(super) without_values: bool,
     pub(super) ignore_deletes: bool,
     pub(super) metrics: Arc<GroupMetrics>,
+    /// The member's connection, shared by the calls to check it is up before starting.
+    pub(super) client: Arc<async_nats::Client>,
 }
 
 impl PartitionContext {
@@ -71,10 +73,10 @@ struct Pending {
 impl Pending {
     fn hand_back(self) -> HandBack {
         HandBack {
-            acker: self.delivery.acker(),
             stream_sequence: self.delivery.stream_sequence,
             before: None,
             delivered: self.delivery.delivered,
+            acker: self.delivery.into_parts().3,
             not_calls: self.uncounted + 1,
         }
     }
@@ -92,7 +94,8 @@ struct Flight {
     fenced_for: Option<Option<String>>,
 }
 
-type Call = BoxFuture<'static, (u64, AttemptEnd)>;
+/// A call's future: its stream sequence, how it ended, and its change back.
+type Call = BoxFuture<'static, (u64, AttemptEnd, Message)>;
 
 pub(super) struct PartitionTask {
     pub(super) context: PartitionContext,
@@ -165,11 +168,11 @@ impl PartitionTask {
         loop {
             tokio::select! {
                 biased;
-                Some((sequence, end)) = calls.next(), if !calls.is_empty() => {
-                    self.finished(&mut flight, sequence, end).await;
+                Some((sequence, end, message)) = calls.next(), if !calls.is_empty() => {
+                    self.finished(&mut flight, sequence, end, &message).await;
                     // Those that ended meanwhile too: their hand-backs are recorded together.
-                    while let Some(Some((sequence, end))) = calls.next().now_or_never() {
-                        self.finished(&mut flight, sequence, end).await;
+                    while let Some(Some((sequence, end, message))) = calls.next().now_or_never() {
+                        self.finished(&mut flight, sequence, end, &message).await;
                     }
                 }
                 // Giving the partition up: the pin goes back first, so that the server sends this
@@ -327,7 +330,7 @@ impl PartitionTask {
         match flight.order.known(sequence) {
             Known::Running => {
                 if let Some(attempt) = flight.running.get_mut(&sequence) {
-                    attempt.acker = delivery.acker();
+                    attempt.acker = delivery.into_parts().3;
                     attempt.uncounted += 1;
                 }
             }
@@ -338,10 +341,10 @@ impl PartitionTask {
                 }
             }
             Known::Nothing | Known::Waiting => {
-                let key = delivery.message.key().to_owned();
+                let key: Arc<str> = Arc::from(delivery.message.key());
                 flight.order.hold(
                     sequence,
-                    &key,
+                    key,
                     Pending {
                         delivery,
                         uncounted: 0,
@@ -390,13 +393,7 @@ impl PartitionTask {
             delivery,
             uncounted,
         } = pending;
-        let acker = delivery.acker();
-        let GroupDelivery {
-            message,
-            delivered,
-            stream_sequence,
-            ..
-        } = delivery;
+        let (message, delivered, stream_sequence, acker) = delivery.into_parts();
         if self.context.ignore_deletes && message.operation() != Operation::Put {
             let _ = acker.ack().await;
             return Started::Settled;
@@ -427,35 +424,30 @@ impl PartitionTask {
         let pinned = Arc::clone(pinned);
         let unstart = unstart.clone();
         let timeout = settings.call_timeout;
-        let call_message = message.clone();
-        let client = self.context.jetstream.client();
+        let client = Arc::clone(&self.context.client);
         let call = async move {
+            let message = Message::from_kv(message);
             let permit = tokio::select! {
                 biased;
                 permit = workers.acquire_owned() => permit,
-                () = unstart.cancelled() => return (stream_sequence, AttemptEnd::NotStarted),
+                () = unstart.cancelled() => return (stream_sequence, AttemptEnd::NotStarted, message),
             };
             let Ok(_permit) = permit else {
-                return (stream_sequence, AttemptEnd::NotStarted);
+                return (stream_sequence, AttemptEnd::NotStarted, message);
             };
             // The pin is a lease, not a fence: checked as late as possible. Without a
             // connection the lease may lapse unseen, so no call starts then either.
             let connected = client.connection_state() == async_nats::connection::State::Connected;
             if !pinned.load(Ordering::SeqCst) || !connected || unstart.is_cancelled() {
-                return (stream_sequence, AttemptEnd::NotStarted);
+                return (stream_sequence, AttemptEnd::NotStarted, message);
             }
             let outcome = dispatcher
-                .call_guarded(
-                    Message::from_kv(call_message),
-                    Some(timeout),
-                    FailureLog::Caller,
-                )
+                .call_guarded(&message, Some(timeout), FailureLog::Caller)
                 .await;
-            (stream_sequence, AttemptEnd::Called(outcome))
+            (stream_sequence, AttemptEnd::Called(outcome), message)
         }
         .boxed();
         let attempt = Attempt {
-            message,
             number,
             stream_sequence,
             handed_back,
@@ -466,11 +458,22 @@ impl PartitionTask {
     }
 
     /// A call ended: settles it, and lets its key's next change start.
-    async fn finished(&self, flight: &mut Flight, sequence: u64, end: AttemptEnd) {
-        let Some(attempt) = flight.running.remove(&sequence) else {
+    async fn finished(
+        &self,
+        flight: &mut Flight,
+        sequence: u64,
+        end: AttemptEnd,
+        message: &Message,
+    ) {
+        let (Some(attempt), Some(message)) = (flight.running.remove(&sequence), message.kv())
+        else {
             return;
         };
-        match self.context.settle(self.partition, &attempt, end).await {
+        match self
+            .context
+            .settle(self.partition, &attempt, message, end)
+            .await
+        {
             Settled::Done => flight.order.settled(sequence),
             Settled::Retrying => flight.order.retrying(sequence),
             // Handed back at the end of this turn: it comes back to this member if it still

@@ -29,9 +29,9 @@ pub(super) enum Settled {
     HandBack,
 }
 
-/// A call that ran or was to run, with what settling it needs.
+/// A call that ran or was to run, with what settling it needs (but its change, which the call
+/// holds).
 pub(super) struct Attempt {
-    pub(super) message: KvMessage,
     /// The real attempt this call is: the delivery count less the hand-backs.
     pub(super) number: u64,
     pub(super) stream_sequence: u64,
@@ -61,11 +61,12 @@ impl PartitionContext {
         &self,
         partition: u16,
         attempt: &Attempt,
+        message: &KvMessage,
         end: AttemptEnd,
     ) -> Settled {
         let settings = &self.settings;
         let subscriber = &*self.dispatcher.context.name;
-        let (key, revision) = (attempt.message.key(), attempt.message.revision());
+        let (key, revision) = (message.key(), message.revision());
         let number = attempt.number;
         match end {
             AttemptEnd::NotStarted => Settled::HandBack,
@@ -78,14 +79,11 @@ impl PartitionContext {
             }
             AttemptEnd::Called(CallOutcome::Rejected(reason)) => {
                 let reason = format!("could not decode the entry: {reason}");
-                self.give_up(&attempt.message, number, &attempt.acker, &reason)
-                    .await
+                self.give_up(message, number, &attempt.acker, &reason).await
             }
             AttemptEnd::Called(CallOutcome::Failed(reason)) => {
                 if number >= u64::from(settings.max_attempts) {
-                    return self
-                        .give_up(&attempt.message, number, &attempt.acker, &reason)
-                        .await;
+                    return self.give_up(message, number, &attempt.acker, &reason).await;
                 }
                 let delay = settings.backoff_after(number);
                 tracing::warn!(subscriber, key, revision, attempt = number,

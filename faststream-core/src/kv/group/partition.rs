@@ -20,15 +20,18 @@
 //! never held the partition's pin has none to give back: a change the server sends it at the
 //! very moment it unsubscribes still waits for the ack wait.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream;
 use async_nats::{Client, Subscriber};
 use bytes::Bytes;
 use futures_util::{FutureExt as _, StreamExt as _};
 
+use self::ack::ack_info;
+pub(crate) use self::ack::Acker;
 use super::layout::{split_subject, GroupLayout, PRIORITY_GROUP};
 use crate::kv::message::{KvMessage, MessageParts, Operation};
 
@@ -64,37 +67,14 @@ pub(crate) struct GroupDelivery {
     ack: Acker,
 }
 
-/// Settles one delivery: acknowledges it, asks for it again later, or terminates it.
-#[derive(Debug, Clone)]
-pub(crate) struct Acker {
-    message: jetstream::Message,
-}
-
 impl GroupDelivery {
-    pub(crate) fn acker(&self) -> Acker {
-        self.ack.clone()
-    }
-}
-
-impl Acker {
-    /// Done: the server records it and sends the partition's next change.
-    pub(crate) async fn ack(&self) -> Result<(), async_nats::Error> {
-        self.message.ack().await
+    pub(crate) fn acker(&self) -> &Acker {
+        &self.ack
     }
 
-    /// Not done: deliver it again after `delay` (to whichever member holds the pin then).
-    pub(crate) async fn retry_after(&self, delay: Duration) -> Result<(), async_nats::Error> {
-        self.message.ack_with(AckKind::Nak(Some(delay))).await
-    }
-
-    /// Still working on it: restarts the server's ack wait.
-    pub(crate) async fn progress(&self) -> Result<(), async_nats::Error> {
-        self.message.ack_with(AckKind::Progress).await
-    }
-
-    /// Given up: never deliver it again.
-    pub(crate) async fn terminate(&self) -> Result<(), async_nats::Error> {
-        self.message.ack_with(AckKind::Term).await
+    /// The change, its delivery count, its stream sequence, and how to settle it.
+    pub(crate) fn into_parts(self) -> (KvMessage, u64, u64, Acker) {
+        (self.message, self.delivered, self.stream_sequence, self.ack)
     }
 }
 
@@ -102,7 +82,8 @@ impl Acker {
 #[derive(Debug)]
 pub(crate) struct PartitionPuller {
     client: Client,
-    context: jetstream::Context,
+    /// Shared by the deliveries' ackers.
+    acks: Arc<Client>,
     partition: u16,
     next_subject: String,
     inbox: String,
@@ -115,6 +96,9 @@ pub(crate) struct PartitionPuller {
     idle_heartbeat: Duration,
     remaining: usize,
     repull_at: Instant,
+    /// Fires at `repull_at`: kept across calls of [`next`](Self::next) rather than made anew
+    /// for each delivery.
+    repull: Pin<Box<tokio::time::Sleep>>,
     bucket: Arc<str>,
     without_values: bool,
     /// Set once the pin is given back: no more pulls are sent.
@@ -146,8 +130,8 @@ impl PartitionPuller {
                 layout.stream,
                 GroupLayout::consumer(partition)
             ),
+            acks: Arc::new(client.clone()),
             client,
-            context,
             partition,
             inbox,
             subscription,
@@ -157,6 +141,7 @@ impl PartitionPuller {
             idle_heartbeat: expires / 3,
             remaining: 0,
             repull_at: Instant::now(),
+            repull: Box::pin(tokio::time::sleep(Duration::ZERO)),
             bucket: Arc::from(layout.bucket.as_str()),
             without_values,
             released: false,
@@ -186,7 +171,7 @@ impl PartitionPuller {
             }
             let message = tokio::select! {
                 message = self.subscription.next() => message,
-                () = tokio::time::sleep_until(self.repull_at.into()) => {
+                () = self.repull.as_mut() => {
                     self.remaining = 0;
                     self.outstanding = false;
                     continue;
@@ -214,7 +199,7 @@ impl PartitionPuller {
                     // is outstanding; `remaining` only holds the loop until `repull_at`).
                     503 => {
                         self.remaining = 1;
-                        self.repull_at = Instant::now() + self.idle_heartbeat;
+                        self.repull_after(self.idle_heartbeat);
                     }
                     // 408 expired, 409 (leadership change, max waiting, ...), 404: pull again.
                     _ => self.remaining = 0,
@@ -233,14 +218,14 @@ impl PartitionPuller {
     /// once, so that it neither blocks the partition until the ack wait (a session timeout)
     /// and again after every redelivery, nor goes unseen.
     async fn accept(&mut self, message: async_nats::Message) -> Option<GroupDelivery> {
-        let (subject, reply) = (message.subject.clone(), message.reply.clone());
+        let subject = message.subject.clone();
+        let reply = message.reply.clone();
         match self.delivery(message) {
             Ok(delivery) => Some(delivery),
-            Err(unread) => {
-                let (unread, problem) = *unread;
+            Err(problem) => {
                 let terminated = match reply {
-                    Some(_) => unread
-                        .ack_with(AckKind::Term)
+                    Some(reply) => Acker::new(reply, Arc::clone(&self.acks))
+                        .terminate()
                         .await
                         .map_err(|error| error.to_string()),
                     None => Err("it has no reply subject to terminate it with".to_owned()),
@@ -258,6 +243,11 @@ impl PartitionPuller {
         }
     }
 
+    fn repull_after(&mut self, wait: Duration) {
+        self.repull_at = Instant::now() + wait;
+        self.repull.as_mut().reset(self.repull_at.into());
+    }
+
     fn lose_pin(&mut self) -> bool {
         self.pinned.store(false, Ordering::SeqCst);
         self.pin.take().is_some()
@@ -273,7 +263,7 @@ impl PartitionPuller {
         if let Some(pin) = &self.pin {
             request["id"] = serde_json::Value::String(pin.clone());
         }
-        self.repull_at = Instant::now() + self.expires + PULL_GRACE;
+        self.repull_after(self.expires + PULL_GRACE);
         let payload = Bytes::from(request.to_string());
         match self
             .client
@@ -287,22 +277,21 @@ impl PartitionPuller {
             // The client is closed; the subscription ends too, which `next` reports.
             Err(error) => {
                 tracing::debug!(partition = self.partition, error = %error, "pull request not sent");
-                self.repull_at = Instant::now() + self.idle_heartbeat;
+                self.repull_after(self.idle_heartbeat);
             }
         }
     }
 
     /// Reads a delivery; what cannot be read is returned with the reason.
-    fn delivery(
-        &mut self,
-        message: async_nats::Message,
-    ) -> Result<GroupDelivery, Box<(jetstream::Message, &'static str)>> {
-        let message = jetstream::Message {
-            message,
-            context: self.context.clone(),
-        };
-        let pin = message
-            .headers
+    fn delivery(&mut self, message: async_nats::Message) -> Result<GroupDelivery, &'static str> {
+        let async_nats::Message {
+            subject,
+            reply,
+            payload,
+            headers,
+            ..
+        } = message;
+        let pin = headers
             .as_ref()
             .and_then(|headers| headers.get("Nats-Pin-Id"))
             .map(|pin| pin.as_str());
@@ -313,46 +302,33 @@ impl PartitionPuller {
             }
             self.pinned.store(true, Ordering::SeqCst);
         }
-        let Ok(info) = message.info() else {
-            return Err(Box::new((
-                message,
-                "its reply subject is not a JetStream acknowledgement's",
-            )));
-        };
-        let (stream_sequence, delivered, pending, published) = (
-            info.stream_sequence,
-            info.delivered,
-            info.pending,
-            info.published,
-        );
-        let Some((_, key)) = split_subject(&message.subject) else {
-            return Err(Box::new((
-                message,
-                "its subject is not `p.<partition>.<key>`",
-            )));
-        };
-        let key = key.to_owned();
-        let value_size = message.payload.len();
+        let not_an_ack = "its reply subject is not a JetStream acknowledgement's";
+        let reply = reply.ok_or(not_an_ack)?;
+        let info = ack_info(&reply).ok_or(not_an_ack)?;
+        let published = time::OffsetDateTime::from_unix_timestamp_nanos(info.published_nanos)
+            .map_err(|_| "its reply subject has no valid publication time")?;
+        let (_, key) = split_subject(&subject).ok_or("its subject is not `p.<partition>.<key>`")?;
+        let value_size = payload.len();
         let parts = MessageParts {
             bucket: Arc::clone(&self.bucket),
-            key,
+            key: key.to_owned(),
             value: if self.without_values {
                 Bytes::new()
             } else {
-                message.payload.clone()
+                payload
             },
             value_size,
-            revision: stream_sequence,
-            delta: pending,
+            revision: info.stream_sequence,
+            delta: info.pending,
             created: published,
-            operation: Operation::from_headers(message.headers.as_ref()),
-            headers: message.headers.clone(),
+            operation: Operation::from_headers(headers.as_ref()),
+            headers,
         };
         Ok(GroupDelivery {
             message: KvMessage::from(parts),
-            delivered: u64::try_from(delivered).unwrap_or(1).max(1),
-            stream_sequence,
-            ack: Acker { message },
+            delivered: info.delivered.max(1),
+            stream_sequence: info.stream_sequence,
+            ack: Acker::new(reply, Arc::clone(&self.acks)),
         })
     }
 
@@ -482,5 +458,6 @@ fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
+mod ack;
 #[cfg(test)]
 mod props;
