@@ -30,6 +30,7 @@ mod bucket_reads;
 mod calls;
 mod hand_backs;
 mod hand_over;
+mod in_flight;
 mod info;
 mod long_call;
 mod membership_rules;

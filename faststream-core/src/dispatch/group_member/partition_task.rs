@@ -61,7 +61,7 @@ impl PartitionContext {
 }
 
 /// How often the consumer's ack floor is read while the old range holds changes back.
-const FLOOR_POLL: Duration = Duration::from_millis(200);
+const FLOOR_POLL: Duration = Duration::from_millis(50);
 
 /// A change delivered here and not started yet.
 struct Pending {
