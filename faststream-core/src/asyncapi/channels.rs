@@ -96,6 +96,7 @@ fn kv_extension(watch: &KvWatch, key: &str) -> Value {
             "backoffMs": group.backoff.iter().copied().map(millis).collect::<Vec<_>>(),
             "callTimeoutMs": millis(group.call_timeout),
             "sessionTimeoutMs": millis(group.session_timeout),
+            "inFlight": group.in_flight,
         });
     }
     kv

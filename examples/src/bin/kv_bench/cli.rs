@@ -111,8 +111,8 @@ pub enum Workload {
     ///
     /// - the same with a handler awaiting 1 ms, SLOW_N changes over SLOW_KEYS keys: three members
     ///   (three apps in one process) against one, `max_workers` SLOW_WORKERS on each and
-    ///   SLOW_PARTITIONS partitions; then with `max_workers` 16 and the default 16 partitions,
-    ///   which bound the calls at once whatever the members;
+    ///   SLOW_PARTITIONS partitions; then with `max_workers` 16 and the default 16 partitions
+    ///   (whose 32 changes in flight each leave the workers to bound the calls at once);
     ///
     /// - membership changes while a writer changes RATE random keys of KEYS a second: a second
     ///   member joins (rebalance), it stops (graceful hand-over), a member in a child process

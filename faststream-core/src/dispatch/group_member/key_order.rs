@@ -62,7 +62,15 @@ pub(super) struct KeyOrder<T> {
     fenced: bool,
     /// Held sequences that may have become ready since the last look: checked, not scanned for.
     candidates: BTreeSet<u64>,
+    /// The highest sequence of each key done with here (acknowledged or given up), for at most
+    /// [`DONE_KEYS`] keys.
+    done: HashMap<Arc<str>, u64>,
 }
+
+/// How many keys a partition's task remembers the last change it was done with of: a
+/// redelivery of such a change (its acknowledgement was lost, say with a consumer leader that
+/// died) is acknowledged again without a call. Cleared when full.
+const DONE_KEYS: usize = 65_536;
 
 impl<T> Default for KeyOrder<T> {
     fn default() -> Self {
@@ -72,6 +80,7 @@ impl<T> Default for KeyOrder<T> {
             unknown: None,
             fenced: false,
             candidates: BTreeSet::new(),
+            done: HashMap::new(),
         }
     }
 }
@@ -201,6 +210,28 @@ impl<T> KeyOrder<T> {
     /// The change at `sequence` is settled: acknowledged, given up, or handed back.
     pub(super) fn settled(&mut self, sequence: u64) {
         self.remove(sequence);
+    }
+
+    /// The change at `sequence` is done with here (acknowledged, or given up): remembered, so
+    /// that a delivery of it again (the server lost the acknowledgement) is not called again,
+    /// after a later change of its key perhaps.
+    pub(super) fn done(&mut self, sequence: u64) {
+        let Some(entry) = self.remove(sequence) else {
+            return;
+        };
+        if self.done.len() >= DONE_KEYS && !self.done.contains_key(&entry.key) {
+            self.done.clear();
+        }
+        let highest = self.done.entry(entry.key).or_insert(sequence);
+        *highest = (*highest).max(sequence);
+    }
+
+    /// Whether a change of `key` at `sequence` or later was done with here: `sequence`
+    /// delivered again is a change whose settlement the server lost.
+    pub(super) fn done_here(&self, key: &str, sequence: u64) -> bool {
+        self.done
+            .get(key)
+            .is_some_and(|highest| *highest >= sequence)
     }
 
     /// The change at `sequence` was asked again after a backoff: its key waits for it.

@@ -21,7 +21,7 @@ use crate::extract::Message;
 use crate::kv::group::handbacks::Handbacks;
 use crate::kv::group::layout::GroupLayout;
 use crate::kv::group::membership::Heartbeat;
-use crate::kv::group::partition::{GroupDelivery, PartitionPuller, Pulled};
+use crate::kv::group::partition::{Acker, GroupDelivery, PartitionPuller, Pulled};
 use crate::kv::group::takeover;
 use crate::kv::group::GroupSettings;
 use crate::kv::message::Operation;
@@ -92,6 +92,8 @@ struct Flight {
     hand_back: Vec<HandBack>,
     /// The pin the old range was read for.
     fenced_for: Option<Option<String>>,
+    /// Deliveries again of changes done with here, to acknowledge again at the end of the turn.
+    settle_again: Vec<Acker>,
 }
 
 /// A call's future: its stream sequence, how it ended, and its change back.
@@ -238,6 +240,9 @@ impl PartitionTask {
             }
             // Only ever queued once the pin is lost or given back (the server then delivers
             // them to the next member), or for calls that could not start without a connection.
+            for acker in std::mem::take(&mut flight.settle_again) {
+                let _ = acker.ack().await;
+            }
             if !flight.hand_back.is_empty() {
                 let hand_back = std::mem::take(&mut flight.hand_back);
                 self.context.hand_back(self.partition, hand_back).await;
@@ -340,6 +345,18 @@ impl PartitionTask {
                     pending.uncounted += 1;
                 }
             }
+            // Done with here, and delivered again: the server lost the acknowledgement (a
+            // consumer leader died before passing it on). Called again, it could run after a
+            // later change of its key: acknowledged again instead.
+            Known::Nothing | Known::Waiting
+                if delivery.delivered > 1
+                    && flight.order.done_here(delivery.message.key(), sequence) =>
+            {
+                tracing::debug!(partition = self.partition, sequence,
+                    "a change done with here was delivered again; acknowledged again without a call");
+                flight.order.settled(sequence);
+                flight.settle_again.push(delivery.into_parts().3);
+            }
             Known::Nothing | Known::Waiting => {
                 let key: Arc<str> = Arc::from(delivery.message.key());
                 flight.order.hold(
@@ -374,7 +391,7 @@ impl PartitionTask {
                         calls.push(call);
                     }
                     // Settled without a call: the key's next change may start.
-                    Started::Settled => flight.order.settled(sequence),
+                    Started::Settled => flight.order.done(sequence),
                     Started::Retrying => flight.order.retrying(sequence),
                 }
             }
@@ -474,7 +491,7 @@ impl PartitionTask {
             .settle(self.partition, &attempt, message, end)
             .await
         {
-            Settled::Done => flight.order.settled(sequence),
+            Settled::Done => flight.order.done(sequence),
             Settled::Retrying => flight.order.retrying(sequence),
             // Handed back at the end of this turn: it comes back to this member if it still
             // holds the pin (the connection was down), else to the next holder. Its key waits

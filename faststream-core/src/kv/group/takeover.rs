@@ -23,6 +23,10 @@ use super::layout::{split_subject, GroupLayout};
 pub(crate) const MOST_KEYS_READ: usize = 2_048;
 /// How long the whole read may take before the rest of the range counts as unknown.
 const READ_FOR: Duration = Duration::from_secs(2);
+/// How long the consumer's position is waited for: the partition's loop waits meanwhile, and a
+/// consumer electing a leader does not answer (the request timeout is seconds); it is asked
+/// again soon after.
+const POSITION_WITHIN: Duration = Duration::from_millis(500);
 
 /// A partition's unsettled changes from before the takeover.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -40,9 +44,12 @@ pub(crate) async fn consumer_position(
     stream: &Stream,
     partition: u16,
 ) -> Result<(u64, u64), async_nats::Error> {
-    let info = stream
-        .consumer_info(GroupLayout::consumer(partition))
-        .await?;
+    let info = tokio::time::timeout(
+        POSITION_WITHIN,
+        stream.consumer_info(GroupLayout::consumer(partition)),
+    )
+    .await
+    .map_err(|_| format!("no answer within {POSITION_WITHIN:?}"))??;
     Ok((
         info.ack_floor.stream_sequence,
         info.delivered.stream_sequence,

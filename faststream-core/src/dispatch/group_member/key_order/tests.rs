@@ -206,3 +206,20 @@ fn random_histories_never_run_a_key_out_of_order() {
         assert!(unsettled.is_empty(), "never handled: {unsettled:?}");
     }
 }
+
+#[test]
+fn a_change_done_with_here_is_known_when_delivered_again() {
+    let mut order = KeyOrder::default();
+    order.fence(0, [], None);
+    order.hold(3, "a", "3");
+    order.hold(7, "a", "7");
+    assert_eq!(started(&mut order), vec![3]);
+    order.done(3);
+    assert_eq!(started(&mut order), vec![7]);
+    order.done(7);
+    // 3's acknowledgement was lost: it is older than what was done with of its key.
+    assert!(order.done_here("a", 3));
+    assert!(order.done_here("a", 7));
+    assert!(!order.done_here("a", 8));
+    assert!(!order.done_here("b", 3));
+}

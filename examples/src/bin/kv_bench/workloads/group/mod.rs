@@ -293,9 +293,9 @@ async fn slow_members(
         json!(vs(three, one)),
     );
     eprintln!(
-        "  the same with max_workers 16 and the default {DEFAULT_PARTITIONS} partitions: one \
-         change in flight per partition, so at most {DEFAULT_PARTITIONS} calls at once however \
-         many members: 1 member {}, 3 members {}; 3/1 {:.2}x",
+        "  the same with max_workers 16 and the default {DEFAULT_PARTITIONS} partitions (each \
+         with up to 32 changes in flight, so the workers bound the calls at once): 1 member {}, \
+         3 members {}; 3/1 {:.2}x",
         rate(one),
         rate(three),
         vs(three, one),
