@@ -1,13 +1,16 @@
 //! A view's keys and their slots: a persistent hash map built of small hash tables.
 //!
 //! The keys are spread by hash over a number of shards (a power of two, about one for every 32
-//! keys), each a `hashbrown` table of slot pointers behind an `Arc`; the shards are held in a
-//! persistent vector (`imbl::Vector`). A clone shares everything; a change copies the one shard
-//! it touches (if shared) and the vector's path to it. Against a HAMT (`imbl::HashMap`, what
-//! this replaced), a key costs about 20 bytes of table instead of about 100 (a HAMT's nodes
-//! reserve room for 16 or 32 elements and hold a few keys each at the deepest level), and an
-//! insert allocates nothing while the shards have room: sized in advance from the catch-up's
-//! entry count, they take a whole catch-up without growing.
+//! keys), each a `hashbrown` table of slot pointers behind an `Arc`; the shards are held in
+//! groups of 64, behind an `Arc` each, under one array behind an `Arc`. A clone shares
+//! everything; a change copies the one shard it touches (if shared), its group and the array (a
+//! pointer per group: 512 at a million keys). A read is two indexings and a table lookup.
+//!
+//! Against a HAMT (`imbl::HashMap`, what this replaced), a key costs about 20 bytes of table
+//! instead of about 100 (a HAMT's nodes reserve room for 16 or 32 elements and hold a few keys
+//! each at the deepest level), and an insert allocates nothing while the shards have room:
+//! sized in advance from the catch-up's entry count, they take a whole catch-up without
+//! growing.
 
 use std::hash::BuildHasher as _;
 use std::sync::{Arc, LazyLock};
@@ -34,17 +37,22 @@ pub(super) fn hash_key(key: &str) -> u64 {
 }
 
 type Shard<T> = Arc<HashTable<Slot<T>>>;
+/// Shards per group (a power of two).
+const GROUP: usize = 64;
 
 /// The keys with a value, each with its slot (which holds the key and its hash).
 pub(super) struct Entries<T> {
-    shards: imbl::Vector<Shard<T>>,
+    groups: Arc<Vec<Arc<Vec<Shard<T>>>>>,
+    /// How many shards there are: a power of two.
+    shards: usize,
     len: usize,
 }
 
 impl<T> Clone for Entries<T> {
     fn clone(&self) -> Self {
         Self {
-            shards: self.shards.clone(),
+            groups: Arc::clone(&self.groups),
+            shards: self.shards,
             len: self.len,
         }
     }
@@ -52,25 +60,51 @@ impl<T> Clone for Entries<T> {
 
 impl<T> Default for Entries<T> {
     fn default() -> Self {
-        Self {
-            shards: std::iter::once(Arc::new(HashTable::new())).collect(),
-            len: 0,
-        }
+        Self::from_tables(vec![HashTable::new()], 0)
     }
 }
 
 impl<T> Entries<T> {
+    /// `tables` (a power of two of them) holding `len` keys.
+    fn from_tables(tables: Vec<HashTable<Slot<T>>>, len: usize) -> Self {
+        let shards = tables.len();
+        let mut tables = tables.into_iter().map(Arc::new);
+        let groups = (0..shards.div_ceil(GROUP))
+            .map(|_| Arc::new(tables.by_ref().take(GROUP).collect()))
+            .collect();
+        Self {
+            groups: Arc::new(groups),
+            shards,
+            len,
+        }
+    }
+
     /// The shard of a hash: from bits 32 and up, which the table inside does not use (it places
     /// by the low bits and tags by the top 7).
     fn shard_of(&self, hash: u64) -> usize {
         // A shard count is a power of two far below 2^25, so the mask keeps bits 32-56.
-        (hash >> 32) as usize & (self.shards.len() - 1)
+        (hash >> 32) as usize & (self.shards - 1)
+    }
+
+    fn shard(&self, index: usize) -> Option<&Shard<T>> {
+        self.groups.get(index / GROUP)?.get(index % GROUP)
+    }
+
+    /// The table of shard `index`, copied first where it is shared (with its group and the
+    /// array of groups).
+    fn table_mut(&mut self, index: usize) -> Option<&mut HashTable<Slot<T>>> {
+        let group = Arc::make_mut(&mut self.groups).get_mut(index / GROUP)?;
+        let shard = Arc::make_mut(group).get_mut(index % GROUP)?;
+        Some(Arc::make_mut(shard))
+    }
+
+    fn all_shards(&self) -> impl Iterator<Item = &Shard<T>> + '_ {
+        self.groups.iter().flat_map(|group| group.iter())
     }
 
     pub(super) fn get(&self, key: &str) -> Option<&Slot<T>> {
         let hash = hash_key(key);
-        self.shards
-            .get(self.shard_of(hash))?
+        self.shard(self.shard_of(hash))?
             .find(hash, |slot| *slot.key == *key)
     }
 
@@ -88,8 +122,7 @@ impl<T> Entries<T> {
 
     /// Every key and its slot, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Slot<T>)> + '_ {
-        self.shards
-            .iter()
+        self.all_shards()
             .flat_map(|shard| shard.iter())
             .map(|slot| (&*slot.key, slot))
     }
@@ -98,17 +131,16 @@ impl<T> Entries<T> {
     pub(super) fn insert(&mut self, slot: Slot<T>) {
         let hash = slot.hash;
         let index = self.shard_of(hash);
-        let Some(shard) = self.shards.get_mut(index) else {
+        let Some(table) = self.table_mut(index) else {
             return;
         };
-        let table = Arc::make_mut(shard);
         match table.entry(hash, |held| held.key == slot.key, |held| held.hash) {
             hashbrown::hash_table::Entry::Occupied(mut held) => *held.get_mut() = slot,
             hashbrown::hash_table::Entry::Vacant(room) => {
                 room.insert(slot);
                 self.len += 1;
-                if self.len > self.shards.len() * MAX_KEYS_PER_SHARD {
-                    self.reshard(self.shards.len() * 2, 0);
+                if self.len > self.shards * MAX_KEYS_PER_SHARD {
+                    self.reshard(self.shards * 2, 0);
                 }
             }
         }
@@ -120,19 +152,18 @@ impl<T> Entries<T> {
         // Looked up first: a shard shared with a published state is copied only to change it.
         let held = |slot: &Slot<T>| *slot.key == *key;
         if self
-            .shards
-            .get(index)
+            .shard(index)
             .is_none_or(|shard| shard.find(hash, held).is_none())
         {
             return;
         }
-        let Some(shard) = self.shards.get_mut(index) else {
+        let Some(table) = self.table_mut(index) else {
             return;
         };
-        if let Ok(found) = Arc::make_mut(shard).find_entry(hash, held) {
+        if let Ok(found) = table.find_entry(hash, held) {
             found.remove();
             self.len -= 1;
-            let shards = self.shards.len();
+            let shards = self.shards;
             if shards > 1 && self.len < shards * MIN_KEYS_PER_SHARD {
                 self.reshard(shards / 2, 0);
             }
@@ -144,7 +175,7 @@ impl<T> Entries<T> {
     pub(super) fn reserve(&mut self, more: usize) {
         let keys = self.len.saturating_add(more);
         let wanted = keys.div_ceil(KEYS_PER_SHARD).max(1).next_power_of_two();
-        if wanted > self.shards.len() {
+        if wanted > self.shards {
             self.reshard(wanted, keys);
         }
     }
@@ -158,13 +189,13 @@ impl<T> Entries<T> {
         let mut tables: Vec<HashTable<Slot<T>>> =
             (0..count).map(|_| HashTable::with_capacity(room)).collect();
         let mask = count - 1;
-        for slot in self.shards.iter().flat_map(|shard| shard.iter()) {
+        for slot in self.all_shards().flat_map(|shard| shard.iter()) {
             let index = (slot.hash >> 32) as usize & mask;
             if let Some(table) = tables.get_mut(index) {
                 table.insert_unique(slot.hash, slot.clone(), |held| held.hash);
             }
         }
-        self.shards = tables.into_iter().map(Arc::new).collect();
+        *self = Self::from_tables(tables, self.len);
     }
 }
 
@@ -215,12 +246,12 @@ mod tests {
                 before = Some((entries.clone(), expected.clone()));
             }
         }
-        assert!(entries.shards.len() > 16, "{} shards", entries.shards.len());
+        assert!(entries.shards > 16, "{} shards", entries.shards);
         for i in (0..3_000u32).filter(|i| i % 7 != 0) {
             entries.remove(&format!("k.{i}"));
             expected.remove(&format!("k.{i}"));
         }
-        assert!(entries.shards.len() < 64, "{} shards", entries.shards.len());
+        assert!(entries.shards < 64, "{} shards", entries.shards);
         for map in [Some((entries, expected)), before].into_iter().flatten() {
             let (entries, expected) = map;
             assert_eq!(entries.len(), expected.len());
@@ -237,7 +268,7 @@ mod tests {
         let mut entries = Entries::default();
         put(&mut entries, "first", 0);
         entries.reserve(10_000);
-        let shards = entries.shards.len();
+        let shards = entries.shards;
         assert_eq!(
             shards,
             (10_001usize).div_ceil(KEYS_PER_SHARD).next_power_of_two()
@@ -245,12 +276,12 @@ mod tests {
         for i in 0..10_000u32 {
             put(&mut entries, &format!("k.{i}"), i);
         }
-        assert_eq!(entries.shards.len(), shards);
+        assert_eq!(entries.shards, shards);
         assert_eq!(entries.len(), 10_001);
         assert_eq!(value(&entries, "first"), Some(0));
         assert_eq!(value(&entries, "k.9999"), Some(9_999));
         // Reserving less than there is changes nothing.
         entries.reserve(0);
-        assert_eq!(entries.shards.len(), shards);
+        assert_eq!(entries.shards, shards);
     }
 }
