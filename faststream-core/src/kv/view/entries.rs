@@ -6,8 +6,8 @@
 //! everything; a change copies the one shard it touches (if shared), its group and the array (a
 //! pointer per group: 512 at a million keys). A read is two indexings and a table lookup.
 //!
-//! Against a HAMT (`imbl::HashMap`, what this replaced), a key costs about 20 bytes of table
-//! instead of about 100 (a HAMT's nodes reserve room for 16 or 32 elements and hold a few keys
+//! Against a HAMT (`imbl::HashMap`, what this replaced), a key costs about 25 bytes of table
+//! instead of about 75 (a HAMT's nodes reserve room for 16 or 32 elements and hold a few keys
 //! each at the deepest level), and an insert allocates nothing while the shards have room:
 //! sized in advance from the catch-up's entry count, they take a whole catch-up without
 //! growing.

@@ -6,8 +6,8 @@
 //! received it (its bucket name is shared by every entry: counted up and down on one thread, not
 //! bounced between two) and the slot reuses that memory (made on the keeper's thread, the slots
 //! came from that thread's allocator arena while the entries' memory stayed resident in the
-//! reader's: about 60 bytes a key more). The keeper decodes the value on its own thread, so
-//! that a slow decoder holds the view back and nothing else.
+//! reader's: 80-100 bytes a key more at 100,000 keys). The keeper decodes the value on its own
+//! thread, so that a slow decoder holds the view back and nothing else.
 
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
