@@ -9,12 +9,17 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
+use bytes::Bytes;
+
 use super::decode::Decode;
-use super::handover::{Input, NextDeadline, NO_DEADLINE};
-use super::state::{Entries, PublishedView, Slot, ViewState};
+use super::handover::{Change, Input, NextDeadline, NO_DEADLINE};
+use super::state::{Entries, PublishedView, ViewState};
 use crate::error::chain;
-use crate::kv::message::{KvMessage, Operation};
-use crate::kv::watcher::WatchEvent;
+
+/// At most this many keys are made room for in advance: a catch-up's count of entries is the
+/// server's, and may count revisions rather than keys (a batched catch-up of a bucket with
+/// history).
+const MAX_RESERVED: usize = 1 << 20;
 
 /// The thread keeping a view: applies the watch's entries and publishes the state.
 pub(super) struct Keeper<T> {
@@ -70,49 +75,88 @@ impl<T> Keeper<T> {
 }
 
 impl<T: Send + Sync + 'static> Keeper<T> {
-    pub(super) fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
+    pub(super) fn run(mut self, mut inputs: mpsc::Receiver<Input<T>>) {
         while let Some(input) = inputs.blocking_recv() {
-            let changed = match input {
-                Input::Events(batch) => {
-                    let mut changed = false;
-                    for event in batch {
-                        changed |= self.apply(event);
-                    }
-                    changed
-                }
-                Input::Expire => self.expire(),
-            };
-            // Published once per input, after all of it: an input holds whole commits.
-            if changed && self.caught_up {
-                self.publish();
-            }
-            if std::mem::take(&mut self.announce_ready) {
-                self.ready.send_replace(true);
-            }
-            let deadline = self
-                .expiry
-                .as_ref()
-                .and_then(Expiry::next_deadline)
-                .and_then(|deadline| deadline.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map_or(NO_DEADLINE, |since| {
-                    u64::try_from(since.as_nanos()).unwrap_or(NO_DEADLINE)
-                });
-            if self.next_deadline.nanos.swap(deadline, Ordering::AcqRel) != deadline {
-                self.next_deadline.moved.notify_one();
-            }
+            self.handle(input);
         }
         tracing::debug!(bucket = %self.published.bucket, pattern = %self.published.pattern,
             "view stopped");
     }
 
-    /// Applies one event; `true` if the state changed.
-    fn apply(&mut self, event: WatchEvent) -> bool {
-        match event {
-            WatchEvent::Entry(entry) => {
-                self.apply_entry(entry);
+    /// Applies one input and publishes the result.
+    fn handle(&mut self, input: Input<T>) {
+        let changed = match input {
+            Input::Changes(batch) => {
+                let mut changed = false;
+                for change in batch {
+                    changed |= self.apply(change);
+                }
+                changed
+            }
+            Input::Expire => self.expire(),
+        };
+        // Published once per input, after all of it: an input holds whole commits.
+        if changed && self.caught_up {
+            self.publish();
+        }
+        if std::mem::take(&mut self.announce_ready) {
+            self.ready.send_replace(true);
+        }
+        let deadline = self
+            .expiry
+            .as_ref()
+            .and_then(Expiry::next_deadline)
+            .and_then(|deadline| deadline.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(NO_DEADLINE, |since| {
+                u64::try_from(since.as_nanos()).unwrap_or(NO_DEADLINE)
+            });
+        if self.next_deadline.nanos.swap(deadline, Ordering::AcqRel) != deadline {
+            self.next_deadline.moved.notify_one();
+        }
+    }
+
+    /// Applies one change; `true` if the state changed.
+    fn apply(&mut self, change: Change<T>) -> bool {
+        match change {
+            Change::Put {
+                mut slot,
+                value,
+                created,
+            } => {
+                let revision = slot.revision;
+                self.working.revision = revision;
+                let decoded = self.decode(&slot.key, &value, revision);
+                // The slot is the reader's alone until inserted: setting its value cannot fail.
+                if !decoded.is_some_and(|value| slot.set_value(Arc::new(value))) {
+                    self.working.entries.remove(&slot.key);
+                    return true;
+                }
+                if let Some(expiry) = self.expiry.as_mut() {
+                    expiry.track(&slot.key, revision, created);
+                }
+                self.working.entries.insert(slot);
+                if let Some(expiry) = self.expiry.as_mut() {
+                    // Rewritten keys leave stale deadlines behind; keep them to about the live
+                    // keys.
+                    if expiry.deadlines.len() > 2 * self.working.entries.len() + 1024 {
+                        expiry.drop_stale(&self.working.entries);
+                    }
+                }
                 true
             }
-            WatchEvent::CaughtUp(catch_up) => {
+            Change::Remove { key, revision } => {
+                self.working.revision = revision;
+                self.working.entries.remove(&key);
+                true
+            }
+            Change::Coming(entries) => {
+                // Room for the whole catch-up at once, rather than growing the map (and
+                // copying its slots) along the way.
+                let entries = usize::try_from(entries).unwrap_or(usize::MAX);
+                self.working.entries.reserve(entries.min(MAX_RESERVED));
+                false
+            }
+            Change::CaughtUp(catch_up) => {
                 self.caught_up = true;
                 tracing::info!(bucket = %self.published.bucket, pattern = %self.published.pattern,
                     keys = self.working.entries.len(), entries = catch_up.entries,
@@ -123,7 +167,7 @@ impl<T: Send + Sync + 'static> Keeper<T> {
                 self.announce_ready = true;
                 true
             }
-            WatchEvent::StartedOver => {
+            Change::StartedOver => {
                 // Built afresh from the new stream; readers keep the old state meanwhile.
                 self.caught_up = false;
                 self.working = ViewState::default();
@@ -136,42 +180,20 @@ impl<T: Send + Sync + 'static> Keeper<T> {
         }
     }
 
-    fn apply_entry(&mut self, entry: KvMessage) {
-        let key = entry.key();
-        let revision = entry.revision();
-        self.working.revision = revision;
-        if entry.operation() != Operation::Put {
-            self.working.entries.remove(key);
-            return;
-        }
+    /// `value` decoded, or `None` (logged) if it does not decode.
+    fn decode(&self, key: &str, value: &Bytes, revision: u64) -> Option<T> {
         // A decoder that panics fails that value, not the view.
-        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (self.decode)(entry.value())
-        }))
-        .unwrap_or_else(|_| Err("the decoder panicked".into()));
-        let value = match decoded {
-            Ok(value) => Arc::new(value),
-            Err(error) => {
+        let decoded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.decode)(value)))
+                .unwrap_or_else(|_| Err("the decoder panicked".into()));
+        decoded
+            .inspect_err(|error| {
                 tracing::warn!(bucket = %self.published.bucket, key, revision,
-                    error = %chain(&*error),
+                    error = %chain(&**error),
                     "{key} | {revision} - the value does not decode; the key is left out of the \
                      view until a value that does");
-                self.working.entries.remove(key);
-                return;
-            }
-        };
-        if let Some(expiry) = self.expiry.as_mut() {
-            expiry.track(key, revision, entry.created());
-        }
-        // The entry's own key becomes the slot's: no copy.
-        let slot = Slot::new(entry.into_key().into_boxed_str(), value, revision);
-        self.working.entries.insert(slot);
-        if let Some(expiry) = self.expiry.as_mut() {
-            // Rewritten keys leave stale deadlines behind; keep them to about the live keys.
-            if expiry.deadlines.len() > 2 * self.working.entries.len() + 1024 {
-                expiry.drop_stale(&self.working.entries);
-            }
-        }
+            })
+            .ok()
     }
 
     /// Drops keys past the bucket's `ttl`; `true` if any was.

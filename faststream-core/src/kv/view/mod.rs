@@ -2,9 +2,10 @@
 //!
 //! Readers must never wait for the writer, so the view's state is a persistent (structurally
 //! shared) map behind an atomic pointer: a read loads the pointer and looks the key up, taking
-//! no lock; the watch's task applies a batch of entries to its own copy (which shares every
-//! untouched node with the published one) and publishes it with one pointer swap. A snapshot is
-//! that pointer: consistent with the revision it reflects, for as long as it is held.
+//! no lock; the keeper applies a batch of entries to its own copy (which shares every untouched
+//! part with the published one: `entries.rs`) and publishes it with one pointer swap. A
+//! snapshot is that pointer: consistent with the revision it reflects, for as long as it is
+//! held.
 //!
 //! What leaves the view: deletes, purges and expiries (the markers of nats-server 2.11+), and
 //! values that fail to decode. On a bucket with a `ttl` but no limit markers the server says
@@ -18,10 +19,10 @@
 //!
 //! Reading the watch and applying its entries run side by side, handing over batches: the
 //! reader is a task on the caller's runtime (it owns the watch, the expiry timer and notices
-//! when every clone of the view is gone); the keeper, which decodes and builds the map, runs on
-//! a thread of its own, so that a catch-up takes about as long as the watch alone rather than
-//! the sum of both (a task woken by another runs after it on the same worker, so two tasks
-//! would not overlap).
+//! when every clone of the view is gone, and turns each entry into what the map needs of it:
+//! `handover.rs`); the keeper, which decodes the values and builds the map, runs on a thread of
+//! its own, so that the two overlap (a task woken by another runs after it on the same worker,
+//! so two tasks would not) and a slow decoder holds the view back, nothing else.
 
 use std::fmt;
 use std::sync::atomic::AtomicU64;
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, watch, Notify};
 
 mod commit;
 mod decode;
+mod entries;
 mod handover;
 mod keeper;
 mod options;
@@ -42,7 +44,7 @@ mod snapshot;
 mod state;
 
 pub(crate) use decode::{json, raw, Decode};
-use handover::{NextDeadline, BATCHES_AHEAD, NO_DEADLINE};
+use handover::{NextDeadline, Preparer, BATCHES_AHEAD, NO_DEADLINE};
 use keeper::Keeper;
 pub use options::{KvViewOptions, DEFAULT_VIEW_CATCH_UP_TIMEOUT};
 use position::Progress;
@@ -133,6 +135,7 @@ impl<T: Send + Sync + 'static> KvView<T> {
         );
         let reader = Reader {
             inputs,
+            preparer: Preparer::default(),
             views: changes_sender,
             next_deadline,
         };
@@ -169,7 +172,7 @@ impl<T> KvView<T> {
             .load()
             .entries
             .get(key)
-            .map(|slot| Arc::clone(&slot.value))
+            .and_then(|slot| slot.value().cloned())
     }
 
     /// Whether `key` has a value.

@@ -9,26 +9,32 @@ use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, watch};
 
 use super::commit::{wait_for_rest, OpenCommit, Rest};
-use super::handover::{Input, NextDeadline, MAX_BATCH, NO_DEADLINE};
-use crate::kv::watcher::KvWatcher;
+use super::handover::{Input, NextDeadline, Preparer, MAX_BATCH, NO_DEADLINE};
+use crate::kv::watcher::{KvWatcher, WatchEvent};
 
 /// The task reading a view's watch for its keeper.
-pub(super) struct Reader {
-    pub(super) inputs: mpsc::Sender<Input>,
+pub(super) struct Reader<T> {
+    pub(super) inputs: mpsc::Sender<Input<T>>,
+    /// Turns the events into changes of the map.
+    pub(super) preparer: Preparer,
     /// The views' change channel: closed once every clone of the view is gone.
     pub(super) views: Arc<watch::Sender<()>>,
     pub(super) next_deadline: Arc<NextDeadline>,
 }
 
-impl Reader {
-    /// Reads the watch in batches (whatever has arrived, up to [`MAX_BATCH`], and always the
-    /// whole of an atomic commit: see `commit.rs`) for the keeper, and tells it when an expiry
+impl<T> Reader<T> {
+    /// Reads the watch in batches (whatever has arrived, up to [`MAX_BATCH`]; [`MAX_BATCH`]
+    /// while catching up; and always the whole of an atomic commit: see `commit.rs`) for the
+    /// keeper, as changes of the map (`handover.rs`), and tells it when an expiry
     /// deadline passes; ends with the watch, or once every clone of the view is gone (dropping
     /// the watcher deletes its consumer, and the keeper's thread ends with the channel).
-    pub(super) async fn run(self, mut watcher: KvWatcher) {
+    pub(super) async fn run(mut self, mut watcher: KvWatcher) {
         let mut expired_at = NO_DEADLINE;
         let lookup = watcher.head_lookup();
         let mut commit = OpenCommit::default();
+        let mut catching_up = CatchingUp(true);
+        // Reused for every batch: the events are handed over as changes.
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
             let deadline = self.next_deadline.nanos.load(Ordering::Acquire);
             // Told once per deadline: the keeper moves it on when it has expired what is due.
@@ -47,7 +53,7 @@ impl Reader {
                 event = watcher.next_event() => event,
             };
             let Some(first) = first else { return };
-            let mut batch = Vec::with_capacity(MAX_BATCH);
+            catching_up.track(&first);
             commit.track(&first);
             batch.push(first);
             let mut ended = false;
@@ -55,6 +61,7 @@ impl Reader {
                 while batch.len() < MAX_BATCH || commit.is_open() {
                     match watcher.next_event().now_or_never() {
                         Some(Some(event)) => {
+                            catching_up.track(&event);
                             commit.track(&event);
                             batch.push(event);
                         }
@@ -65,8 +72,28 @@ impl Reader {
                         None => break,
                     }
                 }
-                if ended || !commit.is_open() {
+                if ended {
                     break;
+                }
+                if !commit.is_open() {
+                    if !catching_up.0 || batch.len() >= MAX_BATCH {
+                        break;
+                    }
+                    // Nothing is published before a catch-up ends: the batch is filled first,
+                    // so that the keeper is woken once per full batch rather than per burst.
+                    let event = tokio::select! {
+                        biased;
+                        () = self.views.closed() => return,
+                        event = watcher.next_event() => event,
+                    };
+                    let Some(event) = event else {
+                        ended = true;
+                        break;
+                    };
+                    catching_up.track(&event);
+                    commit.track(&event);
+                    batch.push(event);
+                    continue;
                 }
                 // Part of a commit: hold it until the view has the rest of it.
                 let rest = tokio::select! {
@@ -75,7 +102,11 @@ impl Reader {
                     rest = wait_for_rest(&mut commit, &lookup, watcher.next_event(), &mut batch) => rest,
                 };
                 match rest {
-                    Rest::Arrived => {}
+                    Rest::Arrived => {
+                        if let Some(event) = batch.last() {
+                            catching_up.track(event);
+                        }
+                    }
                     Rest::Whole => break,
                     Rest::Ended => {
                         ended = true;
@@ -83,9 +114,24 @@ impl Reader {
                     }
                 }
             }
-            if self.inputs.send(Input::Events(batch)).await.is_err() || ended {
+            let mut changes = Vec::with_capacity(batch.len() + 1);
+            self.preparer.prepare(batch.drain(..), &mut changes);
+            if self.inputs.send(Input::Changes(changes)).await.is_err() || ended {
                 return;
             }
+        }
+    }
+}
+
+/// Whether the watch is catching up (from its start, or from a start over, to its `CaughtUp`).
+struct CatchingUp(bool);
+
+impl CatchingUp {
+    fn track(&mut self, event: &WatchEvent) {
+        match event {
+            WatchEvent::CaughtUp(_) => self.0 = false,
+            WatchEvent::StartedOver => self.0 = true,
+            WatchEvent::Entry(_) => {}
         }
     }
 }

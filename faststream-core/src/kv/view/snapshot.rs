@@ -13,7 +13,7 @@ pub struct KvViewSnapshot<T> {
 impl<T> KvViewSnapshot<T> {
     /// The value of `key` in this snapshot.
     pub fn get(&self, key: &str) -> Option<&Arc<T>> {
-        self.state.entries.get(key).map(|slot| &slot.value)
+        self.state.entries.get(key).and_then(|slot| slot.value())
     }
 
     /// How many keys have a value.
@@ -48,7 +48,7 @@ impl<T> KvViewSnapshot<T> {
         self.state
             .entries
             .iter()
-            .map(|(key, slot)| (key, &slot.value))
+            .filter_map(|(key, slot)| Some((key, slot.value()?)))
     }
 }
 

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use super::entries::hash_key;
+pub(super) use super::entries::Entries;
 use super::position::Progress;
 use crate::kv::watcher::WatchStatus;
 
@@ -40,73 +42,51 @@ impl<T> Clone for ViewState<T> {
 impl<T> Default for ViewState<T> {
     fn default() -> Self {
         Self {
-            entries: Entries(imbl::HashMap::new()),
+            entries: Entries::default(),
             revision: 0,
         }
     }
 }
 
-/// The keys with a value, each with its slot: a persistent map whose elements are one pointer
-/// each. Its nodes reserve room for many elements (a node of 32 slots holds a few keys at the
-/// deepest level of a large map), so an element's size counts several times over per key: a
-/// slot pointer (with the map's 4-byte hash, 16 bytes) rather than a key and a value (40).
-pub(super) struct Entries<T>(imbl::HashMap<Slot<T>, ()>);
-
-impl<T> Clone for Entries<T> {
-    fn clone(&self) -> Self {
-        Self(self.0.clone())
-    }
-}
-
-impl<T> Entries<T> {
-    pub(super) fn get(&self, key: &str) -> Option<&Slot<T>> {
-        self.0.get_key_value(key).map(|(slot, ())| slot)
-    }
-
-    pub(super) fn contains_key(&self, key: &str) -> bool {
-        self.0.contains_key(key)
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Every key and its slot, in no particular order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Slot<T>)> + '_ {
-        self.0.keys().map(|slot| (&*slot.key, slot))
-    }
-
-    /// Sets the slot of its key (replacing the key's previous one).
-    pub(super) fn insert(&mut self, slot: Slot<T>) {
-        self.0.insert(slot, ());
-    }
-
-    pub(super) fn remove(&mut self, key: &str) {
-        self.0.remove(key);
-    }
-}
-
-/// One key's value and revision (which tells an expiry deadline still applies), with the key,
-/// in one allocation; the map knows it by its key.
+/// One key's value and revision (which tells an expiry deadline still applies), with the key
+/// and its hash, in one allocation; the map holds one pointer per key.
+///
+/// The reader makes a key's slot, without its value; the keeper decodes the value, sets it and
+/// only then inserts the slot, so every slot in a map has its value. (The slot is made by the
+/// reader for its memory: allocated on the thread that frees the entries, it reuses theirs.)
 pub(super) struct Slot<T>(Arc<SlotData<T>>);
 
 pub(super) struct SlotData<T> {
     pub(super) key: Box<str>,
-    pub(super) value: Arc<T>,
+    /// The key's hash, computed once (by the reader, where the key was just read); it fits in
+    /// the allocation's size class at no cost.
+    pub(super) hash: u64,
     pub(super) revision: u64,
+    /// `None` only from the reader to the keeper.
+    value: Option<Arc<T>>,
 }
 
 impl<T> Slot<T> {
-    pub(super) fn new(key: Box<str>, value: Arc<T>, revision: u64) -> Self {
+    /// The slot of `key` at `revision`, without its value yet.
+    pub(super) fn new(key: Box<str>, revision: u64) -> Self {
         Self(Arc::new(SlotData {
+            hash: hash_key(&key),
             key,
-            value,
             revision,
+            value: None,
         }))
+    }
+
+    /// Sets its value; `false` if the slot is shared already (never, before it is inserted).
+    pub(super) fn set_value(&mut self, value: Arc<T>) -> bool {
+        Arc::get_mut(&mut self.0)
+            .map(|slot| slot.value = Some(value))
+            .is_some()
+    }
+
+    /// Its value; every slot in a map has one.
+    pub(super) fn value(&self) -> Option<&Arc<T>> {
+        self.0.value.as_ref()
     }
 }
 
@@ -121,47 +101,5 @@ impl<T> std::ops::Deref for Slot<T> {
 impl<T> Clone for Slot<T> {
     fn clone(&self) -> Self {
         Self(Arc::clone(&self.0))
-    }
-}
-
-/// Hashed and compared as its key, so the map finds a slot by a `&str`.
-impl<T> std::hash::Hash for Slot<T> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
-    }
-}
-
-impl<T> PartialEq for Slot<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-
-impl<T> Eq for Slot<T> {}
-
-impl<T> std::borrow::Borrow<str> for Slot<T> {
-    fn borrow(&self) -> &str {
-        &self.key
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_slot_replaces_the_one_of_its_key() {
-        let mut entries = ViewState::<u32>::default().entries;
-        entries.insert(Slot::new("a".into(), Arc::new(1), 1));
-        entries.insert(Slot::new("b".into(), Arc::new(2), 2));
-        entries.insert(Slot::new("a".into(), Arc::new(3), 3));
-        assert_eq!(entries.len(), 2);
-        let slot = entries.get("a").map(|slot| (*slot.value, slot.revision));
-        assert_eq!(slot, Some((3, 3)));
-        assert!(entries.contains_key("b"));
-        entries.remove("b");
-        assert!(!entries.contains_key("b") && entries.get("b").is_none());
-        let keys: Vec<_> = entries.iter().map(|(key, _)| key.to_owned()).collect();
-        assert_eq!(keys, ["a"]);
     }
 }
