@@ -62,6 +62,8 @@ pub(super) struct KeyOrder<T> {
     fenced: bool,
     /// Held sequences that may have become ready since the last look: checked, not scanned for.
     candidates: BTreeSet<u64>,
+    /// How many entries are [`Slot::Old`]: read on every turn of the partition's loop.
+    old: usize,
     /// The highest sequence of each key done with here (acknowledged or given up), for at most
     /// [`DONE_KEYS`] keys.
     done: HashMap<Arc<str>, u64>,
@@ -80,6 +82,7 @@ impl<T> Default for KeyOrder<T> {
             unknown: None,
             fenced: false,
             candidates: BTreeSet::new(),
+            old: 0,
             done: HashMap::new(),
         }
     }
@@ -89,15 +92,12 @@ impl<T> KeyOrder<T> {
     /// Whether anything of the old range is still unsettled: the consumer's ack floor is then
     /// worth reading again.
     pub(super) fn awaits_old(&self) -> bool {
-        self.unknown.is_some() || self.entries.values().any(|e| matches!(e.slot, Slot::Old))
+        self.unknown.is_some() || self.old > 0
     }
 
     /// How many changes were delivered here and are not settled (held, running or retrying).
     pub(super) fn in_hand(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|entry| !matches!(entry.slot, Slot::Old))
-            .count()
+        self.entries.len() - self.old
     }
 
     /// Sets the old range read at a takeover: the consumer's ack floor, the unsettled-as-far-as
@@ -166,7 +166,12 @@ impl<T> KeyOrder<T> {
     /// becomes this member's).
     pub(super) fn hold(&mut self, sequence: u64, key: impl Into<Arc<str>>, item: T) {
         match self.entries.get_mut(&sequence) {
-            Some(entry) => entry.slot = Slot::Held(item),
+            Some(entry) => {
+                if matches!(entry.slot, Slot::Old) {
+                    self.old -= 1;
+                }
+                entry.slot = Slot::Held(item);
+            }
             None => self.insert(sequence, key.into(), Slot::Held(item)),
         }
         self.candidates.insert(sequence);
@@ -237,6 +242,9 @@ impl<T> KeyOrder<T> {
     /// The change at `sequence` was asked again after a backoff: its key waits for it.
     pub(super) fn retrying(&mut self, sequence: u64) {
         if let Some(entry) = self.entries.get_mut(&sequence) {
+            if matches!(entry.slot, Slot::Old) {
+                self.old -= 1;
+            }
             entry.slot = Slot::Retrying;
         }
     }
@@ -285,6 +293,9 @@ impl<T> KeyOrder<T> {
     }
 
     fn insert(&mut self, sequence: u64, key: Arc<str>, slot: Slot<T>) {
+        if matches!(slot, Slot::Old) {
+            self.old += 1;
+        }
         self.by_key
             .entry(Arc::clone(&key))
             .or_default()
@@ -295,6 +306,9 @@ impl<T> KeyOrder<T> {
     /// Removes the entry at `sequence`; its key's next change may have become ready.
     fn remove(&mut self, sequence: u64) -> Option<Entry<T>> {
         let entry = self.entries.remove(&sequence)?;
+        if matches!(entry.slot, Slot::Old) {
+            self.old -= 1;
+        }
         self.candidates.remove(&sequence);
         if let Some(sequences) = self.by_key.get_mut(&entry.key) {
             sequences.remove(&sequence);

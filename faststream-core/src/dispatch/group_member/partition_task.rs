@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::key_order::{KeyOrder, Known};
-use super::settle::{Attempt, AttemptEnd, HandBack, Settled};
+use super::settle::{Attempt, AttemptEnd, HandBack, HandedBackBefore, Settled};
 use crate::dispatch::{Dispatcher, FailureLog};
 use crate::extract::Message;
 use crate::kv::group::handbacks::Handbacks;
@@ -74,8 +74,9 @@ impl Pending {
     fn hand_back(self) -> HandBack {
         HandBack {
             stream_sequence: self.delivery.stream_sequence,
-            before: None,
-            delivered: self.delivery.delivered,
+            before: HandedBackBefore::Unread {
+                delivered: self.delivery.delivered,
+            },
             acker: self.delivery.into_parts().3,
             not_calls: self.uncounted + 1,
         }
@@ -501,8 +502,7 @@ impl PartitionTask {
                 flight.hand_back.push(HandBack {
                     acker: attempt.acker,
                     stream_sequence: sequence,
-                    before: Some(attempt.handed_back),
-                    delivered: attempt.number,
+                    before: HandedBackBefore::Known(attempt.handed_back),
                     not_calls: attempt.uncounted + 1,
                 });
             }

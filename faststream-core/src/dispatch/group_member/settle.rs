@@ -47,12 +47,18 @@ pub(super) struct Attempt {
 pub(super) struct HandBack {
     pub(super) acker: Acker,
     pub(super) stream_sequence: u64,
-    /// The hand-backs of this change recorded before, if known (else read at hand-back).
-    pub(super) before: Option<u64>,
-    /// The server's delivery count of the delivery handed back.
-    pub(super) delivered: u64,
+    pub(super) before: HandedBackBefore,
     /// Deliveries of it here that were not calls, this one included.
     pub(super) not_calls: u64,
+}
+
+/// How often a change was handed back before this delivery.
+pub(super) enum HandedBackBefore {
+    /// Read when its call was prepared.
+    Known(u64),
+    /// Not read yet: read at hand-back if the server's delivery count says it was delivered
+    /// before.
+    Unread { delivered: u64 },
 }
 
 impl PartitionContext {
@@ -152,9 +158,9 @@ impl PartitionContext {
         let mut counts = Vec::with_capacity(deliveries.len());
         for delivery in &deliveries {
             let before = match delivery.before {
-                Some(before) => before,
-                None => {
-                    self.handed_back(partition, delivery.stream_sequence, delivery.delivered)
+                HandedBackBefore::Known(before) => before,
+                HandedBackBefore::Unread { delivered } => {
+                    self.handed_back(partition, delivery.stream_sequence, delivered)
                         .await
                 }
             };
