@@ -171,7 +171,10 @@ fn random_histories_never_run_a_key_out_of_order() {
                     order.passed(lowest - 1);
                 }
             }
-            let old = order.entries.values().filter(|e| matches!(e.slot, Slot::Old));
+            let old = order
+                .entries
+                .values()
+                .filter(|e| matches!(e.slot, Slot::Old));
             assert_eq!(order.old, old.count(), "the count of old entries drifted");
             for (s, ()) in order.start_ready() {
                 let key = &key_of[s as usize];
