@@ -26,7 +26,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::common::EVENT_TIMEOUT;
-use crate::group_support::cluster::{diagnose, dump, keep_server_logs, mirror_recovery, stored};
+use crate::group_support::cluster::{
+    diagnose, dump, keep_server_logs, leaders_elected, mirror_recovery, stored,
+};
 use crate::group_support::{between, check_calls, now_nanos, Record, Records, Writer};
 use anyhow::Context as _;
 use async_nats::jetstream::stream::ClusterInfo;
@@ -421,6 +423,8 @@ pub(crate) struct KillRound {
     pub(crate) resumed_at: u64,
     /// From the kill to the group's mirror running again.
     pub(crate) mirror_back: Duration,
+    /// From the kill to every raft group the members rely on having a leader again.
+    pub(crate) elected: Duration,
     /// The node leading the group's stream once every partition was handled again.
     pub(crate) group_leader_after: usize,
     /// From the node healthy again to every partition handled.
@@ -440,6 +444,7 @@ pub(crate) async fn kill_and_restart(
     tracing::info!(node, "test: killing {what}");
     cluster.kill(node).await?;
     let mirror = tokio::spawn(mirror_running_again(js.clone()));
+    let elected = tokio::spawn(leaders_elected(js.clone()));
     let waited = format!("every partition after killing {what}");
     let (first, last) = wait_resumed(
         records,
@@ -452,6 +457,7 @@ pub(crate) async fn kill_and_restart(
     .await?;
     let resumed_at = now_nanos();
     let mirror_back = mirror.await??;
+    let elected = elected.await??;
     let group_leader_after = stream_leader(cluster, js, STREAM).await?;
     tracing::info!(node, first = ?first, last = ?last, "test: every partition resumed; restarting");
     cluster.restart(node).await?;
@@ -472,6 +478,7 @@ pub(crate) async fn kill_and_restart(
         last,
         resumed_at,
         mirror_back,
+        elected,
         group_leader_after,
         after_restart,
     })

@@ -52,6 +52,8 @@ struct Kill {
     last: Duration,
     /// From the kill to the group's mirror seen running.
     mirror_back: Duration,
+    /// From the kill to every raft group the members rely on having a leader again.
+    elected: Duration,
     /// The group stream's leader before the kill and once every partition was handled again.
     group_leader: (usize, usize),
     /// The bucket stream's leader before the kill.
@@ -67,13 +69,16 @@ impl std::fmt::Display for Kill {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:?} n{} killed: partitions handled again {:.2?} to {:.2?} after, mirror running \
-             {:.2?} after ({} step-down request(s)), group stream leader n{} -> n{}, bucket \
-             stream leader n{}; restarted: every partition handled {:.2?} after it was healthy",
+            "{:?} n{} killed: leaders elected {:.2?} after, partitions handled again {:.2?} to \
+             {:.2?} after ({:.2?} after the elections), mirror running {:.2?} after ({} step-down \
+             request(s)), group stream leader n{} -> n{}, bucket stream leader n{}; restarted: \
+             every partition handled {:.2?} after it was healthy",
             self.target,
             self.node,
+            self.elected,
             self.first,
             self.last,
+            self.after_elections(),
             self.mirror_back,
             self.step_downs,
             self.group_leader.0,
@@ -81,6 +86,13 @@ impl std::fmt::Display for Kill {
             self.bucket_leader,
             self.after_restart
         )
+    }
+}
+
+impl Kill {
+    /// From the last election the kill started to every partition handled again.
+    fn after_elections(&self) -> Duration {
+        self.last.saturating_sub(self.elected)
     }
 }
 
@@ -220,6 +232,7 @@ async fn probe(cluster: &mut NatsCluster) -> anyhow::Result<()> {
             last,
             resumed_at,
             mirror_back,
+            elected,
             group_leader_after: group_after,
             after_restart,
         } = kill_and_restart(cluster, &running, node, &what).await?;
@@ -230,6 +243,7 @@ async fn probe(cluster: &mut NatsCluster) -> anyhow::Result<()> {
             first,
             last,
             mirror_back,
+            elected,
             group_leader: (group_before, group_after),
             bucket_leader,
             step_downs: step_downs.between(killed_at, resumed_at),
@@ -243,10 +257,17 @@ async fn probe(cluster: &mut NatsCluster) -> anyhow::Result<()> {
     let worst = quantile(&lasts, 1.0);
     let p99 = quantile(&lasts, 0.99);
     let stepped_down = kills.iter().filter(|kill| kill.step_downs > 0).count();
+    let after_elections: Vec<Duration> = kills.iter().map(Kill::after_elections).collect();
+    let elections: Vec<Duration> = kills.iter().map(|kill| kill.elected).collect();
     eprintln!(
         "{KILLS} kills: every partition handled again at worst {worst:.2?} after a kill, p99 \
-         {p99:.2?}; a member asked the group stream's leader to step down after {stepped_down} \
-         of them; {summary}"
+         {p99:.2?}; at worst {:.2?} after the elections the kill started (median {:.2?}), which \
+         took {:.2?} at worst (median {:.2?}); a member asked the group stream's leader to step \
+         down after {stepped_down} of them; {summary}",
+        quantile(&after_elections, 1.0),
+        quantile(&after_elections, 0.5),
+        quantile(&elections, 1.0),
+        quantile(&elections, 0.5),
     );
     let slow: Vec<String> = kills
         .iter()

@@ -1,5 +1,5 @@
-//! What the cluster tests of a group (`group_cluster.rs`, `group_cluster_kills.rs`) report
-//! after a failure: what the cluster says of the bucket, the group's stream and its
+//! When the leaders the cluster tests of a group (`group_cluster.rs`, `group_cluster_kills.rs`)
+//! kill are elected again, and what those tests report after a failure: what the cluster says of the bucket, the group's stream and its
 //! consumers, and the records and the nodes' logs, copied to `group_cluster/` in the target's
 //! temporary directory.
 
@@ -10,6 +10,53 @@ use faststream_testing::NatsCluster;
 
 use super::Record;
 use crate::group_cluster::{BUCKET, PARTITIONS, STREAM};
+
+/// From now (just after a kill) to every raft group a member relies on having a leader again:
+/// the bucket's stream, the group's, its members bucket's, and every partition consumer. Each is
+/// asked for its info every 100 ms, each request given 500 ms; only a leader answers, so the
+/// last to answer marks the end of the elections the kill started.
+pub async fn leaders_elected(js: async_nats::jetstream::Context) -> anyhow::Result<Duration> {
+    use async_nats::jetstream::stream::ClusterInfo;
+    let started = Instant::now();
+    let mut js = js;
+    js.set_timeout(Duration::from_millis(500));
+    let members = format!("KV_{STREAM}_members");
+    let mut streams: Vec<String> = vec![format!("KV_{BUCKET}"), STREAM.to_owned(), members];
+    let mut consumers: Vec<String> = (0..PARTITIONS).map(|p| format!("p{p}")).collect();
+    let has_leader = |info: Option<&ClusterInfo>| info.is_some_and(|info| info.leader.is_some());
+    while !streams.is_empty() || !consumers.is_empty() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(75),
+            "no leader after 75 s for {streams:?} {consumers:?}"
+        );
+        let stream_answers = futures_util::future::join_all(streams.iter().map(|name| {
+            let js = js.clone();
+            async move {
+                let answered = js.get_stream(name).await;
+                answered.is_ok_and(|stream| has_leader(stream.cached_info().cluster.as_ref()))
+            }
+        }))
+        .await;
+        let mut answers = stream_answers.into_iter();
+        streams.retain(|_| !answers.next().unwrap_or(false));
+        if let Ok(group) = js.get_stream(STREAM).await {
+            let consumer_answers = futures_util::future::join_all(consumers.iter().map(|name| {
+                let group = group.clone();
+                async move {
+                    let answered = group.consumer_info(name).await;
+                    answered.is_ok_and(|info| has_leader(info.cluster.as_ref()))
+                }
+            }))
+            .await;
+            let mut answers = consumer_answers.into_iter();
+            consumers.retain(|_| !answers.next().unwrap_or(false));
+        }
+        if !streams.is_empty() || !consumers.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(started.elapsed())
+}
 
 /// After a failure: whether the group's mirror becomes active again within a minute more.
 pub async fn mirror_recovery(js: &async_nats::jetstream::Context) -> String {

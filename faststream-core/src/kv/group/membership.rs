@@ -30,8 +30,17 @@
 //! moments: a list read late costs a moment of two pullers, or of none, not a change lost or
 //! handled twice at once.
 //!
-//! A member whose own heartbeats fail for a session timeout (its connection is down) assumes
-//! the others have taken its partitions and gives them up itself, until it is heard again.
+//! Silence counts only while the members bucket is heard from: a member is gone when the watch
+//! has delivered heartbeats (its own member's included, one every heartbeat interval) without a
+//! gap for a whole session timeout, none of them its. While the bucket delivers nothing (its
+//! stream electing a leader after a node died, which takes 4 to 9 s, or this member's connection
+//! down), every member keeps the assignment it has: dropping the others then, and giving up its
+//! own partitions because its heartbeats fail too, would leave every partition unpulled, then
+//! move most of them once the heartbeats came back, each waiting for a pin to be given back or
+//! to time out. A member whose own heartbeats fail for a session timeout while the others' keep
+//! arriving (it can read the bucket but not write it) gives its partitions up, until it is heard
+//! again. Keeping an assignment through an outage is safe for the same reason as any
+//! disagreement: the server's pin, not the assignment, decides who gets a partition's changes.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -137,6 +146,7 @@ impl Membership {
         // This member's own latest heartbeat as the watch delivered it: the server's time then,
         // and when it arrived.
         let mut own_latest: Option<ServerTime> = None;
+        let mut deliveries = Deliveries::new(self.session_timeout, self.heartbeat_interval * 2);
         loop {
             if watch.is_none() && Instant::now() >= rewatch_at {
                 match self.store.watch_all().await {
@@ -157,22 +167,10 @@ impl Membership {
                     }
                 }
                 entry = next_entry(&mut watch), if watch.is_some() => match entry {
-                    Some(Ok(entry)) => match entry.operation {
-                        kv::Operation::Put => {
-                            settled |= entry.key == *self.id || entry.delta == 0;
-                            if entry.key == *self.id {
-                                own_latest = Some(ServerTime {
-                                    stored: entry.created,
-                                    received: Instant::now(),
-                                });
-                            }
-                            let claim = Claim::read(&entry.value);
-                            heard(&mut last_seen, entry.key, entry.revision, entry.created, claim);
-                        }
-                        kv::Operation::Delete | kv::Operation::Purge => {
-                            last_seen.remove(&entry.key);
-                        }
-                    },
+                    Some(Ok(entry)) => {
+                        deliveries.note(Instant::now());
+                        self.read_entry(entry, &mut last_seen, &mut settled, &mut own_latest);
+                    }
                     Some(Err(error)) => {
                         tracing::debug!(member = %self.id, error = %crate::error::chain(&error),
                             "the members watch broke; watching again");
@@ -185,13 +183,39 @@ impl Membership {
                 },
             }
             if settled || joined_at.elapsed() >= self.session_timeout {
-                self.reassign(&mut last_seen, heard_back, own_latest);
+                self.reassign(&mut last_seen, heard_back, own_latest, &deliveries);
             }
         }
         self.assignment.send_replace(Assignment::default());
         if let Err(error) = self.store.delete(&*self.id).await {
             tracing::warn!(member = %self.id, error = %crate::error::chain(&error),
                 "could not leave the group cleanly; the others take over after the session timeout");
+        }
+    }
+
+    /// Notes what the members watch delivered: a heartbeat, or a member leaving.
+    fn read_entry(
+        &self,
+        entry: kv::Entry,
+        last_seen: &mut HashMap<String, Heard>,
+        settled: &mut bool,
+        own_latest: &mut Option<ServerTime>,
+    ) {
+        match entry.operation {
+            kv::Operation::Put => {
+                *settled |= entry.key == *self.id || entry.delta == 0;
+                if entry.key == *self.id {
+                    *own_latest = Some(ServerTime {
+                        stored: entry.created,
+                        received: Instant::now(),
+                    });
+                }
+                let claim = Claim::read(&entry.value);
+                heard(last_seen, entry.key, entry.revision, entry.created, claim);
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                last_seen.remove(&entry.key);
+            }
         }
     }
 
@@ -215,17 +239,22 @@ impl Membership {
         }
     }
 
-    /// Drops the members not heard from for a session timeout and publishes the assignment
-    /// if it changed. A member not heard back from itself holds nothing.
+    /// Drops the members not heard from for a session timeout (while the bucket was heard from)
+    /// and publishes the assignment if it changed. A member not heard back from itself while
+    /// the others were holds nothing.
     fn reassign(
         &self,
         last_seen: &mut HashMap<String, Heard>,
         heard_back: Instant,
         own_latest: Option<ServerTime>,
+        deliveries: &Deliveries,
     ) {
         let timeout = self.session_timeout;
-        last_seen.retain(|_, heard| heard.alive(timeout, own_latest));
-        let alive = heard_back.elapsed() < timeout;
+        let steady = deliveries.steady(Instant::now());
+        if steady {
+            last_seen.retain(|_, heard| heard.alive(timeout, own_latest));
+        }
+        let alive = heard_back.elapsed() < timeout || !steady;
         let (members, mine) = share(self.partitions, last_seen, &self.id, alive);
         let changed = {
             let current = self.assignment.borrow();
@@ -278,6 +307,44 @@ fn share(
     };
     let members = holders.iter().map(|holder| Arc::from(holder.id)).collect();
     (members, mine)
+}
+
+/// When the members bucket last delivered a heartbeat (or a member's leaving), and since when it
+/// has delivered them without a gap: silence means something only while the bucket is heard.
+#[derive(Debug, Clone, Copy)]
+struct Deliveries {
+    last: Instant,
+    since: Instant,
+    /// Heard without a gap for this long, the bucket is steady.
+    timeout: Duration,
+    /// Longer than this without a delivery is a gap (this member's own heartbeats alone arrive
+    /// every heartbeat interval).
+    gap: Duration,
+}
+
+impl Deliveries {
+    /// Steady from the start: a member joining ages the heartbeats it finds stored at once.
+    fn new(timeout: Duration, gap: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            last: now,
+            since: now.checked_sub(timeout).unwrap_or(now),
+            timeout,
+            gap,
+        }
+    }
+
+    fn note(&mut self, now: Instant) {
+        if now.duration_since(self.last) > self.gap {
+            self.since = now;
+        }
+        self.last = now;
+    }
+
+    /// Whether the bucket has been heard from without a gap for a session timeout, until now.
+    fn steady(&self, now: Instant) -> bool {
+        now.duration_since(self.last) <= self.gap && now.duration_since(self.since) >= self.timeout
+    }
 }
 
 /// A time of the server's clock (when it stored a heartbeat), and when this member received it.
@@ -390,156 +457,4 @@ async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<Result<kv::Entry, k
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn ids_differ_within_a_process() {
-        // Connecting is not needed to make inboxes.
-        let client = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect("127.0.0.1:1")
-            .await
-            .expect("client");
-        let ids: std::collections::HashSet<Arc<str>> =
-            (0..100).map(|_| member_id(&client)).collect();
-        assert_eq!(ids.len(), 100);
-    }
-
-    #[test]
-    fn only_a_new_revision_is_a_sign_of_life() {
-        let stored = OffsetDateTime::UNIX_EPOCH;
-        let mut last_seen = HashMap::new();
-        let claim = |partitions: &[u16]| Claim {
-            partitions: partitions.to_vec(),
-            sticky: true,
-        };
-        heard(&mut last_seen, "a".to_owned(), 5, stored, claim(&[1]));
-        let first = last_seen["a"].at;
-        std::thread::sleep(Duration::from_millis(5));
-        // The same heartbeat again (a watch started again): not a new sign of life.
-        heard(&mut last_seen, "a".to_owned(), 5, stored, claim(&[1]));
-        assert_eq!(last_seen["a"].at, first);
-        assert!(!last_seen["a"].renewed);
-        heard(&mut last_seen, "a".to_owned(), 9, stored, claim(&[2, 3]));
-        assert!(last_seen["a"].at > first);
-        assert_eq!(last_seen["a"].revision, 9);
-        assert!(last_seen["a"].renewed);
-        assert_eq!(last_seen["a"].claim, claim(&[2, 3]));
-        // An older revision delivered late does not bring back what it held.
-        heard(&mut last_seen, "a".to_owned(), 7, stored, claim(&[1]));
-        assert_eq!(last_seen["a"].claim, claim(&[2, 3]));
-    }
-
-    #[test]
-    fn a_heartbeat_found_stored_is_aged_by_the_server_clock() {
-        let timeout = Duration::from_secs(5);
-        let server_now = OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1000);
-        let own = Some(ServerTime {
-            stored: server_now,
-            received: Instant::now(),
-        });
-        let found = |age: time::Duration| Heard {
-            revision: 1,
-            at: Instant::now(),
-            stored: server_now - age,
-            renewed: false,
-            claim: Claim {
-                partitions: Vec::new(),
-                sticky: true,
-            },
-        };
-        assert!(found(time::Duration::seconds(1)).alive(timeout, own));
-        assert!(!found(time::Duration::seconds(12)).alive(timeout, own));
-        // Stored after this member's own latest heartbeat: fresh.
-        assert!(found(time::Duration::seconds(-3)).alive(timeout, own));
-        // Before this member's own heartbeat is back, or once renewed: the monotonic clock.
-        assert!(found(time::Duration::seconds(12)).alive(timeout, None));
-        let renewed = Heard {
-            renewed: true,
-            ..found(time::Duration::seconds(12))
-        };
-        assert!(renewed.alive(timeout, own));
-    }
-
-    fn heard_of(claims: &[(&str, &[u16], bool)]) -> HashMap<String, Heard> {
-        let mut last_seen = HashMap::new();
-        for (member, partitions, sticky) in claims {
-            let claim = Claim {
-                partitions: partitions.to_vec(),
-                sticky: *sticky,
-            };
-            heard(
-                &mut last_seen,
-                (*member).to_owned(),
-                1,
-                OffsetDateTime::UNIX_EPOCH,
-                claim,
-            );
-        }
-        last_seen
-    }
-
-    #[test]
-    fn a_member_shares_by_what_the_heartbeats_hold() {
-        // b holds 0..6, c 6..8; a, joining (its heartbeat not read yet), takes what b gives up.
-        let held: Vec<u16> = (0..6).collect();
-        let last_seen = heard_of(&[("b", &held, true), ("c", &[6, 7], true)]);
-        let (members, mine) = share(8, &last_seen, "a", true);
-        assert_eq!(
-            members,
-            vec![Arc::from("a"), Arc::from("b"), Arc::from("c")]
-        );
-        assert_eq!(mine, vec![3, 4, 5]);
-        // Once a's first heartbeat is read, by every member: the same assignment.
-        let last_seen = heard_of(&[("a", &[], true), ("b", &held, true), ("c", &[6, 7], true)]);
-        assert_eq!(share(8, &last_seen, "a", true).1, vec![3, 4, 5]);
-        assert_eq!(share(8, &last_seen, "b", true).1, vec![0, 1, 2]);
-        assert_eq!(share(8, &last_seen, "c", true).1, vec![6, 7]);
-        // Not heard back from itself: out of the group, nothing.
-        let (members, mine) = share(8, &last_seen, "b", false);
-        assert_eq!(members, vec![Arc::from("a"), Arc::from("c")]);
-        assert!(mine.is_empty());
-    }
-
-    #[test]
-    fn a_live_member_of_an_earlier_version_holds_the_group_to_modulo() {
-        let last_seen = heard_of(&[
-            ("a", &[], true),
-            ("b", &[1, 3], false),
-            ("c", &[6, 7], true),
-        ]);
-        assert_eq!(share(8, &last_seen, "a", true).1, vec![0, 3, 6]);
-        assert_eq!(share(8, &last_seen, "c", true).1, vec![2, 5]);
-    }
-
-    #[test]
-    fn a_heartbeat_says_what_its_member_holds_and_by_which_rule() {
-        let heartbeat = Heartbeat {
-            partitions: vec![4, 5],
-            sticky: true,
-            ..Heartbeat::default()
-        };
-        let value = serde_json::to_vec(&heartbeat).expect("serialises");
-        let read = Claim::read(&value);
-        assert_eq!(read.partitions, vec![4, 5]);
-        assert!(read.sticky);
-        // An earlier version's heartbeat: the group falls back to `p % n`.
-        let earlier = br#"{"host":"h","pid":1,"partitions":[0,2],"pinned":[]}"#;
-        assert_eq!(
-            Claim::read(earlier),
-            Claim {
-                partitions: vec![0, 2],
-                sticky: false
-            }
-        );
-        // Not a heartbeat: holds nothing, and does not hold the group back.
-        assert_eq!(
-            Claim::read(b"not json"),
-            Claim {
-                partitions: Vec::new(),
-                sticky: true
-            }
-        );
-    }
-}
+mod tests;

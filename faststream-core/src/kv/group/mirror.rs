@@ -7,11 +7,17 @@
 //! gets anything, whatever the elections. If the group stream's leader died too, its new leader
 //! asks the bucket's stream for a consumer while that stream has no leader either, and tries
 //! again only 40 to 50 s later. A new leader of the group's stream sets its mirror up at once,
-//! so running members look at the mirror when they look the bucket up (once per session
-//! timeout, `replaced`), and when it has been silent for [`MIRROR_SILENCE`] (not even the
-//! heartbeat its consumer sends every second), or not heard from at two checks in a row, while
-//! the bucket holds changes it has not copied, one of them asks the group stream's leader to
-//! step down: the mirror copies again about a second after the bucket's stream has a leader.
+//! so running members look at the mirror when they look the bucket up (`replaced`): once per
+//! session timeout while all is well, every [`QUICK_CHECK`] while something is not (a lookup
+//! unanswered, the mirror not heard from lately), so that a stall is seen within about a second
+//! of the bucket's stream having a leader again. When the mirror has been silent for
+//! [`MIRROR_SILENCE`] (not even the heartbeat its consumer sends every second), or not heard
+//! from at all for [`UNHEARD_GRACE`] since its stream's leader was elected, while the bucket
+//! holds changes it has not copied, one member asks the group stream's leader to step down: the
+//! mirror copies again about a second after the bucket's stream has a leader.
+//!
+//! The mirror is looked at before the bucket, so the silence is timed while the bucket's stream
+//! is still electing its leader: the first lookup of the bucket that is answered can ask at once.
 
 use std::time::{Duration, Instant};
 
@@ -22,58 +28,104 @@ use crate::error::chain;
 
 /// Three of the heartbeats the mirror's consumer sends every second while the bucket is idle.
 const MIRROR_SILENCE: Duration = Duration::from_secs(3);
-/// The server's own health check period: by then the new leader has set the mirror up, or the
-/// server has tried again.
-const RESTART_PAUSE: Duration = Duration::from_secs(10);
-/// How many checks a member other than the first waits before asking itself (the first
+/// How long a mirror not heard from since its stream's leader was elected, and copying nothing,
+/// is given to set itself up (it does in about a second) before it counts as stalled.
+const UNHEARD_GRACE: Duration = Duration::from_secs(2);
+/// A mirror heard from within this is well; beyond it, checks come every [`QUICK_CHECK`].
+const HEARD_LATELY: Duration = Duration::from_millis(1_500);
+/// The period of the checks while something is not well.
+pub(crate) const QUICK_CHECK: Duration = Duration::from_millis(500);
+/// After asking for a step-down, how long to give the new leader before asking again.
+const RESTART_PAUSE: Duration = Duration::from_secs(5);
+/// How much longer a member other than the first waits before asking itself (the first
 /// member's view of the group may be out of date, or it may be gone).
-const CHECKS_LEFT_TO_FIRST: u32 = 2;
+const FIRST_MEMBER_GRACE: Duration = Duration::from_secs(1);
+
+/// What a look at the group's stream found of its mirror.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MirrorSeen {
+    /// The group stream's last sequence: the last change copied.
+    copied: u64,
+    /// Whether the mirror is silent: since when, by this member's clock.
+    silent_since: Option<Instant>,
+    /// Whether the mirror was heard from within [`HEARD_LATELY`].
+    heard_lately: bool,
+}
 
 /// One member's look at the group's mirror, check after check.
 #[derive(Debug, Default)]
 pub(crate) struct MirrorCheck {
-    /// The group stream's last sequence at the last check, if its mirror had not been heard
-    /// from since the stream's leader was elected.
-    unheard_at: Option<u64>,
-    /// Checks in a row that found the mirror stalled.
-    stalled: u32,
+    /// The group stream's last sequence, and since when it has been so, while the mirror has
+    /// not been heard from since the stream's leader was elected.
+    unheard: Option<(u64, Instant)>,
+    /// When this member first found the mirror stalled, this time.
+    stalled_seen: Option<Instant>,
     /// When this member last asked for a step-down.
     restarted: Option<Instant>,
 }
 
 impl MirrorCheck {
-    /// Looks at the group's mirror against `bucket` (the bucket stream's info, just looked up)
-    /// and asks the group stream's leader to step down if the mirror has stalled. `first`: this
-    /// member is the first of the live members, which asks at once.
-    pub(crate) async fn check(
+    /// Looks at the group's stream; `None` if it did not answer (it is electing a leader, which
+    /// sets the mirror up again).
+    pub(crate) async fn look(
         &mut self,
         jetstream: &jetstream::Context,
         layout: &GroupLayout,
+    ) -> Option<MirrorSeen> {
+        let group = jetstream.get_stream(&layout.stream).await.ok()?;
+        let info = group.cached_info();
+        let active = info.mirror.as_ref()?.active;
+        Some(self.seen(active, info.state.last_sequence, Instant::now()))
+    }
+
+    /// Notes the mirror's `active` (its silence as the server measured it, `None` if not heard
+    /// from since its stream's leader was elected) with `copied` its stream's last sequence.
+    fn seen(&mut self, active: Option<Duration>, copied: u64, now: Instant) -> MirrorSeen {
+        let silent_since = match active {
+            Some(silence) => {
+                self.unheard = None;
+                (silence >= MIRROR_SILENCE).then(|| now.checked_sub(silence).unwrap_or(now))
+            }
+            None => {
+                let since = match self.unheard {
+                    Some((before, since)) if before == copied => since,
+                    _ => now,
+                };
+                self.unheard = Some((copied, since));
+                (now.duration_since(since) >= UNHEARD_GRACE).then_some(since)
+            }
+        };
+        MirrorSeen {
+            copied,
+            silent_since,
+            heard_lately: active.is_some_and(|silence| silence < HEARD_LATELY),
+        }
+    }
+
+    /// Asks the group stream's leader to step down if the mirror `seen` has stalled while the
+    /// bucket (its stream's info, just looked up) holds newer changes. `first`: this member is
+    /// the first of the live members, which asks at once. Returns whether the mirror is well:
+    /// heard from lately, or with nothing to copy.
+    pub(crate) async fn restart_if_stalled(
+        &mut self,
+        jetstream: &jetstream::Context,
+        layout: &GroupLayout,
+        seen: MirrorSeen,
         bucket: &stream::Info,
         first: bool,
-    ) {
-        // No answer: the group's stream is electing a leader, which sets the mirror up again.
-        let Ok(group) = jetstream.get_stream(&layout.stream).await else {
-            return;
-        };
-        let info = group.cached_info();
-        let Some(mirror) = &info.mirror else {
-            return;
-        };
-        let copied = info.state.last_sequence;
+    ) -> bool {
         let bucket_last = bucket.state.last_sequence;
-        if !self.restart_due(mirror.active, copied, bucket_last, first, Instant::now()) {
-            return;
+        let behind = bucket_last > seen.copied;
+        if !self.restart_due(seen, bucket_last, first, Instant::now()) {
+            return seen.heard_lately || !behind;
         }
-        let quiet = match mirror.active {
-            Some(silence) => format!("for {silence:?}"),
-            None => "since its stream's leader was elected".to_owned(),
-        };
+        let copied = seen.copied;
         tracing::warn!(group = %layout.group, bucket = %layout.bucket, copied, bucket_last,
-            "the mirror of consumer group `{}` has copied nothing from bucket `{}` {quiet}, while \
-             the bucket holds newer changes: its consumer on the bucket's stream is gone; asking \
-             the group stream's leader to step down, which starts the mirror again",
-            layout.group, layout.bucket);
+            "the mirror of consumer group `{}` has copied nothing from bucket `{}` for {:?}, \
+             while the bucket holds newer changes: its consumer on the bucket's stream is gone; \
+             asking the group stream's leader to step down, which starts the mirror again",
+            layout.group, layout.bucket,
+            seen.silent_since.map(|since| since.elapsed()).unwrap_or_default());
         let asked: Result<Response<serde_json::Value>, _> = jetstream
             .request(
                 format!("STREAM.LEADER.STEPDOWN.{}", layout.stream),
@@ -81,48 +133,40 @@ impl MirrorCheck {
             )
             .await;
         let refused = match asked {
-            Ok(Response::Ok(_)) => return,
+            Ok(Response::Ok(_)) => return false,
             Ok(Response::Err { error }) => error.to_string(),
             Err(error) => chain(&error),
         };
         tracing::warn!(group = %layout.group, error = refused,
             "the group stream's leader did not step down; the server starts the mirror again by \
              itself, later");
+        false
     }
 
-    /// Whether to ask for a step-down now, the mirror being `active` (its silence, `None` if
-    /// not heard from since its stream's leader was elected) with `copied` its stream's last
-    /// sequence, and `bucket_last` the bucket's.
+    /// Whether to ask for a step-down now.
     fn restart_due(
         &mut self,
-        active: Option<Duration>,
-        copied: u64,
+        seen: MirrorSeen,
         bucket_last: u64,
         first: bool,
         now: Instant,
     ) -> bool {
-        let unheard_before = self.unheard_at.take();
-        let silent = match active {
-            Some(silence) => silence >= MIRROR_SILENCE,
-            // Not heard from since the leader was elected: stalled if so at the last check too,
-            // with nothing copied since.
-            None => {
-                self.unheard_at = Some(copied);
-                unheard_before == Some(copied)
-            }
-        };
-        if !silent || bucket_last <= copied {
-            self.stalled = 0;
+        if seen.silent_since.is_none() || bucket_last <= seen.copied {
+            self.stalled_seen = None;
             return false;
         }
-        self.stalled = self.stalled.saturating_add(1);
+        let stalled_seen = *self.stalled_seen.get_or_insert(now);
         let paused = self
             .restarted
             .is_some_and(|at| now.duration_since(at) < RESTART_PAUSE);
-        if paused || (!first && self.stalled <= CHECKS_LEFT_TO_FIRST) {
+        let left_to_first = !first && now.duration_since(stalled_seen) < FIRST_MEMBER_GRACE;
+        if paused || left_to_first {
             return false;
         }
         self.restarted = Some(now);
+        // A new leader's mirror is timed from its own election.
+        self.unheard = None;
+        self.stalled_seen = None;
         true
     }
 }
@@ -131,44 +175,57 @@ impl MirrorCheck {
 mod tests {
     use super::*;
 
-    const SILENT: Option<Duration> = Some(MIRROR_SILENCE);
     const HEARD: Option<Duration> = Some(Duration::from_millis(900));
 
     #[test]
     fn a_silent_mirror_behind_the_bucket_is_restarted() {
         let now = Instant::now();
         let mut check = MirrorCheck::default();
-        assert!(!check.restart_due(HEARD, 10, 20, true, now));
+        let heard = check.seen(HEARD, 10, now);
+        assert!(heard.heard_lately);
+        assert!(!check.restart_due(heard, 20, true, now));
+        let silent = check.seen(Some(MIRROR_SILENCE), 20, now);
+        assert!(!silent.heard_lately);
         // Silent, but nothing to copy: left to the server.
-        assert!(!check.restart_due(SILENT, 20, 20, true, now));
-        assert!(check.restart_due(SILENT, 10, 20, true, now));
+        assert!(!check.restart_due(silent, 20, true, now));
+        let silent = check.seen(Some(MIRROR_SILENCE), 10, now);
+        assert!(check.restart_due(silent, 20, true, now));
         // Not again before the pause is over.
         let later = now + RESTART_PAUSE / 2;
-        assert!(!check.restart_due(SILENT, 10, 30, true, later));
-        assert!(check.restart_due(SILENT, 10, 30, true, now + RESTART_PAUSE));
+        assert!(!check.restart_due(silent, 30, true, later));
+        assert!(check.restart_due(silent, 30, true, now + RESTART_PAUSE));
     }
 
     #[test]
     fn a_member_other_than_the_first_waits_for_it() {
         let now = Instant::now();
         let mut check = MirrorCheck::default();
-        for _ in 0..CHECKS_LEFT_TO_FIRST {
-            assert!(!check.restart_due(SILENT, 10, 20, false, now));
-        }
-        assert!(check.restart_due(SILENT, 10, 20, false, now));
-        // A mirror heard from again starts the count over.
-        let later = now + RESTART_PAUSE;
-        assert!(!check.restart_due(HEARD, 10, 20, false, later));
-        assert!(!check.restart_due(SILENT, 10, 20, false, later));
+        let silent = check.seen(Some(MIRROR_SILENCE), 10, now);
+        assert!(!check.restart_due(silent, 20, false, now));
+        let later = now + FIRST_MEMBER_GRACE;
+        assert!(check.restart_due(silent, 20, false, later));
+        // A mirror heard from again starts the wait over.
+        let heard = check.seen(HEARD, 10, later);
+        assert!(!check.restart_due(heard, 20, false, later));
+        let again = later + RESTART_PAUSE;
+        let silent = check.seen(Some(MIRROR_SILENCE), 10, again);
+        assert!(!check.restart_due(silent, 20, false, again));
     }
 
     #[test]
-    fn a_mirror_never_heard_from_is_restarted_at_the_second_check_without_progress() {
+    fn a_mirror_never_heard_from_is_restarted_after_its_grace_without_progress() {
         let now = Instant::now();
         let mut check = MirrorCheck::default();
-        assert!(!check.restart_due(None, 10, 20, true, now));
-        // It copied meanwhile: being set up.
-        assert!(!check.restart_due(None, 12, 20, true, now));
-        assert!(check.restart_due(None, 12, 20, true, now));
+        let unheard = check.seen(None, 10, now);
+        assert!(unheard.silent_since.is_none());
+        // It copied meanwhile: being set up, timed again from here.
+        let copying = now + UNHEARD_GRACE;
+        assert!(check.seen(None, 12, copying).silent_since.is_none());
+        let still = check.seen(None, 12, copying + UNHEARD_GRACE / 2);
+        assert!(!check.restart_due(still, 20, true, copying + UNHEARD_GRACE / 2));
+        let stalled = check.seen(None, 12, copying + UNHEARD_GRACE);
+        assert!(check.restart_due(stalled, 20, true, copying + UNHEARD_GRACE));
+        // Heard from: well again.
+        assert!(check.seen(HEARD, 12, copying + UNHEARD_GRACE).heard_lately);
     }
 }

@@ -8,7 +8,8 @@
 //! is recorded in the group stream's metadata when the group is declared, and:
 //! - a member declaring the group finds it recorded with another identity;
 //! - running members look the bucket's stream up once per session timeout (one stream info
-//!   request each) and compare (and, while it is the same, look at the group's mirror with
+//!   request each; more often while a lookup goes unanswered or the group's mirror is quiet,
+//!   `mirror`) and compare (and, while it is the same, look at the group's mirror with
 //!   it: `mirror`).
 //!
 //! Then the group's stream is deleted and declared again on the new bucket, copying everything
@@ -36,13 +37,15 @@ use super::declare::{
     create_consumers, create_stream, is_not_found, look_up, stream_error, GroupSpec, Origin,
 };
 use super::membership::Assignment;
-use super::mirror::MirrorCheck;
+use super::mirror::{MirrorCheck, QUICK_CHECK};
 use crate::error::{chain, GroupError};
 
 /// Where the group's stream records the identity of the bucket's stream it copies.
 const META_BUCKET_CREATED: &str = "faststream.group.bucket_created_ns";
 /// How many checks a member waits for the first member to start the group over.
 const CHECKS_LEFT_TO_FIRST: u32 = 2;
+/// The longest wait for the answer to a lookup (less if the session timeout is shorter).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The identity of a bucket's stream: when the server created it, in nanoseconds since the
 /// Unix epoch. A bucket deleted and created again has another, whatever its name and settings.
@@ -149,26 +152,40 @@ pub(crate) struct ReplacementCheck {
 }
 
 impl ReplacementCheck {
-    /// Checks once per session timeout until `cancel` fires.
+    /// Checks once per session timeout until `cancel` fires, every [`QUICK_CHECK`] while the
+    /// last check found something not well (a lookup unanswered, the mirror not heard from
+    /// lately).
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
         let every = self.spec.settings.session_timeout;
-        let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Lookups answered within a check period: one unanswered (a stream electing a leader)
-        // would otherwise hold the next checks for the request timeout (10 s by default).
+        let quick = QUICK_CHECK.min(every);
+        // Lookups answered within a quick check or two: one unanswered (a stream electing a
+        // leader) would otherwise hold the next checks for the request timeout (10 s by
+        // default).
         let mut lookups = self.jetstream.clone();
-        lookups.set_timeout(every);
+        lookups.set_timeout(LOOKUP_TIMEOUT.min(every));
         let mut waited = 0;
+        let mut next = every;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
-                _ = checks.tick() => self.check(&lookups, &mut waited, every).await,
+                () = tokio::time::sleep(next) => {
+                    let well = self.check(&lookups, &mut waited, every).await;
+                    next = if well { every } else { quick };
+                }
             }
         }
     }
 
-    async fn check(&mut self, lookups: &jetstream::Context, waited: &mut u32, every: Duration) {
+    /// One check; whether all was well.
+    async fn check(
+        &mut self,
+        lookups: &jetstream::Context,
+        waited: &mut u32,
+        every: Duration,
+    ) -> bool {
         let layout = &self.spec.layout;
+        // The mirror first: its silence is timed while the bucket's stream elects a leader.
+        let mirror = self.mirror.look(lookups, layout).await;
         let name = format!("KV_{}", layout.bucket);
         // A bucket missing (deleted, not yet created again) is waited for.
         let bucket = match lookups.get_stream(&name).await {
@@ -176,7 +193,7 @@ impl ReplacementCheck {
             Err(error) => {
                 tracing::debug!(stream = %name, error = %chain(&error),
                     "could not look the group's bucket up");
-                return;
+                return false;
             }
         };
         let identity = BucketIdentity::of(bucket.cached_info());
@@ -184,10 +201,13 @@ impl ReplacementCheck {
             *waited = 0;
             let first = self.assignment.borrow().members.first().cloned();
             let first = first.is_none_or(|first| first == self.member);
-            self.mirror
-                .check(lookups, layout, bucket.cached_info(), first)
+            let Some(mirror) = mirror else {
+                return false;
+            };
+            return self
+                .mirror
+                .restart_if_stalled(lookups, layout, mirror, bucket.cached_info(), first)
                 .await;
-            return;
         }
         if let Ok(stream) = self.jetstream.get_stream(&layout.stream).await {
             if recorded(stream.cached_info()) == Some(identity) {
@@ -196,7 +216,7 @@ impl ReplacementCheck {
                     layout.group);
                 self.bucket = identity;
                 *waited = 0;
-                return;
+                return true;
             }
         }
         let first = self.assignment.borrow().members.first().cloned();
@@ -204,7 +224,7 @@ impl ReplacementCheck {
             *waited += 1;
             tracing::debug!(bucket = %layout.bucket, group = %layout.group,
                 "bucket re-created; waiting for the first member to start the group over");
-            return;
+            return true;
         }
         match start_over(&self.jetstream, &bucket, &self.spec, &self.bucket).await {
             Ok(_) => {
@@ -215,5 +235,6 @@ impl ReplacementCheck {
                 error = %chain(&error), retry_in = ?every,
                 "could not start the group over on the re-created bucket"),
         }
+        true
     }
 }
