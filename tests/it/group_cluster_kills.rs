@@ -7,12 +7,16 @@
 //! started (every raft group the members rely on answering with a leader), nothing lost, per
 //! key in order.
 //!
+//! The members keep their partitions through every kill: no partition's changes go to the
+//! other member.
+//!
 //! Each kill's figures are printed: which leader, the first and the last partition handled
 //! again, when the group's mirror ran again, the leaders of the group's stream and of the
 //! bucket's, and how many times a member asked the group stream's leader to step down to start
 //! a stalled mirror again (`kv::group::mirror`; the requests seen on their subject); then the
 //! worst and the 99th percentile.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +28,7 @@ use crate::group_cluster::{
     AFTER_ELECTIONS_BOUND, STREAM, WAIT,
 };
 use crate::group_support::cluster::keep_server_logs;
-use crate::group_support::now_nanos;
+use crate::group_support::{now_nanos, Record};
 
 /// Leaders killed in a run.
 const KILLS: usize = 10;
@@ -66,6 +70,9 @@ struct Kill {
     step_downs: usize,
     /// From the node healthy again to every partition handled.
     after_restart: Duration,
+    /// Times a partition's changes went to the other member, from the kill to every partition
+    /// handled again after the restart.
+    moved: usize,
 }
 
 impl std::fmt::Display for Kill {
@@ -75,7 +82,7 @@ impl std::fmt::Display for Kill {
             "{:?} n{} killed: leaders elected {:.2?} after, partitions handled again {:.2?} to \
              {:.2?} after ({:.2?} after the elections), mirror running {:.2?} after ({} step-down \
              request(s)), group stream leader n{} -> n{}, bucket stream leader n{}; restarted: \
-             every partition handled {:.2?} after it was healthy",
+             every partition handled {:.2?} after it was healthy; a partition's changes went to the other member {} time(s)",
             self.target,
             self.node,
             self.elected,
@@ -87,7 +94,8 @@ impl std::fmt::Display for Kill {
             self.group_leader.0,
             self.group_leader.1,
             self.bucket_leader,
-            self.after_restart
+            self.after_restart,
+            self.moved
         )
     }
 }
@@ -147,6 +155,32 @@ impl Drop for StepDowns {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// How many times a partition's changes went to another member than the one before, from
+/// `from` to `to` (nanoseconds since the epoch), counting from the member that handled the
+/// partition last before `from`.
+fn partition_moves(
+    records: &[Record],
+    partition_of: &BTreeMap<String, u16>,
+    from: u64,
+    to: u64,
+) -> usize {
+    let mut handler: BTreeMap<u16, &str> = BTreeMap::new();
+    let mut moves = 0;
+    for record in records
+        .iter()
+        .filter(|record| record.is_begin() && record.nanos < to)
+    {
+        let Some(&partition) = partition_of.get(&record.key) else {
+            continue;
+        };
+        let before = handler.insert(partition, &record.member);
+        if record.nanos >= from && before.is_some_and(|before| before != record.member) {
+            moves += 1;
+        }
+    }
+    moves
 }
 
 /// Waits until every replica of the bucket's stream and of the group's is current: a restarted
@@ -240,6 +274,7 @@ async fn probe(cluster: &mut NatsCluster) -> anyhow::Result<()> {
             after_restart,
         } = kill_and_restart(cluster, &running, node, &what).await?;
         wait_all_current(js).await?;
+        let moved = partition_moves(&records.snapshot(), partition_of, killed_at, now_nanos());
         let kill = Kill {
             target,
             node,
@@ -251,6 +286,7 @@ async fn probe(cluster: &mut NatsCluster) -> anyhow::Result<()> {
             bucket_leader,
             step_downs: step_downs.between(killed_at, resumed_at),
             after_restart,
+            moved,
         };
         eprintln!("kill {}: {kill}", n + 1);
         kills.push(kill);
@@ -271,6 +307,14 @@ async fn probe(cluster: &mut NatsCluster) -> anyhow::Result<()> {
         quantile(&after_elections, 0.5),
         quantile(&elections, 1.0),
         quantile(&elections, 0.5),
+    );
+    // Members keep their partitions through elections (the members bucket's included): none
+    // is dropped, none gives its partitions up.
+    let moved: usize = kills.iter().map(|kill| kill.moved).sum();
+    anyhow::ensure!(
+        moved == 0,
+        "a partition's changes went to the other member {moved} time(s) during the kills, while \
+         neither left the group"
     );
     let slow: Vec<String> = kills
         .iter()

@@ -12,8 +12,9 @@
 //! unanswered, the mirror not heard from lately), so that a stall is seen within about a second
 //! of the bucket's stream having a leader again. When the mirror has been silent for
 //! [`MIRROR_SILENCE`] (not even the heartbeat its consumer sends every second), or not heard
-//! from at all for [`UNHEARD_GRACE`] since its stream's leader was elected, while the bucket
-//! holds changes it has not copied, one member asks the group stream's leader to step down: the
+//! from at all for [`UNHEARD_GRACE`] since its stream's leader was elected (at once if that
+//! leader was seen while the bucket's stream had none: its mirror was set up against nothing),
+//! while the bucket holds changes it has not copied, one member asks the group stream's leader to step down: the
 //! mirror copies again about a second after the bucket's stream has a leader.
 //!
 //! The mirror is looked at before the bucket, so the silence is timed while the bucket's stream
@@ -50,6 +51,8 @@ pub(crate) struct MirrorSeen {
     silent_since: Option<Instant>,
     /// Whether the mirror was heard from within [`HEARD_LATELY`].
     heard_lately: bool,
+    /// Whether the mirror has not been heard from since its stream's leader was elected.
+    unheard: bool,
 }
 
 /// One member's look at the group's mirror, check after check.
@@ -60,6 +63,10 @@ pub(crate) struct MirrorCheck {
     unheard: Option<(u64, Instant)>,
     /// When this member first found the mirror stalled, this time.
     stalled_seen: Option<Instant>,
+    /// Whether the group stream's leader was seen, not yet having heard from its mirror, while
+    /// the bucket's stream answered no lookup: that leader set its mirror up against a bucket
+    /// without a leader, and the server tries again only 40 to 50 s later.
+    set_up_without_bucket: bool,
     /// When this member last asked for a step-down.
     restarted: Option<Instant>,
 }
@@ -72,7 +79,14 @@ impl MirrorCheck {
         jetstream: &jetstream::Context,
         layout: &GroupLayout,
     ) -> Option<MirrorSeen> {
-        let group = jetstream.get_stream(&layout.stream).await.ok()?;
+        let group = match jetstream.get_stream(&layout.stream).await {
+            Ok(group) => group,
+            Err(error) => {
+                tracing::debug!(stream = %layout.stream, error = %chain(&error),
+                    "could not look the group's stream up");
+                return None;
+            }
+        };
         let info = group.cached_info();
         let active = info.mirror.as_ref()?.active;
         Some(self.seen(active, info.state.last_sequence, Instant::now()))
@@ -84,6 +98,7 @@ impl MirrorCheck {
         let silent_since = match active {
             Some(silence) => {
                 self.unheard = None;
+                self.set_up_without_bucket = false;
                 (silence >= MIRROR_SILENCE).then(|| now.checked_sub(silence).unwrap_or(now))
             }
             None => {
@@ -92,13 +107,24 @@ impl MirrorCheck {
                     _ => now,
                 };
                 self.unheard = Some((copied, since));
-                (now.duration_since(since) >= UNHEARD_GRACE).then_some(since)
+                let waited = now.duration_since(since) >= UNHEARD_GRACE;
+                (waited || self.set_up_without_bucket).then_some(since)
             }
         };
         MirrorSeen {
             copied,
             silent_since,
             heard_lately: active.is_some_and(|silence| silence < HEARD_LATELY),
+            unheard: active.is_none(),
+        }
+    }
+
+    /// Notes that the bucket's stream answered no lookup while the mirror was `seen`: if its
+    /// stream's leader had not heard from it yet, it is stalled as soon as the bucket has a
+    /// leader, without the grace given to a mirror setting itself up.
+    pub(crate) fn bucket_unanswered(&mut self, seen: Option<MirrorSeen>) {
+        if seen.is_some_and(|seen| seen.unheard) {
+            self.set_up_without_bucket = true;
         }
     }
 
@@ -117,6 +143,11 @@ impl MirrorCheck {
         let bucket_last = bucket.state.last_sequence;
         let behind = bucket_last > seen.copied;
         if !self.restart_due(seen, bucket_last, first, Instant::now()) {
+            if behind && !seen.heard_lately {
+                tracing::debug!(group = %layout.group, copied = seen.copied, bucket_last,
+                    silent_for = ?seen.silent_since.map(|since| since.elapsed()), first,
+                    "the group's mirror is quiet, not yet long enough to start it again");
+            }
             return seen.heard_lately || !behind;
         }
         let copied = seen.copied;
@@ -167,6 +198,7 @@ impl MirrorCheck {
         // A new leader's mirror is timed from its own election.
         self.unheard = None;
         self.stalled_seen = None;
+        self.set_up_without_bucket = false;
         true
     }
 }
@@ -227,5 +259,26 @@ mod tests {
         assert!(check.restart_due(stalled, 20, true, copying + UNHEARD_GRACE));
         // Heard from: well again.
         assert!(check.seen(HEARD, 12, copying + UNHEARD_GRACE).heard_lately);
+    }
+
+    #[test]
+    fn a_mirror_set_up_while_the_bucket_had_no_leader_is_restarted_at_once() {
+        let now = Instant::now();
+        let mut check = MirrorCheck::default();
+        let unheard = check.seen(None, 10, now);
+        // The bucket's stream did not answer in that check.
+        check.bucket_unanswered(Some(unheard));
+        let later = now + QUICK_CHECK;
+        let stalled = check.seen(None, 10, later);
+        assert!(check.restart_due(stalled, 20, true, later));
+        // The new leader's mirror gets the grace again.
+        let after = later + QUICK_CHECK;
+        let unheard = check.seen(None, 10, after);
+        assert!(!check.restart_due(unheard, 20, true, after + RESTART_PAUSE));
+        // A mirror heard from while the bucket had no leader is not marked.
+        let mut check = MirrorCheck::default();
+        let heard = check.seen(Some(MIRROR_SILENCE), 10, now);
+        check.bucket_unanswered(Some(heard));
+        assert!(check.seen(None, 10, later).silent_since.is_none());
     }
 }

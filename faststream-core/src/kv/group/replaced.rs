@@ -184,15 +184,18 @@ impl ReplacementCheck {
         every: Duration,
     ) -> bool {
         let layout = &self.spec.layout;
-        // The mirror first: its silence is timed while the bucket's stream elects a leader.
-        let mirror = self.mirror.look(lookups, layout).await;
         let name = format!("KV_{}", layout.bucket);
+        // Both at once: the mirror's silence is timed while the bucket's stream elects a leader,
+        // and a check waits for one lookup's timeout at most.
+        let (mirror, bucket) =
+            futures_util::join!(self.mirror.look(lookups, layout), lookups.get_stream(&name));
         // A bucket missing (deleted, not yet created again) is waited for.
-        let bucket = match lookups.get_stream(&name).await {
+        let bucket = match bucket {
             Ok(bucket) => bucket,
             Err(error) => {
                 tracing::debug!(stream = %name, error = %chain(&error),
                     "could not look the group's bucket up");
+                self.mirror.bucket_unanswered(mirror);
                 return false;
             }
         };
