@@ -10,7 +10,10 @@ use faststream_core::KvWatch;
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 
-use super::{RAW_COUNT, RAW_MAP, VIEW, VIEW_BATCHED, VIEW_RAW, WATCH, WATCH_BATCHED};
+use super::{
+    RAW_BY_SEQUENCE, RAW_COUNT, RAW_MAP, RAW_RANGES, VIEW, VIEW_BATCHED, VIEW_RAW, WATCH,
+    WATCH_BATCHED,
+};
 use crate::broker::connected_broker;
 use crate::common::{bucket, url, Flag, TIMEOUT};
 use crate::measure::{rss_bytes, usage};
@@ -116,6 +119,12 @@ pub async fn view_catchup(implementation: &str, n: usize) -> anyhow::Result<Valu
             held = Box::new((map, watch, store));
             keys
         }
+        (RAW_BY_SEQUENCE | RAW_RANGES, Some(client)) => {
+            let parts = if implementation == RAW_RANGES { 2 } else { 1 };
+            let seen = read_by_sequence(client, &bucket, parts).await?;
+            held = Box::new(());
+            seen
+        }
         other => anyhow::bail!("unknown view consumer {other:?}"),
     };
     let took = started.elapsed();
@@ -135,4 +144,60 @@ pub async fn view_catchup(implementation: &str, n: usize) -> anyhow::Result<Valu
         "peak_rss_kib": peak_rss_kib,
         "recreations": recreations,
     }))
+}
+
+/// Reads every message the bucket's stream holds (each key's latest in a bucket of one revision
+/// per key) with `parts` raw ordered consumers from evenly spread start sequences, side by side,
+/// each up to the next one's start; the number of messages read.
+async fn read_by_sequence(
+    client: async_nats::Client,
+    bucket: &str,
+    parts: u64,
+) -> anyhow::Result<usize> {
+    use async_nats::jetstream::consumer::{push::OrderedConfig, DeliverPolicy};
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js.get_stream(format!("KV_{bucket}")).await?;
+    let info = stream.info().await?.clone();
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let span = (last - first + 1).div_ceil(parts);
+    let mut tasks = Vec::new();
+    for part in 0..parts {
+        let start = first + part * span;
+        let end = (start + span - 1).min(last);
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_subject: client.new_inbox(),
+                filter_subject: format!("$KV.{bucket}.>"),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..Default::default()
+            })
+            .await?;
+        tasks.push(tokio::spawn(async move {
+            let mut messages = consumer.messages().await?;
+            let mut seen = 0usize;
+            while let Some(message) = tokio::time::timeout(TIMEOUT, messages.next()).await? {
+                let message = message?;
+                let sequence = message
+                    .info()
+                    .map_err(|error| anyhow::anyhow!("{error}"))?
+                    .stream_sequence;
+                if sequence > end {
+                    break;
+                }
+                seen += 1;
+                std::hint::black_box(&message);
+                if sequence == end {
+                    break;
+                }
+            }
+            anyhow::Ok(seen)
+        }));
+    }
+    let mut seen = 0;
+    for task in tasks {
+        seen += task.await??;
+    }
+    Ok(seen)
 }

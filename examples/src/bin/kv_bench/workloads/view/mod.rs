@@ -30,6 +30,12 @@ const RAW_COUNT: &str = "async-nats-raw";
 /// The same, decoding each value into `Flag` and inserting it into a `std` `HashMap`: what a
 /// user would write by hand.
 const RAW_MAP: &str = "async-nats-raw-map";
+/// One raw ordered consumer from the stream's first sequence (not "last per subject"): what
+/// the server's delivery costs without the per-subject lookup.
+const RAW_BY_SEQUENCE: &str = "async-nats-by-sequence";
+/// Two raw ordered consumers over the two halves of the stream's sequences, side by side: whether
+/// a catch-up split over sequence ranges gets more from the server.
+const RAW_RANGES: &str = "async-nats-ranges";
 /// Gets timed together: one `Instant` pair per batch, so the clock's own cost (about 20 ns a
 /// read) stays out of the per-get figure.
 const GET_BATCH: usize = 32;
@@ -53,6 +59,8 @@ async fn catch_up(n: usize, pid: u32, summary: &mut Summary) -> anyhow::Result<(
             WATCH,
             VIEW_BATCHED,
             WATCH_BATCHED,
+            RAW_BY_SEQUENCE,
+            RAW_RANGES,
         ],
         REPEATS,
         Compared::Catchup,
@@ -63,6 +71,7 @@ async fn catch_up(n: usize, pid: u32, summary: &mut Summary) -> anyhow::Result<(
     drop_bucket(&bucket).await?;
     let (view, raw, raw_map, view_raw, watch) = (&runs[0], &runs[1], &runs[2], &runs[3], &runs[4]);
     let (view_batched, watch_batched) = (&runs[5], &runs[6]);
+    let (by_sequence, ranges) = (&runs[7], &runs[8]);
     // Speed ratios: raw time / view time, so above 1 the view is faster.
     let speed = |of: &Runs, against: &Runs| against.median("seconds") / of.median("seconds");
     let best = |of: &Runs, against: &Runs| against.lowest("seconds") / of.lowest("seconds");
@@ -88,6 +97,14 @@ async fn catch_up(n: usize, pid: u32, summary: &mut Summary) -> anyhow::Result<(
     summary.insert(
         "watch_batched_catchup_vs_raw".into(),
         json!(speed(watch_batched, raw)),
+    );
+    summary.insert(
+        "raw_by_sequence_catchup_vs_raw".into(),
+        json!(speed(by_sequence, raw)),
+    );
+    summary.insert(
+        "raw_ranges_catchup_vs_raw".into(),
+        json!(speed(ranges, raw)),
     );
     summary.insert(
         "view_bytes_per_key".into(),
@@ -126,6 +143,14 @@ async fn catch_up(n: usize, pid: u32, summary: &mut Summary) -> anyhow::Result<(
         watch_batched.median("cpu_s"),
         speed(view_batched, raw),
         speed(watch_batched, raw),
+    );
+    eprintln!(
+        "raw consumers by sequence (median of {REPEATS}): one from the first sequence {:.3} s \
+         ({:.2}x raw), two over halves side by side {:.3} s ({:.2}x raw)",
+        by_sequence.median("seconds"),
+        speed(by_sequence, raw),
+        ranges.median("seconds"),
+        speed(ranges, raw),
     );
     eprintln!(
         "CPU time of the catch-up (median): kv_view {:.3} s, raw watch {:.3} s, \
