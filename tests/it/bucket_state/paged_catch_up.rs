@@ -4,6 +4,8 @@
 //! the same through a consumer on older servers; history and other options keep the consumer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use super::*;
 use faststream_core::{KvMessage, Operation};
@@ -62,6 +64,7 @@ async fn read_through(
 async fn a_paged_catch_up_delivers_the_latest_entries_then_every_change() -> anyhow::Result<()> {
     on_each_server_before_and_since(2, 11, |server| async move {
         let paged = server.binary().version_at_least(2, 11);
+        let version = server.binary().version.clone();
         let js = jetstream(&server).await?;
         let broker = connected_broker(&server).await?;
         let store = broker.key_value("paged").await?;
@@ -71,19 +74,29 @@ async fn a_paged_catch_up_delivers_the_latest_entries_then_every_change() -> any
             store.purge(&format!("k.{}", 100 + key)).await?;
         }
         // Writers rewrite the other keys all along the catch-up.
+        let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..2u64)
             .map(|writer| {
                 let js = js.clone();
+                let stop = Arc::clone(&stop);
                 tokio::spawn(async move {
                     for n in 0u64.. {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
                         let key = 200 + (n * 2 + writer) % (KEYS - 200);
-                        let ack = js
+                        // Sent, then stored: the second await is the server's acknowledgement.
+                        let sent = js
                             .publish(
                                 format!("$KV.paged.k.{key}"),
                                 format!("w{writer}.{n}").into(),
                             )
                             .await;
-                        if ack.is_err() {
+                        let stored = match sent {
+                            Ok(ack) => ack.await.is_ok(),
+                            Err(_) => false,
+                        };
+                        if !stored {
                             break;
                         }
                         tokio::time::sleep(Duration::from_micros(300)).await;
@@ -142,8 +155,12 @@ async fn a_paged_catch_up_delivers_the_latest_entries_then_every_change() -> any
         }
 
         // Then every change: stop the writers and read up to the bucket's last revision.
-        for writer in &writers {
-            writer.abort();
+        // Stopped, not aborted, each write's acknowledgement awaited: every write is stored
+        // before `last`, which a write sent on the writers' connection and not yet
+        // acknowledged might not be.
+        stop.store(true, Ordering::Relaxed);
+        for writer in writers {
+            writer.await?;
         }
         let last = store.put("k.0", "last".into()).await?;
         read_through(&mut watcher, last, &mut entries).await?;
@@ -175,7 +192,8 @@ async fn a_paged_catch_up_delivers_the_latest_entries_then_every_change() -> any
             assert_eq!(
                 (read.revision(), read.operation(), read.value()),
                 (stored.revision, stored.operation.into(), &stored.value),
-                "{name}"
+                "{name} on nats-server {version}, caught up at revision {}",
+                entries[caught_up_at - 1].revision()
             );
         }
         Ok(())

@@ -10,7 +10,8 @@ use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::{ConsumerErrorKind, LastRawMessageErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 
-use super::position::Position;
+use super::paged_catch_up::server_version_at_least;
+use super::position::{one_message_per_key, Position, SEQUENTIAL_CATCH_UP_SINCE};
 use crate::error::{chain, BoxError, WatchError};
 use crate::kv::start_at::StartAt;
 
@@ -200,6 +201,16 @@ pub(super) async fn create(request: CreateConsumerRequest) -> Result<Created, Cr
         position = Position::fresh(start_at, info.created);
     } else {
         position.stream_created = Some(info.created);
+    }
+    // A catch-up of the latest values not started yet, in a bucket holding one message per key:
+    // every message in sequence order, which the server sends with less work.
+    if start_at == StartAt::LatestPerKey
+        && position.last_revision.is_none()
+        && !position.caught_up
+        && one_message_per_key(info)
+        && server_version_at_least(&client.server_info().version, SEQUENTIAL_CATCH_UP_SINCE)
+    {
+        position.sequential = true;
     }
     config.deliver_subject = inbox;
     config.deliver_policy = position.deliver_policy(start_at);

@@ -23,6 +23,7 @@ use async_nats::jetstream::stream::Info;
 use async_nats::HeaderMap;
 
 use super::batch::{PageItem, PagedRead};
+use super::position::one_message_per_key;
 use super::status::WatchEvent;
 use super::KvWatcher;
 use crate::error::chain;
@@ -63,11 +64,9 @@ impl KvWatcher {
     /// Starts a paged catch-up if the bucket's stream suits one; `false` leaves the watch to
     /// its consumer.
     pub(super) fn start_paged_catch_up(&mut self, info: &Info) -> bool {
-        // One message per key: history 1, or no key with a second revision yet. Revisions
-        // written after this look are changes, which a consumer would deliver too.
-        let one_per_key = info.config.max_messages_per_subject == 1
-            || info.state.messages <= info.state.subjects_count;
-        let suits = info.config.allow_direct && one_per_key && info.state.messages > 0;
+        // Revisions written after this look are changes, which a consumer would deliver too.
+        let suits =
+            info.config.allow_direct && one_message_per_key(info) && info.state.messages > 0;
         if !suits {
             return false;
         }
@@ -208,7 +207,7 @@ fn without_direct_get_headers(headers: &HeaderMap) -> HeaderMap {
 }
 
 /// Whether a server version (`2.11.0`, `2.12.0-beta.1`) is at least `major.minor`.
-fn server_version_at_least(version: &str, (major, minor): (u64, u64)) -> bool {
+pub(super) fn server_version_at_least(version: &str, (major, minor): (u64, u64)) -> bool {
     let mut parts = version
         .trim_start_matches('v')
         .split(['.', '-'])

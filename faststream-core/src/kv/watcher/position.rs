@@ -15,8 +15,9 @@ pub(super) struct Position {
     pub(super) first_new_revision: Option<u64>,
     /// A consumer reported nothing pending: the initial snapshot was delivered.
     pub(super) caught_up: bool,
-    /// Every retained entry up to `last_revision` was read in sequence order (a paged
-    /// catch-up), so the watch goes on by sequence even before it is caught up.
+    /// The catch-up is read in sequence order (a paged catch-up, or a consumer of a bucket
+    /// holding one message per key: see [`one_message_per_key`]), so the watch goes on by
+    /// sequence even before it is caught up, and starts from the stream's first message.
     pub(super) sequential: bool,
     /// Creation time of the stream the revisions above belong to.
     pub(super) stream_created: Option<OffsetDateTime>,
@@ -51,12 +52,28 @@ impl Position {
                 start_sequence: first,
             },
             (None, None) => match start_at {
+                StartAt::LatestPerKey if self.sequential => DeliverPolicy::All,
                 StartAt::LatestPerKey => DeliverPolicy::LastPerSubject,
                 StartAt::Beginning => DeliverPolicy::All,
                 StartAt::NewOnly => DeliverPolicy::New,
             },
         }
     }
+}
+
+/// The server version from which a consumer of a bucket holding one message per key reads it in
+/// sequence order. nats-server 2.9.10 delivers such a filtered consumer too slowly to ever
+/// catch up with a steady writer rewriting the keys (it did with the last value per key).
+pub(super) const SEQUENTIAL_CATCH_UP_SINCE: (u64, u64) = (2, 11);
+
+/// Whether the stream of `info` holds one message per key: history 1, or no key with a second
+/// revision yet. Then every message it holds is the latest of its key (a delete or purge as its
+/// marker), and reading them all in sequence order gives what a consumer delivering the latest
+/// value per key would: a key rewritten meanwhile shows up again at its new revision, after the
+/// old one. The server delivers that way with less work: at 1,000,000 keys, 1.4-1.8 s of its
+/// CPU against 1.9-2.0 s, as it need not first find each subject's last message.
+pub(super) fn one_message_per_key(info: &async_nats::jetstream::stream::Info) -> bool {
+    info.config.max_messages_per_subject == 1 || info.state.messages <= info.state.subjects_count
 }
 
 #[cfg(test)]
@@ -96,6 +113,15 @@ mod tests {
             DeliverPolicy::ByStartSequence { start_sequence: 8 }
         );
         // On a new stream: each mode from its own start; updates_only takes all of it.
+        // A consumer of a bucket holding one message per key, nothing read yet: every message.
+        let by_sequence = Position {
+            sequential: true,
+            ..Position::fresh(StartAt::LatestPerKey, created)
+        };
+        assert_eq!(
+            by_sequence.deliver_policy(StartAt::LatestPerKey),
+            DeliverPolicy::All
+        );
         let fresh = |start_at| Position::fresh(start_at, created).deliver_policy(start_at);
         assert_eq!(fresh(StartAt::LatestPerKey), DeliverPolicy::LastPerSubject);
         assert_eq!(fresh(StartAt::Beginning), DeliverPolicy::All);
