@@ -7,10 +7,10 @@
 //! be copied. So the identity of the bucket's stream (its creation time, on the server's clock)
 //! is recorded in the group stream's metadata when the group is declared, and:
 //! - a member declaring the group finds it recorded with another identity;
-//! - running members look the bucket's stream up once per session timeout (one stream info
-//!   request each; more often while a lookup goes unanswered or the group's mirror is quiet,
-//!   `mirror`) and compare (and, while it is the same, look at the group's mirror with
-//!   it: `mirror`).
+//! - running members look the bucket's stream up once per session timeout, and every 500 ms
+//!   while a lookup goes unanswered or the group's mirror is quiet (one stream info request
+//!   each, with one of the group's stream), and compare (and, while it is the same, look at
+//!   the group's mirror with it: `mirror`).
 //!
 //! Then the group's stream is deleted and declared again on the new bucket, copying everything
 //! the new bucket holds: it was all written while the group ran. The hand-back counts go too
