@@ -13,7 +13,8 @@
 //! of the bucket's stream having a leader again. When the mirror has been silent for
 //! [`MIRROR_SILENCE`] (not even the heartbeat its consumer sends every second), or not heard
 //! from at all for [`UNHEARD_GRACE`] since its stream's leader was elected (at once if that
-//! leader was seen while the bucket's stream had none: its mirror was set up against nothing),
+//! leader was seen while the bucket's stream had none, or was elected before the bucket's
+//! leader: its mirror was set up against nothing),
 //! while the bucket holds changes it has not copied, one member asks the group stream's leader to step down: the
 //! mirror copies again about a second after the bucket's stream has a leader.
 //!
@@ -23,6 +24,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, response::Response, stream};
+use time::OffsetDateTime;
 
 use super::layout::GroupLayout;
 use crate::error::chain;
@@ -35,7 +37,7 @@ const UNHEARD_GRACE: Duration = Duration::from_secs(2);
 /// A mirror heard from within this is well; beyond it, checks come every [`QUICK_CHECK`].
 const HEARD_LATELY: Duration = Duration::from_millis(1_500);
 /// The period of the checks while something is not well.
-pub(crate) const QUICK_CHECK: Duration = Duration::from_millis(500);
+pub(crate) const QUICK_CHECK: Duration = Duration::from_millis(250);
 /// After asking for a step-down, how long to give the new leader before asking again.
 const RESTART_PAUSE: Duration = Duration::from_secs(5);
 /// How much longer a member other than the first waits before asking itself (the first
@@ -53,6 +55,28 @@ pub(crate) struct MirrorSeen {
     heard_lately: bool,
     /// Whether the mirror has not been heard from since its stream's leader was elected.
     unheard: bool,
+    /// Since when the group stream's leader has led, by its clock (nats-server 2.11+).
+    leader_since: Option<OffsetDateTime>,
+}
+
+impl MirrorSeen {
+    /// The mirror seen as stalled from `now` if its stream's leader, not having heard from it,
+    /// was elected before the bucket's stream's leader (`bucket_leader_since`): it set the mirror
+    /// up while the bucket had no leader, and the server tries again only 40 to 50 s later. Two
+    /// servers' clocks are compared: skewed, they cost a step-down not needed (a moment without
+    /// changes) or the grace given to a mirror setting itself up, nothing more.
+    fn set_up_before(self, bucket_leader_since: Option<OffsetDateTime>, now: Instant) -> Self {
+        let before = matches!((self.leader_since, bucket_leader_since),
+            (Some(group), Some(bucket)) if group < bucket);
+        if self.unheard && self.silent_since.is_none() && before {
+            Self {
+                silent_since: Some(now),
+                ..self
+            }
+        } else {
+            self
+        }
+    }
 }
 
 /// One member's look at the group's mirror, check after check.
@@ -89,7 +113,12 @@ impl MirrorCheck {
         };
         let info = group.cached_info();
         let active = info.mirror.as_ref()?.active;
-        Some(self.seen(active, info.state.last_sequence, Instant::now()))
+        let mut seen = self.seen(active, info.state.last_sequence, Instant::now());
+        seen.leader_since = info
+            .cluster
+            .as_ref()
+            .and_then(|cluster| cluster.leader_since);
+        Some(seen)
     }
 
     /// Notes the mirror's `active` (its silence as the server measured it, `None` if not heard
@@ -116,6 +145,7 @@ impl MirrorCheck {
             silent_since,
             heard_lately: active.is_some_and(|silence| silence < HEARD_LATELY),
             unheard: active.is_none(),
+            leader_since: None,
         }
     }
 
@@ -142,7 +172,13 @@ impl MirrorCheck {
     ) -> bool {
         let bucket_last = bucket.state.last_sequence;
         let behind = bucket_last > seen.copied;
-        if !self.restart_due(seen, bucket_last, first, Instant::now()) {
+        let now = Instant::now();
+        let bucket_leader_since = bucket
+            .cluster
+            .as_ref()
+            .and_then(|cluster| cluster.leader_since);
+        let seen = seen.set_up_before(bucket_leader_since, now);
+        if !self.restart_due(seen, bucket_last, first, now) {
             if behind && !seen.heard_lately {
                 tracing::debug!(group = %layout.group, copied = seen.copied, bucket_last,
                     silent_for = ?seen.silent_since.map(|since| since.elapsed()), first,
@@ -259,6 +295,26 @@ mod tests {
         assert!(check.restart_due(stalled, 20, true, copying + UNHEARD_GRACE));
         // Heard from: well again.
         assert!(check.seen(HEARD, 12, copying + UNHEARD_GRACE).heard_lately);
+    }
+
+    #[test]
+    fn a_mirror_whose_leader_was_elected_before_the_buckets_is_restarted_at_once() {
+        let now = Instant::now();
+        let elected = OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1);
+        let mut check = MirrorCheck::default();
+        let mut unheard = check.seen(None, 10, now);
+        unheard.leader_since = Some(elected);
+        let later = Some(elected + time::Duration::seconds(2));
+        assert!(check.restart_due(unheard.set_up_before(later, now), 20, true, now));
+        // Elected after the bucket's leader: its mirror sets itself up, given the grace.
+        let mut check = MirrorCheck::default();
+        let mut unheard = check.seen(None, 10, now);
+        unheard.leader_since = later;
+        let seen = unheard.set_up_before(Some(elected), now);
+        assert!(!check.restart_due(seen, 20, true, now));
+        // Unknown (a server before 2.11): the grace.
+        unheard.leader_since = None;
+        assert!(!check.restart_due(unheard.set_up_before(later, now), 20, true, now));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! be copied. So the identity of the bucket's stream (its creation time, on the server's clock)
 //! is recorded in the group stream's metadata when the group is declared, and:
 //! - a member declaring the group finds it recorded with another identity;
-//! - running members look the bucket's stream up once per session timeout, and every 500 ms
+//! - running members look the bucket's stream up once per session timeout, and every 250 ms
 //!   while a lookup goes unanswered or the group's mirror is quiet (one stream info request
 //!   each, with one of the group's stream), and compare (and, while it is the same, look at
 //!   the group's mirror with it: `mirror`).
@@ -45,7 +45,7 @@ const META_BUCKET_CREATED: &str = "faststream.group.bucket_created_ns";
 /// How many checks a member waits for the first member to start the group over.
 const CHECKS_LEFT_TO_FIRST: u32 = 2;
 /// The longest wait for the answer to a lookup (less if the session timeout is shorter).
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+const LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The identity of a bucket's stream: when the server created it, in nanoseconds since the
 /// Unix epoch. A bucket deleted and created again has another, whatever its name and settings.
@@ -158,9 +158,9 @@ impl ReplacementCheck {
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
         let every = self.spec.settings.session_timeout;
         let quick = QUICK_CHECK.min(every);
-        // Lookups answered within a quick check or two: one unanswered (a stream electing a
+        // Lookups answered within two quick checks: one unanswered (a stream electing a
         // leader) would otherwise hold the next checks for the request timeout (10 s by
-        // default).
+        // default), and after the election the next lookup is at most 750 ms away.
         let mut lookups = self.jetstream.clone();
         lookups.set_timeout(LOOKUP_TIMEOUT.min(every));
         let mut waited = 0;
