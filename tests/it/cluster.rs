@@ -144,7 +144,14 @@ async fn run(binary: faststream_testing::ServerBinary) -> anyhow::Result<()> {
     let writer_js = cluster_jetstream(&cluster).await?;
     let (stop_writer, writer_stopped) = tokio::sync::oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
-        let store = writer_js.get_key_value(BUCKET).await?;
+        // Retried too: a stream info request to a new R3 stream can go unanswered for the
+        // request timeout (10 s) on a busy machine (nats-server 2.9.10, once beside the suite).
+        let store = faststream_testing::wait_for(
+            "the writer's bucket",
+            Duration::from_secs(30),
+            || async { anyhow::Ok(Some(writer_js.get_key_value(BUCKET).await?)) },
+        )
+        .await?;
         let mut stopped = writer_stopped;
         let mut i = 0u64;
         // Until told to stop, and at least MIN_WRITES.
