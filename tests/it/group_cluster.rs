@@ -51,7 +51,7 @@ const HANDLER_DELAY: Duration = Duration::from_millis(2);
 /// ~50 puts a second (fewer while a leader is elected: the writer retries).
 const WRITE_PERIOD: Duration = Duration::from_millis(20);
 /// From a kill to every partition handled again: the elections of what the killed node led
-/// (5-9 s here, twice in 120 kills 11.9 s and 14.5 s; not configurable), then at most a few
+/// (5-9 s here, twice in 140 kills 11.9 s and 14.5 s; not configurable), then at most a few
 /// hundred milliseconds for members to notice a stalled mirror (checked every 250 ms while
 /// anything is off) and have it started again. Two runs of the fault probe
 /// (`group_cluster_kills.rs`, 20 kills, the default 32 changes in flight) measured worsts of

@@ -33,7 +33,7 @@ use crate::group_support::{now_nanos, Record};
 /// Leaders killed in a run.
 const KILLS: usize = 10;
 /// From a kill to every partition handled again. The project's target is 12 s, of which the
-/// elections take 5-9 s here, and twice in 120 kills took 11.9 s and 14.5 s (not configurable:
+/// elections take 5-9 s here, and twice in 140 kills took 11.9 s and 14.5 s (not configurable:
 /// a vote split between the two nodes left starts another round). What the members add is
 /// bounded by [`AFTER_ELECTIONS_BOUND`] (3 s, the target) from the end of the elections the kill
 /// started. Two runs of this probe (20 kills, the default 32 changes in flight): worst 9.0 s
