@@ -32,6 +32,22 @@ pub(crate) const ATOMIC_BATCH_SINCE: Version = Version {
     text: "2.12",
 };
 
+/// The oldest nats-server that answers direct gets in batches (ADR-31), for the paged catch-up.
+pub(crate) const BATCHED_DIRECT_GET_SINCE: Version = Version {
+    major: 2,
+    minor: 11,
+    text: "2.11",
+};
+
+/// The oldest nats-server from which a consumer of a bucket holding one message per key reads it
+/// in sequence order. nats-server 2.9.10 delivers such a filtered consumer too slowly to ever
+/// catch up with a steady writer rewriting the keys (it did with the last value per key).
+pub(crate) const SEQUENTIAL_CATCH_UP_SINCE: Version = Version {
+    major: 2,
+    minor: 11,
+    text: "2.11",
+};
+
 /// A `major.minor` server version that a feature needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Version {

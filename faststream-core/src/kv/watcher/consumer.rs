@@ -10,9 +10,9 @@ use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::{ConsumerErrorKind, LastRawMessageErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 
-use super::paged_catch_up::server_version_at_least;
-use super::position::{one_message_per_key, Position, SEQUENTIAL_CATCH_UP_SINCE};
+use super::position::{one_message_per_key, Position};
 use crate::error::{chain, BoxError, WatchError};
+use crate::kv::features::{self, SEQUENTIAL_CATCH_UP_SINCE};
 use crate::kv::start_at::StartAt;
 
 /// The first pause before re-creating a watch; it doubles while attempts fail.
@@ -208,7 +208,7 @@ pub(super) async fn create(request: CreateConsumerRequest) -> Result<Created, Cr
         && position.last_revision.is_none()
         && !position.caught_up
         && one_message_per_key(info)
-        && server_version_at_least(&client.server_info().version, SEQUENTIAL_CATCH_UP_SINCE)
+        && features::at_least(&client.server_info().version, SEQUENTIAL_CATCH_UP_SINCE)
     {
         position.sequential = true;
     }

@@ -27,11 +27,9 @@ use super::position::one_message_per_key;
 use super::status::WatchEvent;
 use super::KvWatcher;
 use crate::error::chain;
+use crate::kv::features::{self, BATCHED_DIRECT_GET_SINCE};
 use crate::kv::message::{KvMessage, MessageParts, Operation};
 use crate::kv::start_at::StartAt;
-
-/// The server version from which direct gets answer in batches.
-const BATCHED_DIRECT_GET_SINCE: (u64, u64) = (2, 11);
 
 /// The headers a direct get adds to the stored ones.
 const DIRECT_GET_HEADERS: [&str; 6] = [
@@ -58,7 +56,7 @@ impl KvWatcher {
             && self.options.start_at() == StartAt::LatestPerKey
             && !self.options.without_values()
             && !self.options.is_objects()
-            && server_version_at_least(&self.client.server_info().version, BATCHED_DIRECT_GET_SINCE)
+            && features::at_least(&self.client.server_info().version, BATCHED_DIRECT_GET_SINCE)
     }
 
     /// Starts a paged catch-up if the bucket's stream suits one; `false` leaves the watch to
@@ -206,18 +204,6 @@ fn without_direct_get_headers(headers: &HeaderMap) -> HeaderMap {
     stored
 }
 
-/// Whether a server version (`2.11.0`, `2.12.0-beta.1`) is at least `major.minor`.
-pub(super) fn server_version_at_least(version: &str, (major, minor): (u64, u64)) -> bool {
-    let mut parts = version
-        .trim_start_matches('v')
-        .split(['.', '-'])
-        .map(|part| part.parse::<u64>().ok());
-    match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(found_major), Some(found_minor)) => (found_major, found_minor) >= (major, minor),
-        _ => false,
-    }
-}
-
 /// Nanoseconds since the epoch of a direct get's `Nats-Time-Stamp`, in UTC: Go's default
 /// format (`2025-01-02 03:04:05.123456789 +0000 UTC`) or RFC 3339 (`2025-01-02T03:04:05.12Z`).
 /// Parsed by hand: it is read for every entry of a catch-up.
@@ -301,16 +287,5 @@ mod tests {
         assert_eq!(parse_timestamp("1999-12-31T00:00:00.1Z"), Some(tenth));
         assert_eq!(parse_timestamp("yesterday"), None);
         assert_eq!(parse_timestamp("2022-13-06 00:29:27 +0000 UTC"), None);
-    }
-
-    #[test]
-    fn server_versions() {
-        assert!(server_version_at_least("2.11.0", (2, 11)));
-        assert!(server_version_at_least("2.15.1", (2, 11)));
-        assert!(server_version_at_least("2.12.0-beta.1", (2, 11)));
-        assert!(server_version_at_least("3.0.0", (2, 11)));
-        assert!(!server_version_at_least("2.10.24", (2, 11)));
-        assert!(!server_version_at_least("2.9.10", (2, 11)));
-        assert!(!server_version_at_least("", (2, 11)));
     }
 }

@@ -61,11 +61,6 @@ impl Position {
     }
 }
 
-/// The server version from which a consumer of a bucket holding one message per key reads it in
-/// sequence order. nats-server 2.9.10 delivers such a filtered consumer too slowly to ever
-/// catch up with a steady writer rewriting the keys (it did with the last value per key).
-pub(super) const SEQUENTIAL_CATCH_UP_SINCE: (u64, u64) = (2, 11);
-
 /// Whether the stream of `info` holds one message per key: history 1, or no key with a second
 /// revision yet. Then every message it holds is the latest of its key (a delete or purge as its
 /// marker), and reading them all in sequence order gives what a consumer delivering the latest
